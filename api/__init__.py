@@ -1,0 +1,1 @@
+"""The HTTP API: validates, authorises, enqueues, reads results. Never runs training."""

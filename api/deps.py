@@ -1,0 +1,56 @@
+"""Dependencies as ``Annotated`` aliases: settings, Redis, the store, the Celery producer, the tenant."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+from celery import Celery
+from fastapi import Depends, Request
+from redis.asyncio import Redis
+
+from models.errors import Unauthorized
+from models.keys import Keys
+from models.settings import LOCAL_TENANT, Settings, get_settings
+from models.store import Store
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def get_redis(request: Request) -> Redis:
+    return request.app.state.redis
+
+
+def get_store(request: Request) -> Store:
+    return request.app.state.store
+
+
+def get_celery(request: Request) -> Celery:
+    return request.app.state.celery
+
+
+def get_keys(request: Request) -> Keys:
+    return request.app.state.store.keys
+
+
+RedisDep = Annotated[Redis, Depends(get_redis)]
+StoreDep = Annotated[Store, Depends(get_store)]
+CeleryDep = Annotated[Celery, Depends(get_celery)]
+KeysDep = Annotated[Keys, Depends(get_keys)]
+
+
+def get_tenant(request: Request, settings: SettingsDep) -> str:
+    """The tenant of the request's API key; single-user mode (no keys configured) has one tenant."""
+    tenants = settings.tenants_by_key
+    if not tenants:
+        return LOCAL_TENANT
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
+    for key, tenant in tenants.items():
+        if secrets.compare_digest(key.encode(), token.strip().encode()):
+            return tenant
+    raise Unauthorized("unknown API key")
+
+
+TenantDep = Annotated[str, Depends(get_tenant)]

@@ -1,0 +1,55 @@
+"""Map the error tree (models.errors) and oversized bodies to FastAPI's ``{"detail": ...}`` responses."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from models.errors import GradserveError, PayloadTooLarge
+
+
+async def _gradserve_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, GradserveError)
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return JSONResponse({"detail": exc.detail()}, status_code=exc.status, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(GradserveError, _gradserve_error)
+
+
+class BodySizeLimit:
+    """Refuse request bodies over ``limit`` bytes with 413 before they are buffered, chunked or not."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(scope, receive, send)
+            return
+        seen = 0
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise PayloadTooLarge(self._msg())
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+    def _msg(self) -> str:
+        return f"request body exceeds {self.limit:,} bytes (GRADSERVE_MAX_BODY_BYTES)"
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = JSONResponse({"detail": self._msg()}, status_code=413)
+        await response(scope, receive, send)

@@ -1,0 +1,49 @@
+"""Builds the FastAPI app. Run with ``gradserve api`` or ``uvicorn --factory api.main:create_app``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from celery import Celery
+from fastapi import FastAPI
+from redis.asyncio import Redis
+
+from api.errors import BodySizeLimit, install_error_handlers
+from api.routes import health, networks
+from models.keys import Keys
+from models.settings import Settings, get_settings
+from models.store import Store
+from models.tasks import celery_config
+
+DESCRIPTION = """Training as a service for PyTorch: define a network, drive it step by step or train it
+on workers, and look inside: losses, gradients, autograd graphs. Errors are `{"detail": ...}`:
+422 invalid input (with `loc`), 404 unknown id, 409 wrong state, 413 too large."""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.redis_url is None:
+            raise RuntimeError("REDIS_URL is not set: start the service with `gradserve up`, or set REDIS_URL")
+        redis = Redis.from_url(settings.redis_url)
+        producer = Celery("gradserve-api")
+        producer.conf.update(celery_config(settings))
+        app.state.redis = redis
+        app.state.store = Store(redis, Keys(settings.key_prefix))
+        app.state.celery = producer
+        try:
+            yield
+        finally:
+            producer.close()
+            await redis.aclose()
+
+    app = FastAPI(title="gradserve", version="1.0.0", description=DESCRIPTION, lifespan=lifespan)
+    app.dependency_overrides[get_settings] = lambda: settings
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(networks.router)
+    app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
+    return app

@@ -1,0 +1,46 @@
+"""Network definitions: validate on the meta device, store, read back."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Body, status
+from fastapi.concurrency import run_in_threadpool
+
+from api.deps import SettingsDep, StoreDep, TenantDep
+from api.schemas.networks import NetworkPublic
+from models.build import validate_network
+from models.errors import NotFound
+from models.spec import LENET_EXAMPLE, NetworkSpec
+
+router = APIRouter(prefix="/v1/networks", tags=["networks"])
+
+
+def network_doc(network_id: str, spec: NetworkSpec, summary: dict[str, Any]) -> dict[str, Any]:
+    # exclude_unset keeps the spec as written, so rebuilding it passes the same constructor keywords.
+    return {"id": network_id, **summary, "spec": spec.model_dump(mode="json", exclude_unset=True)}
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=NetworkPublic)
+async def create_network(
+    spec: NetworkSpec = Body(openapi_examples={"LeNet": {"summary": "The tutorial's LeNet", "value": LENET_EXAMPLE}}),
+    *,
+    settings: SettingsDep,
+    store: StoreDep,
+    tenant: TenantDep,
+) -> dict[str, Any]:
+    """Validate a network by shape inference on the meta device and store it."""
+    summary = await run_in_threadpool(validate_network, spec, settings)
+    doc = network_doc(f"net_{uuid.uuid4().hex}", spec, summary.public())
+    await store.put_network(tenant=tenant, network_id=doc["id"], doc=doc, ttl_s=settings.network_ttl_s)
+    return doc
+
+
+@router.get("/{network_id}", response_model=NetworkPublic)
+async def get_network(network_id: str, store: StoreDep, tenant: TenantDep) -> dict[str, Any]:
+    """A stored network: its repr, parameters and output shape."""
+    doc = await store.get_network(tenant=tenant, network_id=network_id)
+    if doc is None:
+        raise NotFound(f"network '{network_id}' not found")
+    return doc

@@ -1,0 +1,63 @@
+#!/usr/bin/env python3
+"""Set everything up on a fresh machine (Python 3.11+ and pip) and run gradserve or its tests.
+
+    python3 dev.py up [gradserve up options]   # creates .venv when missing, installs, starts the service
+    python3 dev.py test [pytest options]       # the same set-up, then the whole test suite
+
+Only the standard library is used here, since nothing else is installed yet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+STAMP = VENV / ".gradserve-installed"
+# A pinned CPU-friendly torch first: a bare `torch` requirement would pull a multi-GB CUDA build.
+TORCH_SPEC = os.environ.get("GRADSERVE_TORCH_SPEC", "torch==2.13.0")
+
+
+def _pip(*args: str) -> None:
+    subprocess.run([str(BIN / "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q", *args],
+                   check=True)  # fmt: skip
+
+
+def ensure_venv() -> None:
+    if sys.version_info < (3, 11):
+        sys.exit(f"gradserve needs Python 3.11 or newer; this is {sys.version.split()[0]}")
+    if not (BIN / "python").exists():
+        print("dev.py: creating .venv", flush=True)
+        venv.create(VENV, with_pip=True)
+    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + TORCH_SPEC.encode()).hexdigest()
+    if STAMP.exists() and STAMP.read_text() == wanted:
+        return
+    print("dev.py: installing gradserve and its dependencies into .venv", flush=True)
+    has_torch = subprocess.run([str(BIN / "python"), "-c", "import torch"], capture_output=True).returncode == 0
+    if not has_torch:
+        _pip(TORCH_SPEC)
+    _pip("-e", f"{ROOT}[test]")
+    STAMP.write_text(wanted)
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in {"up", "test"}:
+        print(__doc__)
+        return 2
+    ensure_venv()
+    os.chdir(ROOT)
+    if argv[0] == "up":
+        cmd = [str(BIN / "gradserve"), "up", *argv[1:]]
+    else:
+        cmd = [str(BIN / "python"), "-m", "pytest", *argv[1:]]
+    os.execv(cmd[0], cmd)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,86 @@
+"""``gradserve up | api | worker``: the one entry point for running the service.
+
+``up`` is for a laptop or a single box: it supervises everything. ``api`` and ``worker`` run one
+part each, which is what docker-compose and other process managers call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from models.tasks import QUEUE_CPU, QUEUE_GPU
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gradserve", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="API + workers (+ an embedded Redis when REDIS_URL is unset)")
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--port", type=int, default=8000)
+    up.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    up.add_argument("--data-dir", default=os.environ.get("GRADSERVE_DATA_DIR", ".gradserve"),
+                    help="where the embedded Redis keeps its data (default .gradserve)")  # fmt: skip
+
+    api = sub.add_parser("api", help="the HTTP API alone")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8000)
+
+    worker = sub.add_parser("worker", help="one Celery worker process")
+    worker.add_argument("--queues", default=None, help=f"default: {QUEUE_CPU}, plus {QUEUE_GPU} when CUDA is there")
+    worker.add_argument("--name", default=None, help="Celery node name (default: gradserve-<pid>@<host>)")
+    worker.add_argument("--loglevel", default="WARNING")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "up":
+        from launcher.supervisor import run_up
+
+        return run_up(host=args.host, port=args.port, workers=args.workers, data_dir=args.data_dir)
+    if args.command == "api":
+        return run_api(args.host, args.port)
+    return run_worker(args.queues, args.name, args.loglevel)
+
+
+def refuse_open_single_user(host: str) -> str | None:
+    """Single-user mode has no authentication, so it must not listen beyond loopback."""
+    from models.settings import get_settings
+
+    if get_settings().single_user and host not in LOOPBACK:
+        return (f"refusing to listen on {host} without API keys: set GRADSERVE_API_KEYS='key:tenant,...' "
+                "or listen on 127.0.0.1")  # fmt: skip
+    return None
+
+
+def run_api(host: str, port: int) -> int:
+    import uvicorn
+
+    problem = refuse_open_single_user(host)
+    if problem:
+        print(f"gradserve: {problem}", file=sys.stderr)
+        return 2
+    uvicorn.run("api.main:create_app", factory=True, host=host, port=port, log_level="warning",
+                access_log=False)  # fmt: skip
+    return 0
+
+
+def run_worker(queues: str | None, name: str | None, loglevel: str) -> int:
+    if queues is None:
+        import torch
+
+        queues = f"{QUEUE_CPU},{QUEUE_GPU}" if torch.cuda.is_available() else QUEUE_CPU
+    # One process per worker, solo pool: CUDA and fork don't mix, and a session call then runs in
+    # the process that holds the model cache, with no hop to a child process.
+    argv = ["celery", "--quiet", "-A", "worker.celery_app", "worker", "--pool=solo", "--concurrency=1", "-Q", queues,
+            "-n", name or f"gradserve-{os.getpid()}@%h", f"--loglevel={loglevel}", "--without-gossip",
+            "--without-mingle"]  # fmt: skip
+    from celery.bin.celery import main as celery_main
+
+    sys.argv = argv
+    return celery_main() or 0

@@ -1,0 +1,152 @@
+"""``gradserve up``: start Redis (if needed), the API and N workers; restart dead workers; stop all on a signal.
+
+Children run in their own sessions, so a Ctrl-C reaches only us and we stop them in order (API,
+workers, then Redis, which flushes its AOF last). On Linux each child also gets a parent-death
+signal, so even a SIGKILL of this process leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+from launcher.cli import refuse_open_single_user
+from launcher.embedded_redis import start_redis
+from models.settings import get_settings
+
+READY_TIMEOUT_S = 180
+STOP_GRACE_S = 20
+
+
+def _die_with_parent() -> None:
+    if sys.platform.startswith("linux"):
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, start_new_session=True,
+                            preexec_fn=_die_with_parent)  # fmt: skip
+
+
+def _say(message: str) -> None:
+    print(f"gradserve: {message}", flush=True)
+
+
+class Stack:
+    def __init__(self, host: str, port: int, workers: int, env: dict[str, str]) -> None:
+        self.host, self.port, self.env = host, port, env
+        self.run_id = uuid.uuid4().hex[:6]
+        self.generation = 0
+        self.api: subprocess.Popen | None = None
+        self.workers: list[subprocess.Popen | None] = [None] * workers
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start_api(self) -> None:
+        self.api = _spawn([sys.executable, "-m", "launcher", "api", "--host", self.host, "--port", str(self.port)],
+                          self.env)  # fmt: skip
+
+    def start_worker(self, index: int) -> None:
+        self.generation += 1
+        name = f"gradserve-{self.run_id}-{index}-{self.generation}@%h"
+        self.workers[index] = _spawn([sys.executable, "-m", "launcher", "worker", "--name", name], self.env)
+
+    def ready_workers(self) -> int | None:
+        """How many workers /readyz lists, or None while the API does not answer."""
+        try:
+            with urllib.request.urlopen(f"{self.url}/readyz", timeout=2) as response:
+                body = json.load(response)
+        except urllib.error.HTTPError as exc:
+            body = json.load(exc) if exc.code == 503 else {}
+        except (OSError, ValueError):
+            return None
+        return sum(1 for w in body.get("workers", []) if f"gradserve-{self.run_id}-" in w.get("name", ""))
+
+    def children(self) -> list[subprocess.Popen]:
+        return [p for p in (self.api, *self.workers) if p is not None]
+
+    def stop(self) -> None:
+        for proc in self.children():
+            if proc.poll() is None:
+                proc.terminate()
+        deadline = time.monotonic() + STOP_GRACE_S
+        for proc in self.children():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def run_up(*, host: str, port: int, workers: int, data_dir: str) -> int:
+    problem = refuse_open_single_user(host)
+    if problem:
+        _say(problem)
+        return 2
+    if workers < 1:
+        _say("--workers must be at least 1")
+        return 2
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+
+    env = dict(os.environ)
+    redis_proc = None
+    settings = get_settings()
+    if settings.redis_url is None:
+        redis_proc, url = start_redis(Path(data_dir) / "redis", start_new_session=True, preexec_fn=_die_with_parent)
+        env["REDIS_URL"] = url
+        _say(f"embedded Redis at {url} (data in {Path(data_dir) / 'redis'})")
+    else:
+        _say(f"using Redis at {settings.redis_url}")
+    stack = Stack(host, port, workers, env)
+    try:
+        stack.start_api()
+        for i in range(workers):
+            stack.start_worker(i)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while (stack.ready_workers() or 0) < workers:
+            if stop.is_set() or time.monotonic() > deadline or stack.api.poll() is not None:
+                _say("did not become ready; stopping")
+                return 1
+            time.sleep(0.2)
+        mode = "single-user mode (no API keys), loopback only" if settings.single_user else "API keys required"
+        _say(f"ready at {stack.url} with {workers} worker(s); {mode}; docs at {stack.url}/docs")
+        return _supervise(stack, stop, redis_proc)
+    finally:
+        stack.stop()
+        if redis_proc is not None and redis_proc.poll() is None:
+            redis_proc.terminate()
+            try:
+                redis_proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                redis_proc.kill()
+        _say("stopped")
+
+
+def _supervise(stack: Stack, stop: threading.Event, redis_proc: subprocess.Popen | None) -> int:
+    while not stop.wait(0.5):
+        if stack.api is not None and stack.api.poll() is not None:
+            _say(f"the API exited with {stack.api.returncode}; stopping")
+            return 1
+        if redis_proc is not None and redis_proc.poll() is not None:
+            _say(f"the embedded Redis exited with {redis_proc.returncode}; stopping")
+            return 1
+        for i, proc in enumerate(stack.workers):
+            if proc is not None and proc.poll() is not None:
+                _say(f"worker {i} exited with {proc.returncode}; starting a new one")
+                stack.start_worker(i)
+    return 0

@@ -1,0 +1,312 @@
+"""Spec -> ``torch.nn.Module``, and validation of a spec by shape inference on the meta device.
+
+The built module is an ``nn.Module`` subclass named after the spec, whose children are the spec's
+``CamelCase`` layers in declared order, so ``repr``, ``named_parameters`` and seeded initial weights
+equal those of the hand-written module. Functional ops live only in the forward plan.
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models import layers as L
+from models.errors import InvalidInput
+from models.layers import LayerBase
+from models.settings import Settings
+from models.spec import NetworkSpec, torch_kwargs
+from models.shapes import check_layer_input, fmt_shape
+
+# The closed catalogue: spec type -> torch class. Never getattr(torch.nn, type).
+MODULES: dict[str, type[nn.Module]] = {
+    name: getattr(nn, name)
+    for name in (
+        "Linear", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "MaxPool1d", "MaxPool2d",
+        "AvgPool1d", "AvgPool2d", "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "BatchNorm1d",
+        "BatchNorm2d", "BatchNorm3d", "LayerNorm", "GroupNorm", "Dropout", "Dropout2d", "Embedding", "ReLU",
+        "ReLU6", "LeakyReLU", "ELU", "GELU", "SiLU", "Mish", "Tanh", "Sigmoid", "Softplus", "Hardtanh", "PReLU",
+        "Softmax", "LogSoftmax", "Flatten", "Unflatten", "Identity", "RNN", "LSTM", "GRU", "MultiheadAttention",
+        "TransformerEncoderLayer",
+    )
+}  # fmt: skip
+
+Tensors = Sequence[torch.Tensor]
+# An op gets the network (for ``training``), its inputs and its keyword arguments.
+Op = Callable[[nn.Module, Tensors, dict[str, Any]], torch.Tensor]
+
+OPS: dict[str, Op] = {
+    "relu": lambda net, xs, kw: F.relu(xs[0]),
+    "relu6": lambda net, xs, kw: F.relu6(xs[0]),
+    "gelu": lambda net, xs, kw: F.gelu(xs[0], **kw),
+    "silu": lambda net, xs, kw: F.silu(xs[0]),
+    "tanh": lambda net, xs, kw: torch.tanh(xs[0]),
+    "sigmoid": lambda net, xs, kw: torch.sigmoid(xs[0]),
+    "leaky_relu": lambda net, xs, kw: F.leaky_relu(xs[0], **kw),
+    "elu": lambda net, xs, kw: F.elu(xs[0], **kw),
+    "softmax": lambda net, xs, kw: F.softmax(xs[0], **kw),
+    "log_softmax": lambda net, xs, kw: F.log_softmax(xs[0], **kw),
+    "max_pool1d": lambda net, xs, kw: F.max_pool1d(xs[0], **kw),
+    "max_pool2d": lambda net, xs, kw: F.max_pool2d(xs[0], **kw),
+    "avg_pool1d": lambda net, xs, kw: F.avg_pool1d(xs[0], **kw),
+    "avg_pool2d": lambda net, xs, kw: F.avg_pool2d(xs[0], **kw),
+    "adaptive_avg_pool2d": lambda net, xs, kw: F.adaptive_avg_pool2d(xs[0], **kw),
+    "flatten": lambda net, xs, kw: torch.flatten(xs[0], **kw),
+    "reshape": lambda net, xs, kw: xs[0].reshape(kw["shape"]),
+    "view": lambda net, xs, kw: xs[0].view(kw["shape"]),
+    "permute": lambda net, xs, kw: xs[0].permute(kw["dims"]),
+    "transpose": lambda net, xs, kw: torch.transpose(xs[0], **kw),
+    "unsqueeze": lambda net, xs, kw: torch.unsqueeze(xs[0], **kw),
+    "squeeze": lambda net, xs, kw: torch.squeeze(xs[0], **kw),
+    "mean": lambda net, xs, kw: torch.mean(xs[0], **kw),
+    "dropout": lambda net, xs, kw: F.dropout(xs[0], training=net.training, **kw),
+    "add": lambda net, xs, kw: functools.reduce(operator.add, xs),
+    "mul": lambda net, xs, kw: functools.reduce(operator.mul, xs),
+    "matmul": lambda net, xs, kw: torch.matmul(xs[0], xs[1]),
+    "cat": lambda net, xs, kw: torch.cat(list(xs), **kw),
+}
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "int64": torch.int64}
+# Shape inference runs a batch of two, so a layer that mixes up the batch dimension is caught.
+PROBE_BATCH = 2
+
+
+@dataclass(frozen=True)
+class Step:
+    index: int
+    key: str  # the name its output is stored under
+    inputs: tuple[str, ...]
+    call: Callable[[nn.Module, Tensors], torch.Tensor]
+    free_after: tuple[str, ...] = ()  # outputs no later step reads, dropped to free memory early
+
+
+class SpecNet(nn.Module):
+    """A network built from a spec. Subclassed per spec name so that ``repr`` starts with it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._plan: tuple[Step, ...] = ()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        values: dict[str, torch.Tensor] = {"input": x}
+        out = x
+        for step in self._plan:
+            out = step.call(self, [values[k] for k in step.inputs])
+            values[step.key] = out
+            for key in step.free_after:
+                del values[key]
+        return out
+
+
+@dataclass(frozen=True)
+class NetworkSummary:
+    repr: str
+    parameters: list[dict[str, Any]]
+    num_parameters: int
+    num_elements: int
+    output_shape: list[int]
+    activation_bytes_per_sample: int
+    layer_shapes: list[list[int]] = field(default_factory=list)
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "repr": self.repr,
+            "parameters": self.parameters,
+            "num_parameters": self.num_parameters,
+            "num_elements": self.num_elements,
+            "output_shape": self.output_shape,
+            "activation_bytes_per_sample": self.activation_bytes_per_sample,
+        }
+
+
+_CLASSES: dict[str, type[SpecNet]] = {}
+
+
+def _net_class(name: str) -> type[SpecNet]:
+    if name not in _CLASSES:
+        _CLASSES[name] = type(name, (SpecNet,), {"__module__": "gradserve.networks", "__qualname__": name})
+    return _CLASSES[name]
+
+
+def label(layer: LayerBase, index: int) -> str:
+    return f"'{layer.name}' ({layer.type})" if layer.name else f"layers[{index}] ({layer.type})"
+
+
+def module_name(layer: LayerBase, index: int) -> str:
+    return layer.name or f"{layer.type.lower()}_{index}"
+
+
+def check_wiring(spec: NetworkSpec, loc: tuple = ("body",)) -> list[tuple[str, ...]]:
+    """Resolve every layer's inputs to earlier output keys; refuse duplicates, forward references, cycles."""
+    seen: dict[str, int] = {}
+    resolved: list[tuple[str, ...]] = []
+    for i, layer in enumerate(spec.layers):
+        here = (*loc, "layers", i)
+        if layer.name is not None:
+            if layer.name == "input":
+                raise InvalidInput('"input" is reserved for the network input; choose another name', (*here, "name"))
+            if layer.name in seen:
+                raise InvalidInput(
+                    f"duplicate layer name '{layer.name}' (already used by layers[{seen[layer.name]}])",
+                    (*here, "name"),
+                )
+            if layer.kind == "module" and hasattr(nn.Module, layer.name):
+                raise InvalidInput(
+                    f"'{layer.name}' clashes with an nn.Module attribute; choose another name", (*here, "name")
+                )
+        names = layer.inputs if layer.inputs is not None else (("input",) if i == 0 else (f"#{i - 1}",))
+        keys = []
+        for j, ref in enumerate(names):
+            if ref.startswith("#") or ref == "input":
+                keys.append(ref)
+            elif ref in seen:
+                keys.append(f"#{seen[ref]}")
+            elif ref == layer.name:
+                raise InvalidInput(f"layer {label(layer, i)} takes its own output: a cycle", (*here, "inputs", j))
+            elif any(later.name == ref for later in spec.layers[i + 1 :]):
+                raise InvalidInput(
+                    f"layer {label(layer, i)} takes '{ref}', which is defined later; inputs may only name "
+                    "earlier layers, so the graph cannot have cycles",
+                    (*here, "inputs", j),
+                )
+            else:
+                known = ", ".join(["input", *seen]) or "input"
+                raise InvalidInput(f"layer {label(layer, i)} takes unknown input '{ref}'; known: {known}",
+                                   (*here, "inputs", j))  # fmt: skip
+        low, high = layer.arity
+        if not low <= len(keys) <= (high if high is not None else len(keys)):
+            want = f"{low}" if low == high else f"{low} to {high}" if high else f"at least {low}"
+            raise InvalidInput(f"layer {label(layer, i)} takes {want} inputs, got {len(keys)}", (*here, "inputs"))
+        if layer.name is not None:
+            seen[layer.name] = i
+        resolved.append(tuple(keys))
+    return resolved
+
+
+def _make_call(layer: LayerBase, module: nn.Module | None) -> Callable[[nn.Module, Tensors], torch.Tensor]:
+    if module is None:
+        op, kw = OPS[layer.type], torch_kwargs(layer)
+        return lambda net, xs: op(net, xs, kw)
+    if isinstance(layer, L.MultiheadAttention):
+        select = layer.select
+        return lambda net, xs: module(*(xs if len(xs) == 3 else (xs[0], xs[0], xs[0])))[select]
+    if isinstance(layer, L._TupleModule):
+        select = layer.select
+        return lambda net, xs: module(*xs)[select]
+    return lambda net, xs: module(*xs)
+
+
+def build_network(spec: NetworkSpec, loc: tuple = ("body",)) -> SpecNet:
+    """Construct the network on the current default device, modules in declared order.
+
+    Call under ``torch.manual_seed(seed)`` for reproducible weights, or ``with torch.device("meta")``
+    to allocate nothing.
+    """
+    wiring = check_wiring(spec, loc)
+    net = _net_class(spec.name)()
+    plan: list[Step] = []
+    for i, (layer, keys) in enumerate(zip(spec.layers, wiring)):
+        module = None
+        if layer.kind == "module":
+            try:
+                module = MODULES[layer.type](**torch_kwargs(layer))
+            except (ValueError, AssertionError, TypeError, RuntimeError) as exc:
+                raise InvalidInput(f"layer {label(layer, i)} cannot be built: {exc}", (*loc, "layers", i)) from exc
+            net.add_module(module_name(layer, i), module)
+        plan.append(Step(i, f"#{i}", keys, _make_call(layer, module)))
+    net._plan = tuple(_with_frees(plan))
+    return net
+
+
+def _with_frees(plan: list[Step]) -> list[Step]:
+    last_use: dict[str, int] = {}
+    for step in plan:
+        for key in step.inputs:
+            last_use[key] = step.index
+    last = plan[-1].key
+    frees: dict[int, list[str]] = {}
+    for key, index in last_use.items():
+        if key != last:
+            frees.setdefault(index, []).append(key)
+    return [Step(s.index, s.key, s.inputs, s.call, tuple(frees.get(s.index, ()))) for s in plan]
+
+
+def validate_network(spec: NetworkSpec, settings: Settings, loc: tuple = ("body",)) -> NetworkSummary:
+    """Build on the meta device and infer every layer's shape; raise ``InvalidInput`` naming the layer."""
+    if len(spec.layers) > settings.max_layers:
+        raise InvalidInput(
+            f"{len(spec.layers)} layers exceed the limit of {settings.max_layers} (GRADSERVE_MAX_LAYERS)",
+            (*loc, "layers"),
+        )
+    with torch.device("meta"):
+        net = build_network(spec, loc)
+    params = [
+        {"name": n, "shape": list(p.shape), "numel": p.numel()} for n, p in net.named_parameters()
+    ]
+    num_elements = sum(p["numel"] for p in params)
+    if num_elements > settings.max_parameters:
+        raise InvalidInput(
+            f"the network has {num_elements:,} parameters; the limit is {settings.max_parameters:,} "
+            "(GRADSERVE_MAX_PARAMETERS)",
+            (*loc, "layers"),
+        )
+    net.eval()  # eval mode: batch statistics of a meta tensor mean nothing, and dropout would need an RNG
+    dtype = DTYPES[spec.input_dtype]
+    values = {"input": torch.empty((PROBE_BATCH, *spec.input_shape), dtype=dtype, device="meta")}
+    shapes: list[list[int]] = []
+    total = values["input"].numel() * values["input"].element_size()
+    for step, layer in zip(net._plan, spec.layers):
+        xs = [values[k] for k in step.inputs]
+        here = (*loc, "layers", step.index)
+        check_layer_input(layer, label(layer, step.index), xs, here)
+        try:
+            out = step.call(net, xs)
+        except (RuntimeError, ValueError, IndexError, TypeError, AssertionError) as exc:
+            got = ", ".join(fmt_shape(x.shape, PROBE_BATCH) for x in xs)
+            raise InvalidInput(
+                f"layer {label(layer, step.index)} fails on input {got}: {_first_line(exc)}", here
+            ) from exc
+        if not isinstance(out, torch.Tensor):
+            raise InvalidInput(f"layer {label(layer, step.index)} does not return a tensor", here)
+        values[step.key] = out
+        shapes.append(list(out.shape))
+        total += out.numel() * out.element_size()
+    out = values[net._plan[-1].key]
+    if out.dim() == 0 or out.shape[0] != PROBE_BATCH:
+        raise InvalidInput(
+            f"the network's output {fmt_shape(out.shape, PROBE_BATCH)} lost the batch dimension; "
+            "keep it first (e.g. flatten with start_dim=1)",
+            (*loc, "layers", len(spec.layers) - 1),
+        )
+    per_sample = -(-total // PROBE_BATCH)
+    check_activation_memory(per_sample, 1, settings, loc)
+    return NetworkSummary(
+        repr=repr(net),
+        parameters=params,
+        num_parameters=len(params),
+        num_elements=num_elements,
+        output_shape=list(out.shape[1:]),
+        activation_bytes_per_sample=per_sample,
+        layer_shapes=shapes,
+    )
+
+
+def check_activation_memory(per_sample: int, batch_size: int, settings: Settings, loc: tuple) -> None:
+    need = per_sample * batch_size
+    if need > settings.max_activation_bytes:
+        raise InvalidInput(
+            f"estimated activation memory {need / 2**20:,.1f} MiB for a batch of {batch_size} exceeds the limit "
+            f"of {settings.max_activation_bytes / 2**20:,.1f} MiB (GRADSERVE_MAX_ACTIVATION_BYTES)",
+            loc,
+        )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]

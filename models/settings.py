@@ -1,0 +1,73 @@
+"""Every knob of the service, read once from the environment (prefix ``GRADSERVE_``, plus ``REDIS_URL``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LOCAL_TENANT = "local"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GRADSERVE_", extra="ignore", frozen=True)
+
+    # None means "no Redis configured": `gradserve up` then starts an embedded one and exports its URL.
+    redis_url: str | None = Field(default=None, validation_alias=AliasChoices("REDIS_URL", "GRADSERVE_REDIS_URL"))
+    key_prefix: str = "gs"
+
+    # "key1:tenant1,key2:tenant2". Empty means single-user mode, which is only safe on loopback.
+    api_keys: str = ""
+
+    # TTLs (seconds): everything the service writes expires unless touched again.
+    network_ttl_s: int = 7 * 24 * 3600
+    session_ttl_s: int = 24 * 3600
+    job_ttl_s: int = 7 * 24 * 3600
+    reply_ttl_s: int = 60
+
+    # Limits, enforced before anything is allocated.
+    max_body_bytes: int = 32 * 1024 * 1024
+    max_layers: int = 256
+    max_parameters: int = 50_000_000
+    max_activation_bytes: int = 2 * 1024**3
+    max_tensor_elements: int = 1_000_000
+    max_batch_size: int = 4096
+    max_steps: int = 1_000_000
+    max_concurrent_jobs: int = 4
+
+    # How long the API waits for a worker to answer a session call before giving up with a 504.
+    call_timeout_s: float = 60.0
+    # A worker is "alive" while its heartbeat key exists; it refreshes it every third of this.
+    worker_heartbeat_ttl_s: int = 15
+
+    @field_validator("api_keys")
+    @classmethod
+    def _keys_well_formed(cls, value: str) -> str:
+        parse_api_keys(value)
+        return value
+
+    @property
+    def tenants_by_key(self) -> dict[str, str]:
+        return parse_api_keys(self.api_keys)
+
+    @property
+    def single_user(self) -> bool:
+        return not self.tenants_by_key
+
+
+def parse_api_keys(value: str) -> dict[str, str]:
+    """Parse ``key:tenant`` pairs separated by commas; a bare key maps to a tenant of the same name."""
+    out: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        key, _, tenant = item.partition(":")
+        key, tenant = key.strip(), (tenant.strip() or key.strip())
+        if not key:
+            raise ValueError(f"empty API key in {item!r}")
+        out[key] = tenant
+    return out
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

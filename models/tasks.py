@@ -1,0 +1,43 @@
+"""The Celery contract between the API and the workers: task names, queues and broker settings.
+
+Task names are constants, not import paths, so moving a module never renames a task; the API
+sends by name and never imports the worker. Arguments are ids and small JSON specs, never tensors.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from models.settings import Settings
+
+PING = "gradserve.ping"
+SESSION_CALL = "gradserve.session.call"
+JOB_RUN = "gradserve.job.run"
+
+QUEUE_CPU = "cpu"
+QUEUE_GPU = "gpu"
+
+# Longer than any job may run between heartbeats is not needed: a running job holds a lease in
+# Redis, so a redelivery after this timeout finds the lease and does not run it a second time.
+VISIBILITY_TIMEOUT_S = 3600
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """One configuration for producer (API) and consumer (worker), so they cannot drift."""
+    return {
+        "broker_url": settings.redis_url,
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {"visibility_timeout": VISIBILITY_TIMEOUT_S},
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "result_serializer": "json",
+        # Answers travel through our own reply keys (models.keys.Keys.reply), not Celery's backend.
+        "task_ignore_result": True,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_default_queue": QUEUE_CPU,
+        "task_create_missing_queues": True,
+        "worker_hijack_root_logger": False,
+        "worker_send_task_events": False,
+    }

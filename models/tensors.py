@@ -1,0 +1,138 @@
+"""Tensor codecs: JSON on the wire for small tensors, safetensors for large ones. Never pickle.
+
+JSON forms accepted (``decode``): a nested list (decoded as ``torch.tensor(value)`` decodes it:
+floats -> float32, integers -> int64); ``{"data": [...], "dtype": "float64"}``; or a generator
+``{"randn": [1, 1, 32, 32], "seed": 7}`` (also ``rand``, ``zeros``, ``ones``) meaning
+``torch.randn(shape, generator=torch.Generator().manual_seed(seed))``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal, Union
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from models.errors import InvalidInput
+
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16,
+    "int64": torch.int64, "int32": torch.int32, "uint8": torch.uint8, "bool": torch.bool,
+}  # fmt: skip
+DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+DTypeName = Literal["float32", "float64", "float16", "bfloat16", "int64", "int32", "uint8", "bool"]
+Shape = Annotated[list[Annotated[StrictInt, Field(ge=0)]], Field(max_length=8)]
+
+
+class _Form(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TypedTensor(_Form):
+    data: Any
+    dtype: DTypeName = "float32"
+
+
+class RandnTensor(_Form):
+    randn: Shape
+    seed: StrictInt = 0
+    dtype: Literal["float32", "float64"] = "float32"
+
+
+class RandTensor(_Form):
+    rand: Shape
+    seed: StrictInt = 0
+    dtype: Literal["float32", "float64"] = "float32"
+
+
+class ZerosTensor(_Form):
+    zeros: Shape
+    dtype: DTypeName = "float32"
+
+
+class OnesTensor(_Form):
+    ones: Shape
+    dtype: DTypeName = "float32"
+
+
+# What request models declare for a tensor field: a nested list or number, or one of the forms above.
+TensorIn = Union[list[Any], float, TypedTensor, RandnTensor, RandTensor, ZerosTensor, OnesTensor]
+
+
+def decode(value: Any, *, max_elements: int, loc: tuple = ()) -> torch.Tensor:
+    """Turn any accepted JSON form into a CPU tensor, refusing more than ``max_elements`` elements."""
+    if isinstance(value, (RandnTensor, RandTensor, ZerosTensor, OnesTensor)):
+        shape = next(getattr(value, k) for k in ("randn", "rand", "zeros", "ones") if k in type(value).model_fields)
+        _check_count(math.prod(shape), max_elements, loc)
+        dtype = DTYPES[value.dtype]
+        if isinstance(value, RandnTensor):
+            return torch.randn(shape, generator=torch.Generator().manual_seed(value.seed), dtype=dtype)
+        if isinstance(value, RandTensor):
+            return torch.rand(shape, generator=torch.Generator().manual_seed(value.seed), dtype=dtype)
+        return (torch.zeros if isinstance(value, ZerosTensor) else torch.ones)(shape, dtype=dtype)
+    data, dtype = (value.data, DTYPES[value.dtype]) if isinstance(value, TypedTensor) else (value, None)
+    try:
+        tensor = torch.tensor(data, dtype=dtype)
+    except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
+        raise InvalidInput(f"not a tensor: {exc} (expected a nested list of numbers of equal lengths)", loc) from exc
+    _check_count(tensor.numel(), max_elements, loc)
+    return tensor
+
+
+def _check_count(count: int, max_elements: int, loc: tuple) -> None:
+    if count > max_elements:
+        raise InvalidInput(
+            f"tensor has {count:,} elements; JSON tensors are limited to {max_elements:,} "
+            "(GRADSERVE_MAX_TENSOR_ELEMENTS); send large tensors as safetensors",
+            loc,
+        )
+
+
+def encode(tensor: torch.Tensor) -> dict[str, Any]:
+    """``{"data", "shape", "dtype"}``. Non-finite floats have no JSON form, so they are sent as strings."""
+    t = tensor.detach().cpu()
+    data = t.tolist()
+    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        data = _stringify_nonfinite(data)
+    return {"data": data, "shape": list(t.shape), "dtype": DTYPE_NAMES.get(t.dtype, str(t.dtype))}
+
+
+def scalar(value: float) -> float | str:
+    """A float for JSON: finite values as numbers, the rest as ``"nan"``, ``"inf"``, ``"-inf"``."""
+    return value if math.isfinite(value) else str(value)
+
+
+def _stringify_nonfinite(data: Any) -> Any:
+    if isinstance(data, list):
+        return [_stringify_nonfinite(v) for v in data]
+    return scalar(data) if isinstance(data, float) else data
+
+
+def to_safetensors(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
+    return st_save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata)
+
+
+def from_safetensors(blob: bytes, *, loc: tuple = ("body",)) -> dict[str, torch.Tensor]:
+    try:
+        return st_load(blob)
+    except Exception as exc:  # safetensors raises its own SafetensorError and others on corrupt input
+        raise InvalidInput(f"not a valid safetensors file: {exc}", loc) from exc
+
+
+def safetensors_metadata(blob: bytes) -> dict[str, str]:
+    """The ``__metadata__`` header of a safetensors file, read without loading its tensors."""
+    import json
+    import struct
+
+    if len(blob) < 8:
+        return {}
+    (size,) = struct.unpack("<Q", blob[:8])
+    if size > len(blob) - 8:
+        return {}
+    try:
+        return json.loads(blob[8 : 8 + size]).get("__metadata__", {}) or {}
+    except ValueError:
+        return {}

@@ -1,0 +1,116 @@
+"""Shared fixtures. Integration tests run against the real thing: ``gradserve up`` started as a
+subprocess on a free port, with real worker processes and a real Redis (the embedded one, or
+``REDIS_URL`` when set), driven over HTTP with httpx."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from launcher.embedded_redis import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+API_KEYS = {"alice": "key-alice-0123456789", "bob": "key-bob-0123456789"}
+WORKERS = 2
+
+
+@dataclass
+class Service:
+    url: str
+    redis_url: str
+    proc: subprocess.Popen
+    log: Path
+    keys: dict[str, str] = field(default_factory=lambda: dict(API_KEYS))
+
+    def client(self, tenant: str = "alice", **kwargs) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.keys[tenant]}"} if tenant else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=120, **kwargs)
+
+    def workers(self) -> list[dict]:
+        with self.client() as c:
+            return c.get("/readyz").json()["workers"]
+
+    def wait_workers(self, count: int, *, exclude_pids: set[int] = frozenset(), timeout: float = 90) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            alive = [w for w in self.workers() if w["pid"] not in exclude_pids and _pid_alive(w["pid"])]
+            if len(alive) >= count:
+                return alive
+            time.sleep(0.2)
+        raise TimeoutError(f"fewer than {count} workers after {timeout} s; log: {self.log.read_text()[-3000:]}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def start_service(tmp: Path, *, workers: int = WORKERS, extra_env: dict[str, str] | None = None) -> Service:
+    port = free_port()
+    log = tmp / "gradserve-up.log"
+    env = {**os.environ, "GRADSERVE_API_KEYS": ",".join(f"{k}:{t}" for t, k in API_KEYS.items()),
+           "PYTHONUNBUFFERED": "1", **(extra_env or {})}  # fmt: skip
+    argv = [sys.executable, "-m", "launcher", "up", "--port", str(port), "--workers", str(workers),
+            "--data-dir", str(tmp / "data")]  # fmt: skip
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 180
+    while "ready at" not in log.read_text():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"gradserve up did not start:\n{log.read_text()[-5000:]}")
+        time.sleep(0.2)
+    text = log.read_text()
+    found = re.search(r"(?:embedded Redis at|using Redis at) (\S+)", text)
+    return Service(url=f"http://127.0.0.1:{port}", redis_url=found.group(1) if found else "", proc=proc, log=log)
+
+
+def stop_service(service: Service) -> None:
+    service.proc.send_signal(signal.SIGTERM)
+    try:
+        service.proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        service.proc.kill()
+
+
+@pytest.fixture(scope="session")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    svc = start_service(tmp_path_factory.mktemp("gradserve"))
+    yield svc
+    stop_service(svc)
+
+
+@pytest.fixture
+def client(service: Service) -> Iterator[httpx.Client]:
+    with service.client("alice") as c:
+        yield c
+
+
+@pytest.fixture
+def client_bob(service: Service) -> Iterator[httpx.Client]:
+    with service.client("bob") as c:
+        yield c
+
+
+def detail_of(response: httpx.Response) -> dict:
+    """The first error of a 422 response (FastAPI's list form), or the detail string wrapped."""
+    body = response.json()
+    detail = body["detail"]
+    return detail[0] if isinstance(detail, list) else {"msg": detail}
+
+
+def dumps(obj: object) -> str:
+    return json.dumps(obj, indent=1)[:2000]

@@ -1,0 +1,1 @@
+"""Celery workers: load state from Redis, run PyTorch, write results back."""

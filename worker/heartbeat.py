@@ -1,0 +1,54 @@
+"""A worker's presence in Redis: a key with a TTL, refreshed from a daemon thread.
+
+The API reads these to answer ``/readyz`` and to refuse ``device: cuda`` when no GPU worker is alive.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+
+import redis
+import torch
+
+from models.keys import Keys
+
+
+def describe_device() -> dict[str, object]:
+    if torch.cuda.is_available():
+        return {"device": "cuda", "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]}
+    return {"device": "cpu", "gpus": []}
+
+
+class Heartbeat:
+    def __init__(self, client: redis.Redis, keys: Keys, *, name: str, queues: list[str], ttl_s: int) -> None:
+        self.client = client
+        self.key = keys.worker(name)
+        self.ttl_s = ttl_s
+        self.doc = {"name": name, "pid": os.getpid(), "queues": queues, "started_at": time.time(),
+                    "torch": torch.__version__, **describe_device()}  # fmt: skip
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="gradserve-heartbeat", daemon=True)
+
+    def beat(self) -> None:
+        self.client.set(self.key, json.dumps({**self.doc, "beat_at": time.time()}), ex=self.ttl_s)
+
+    def start(self) -> None:
+        self.beat()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        try:
+            self.client.delete(self.key)
+        except redis.RedisError:
+            pass  # shutting down; the key expires on its own
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.ttl_s / 3):
+            try:
+                self.beat()
+            except redis.RedisError:
+                continue  # Redis may come back; the TTL says we are gone meanwhile
