@@ -26,12 +26,12 @@ from models.settings import get_settings
 
 READY_TIMEOUT_S = 180
 STOP_GRACE_S = 20
+_PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
 
 
 def _die_with_parent() -> None:
     if sys.platform.startswith("linux"):
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen:

@@ -21,8 +21,8 @@ from models import layers as L
 from models.errors import InvalidInput
 from models.layers import LayerBase
 from models.settings import Settings
-from models.spec import NetworkSpec, torch_kwargs
 from models.shapes import check_layer_input, fmt_shape
+from models.spec import NetworkSpec, torch_kwargs
 
 # The closed catalogue: spec type -> torch class. Never getattr(torch.nn, type).
 MODULES: dict[str, type[nn.Module]] = {
@@ -211,7 +211,7 @@ def build_network(spec: NetworkSpec, loc: tuple = ("body",)) -> SpecNet:
     wiring = check_wiring(spec, loc)
     net = _net_class(spec.name)()
     plan: list[Step] = []
-    for i, (layer, keys) in enumerate(zip(spec.layers, wiring)):
+    for i, (layer, keys) in enumerate(zip(spec.layers, wiring, strict=True)):
         module = None
         if layer.kind == "module":
             try:
@@ -261,7 +261,7 @@ def validate_network(spec: NetworkSpec, settings: Settings, loc: tuple = ("body"
     values = {"input": torch.empty((PROBE_BATCH, *spec.input_shape), dtype=dtype, device="meta")}
     shapes: list[list[int]] = []
     total = values["input"].numel() * values["input"].element_size()
-    for step, layer in zip(net._plan, spec.layers):
+    for step, layer in zip(net._plan, spec.layers, strict=True):
         xs = [values[k] for k in step.inputs]
         here = (*loc, "layers", step.index)
         check_layer_input(layer, label(layer, step.index), xs, here)

@@ -15,8 +15,8 @@ Identifier = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
 Pos = Annotated[StrictInt, Field(ge=1)]
 NonNeg = Annotated[StrictInt, Field(ge=0)]
 Dim = StrictInt
-Size = Union[Pos, tuple[Pos, ...]]
-Pad = Union[NonNeg, tuple[NonNeg, ...]]
+Size = Pos | tuple[Pos, ...]
+Pad = NonNeg | tuple[NonNeg, ...]
 Prob = Annotated[StrictFloat, Field(ge=0.0, le=1.0)]
 PosFloat = Annotated[StrictFloat, Field(gt=0.0)]
 
@@ -508,5 +508,5 @@ LAYER_TYPES: tuple[type[_Layer], ...] = (
     mean, dropout, add, mul, matmul, cat,
 )  # fmt: skip
 
-Layer = Annotated[Union[LAYER_TYPES], Field(discriminator="type")]  # type: ignore[valid-type]
+Layer = Annotated[Union[LAYER_TYPES], Field(discriminator="type")]  # type: ignore[valid-type]  # noqa: UP007 - Union of a tuple
 LayerBase = _Layer

@@ -127,7 +127,7 @@ class PoissonNLLLoss(_Loss):
 
 LOSS_TYPES = (MSELoss, L1Loss, SmoothL1Loss, HuberLoss, CrossEntropyLoss, NLLLoss, BCELoss, BCEWithLogitsLoss,
               KLDivLoss, SoftMarginLoss, PoissonNLLLoss)  # fmt: skip
-LossSpec = Annotated[Union[LOSS_TYPES], Field(discriminator="type")]  # type: ignore[valid-type]
+LossSpec = Annotated[Union[LOSS_TYPES], Field(discriminator="type")]  # type: ignore[valid-type]  # noqa: UP007 - Union of a tuple
 # Losses whose target is a class index per sample (int64), not a tensor shaped like the output.
 CLASS_INDEX_LOSSES = frozenset({"CrossEntropyLoss", "NLLLoss"})
 
@@ -212,7 +212,7 @@ class Adadelta(_Spec):
 
 
 OPTIMIZER_TYPES = (SGD, Adam, AdamW, Adamax, NAdam, RAdam, RMSprop, Adagrad, Adadelta)
-OptimizerSpec = Annotated[Union[OPTIMIZER_TYPES], Field(discriminator="type")]  # type: ignore[valid-type]
+OptimizerSpec = Annotated[Union[OPTIMIZER_TYPES], Field(discriminator="type")]  # type: ignore[valid-type]  # noqa: UP007 - Union of a tuple
 
 
 def torch_kwargs(spec: BaseModel) -> dict:

@@ -9,7 +9,7 @@ floats -> float32, integers -> int64); ``{"data": [...], "dtype": "float64"}``; 
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
@@ -59,7 +59,7 @@ class OnesTensor(_Form):
 
 
 # What request models declare for a tensor field: a nested list or number, or one of the forms above.
-TensorIn = Union[list[Any], float, TypedTensor, RandnTensor, RandTensor, ZerosTensor, OnesTensor]
+TensorIn = list[Any] | float | TypedTensor | RandnTensor | RandTensor | ZerosTensor | OnesTensor
 
 
 def decode(value: Any, *, max_elements: int, loc: tuple = ()) -> torch.Tensor:

@@ -59,11 +59,13 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def start_service(tmp: Path, *, workers: int = WORKERS, extra_env: dict[str, str] | None = None) -> Service:
+def start_service(tmp: Path, *, workers: int = WORKERS, extra_env: dict[str, str | None] | None = None) -> Service:
+    """Start `gradserve up`; ``extra_env`` values of None remove that variable."""
     port = free_port()
     log = tmp / "gradserve-up.log"
     env = {**os.environ, "GRADSERVE_API_KEYS": ",".join(f"{k}:{t}" for t, k in API_KEYS.items()),
            "PYTHONUNBUFFERED": "1", **(extra_env or {})}  # fmt: skip
+    env = {k: v for k, v in env.items() if v is not None}
     argv = [sys.executable, "-m", "launcher", "up", "--port", str(port), "--workers", str(workers),
             "--data-dir", str(tmp / "data")]  # fmt: skip
     proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)

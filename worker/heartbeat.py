@@ -5,6 +5,7 @@ The API reads these to answer ``/readyz`` and to refuse ``device: cuda`` when no
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -41,10 +42,8 @@ class Heartbeat:
 
     def stop(self) -> None:
         self._stop.set()
-        try:
+        with contextlib.suppress(redis.RedisError):  # shutting down; the key expires on its own anyway
             self.client.delete(self.key)
-        except redis.RedisError:
-            pass  # shutting down; the key expires on its own
 
     def _run(self) -> None:
         while not self._stop.wait(self.ttl_s / 3):
