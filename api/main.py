@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from api.errors import BodySizeLimit, install_error_handlers
+from api.metrics import RequestMetrics
 from api.routes import health, networks
 from models.keys import Keys
 from models.settings import Settings, get_settings
@@ -46,4 +47,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(networks.router)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
+    app.add_middleware(RequestMetrics)
     return app

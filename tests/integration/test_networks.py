@@ -179,3 +179,10 @@ def test_invalid_spec_is_422_naming_the_layer(client: httpx.Client, spec: dict, 
 
 def test_there_are_at_least_25_invalid_cases() -> None:
     assert len(INVALID) >= 25
+
+
+def test_prometheus_metrics_count_requests_by_route(client: httpx.Client) -> None:
+    client.get("/v1/networks/net_missing")
+    text = client.get("/metrics").text
+    assert 'gradserve_http_requests_total{method="GET",route="/v1/networks/{network_id}",status="404"}' in text
+    assert "gradserve_http_request_seconds_bucket" in text
