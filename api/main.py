@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 
 from api.errors import BodySizeLimit, install_error_handlers
 from api.metrics import RequestMetrics
-from api.routes import health, networks
+from api.routes import datasets, health, job_captures, jobs, networks, sessions
 from models.keys import Keys
 from models.settings import Settings, get_settings
 from models.store import Store
@@ -46,6 +46,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(networks.router)
+    app.include_router(sessions.router)
+    app.include_router(jobs.router)
+    app.include_router(job_captures.router)
+    app.include_router(datasets.router)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
     app.add_middleware(RequestMetrics)
     return app

@@ -9,6 +9,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+class JobPart:
+    """The ``part`` of ``Keys.job_part``: a job's satellite keys, all expiring with the job."""
+
+    EVENTS = "events"  # stream: every metric record and state change; entry ids are the SSE ids
+    LEASE = "lease"  # the running worker's token, renewed while it runs
+    CANCEL = "cancel"  # flag the running worker polls
+    CHECKPOINT = "checkpoint"  # the model's state_dict (safetensors)
+    RESUME = "resume"  # weights + optimizer + RNG + data order (safetensors)
+    GRADS = "grads"  # hash: step -> gradients (safetensors)
+    GRAD_STATS = "gradstats"  # hash: step -> per-parameter statistics (JSON)
+    GRAPH = "graph"  # the autograd graph of the first step (JSON)
+    DATA = "data"  # hash: an inline dataset, field "data" (safetensors), like an uploaded one
+
+
 @dataclass(frozen=True)
 class Keys:
     prefix: str = "gs"
@@ -36,7 +50,12 @@ class Keys:
         return f"{self.prefix}:{tenant}:job:{job_id}:{part}"
 
     def dataset(self, tenant: str, dataset_id: str) -> str:
+        """Hash: ``meta`` (JSON: shapes, dtypes, sizes) and ``data`` (safetensors bytes)."""
         return f"{self.prefix}:{tenant}:data:{dataset_id}"
+
+    def jobs_active(self, tenant: str) -> str:
+        """Set of the tenant's queued or running job ids, for the concurrent-jobs limit."""
+        return f"{self.prefix}:{tenant}:jobs:active"
 
     # --- service bookkeeping ---
     def worker(self, name: str) -> str:
@@ -45,6 +64,14 @@ class Keys:
     def worker_pattern(self) -> str:
         return f"{self.prefix}:sys:worker:*"
 
+    def jobs_running(self) -> str:
+        """Set of ``tenant/job_id`` of started jobs; reapers re-enqueue those whose lease lapsed."""
+        return f"{self.prefix}:sys:jobs:running"
+
     def reply(self, call_id: str) -> str:
         """List a worker pushes one answer onto; the API blocks on it with BLPOP."""
         return f"{self.prefix}:sys:reply:{call_id}"
+
+    def call_blob(self, call_id: str, name: str) -> str:
+        """A session call's large argument (a tensor, an uploaded state), kept out of the broker."""
+        return f"{self.prefix}:sys:call:{call_id}:{name}"

@@ -41,6 +41,16 @@ class Settings(BaseSettings):
     # A worker is "alive" while its heartbeat key exists; it refreshes it every third of this.
     worker_heartbeat_ttl_s: int = 15
 
+    # Jobs. A running job holds a lease renewed every third of its TTL; once it lapses (the worker
+    # died), any worker's reaper re-enqueues the job, which resumes from its last checkpoint.
+    job_lease_ttl_s: float = 6.0
+    job_reaper_interval_s: float = 1.0
+    job_max_records: int = 200_000  # metric records kept per job (older ones are trimmed)
+    max_gradient_snapshots: int = 200
+    max_capture_bytes: int = 512 * 1024**2  # all gradient snapshots of one job together
+    max_dataset_bytes: int = 32 * 1024**2
+    max_dataset_elements: int = 50_000_000  # a generated or uploaded dataset, inputs and targets together
+
     @field_validator("api_keys")
     @classmethod
     def _keys_well_formed(cls, value: str) -> str:

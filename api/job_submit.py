@@ -1,0 +1,108 @@
+"""Turn a job request into a stored, queued job: resolve the network, check everything, enqueue by name."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Annotated, Any
+
+from celery import Celery
+from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
+
+from models.build import NetworkSummary, validate_network
+from models.errors import Conflict, InvalidInput, NotFound
+from models.job_plan import plan_job
+from models.job_store import JobStore
+from models.jobspec import InlineDataset, JobCreate, UploadDataset, choose_queue
+from models.keys import JobPart
+from models.settings import Settings
+from models.spec import NetworkSpec
+from models.store import Store
+from models.tasks import JOB_RUN
+from models.tensors import decode, to_safetensors
+
+# Shape inference of a network costs ~10 ms and its result depends on the spec alone (and the limits,
+# which are fixed per process), so repeated submissions of one network skip it.
+SUMMARY_CACHE = 256
+_summaries: dict[str, NetworkSummary] = {}
+
+
+def get_job_store(request: Request) -> JobStore:
+    store = request.app.state.store
+    return JobStore(store.redis, store.keys)
+
+
+JobStoreDep = Annotated[JobStore, Depends(get_job_store)]
+
+
+async def require_job(jobs: JobStore, tenant: str, job_id: str) -> dict[str, Any]:
+    doc = await jobs.get_job(tenant=tenant, job_id=job_id)
+    if doc is None:
+        raise NotFound(f"job '{job_id}' not found")
+    return doc
+
+
+async def submit(req: JobCreate, *, tenant: str, settings: Settings, store: Store, jobs: JobStore,
+                 celery: Celery) -> str:  # fmt: skip
+    """Validate, store and enqueue a job; return its id. Raises a 4xx error for anything that cannot run."""
+    network_id = req.network_id
+    if req.network is not None:
+        spec = req.network
+    else:
+        doc = await store.get_network(tenant=tenant, network_id=network_id)
+        if doc is None:
+            raise NotFound(f"network '{network_id}' not found (body.network_id)")
+        spec = NetworkSpec.model_validate(doc["spec"])
+    summary = _summaries.get(spec_json := spec.model_dump_json())
+    if summary is None:
+        summary = await run_in_threadpool(validate_network, spec, settings, ("body", "network"))
+        _summaries[spec_json] = summary
+        while len(_summaries) > SUMMARY_CACHE:
+            _summaries.pop(next(iter(_summaries)))
+    arrays, data, source_key = None, None, None
+    job_id = f"job_{uuid.uuid4().hex}"
+    request_doc = req.model_dump(mode="json", exclude_unset=True)
+    arrays_loc: tuple = ("body", "dataset")
+    if isinstance(req.dataset, InlineDataset):
+        data, arrays = await run_in_threadpool(_inline, req.dataset, settings)
+        source_key = jobs.part(tenant, job_id, JobPart.DATA)
+        # The tensors now live in Redis; the stored request keeps only their place.
+        request_doc["dataset"] = {"source": "inline", "inputs": [], "targets": []}
+    elif isinstance(req.dataset, UploadDataset):
+        meta = await jobs.dataset_meta(tenant=tenant, dataset_id=req.dataset.id)
+        if meta is None:
+            raise NotFound(f"dataset '{req.dataset.id}' not found (body.dataset.id)")
+        arrays, arrays_loc = meta["arrays"], ("body", "dataset", "id")
+        source_key = store.keys.dataset(tenant, req.dataset.id)
+    plan = await run_in_threadpool(plan_job, req, spec, summary, settings, arrays, arrays_loc)
+    queue = choose_queue(req.device, await store.live_workers())
+    if queue is None:
+        raise InvalidInput("no worker with a CUDA device has been seen alive recently; use device 'auto' or "
+                           "'cpu', or start a GPU worker", ("body", "device"))  # fmt: skip
+    if await jobs.active_count(tenant=tenant) >= settings.max_concurrent_jobs:
+        raise Conflict(f"{settings.max_concurrent_jobs} jobs are already queued or running "
+                       "(GRADSERVE_MAX_CONCURRENT_JOBS); wait for one to finish or cancel one")  # fmt: skip
+    fields: dict[str, Any] = {
+        "id": job_id, "status": "queued", "created_at": time.time(), "step": 0, "attempt": 1,
+        "total_steps": plan["total_steps"], "device": req.device, "queue": queue, "batch_size": req.batch_size,
+        "network_id": network_id, "request": json.dumps(request_doc), "plan": json.dumps(plan),
+        "network": spec.model_dump_json(exclude_unset=True), "source_key": source_key,
+    }  # fmt: skip
+    await jobs.create_job(tenant=tenant, job_id=job_id, fields=fields, data=data, ttl_s=settings.job_ttl_s,
+                          max_records=settings.job_max_records)  # fmt: skip
+    await run_in_threadpool(celery.send_task, JOB_RUN, args=[tenant, job_id], queue=queue, task_id=f"{job_id}-1")
+    return job_id
+
+
+def _inline(ds: InlineDataset, settings: Settings) -> tuple[bytes, dict[str, dict[str, Any]]]:
+    loc = ("body", "dataset")
+    inputs = decode(ds.inputs, max_elements=settings.max_tensor_elements, loc=(*loc, "inputs"))
+    targets = decode(ds.targets, max_elements=settings.max_tensor_elements, loc=(*loc, "targets"))
+    for name, t in (("inputs", inputs), ("targets", targets)):
+        if t.dim() == 0:
+            raise InvalidInput(f"{name} must have a batch dimension (one row per sample)", (*loc, name))
+    arrays = {name: {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
+              for name, t in (("inputs", inputs), ("targets", targets))}  # fmt: skip
+    return to_safetensors({"inputs": inputs, "targets": targets}), arrays

@@ -1,0 +1,106 @@
+"""Uploaded datasets: a safetensors or .npz file with arrays ``inputs`` and ``targets`` (and optionally
+``test_inputs``, ``test_targets`` for a held-out split), stored as safetensors for jobs to use."""
+
+from __future__ import annotations
+
+import io
+import uuid
+import zipfile
+from typing import Any
+
+import numpy as np
+import torch
+from fastapi import APIRouter, Request, status
+from fastapi.concurrency import run_in_threadpool
+
+from api.deps import SettingsDep, TenantDep
+from api.job_submit import JobStoreDep
+from api.schemas.jobs import DatasetPublic
+from models.errors import InvalidInput, NotFound, PayloadTooLarge
+from models.settings import Settings
+from models.tensors import DTYPE_NAMES, from_safetensors, to_safetensors
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+ARRAYS = ("inputs", "targets", "test_inputs", "test_targets")
+LOC = ("body",)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetPublic,
+             openapi_extra={"requestBody": {"content": {"application/octet-stream": {}, "multipart/form-data": {}}}})
+async def upload_dataset(request: Request, jobs: JobStoreDep, tenant: TenantDep, settings: SettingsDep) -> Any:
+    """Store a dataset: the file as the raw body, or as the ``file`` field of a multipart form."""
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        form = await request.form()
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise InvalidInput("the multipart form needs a file field named 'file'", ("body", "file"))
+        blob = await upload.read()
+    else:
+        blob = await request.body()
+    if len(blob) > settings.max_dataset_bytes:
+        raise PayloadTooLarge(f"the dataset has {len(blob):,} bytes; the limit is {settings.max_dataset_bytes:,} "
+                              "(GRADSERVE_MAX_DATASET_BYTES)")  # fmt: skip
+    fmt, tensors = await run_in_threadpool(parse_dataset, blob, settings)
+    dataset_id = f"data_{uuid.uuid4().hex}"
+    stored = await run_in_threadpool(to_safetensors, tensors)
+    meta = {"id": dataset_id, "format": fmt, "num_samples": int(tensors["inputs"].shape[0]), "bytes": len(stored),
+            "arrays": {k: {"shape": list(t.shape), "dtype": DTYPE_NAMES.get(t.dtype, str(t.dtype))}
+                       for k, t in tensors.items()}}  # fmt: skip
+    await jobs.put_dataset(tenant=tenant, dataset_id=dataset_id, meta=meta, data=stored, ttl_s=settings.job_ttl_s)
+    return meta
+
+
+@router.get("/{dataset_id}", response_model=DatasetPublic)
+async def get_dataset(dataset_id: str, jobs: JobStoreDep, tenant: TenantDep) -> Any:
+    """An uploaded dataset's arrays: shapes and dtypes."""
+    meta = await jobs.dataset_meta(tenant=tenant, dataset_id=dataset_id)
+    if meta is None:
+        raise NotFound(f"dataset '{dataset_id}' not found")
+    return meta
+
+
+def parse_dataset(blob: bytes, settings: Settings) -> tuple[str, dict[str, torch.Tensor]]:
+    """Read a safetensors or .npz file (never pickle) and check its arrays."""
+    if blob[:4] == b"PK\x03\x04":
+        fmt, tensors = "npz", _npz(blob)
+    else:
+        fmt, tensors = "safetensors", from_safetensors(blob, loc=LOC)
+    unknown = sorted(set(tensors) - set(ARRAYS))
+    if unknown:
+        raise InvalidInput(f"unexpected arrays {unknown}; a dataset holds {', '.join(ARRAYS)}", LOC)
+    for prefix in ("", "test_"):
+        x, y = tensors.get(prefix + "inputs"), tensors.get(prefix + "targets")
+        if (x is None) != (y is None) or (prefix == "" and x is None):
+            raise InvalidInput(f"the file needs arrays '{prefix}inputs' and '{prefix}targets' together", LOC)
+        if x is None:
+            continue
+        if x.dim() == 0 or y.dim() == 0 or x.shape[0] != y.shape[0] or x.shape[0] == 0:
+            raise InvalidInput(f"{prefix}inputs {list(x.shape)} and {prefix}targets {list(y.shape)} need the same "
+                               "non-zero number of rows (samples)", (*LOC, prefix + "inputs"))  # fmt: skip
+    total = sum(t.numel() for t in tensors.values())
+    if total > settings.max_dataset_elements:
+        raise PayloadTooLarge(f"the dataset has {total:,} values; the limit is {settings.max_dataset_elements:,} "
+                              "(GRADSERVE_MAX_DATASET_ELEMENTS)")  # fmt: skip
+    for name, t in tensors.items():
+        if t.dtype not in DTYPE_NAMES or (t.dtype == torch.bool and name.endswith("inputs")):
+            raise InvalidInput(f"array '{name}' has dtype {t.dtype}; use float32/64 or integers", (*LOC, name))
+    return fmt, tensors
+
+
+def _npz(blob: bytes) -> dict[str, torch.Tensor]:
+    try:
+        # allow_pickle=False: an object array (the only kind that needs pickle) is refused, not loaded.
+        with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise InvalidInput(f"not a readable .npz file (object arrays are refused): {exc}", LOC) from exc
+    out = {}
+    for name, arr in arrays.items():
+        if arr.dtype.kind not in "biuf":
+            raise InvalidInput(f"array '{name}' has dtype {arr.dtype}; only numbers are accepted", (*LOC, name))
+        if arr.dtype.kind == "u" and arr.dtype != np.uint8:
+            arr = arr.astype(np.int64)
+        if arr.dtype in (np.int8, np.int16):
+            arr = arr.astype(np.int32)
+        out[name] = torch.from_numpy(np.ascontiguousarray(arr))
+    return out

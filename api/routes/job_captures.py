@@ -1,0 +1,76 @@
+"""What a job captured: gradient snapshots, the autograd graph of its first step, its latest checkpoint."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Response
+from fastapi.concurrency import run_in_threadpool
+
+from api.deps import TenantDep
+from api.job_submit import JobStoreDep, require_job
+from api.schemas.jobs import GradientsPublic
+from models.errors import NotFound
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+SAFETENSORS = "application/octet-stream"
+
+
+@router.get("/{job_id}/gradients", response_model=GradientsPublic,
+            responses={200: {"content": {SAFETENSORS: {}}, "description": "with format=safetensors"}})  # fmt: skip
+async def get_gradients(
+    job_id: str,
+    jobs: JobStoreDep,
+    tenant: TenantDep,
+    step: Annotated[int | None, Query(ge=1, description="A captured step; default the latest.")] = None,
+    format: Literal["json", "safetensors"] = "json",
+) -> Any:
+    """Per-parameter norm, mean, std, min and max of the gradients at a step, or the tensors themselves."""
+    await require_job(jobs, tenant, job_id)
+    steps = await jobs.gradient_steps(tenant=tenant, job_id=job_id)
+    if step is None:
+        if not steps:
+            return {"step": None, "steps": [], "parameters": {}}
+        step = steps[-1]
+    if step not in steps:
+        shown = ", ".join(map(str, steps[:20])) + (" ..." if len(steps) > 20 else "")
+        raise NotFound(f"no gradient snapshot at step {step}; captured steps: {shown or 'none'} "
+                       "(set capture.gradients_every)")  # fmt: skip
+    if format == "safetensors":
+        blob = await jobs.gradient_file(tenant=tenant, job_id=job_id, step=step)
+        if blob is None:
+            raise NotFound(f"the gradient tensors of step {step} have expired")
+        disposition = f'attachment; filename="{job_id}-grads-{step}.safetensors"'
+        return Response(blob, media_type=SAFETENSORS, headers={"Content-Disposition": disposition})
+    stats = await jobs.gradient_stats(tenant=tenant, job_id=job_id, step=step)
+    return {"step": step, "steps": steps, "parameters": stats or {}}
+
+
+@router.get("/{job_id}/graph", responses={200: {"content": {"text/vnd.graphviz": {}, "image/svg+xml": {}}}})
+async def get_graph(job_id: str, jobs: JobStoreDep, tenant: TenantDep,
+                    format: Literal["json", "dot", "svg"] = "json") -> Any:  # fmt: skip
+    """The autograd graph of the job's first step: JSON nodes and edges, Graphviz source or SVG."""
+    await require_job(jobs, tenant, job_id)
+    graph = await jobs.graph(tenant=tenant, job_id=job_id)
+    if graph is None:
+        raise NotFound(f"job '{job_id}' has no graph yet (it is captured at step 1 when capture.graph is true)")
+    if format == "json":
+        return graph
+    from models.graph import to_dot, to_svg
+
+    dot = to_dot(graph, title=job_id)
+    if format == "dot":
+        return Response(dot, media_type="text/vnd.graphviz")
+    return Response(await run_in_threadpool(to_svg, dot), media_type="image/svg+xml")
+
+
+@router.get("/{job_id}/checkpoint", responses={200: {"content": {SAFETENSORS: {}}}})
+async def get_checkpoint(job_id: str, jobs: JobStoreDep, tenant: TenantDep) -> Response:
+    """The latest checkpoint's state_dict as safetensors (``safetensors.torch.load`` + ``load_state_dict``)."""
+    doc = await require_job(jobs, tenant, job_id)
+    blob = await jobs.checkpoint(tenant=tenant, job_id=job_id)
+    if blob is None:
+        raise NotFound(f"job '{job_id}' has no checkpoint yet")
+    headers = {"Content-Disposition": f'attachment; filename="{job_id}.safetensors"',
+               "X-Checkpoint-Step": str(doc.get("checkpoint_step") or "")}  # fmt: skip
+    return Response(blob, media_type=SAFETENSORS, headers=headers)

@@ -1,0 +1,139 @@
+"""Training jobs: submit, read, list, cancel, metrics and live events (server-sent events)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Header, Query, status
+from fastapi.responses import StreamingResponse
+
+from api.deps import CeleryDep, SettingsDep, StoreDep, TenantDep
+from api.job_submit import JobStoreDep, require_job, submit
+from api.responses import TensorJSONResponse
+from api.schemas.jobs import CancelPublic, JobPublic, JobsPublic, JobStatus, JobSubmitted, MetricsPublic
+from models.errors import Conflict, InvalidInput, NotFound
+from models.job_store import TERMINAL, JobStore
+from models.jobspec import JobCreate
+from models.spec import LENET_EXAMPLE
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+DIGITS_EXAMPLE = {
+    "network": LENET_EXAMPLE, "dataset": {"source": "digits", "image_size": 32},
+    "criterion": {"type": "CrossEntropyLoss"}, "optimizer": {"type": "SGD", "lr": 0.05, "momentum": 0.9},
+    "batch_size": 32, "epochs": 3, "seed": 0, "capture": {"checkpoint_every": 100},
+}  # fmt: skip
+STREAM_ID = re.compile(r"^\d+-\d+$")
+KEEPALIVE_MS = 10_000
+_COLUMNS = ("step", "epoch", "loss", "lr", "samples_per_s", "t")
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobSubmitted)
+async def create_job(
+    req: JobCreate = Body(openapi_examples={"digits": {"summary": "LeNet on digits", "value": DIGITS_EXAMPLE}}),
+    *,
+    settings: SettingsDep,
+    store: StoreDep,
+    jobs: JobStoreDep,
+    celery: CeleryDep,
+    tenant: TenantDep,
+) -> dict[str, Any]:
+    """Check a training job against its network and the limits, and queue it."""
+    job_id = await submit(req, tenant=tenant, settings=settings, store=store, jobs=jobs, celery=celery)
+    return {"id": job_id, "status": "queued"}
+
+
+@router.get("", response_model=JobsPublic)
+async def list_jobs(
+    jobs: JobStoreDep,
+    tenant: TenantDep,
+    status: JobStatus | None = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> dict[str, Any]:
+    """The tenant's jobs, newest first, optionally only those with one status."""
+    data, next_offset = await jobs.list_jobs(tenant=tenant, status=status, offset=offset, limit=limit)
+    return {"data": data, "count": len(data), "next_offset": next_offset}
+
+
+@router.get("/{job_id}", response_model=JobPublic)
+async def get_job(job_id: str, jobs: JobStoreDep, tenant: TenantDep) -> dict[str, Any]:
+    """A job's status and progress."""
+    doc = await jobs.get_job(tenant=tenant, job_id=job_id, with_request=True)
+    if doc is None:
+        raise NotFound(f"job '{job_id}' not found")
+    return doc
+
+
+@router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=CancelPublic)
+async def cancel_job(job_id: str, jobs: JobStoreDep, tenant: TenantDep, settings: SettingsDep) -> dict[str, str]:
+    """Cancel a queued job now, or ask its worker to stop after the current step (a checkpoint is kept)."""
+    result = await jobs.cancel(tenant=tenant, job_id=job_id, ttl_s=settings.job_ttl_s,
+                               max_records=settings.job_max_records)  # fmt: skip
+    if result == "missing":
+        raise NotFound(f"job '{job_id}' not found")
+    if result.startswith("ended:"):
+        raise Conflict(f"job '{job_id}' has already ended ({result.removeprefix('ended:')})")
+    return {"id": job_id, "status": result}
+
+
+@router.get("/{job_id}/metrics", response_model=MetricsPublic, response_class=TensorJSONResponse)
+async def get_metrics(
+    job_id: str,
+    jobs: JobStoreDep,
+    tenant: TenantDep,
+    since: Annotated[int | None, Query(ge=0, description="Only steps after this one (for polling).")] = None,
+) -> Any:
+    """Per-step loss, learning rate, throughput (and accuracy) as columns."""
+    await require_job(jobs, tenant, job_id)
+    records = await jobs.metric_records(tenant=tenant, job_id=job_id, since=since)
+    body: dict[str, Any] = {name: [r.get(name) for r in records] for name in _COLUMNS}
+    if any("accuracy" in r for r in records):
+        body["accuracy"] = [r.get("accuracy") for r in records]
+    evals = [r for r in records if "val_loss" in r]
+    body["eval"] = {"step": [r["step"] for r in evals], "val_loss": [r["val_loss"] for r in evals]}
+    if any("val_accuracy" in r for r in evals):
+        body["eval"]["val_accuracy"] = [r.get("val_accuracy") for r in evals]
+    body["count"] = len(records)
+    body["last_step"] = records[-1]["step"] if records else (since or 0)
+    return TensorJSONResponse(body)
+
+
+@router.get("/{job_id}/events", response_class=StreamingResponse,
+            responses={200: {"content": {"text/event-stream": {}}, "description": "Server-sent events"}})  # fmt: skip
+async def job_events(
+    job_id: str,
+    jobs: JobStoreDep,
+    tenant: TenantDep,
+    last_event_id: Annotated[str | None, Header(description="Resume after this event id.")] = None,
+    after: Annotated[str | None, Query(description="Same as the Last-Event-ID header.")] = None,
+) -> StreamingResponse:
+    """Every metric record (``event: metric``) and state change (``event: state``) as server-sent events,
+    ending with the final state. Reconnect with ``Last-Event-ID`` to continue exactly where you left off."""
+    await require_job(jobs, tenant, job_id)
+    start = last_event_id or after or "0-0"
+    if not STREAM_ID.match(start):
+        raise InvalidInput("an event id looks like '1712345678901-0'", ("header", "last-event-id"))
+    return StreamingResponse(_stream(jobs, tenant, job_id, start), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})  # fmt: skip
+
+
+async def _stream(jobs: JobStore, tenant: str, job_id: str, cursor: str) -> AsyncIterator[bytes]:
+    yield b"retry: 1000\n\n"
+    while True:
+        ended = (await jobs.status(tenant=tenant, job_id=job_id)) in TERMINAL | {None}
+        # Once the job has ended nothing more can come, so read what is left without waiting.
+        entries = await jobs.events(tenant=tenant, job_id=job_id, after=cursor, block_ms=0 if ended else KEEPALIVE_MS)
+        if not entries:
+            if ended:
+                return
+            yield b": keep-alive\n\n"
+            continue
+        for entry_id, kind, data in entries:
+            cursor = entry_id
+            yield f"id: {entry_id}\nevent: {kind}\ndata: {data}\n\n".encode()
+            if kind == "state" and json.loads(data).get("status") in TERMINAL:
+                return

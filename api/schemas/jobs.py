@@ -1,0 +1,98 @@
+"""Job and dataset resource schemas (requests are models.jobspec.JobCreate)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+Number = float | str  # non-finite values travel as "nan", "inf", "-inf"
+
+
+class JobSubmitted(BaseModel):
+    id: str
+    status: JobStatus
+
+
+class JobPublic(BaseModel):
+    id: str
+    status: JobStatus
+    step: int = Field(description="Steps done (and recorded).")
+    total_steps: int | None
+    epoch: int | None = Field(description="The epoch of the last step, from 1.")
+    loss: Number | None
+    accuracy: Number | None = Field(description="Of the last batch, for class-index losses.")
+    val_loss: Number | None = None
+    val_accuracy: Number | None = Field(default=None, description="On the held-out split, at epoch ends.")
+    samples_per_s: Number | None = None
+    error: str | None
+    created_at: float = Field(description="Unix time (seconds); so are the other *_at fields.")
+    started_at: float | None
+    first_step_at: float | None = None
+    finished_at: float | None
+    device: str = Field(description="As requested: auto, cpu or cuda.")
+    device_used: str | None = None
+    queue: str | None = None
+    worker: str | None = None
+    attempt: int | None = Field(default=None, description="Above 1 after a worker was lost and the job resumed.")
+    checkpoint_step: int | None = None
+    resumed_from: int | None = None
+    network_id: str | None = None
+    batch_size: int | None = None
+    request: dict[str, Any] | None = None
+
+
+class JobsPublic(BaseModel):
+    data: list[JobPublic]
+    count: int
+    next_offset: int | None = Field(description="Pass as offset for the next page; null on the last.")
+
+
+class CancelPublic(BaseModel):
+    id: str
+    status: str = Field(description="cancelled, or cancelling while the worker finishes its step.")
+
+
+class MetricsPublic(BaseModel):
+    """Columns of equal length, one entry per step (``accuracy`` only for class-index losses);
+    ``eval`` holds the held-out evaluations, made at epoch ends and at the last step."""
+
+    step: list[int]
+    epoch: list[int]
+    loss: list[Number]
+    lr: list[float]
+    samples_per_s: list[Number | None]
+    t: list[float]
+    accuracy: list[Number] | None = None
+    eval: dict[str, list[Any]] = Field(default_factory=dict)
+    count: int
+    last_step: int
+
+
+class GradientStat(BaseModel):
+    shape: list[int]
+    norm: Number
+    mean: Number
+    std: Number
+    min: Number
+    max: Number
+
+
+class GradientsPublic(BaseModel):
+    step: int | None
+    steps: list[int] = Field(description="Every step with a snapshot.")
+    parameters: dict[str, GradientStat]
+
+
+class DatasetArray(BaseModel):
+    shape: list[int]
+    dtype: str
+
+
+class DatasetPublic(BaseModel):
+    id: str
+    format: Literal["safetensors", "npz"]
+    num_samples: int
+    bytes: int
+    arrays: dict[str, DatasetArray]

@@ -1,0 +1,211 @@
+"""Async storage of jobs and datasets for the API. Key names come from models.keys; the worker side
+of the same keys (lease-guarded writes) is worker/recorder.py.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from redis.asyncio import Redis
+
+from models.keys import JobPart, Keys
+
+TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+_INTS = ("step", "total_steps", "epoch", "attempt", "checkpoint_step", "resumed_from", "batch_size")
+_FLOATS = ("loss", "accuracy", "val_loss", "val_accuracy", "samples_per_s", "created_at", "started_at",
+           "finished_at", "first_step_at")  # fmt: skip
+_TEXT = ("id", "status", "error", "device", "device_used", "queue", "worker", "network_id")
+
+_CANCEL = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return 'missing' end
+if status == 'queued' then
+  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[1])
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'type', 'state', 'data', ARGV[4])
+  redis.call('SREM', KEYS[4], ARGV[5])
+  return 'cancelled'
+end
+if status == 'running' then
+  redis.call('SET', KEYS[3], '1', 'EX', ARGV[2])
+  return 'cancelling'
+end
+return 'ended:' .. status
+"""
+
+
+def _num(raw: bytes | None, kind: type) -> Any:
+    if raw is None:
+        return None
+    text = raw.decode()
+    try:
+        return kind(text) if kind is int else (float(text) if text not in {"nan", "inf", "-inf"} else text)
+    except ValueError:
+        return text
+
+
+class JobStore:
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self.redis = redis
+        self.keys = keys
+
+    def part(self, tenant: str, job_id: str, name: str) -> str:
+        return self.keys.job_part(tenant, job_id, name)
+
+    # --- jobs ---
+    async def active_count(self, *, tenant: str) -> int:
+        """Queued or running jobs of the tenant; members whose job ended or expired are dropped."""
+        key = self.keys.jobs_active(tenant)
+        members = [m.decode() for m in await self.redis.smembers(key)]
+        if not members:
+            return 0
+        pipe = self.redis.pipeline(transaction=False)
+        for m in members:
+            pipe.hget(self.keys.job(tenant, m), "status")
+        statuses = await pipe.execute()
+        stale = [m for m, s in zip(members, statuses, strict=True) if s is None or s.decode() in TERMINAL]
+        if stale:
+            await self.redis.srem(key, *stale)
+        return len(members) - len(stale)
+
+    async def create_job(self, *, tenant: str, job_id: str, fields: dict[str, Any], data: bytes | None,
+                         ttl_s: int, max_records: int) -> None:  # fmt: skip
+        created = fields["created_at"]
+        pipe = self.redis.pipeline(transaction=True)
+        key = self.keys.job(tenant, job_id)
+        pipe.hset(key, mapping={k: v for k, v in fields.items() if v is not None})
+        pipe.expire(key, ttl_s)
+        if data is not None:
+            pipe.hset(self.part(tenant, job_id, JobPart.DATA), "data", data)
+            pipe.expire(self.part(tenant, job_id, JobPart.DATA), ttl_s)
+        events = self.part(tenant, job_id, JobPart.EVENTS)
+        event = json.dumps({"status": "queued", "step": 0})
+        pipe.xadd(events, {"type": "state", "data": event}, maxlen=max_records, approximate=True)
+        pipe.expire(events, ttl_s)
+        pipe.zadd(self.keys.job_index(tenant), {job_id: created})
+        pipe.expire(self.keys.job_index(tenant), ttl_s)
+        pipe.sadd(self.keys.jobs_active(tenant), job_id)
+        pipe.expire(self.keys.jobs_active(tenant), ttl_s)
+        await pipe.execute()
+
+    async def get_job(self, *, tenant: str, job_id: str, with_request: bool = False) -> dict[str, Any] | None:
+        raw = await self.redis.hgetall(self.keys.job(tenant, job_id))
+        return None if not raw else self._public(raw, with_request)
+
+    @staticmethod
+    def _public(raw: dict[bytes, bytes], with_request: bool) -> dict[str, Any]:
+        doc: dict[str, Any] = {k: (raw[k.encode()].decode() if k.encode() in raw else None) for k in _TEXT}
+        doc.update({k: _num(raw.get(k.encode()), int) for k in _INTS})
+        doc.update({k: _num(raw.get(k.encode()), float) for k in _FLOATS})
+        doc["step"] = doc["step"] or 0
+        if with_request and b"request" in raw:
+            doc["request"] = json.loads(raw[b"request"])
+        return doc
+
+    async def list_jobs(self, *, tenant: str, status: str | None, offset: int, limit: int
+                        ) -> tuple[list[dict[str, Any]], int | None]:  # fmt: skip
+        """Newest first; with a status filter, scans on until ``limit`` match. Returns (jobs, next offset)."""
+        index = self.keys.job_index(tenant)
+        out: list[dict[str, Any]] = []
+        position, chunk = offset, max(limit, 50)
+        while len(out) < limit:
+            ids = [i.decode() for i in await self.redis.zrevrange(index, position, position + chunk - 1)]
+            if not ids:
+                return out, None
+            pipe = self.redis.pipeline(transaction=False)
+            for job_id in ids:
+                pipe.hgetall(self.keys.job(tenant, job_id))
+            gone = []
+            for job_id, raw in zip(ids, await pipe.execute(), strict=True):
+                position += 1
+                if not raw:
+                    gone.append(job_id)
+                    continue
+                doc = self._public(raw, False)
+                if status is None or doc["status"] == status:
+                    out.append(doc)
+                    if len(out) == limit:
+                        break
+            if gone:  # expired jobs leave their index entry behind; drop it
+                await self.redis.zrem(index, *gone)
+                position -= len(gone)
+        more = await self.redis.zcard(index) > position
+        return out, position if more else None
+
+    async def cancel(self, *, tenant: str, job_id: str, ttl_s: int, max_records: int) -> str:
+        """'cancelled' (it was queued), 'cancelling' (its worker stops after this step), 'missing',
+        or 'ended:<status>'."""
+        script = self.redis.register_script(_CANCEL)
+        keys = [self.keys.job(tenant, job_id), self.part(tenant, job_id, JobPart.EVENTS),
+                self.part(tenant, job_id, JobPart.CANCEL), self.keys.jobs_active(tenant)]  # fmt: skip
+        event = json.dumps({"status": "cancelled", "reason": "cancelled while queued"})
+        result = await script(keys=keys, args=[time.time(), ttl_s, max_records, event, job_id])
+        return result.decode() if isinstance(result, bytes) else str(result)
+
+    # --- records ---
+    async def metric_records(self, *, tenant: str, job_id: str, since: int | None) -> list[dict[str, Any]]:
+        """Metric records in step order, only those after step ``since`` when given."""
+        key = self.part(tenant, job_id, JobPart.EVENTS)
+        if since is None:
+            entries = await self.redis.xrange(key)
+        else:  # polling: read backwards only as far as needed
+            entries, upper = [], "+"
+            while True:
+                page = await self.redis.xrevrange(key, max=upper, count=1000)
+                if not page:
+                    break
+                done = False
+                for entry_id, fields in page:
+                    if fields[b"type"] == b"metric" and json.loads(fields[b"data"])["step"] <= since:
+                        done = True
+                        break
+                    entries.append((entry_id, fields))
+                if done or len(page) < 1000:
+                    break
+                upper = "(" + page[-1][0].decode()
+            entries.reverse()
+        return [json.loads(f[b"data"]) for _, f in entries if f[b"type"] == b"metric"]
+
+    async def events(self, *, tenant: str, job_id: str, after: str, block_ms: int) -> list[tuple[str, str, str]]:
+        """Stream entries after id ``after``: (id, type, JSON data); waits up to ``block_ms`` for the first."""
+        key = self.part(tenant, job_id, JobPart.EVENTS)
+        got = await self.redis.xread({key: after}, count=1000, block=block_ms or None)
+        if not got:
+            return []
+        return [(i.decode(), f[b"type"].decode(), f[b"data"].decode()) for i, f in got[0][1]]
+
+    async def status(self, *, tenant: str, job_id: str) -> str | None:
+        raw = await self.redis.hget(self.keys.job(tenant, job_id), "status")
+        return None if raw is None else raw.decode()
+
+    # --- captures ---
+    async def gradient_steps(self, *, tenant: str, job_id: str) -> list[int]:
+        return sorted(int(s) for s in await self.redis.hkeys(self.part(tenant, job_id, JobPart.GRAD_STATS)))
+
+    async def gradient_stats(self, *, tenant: str, job_id: str, step: int) -> dict[str, Any] | None:
+        raw = await self.redis.hget(self.part(tenant, job_id, JobPart.GRAD_STATS), str(step))
+        return None if raw is None else json.loads(raw)
+
+    async def gradient_file(self, *, tenant: str, job_id: str, step: int) -> bytes | None:
+        return await self.redis.hget(self.part(tenant, job_id, JobPart.GRADS), str(step))
+
+    async def graph(self, *, tenant: str, job_id: str) -> dict[str, Any] | None:
+        raw = await self.redis.get(self.part(tenant, job_id, JobPart.GRAPH))
+        return None if raw is None else json.loads(raw)
+
+    async def checkpoint(self, *, tenant: str, job_id: str) -> bytes | None:
+        return await self.redis.get(self.part(tenant, job_id, JobPart.CHECKPOINT))
+
+    # --- datasets ---
+    async def put_dataset(self, *, tenant: str, dataset_id: str, meta: dict[str, Any], data: bytes,
+                          ttl_s: int) -> None:  # fmt: skip
+        key = self.keys.dataset(tenant, dataset_id)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(key, mapping={"meta": json.dumps(meta), "data": data})
+        pipe.expire(key, ttl_s)
+        await pipe.execute()
+
+    async def dataset_meta(self, *, tenant: str, dataset_id: str) -> dict[str, Any] | None:
+        raw = await self.redis.hget(self.keys.dataset(tenant, dataset_id), "meta")
+        return None if raw is None else json.loads(raw)

@@ -1,0 +1,122 @@
+"""The job request: a network, a dataset (a union on ``source``), a loss, an optimizer and a length.
+
+Pydantic checks each field alone; what needs the network (shapes, counts against limits) is checked
+by ``models.job_plan.plan_job``, so the worker receives only requests that can run.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
+
+from models.layers import Pos
+from models.spec import LossSpec, NetworkSpec, OptimizerSpec
+from models.tasks import QUEUE_CPU, QUEUE_GPU
+from models.tensors import TensorIn
+
+Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
+Seed = Annotated[StrictInt, Field(ge=0, lt=2**63)]
+
+
+class _Req(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RandomDataset(_Req):
+    """Seeded noise: ``x = torch.randn((n, *input_shape), generator=g)``, then ``y`` from the same ``g``:
+    ``torch.randint(num_classes, (n,), generator=g)`` for classes, else ``torch.randn((n, *target_shape))``."""
+
+    source: Literal["random"]
+    num_samples: Pos = 256
+    input_shape: list[Pos] | None = Field(default=None, description="Default: the network's input shape.")
+    target_shape: list[Pos] | None = Field(default=None, description="Regression targets; default: the output shape.")
+    num_classes: Pos | None = Field(default=None, description="Class labels instead of regression targets.")
+    seed: Seed = 0
+
+    @model_validator(mode="after")
+    def _one_kind_of_target(self) -> RandomDataset:
+        if self.target_shape is not None and self.num_classes is not None:
+            raise ValueError("give target_shape (regression) or num_classes (classification), not both")
+        return self
+
+
+class DigitsDataset(_Req):
+    """scikit-learn's bundled 8x8 handwritten digits (1,797 samples, 10 classes), pixels scaled to [0, 1]."""
+
+    source: Literal["digits"]
+    image_size: Literal[8, 32] = Field(default=8, description="32 resizes bilinearly, for LeNet's [1, 32, 32].")
+    test_fraction: Fraction = Field(default=0.2, description="Held out (stratified, seeded) for accuracy.")
+    split_seed: Seed = 0
+    normalize: StrictBool = Field(default=True, description="Standardise pixels with the training split's mean "
+                                  "and std, as torchvision's Normalize would.")
+
+
+class InlineDataset(_Req):
+    """Small tensors in the request itself (``max_tensor_elements`` each)."""
+
+    source: Literal["inline"]
+    inputs: TensorIn
+    targets: TensorIn
+
+
+class UploadDataset(_Req):
+    """A file stored with ``POST /v1/datasets`` (arrays ``inputs``, ``targets``, optionally ``test_*``)."""
+
+    source: Literal["upload"]
+    id: Annotated[str, Field(min_length=1, max_length=100)]
+
+
+DatasetSpec = Annotated[RandomDataset | DigitsDataset | InlineDataset | UploadDataset,
+                        Field(discriminator="source")]  # fmt: skip
+
+
+class CaptureSpec(_Req):
+    gradients_every: Annotated[StrictInt, Field(ge=0)] = Field(
+        default=0, description="Snapshot every parameter's gradient every k steps; 0 means never."
+    )
+    graph: StrictBool = Field(default=True, description="Dump the autograd graph of the first step.")
+    checkpoint_every: Annotated[StrictInt, Field(ge=0)] = Field(
+        default=0, description="Checkpoint every k steps (0: only at the end); a restarted job resumes from it."
+    )
+
+
+Device = Literal["auto", "cpu", "cuda"]
+
+
+class JobCreate(_Req):
+    network: NetworkSpec | None = None
+    network_id: str | None = None
+    dataset: DatasetSpec
+    criterion: LossSpec
+    optimizer: OptimizerSpec
+    batch_size: Pos
+    epochs: Pos | None = None
+    steps: Pos | None = None
+    seed: Seed = 0
+    shuffle: StrictBool = Field(default=True, description="Reshuffle every epoch with a generator seeded by seed.")
+    device: Device = "auto"
+    capture: CaptureSpec = CaptureSpec()
+    stop_on_nan: StrictBool = Field(default=True, description="Fail the job at the first non-finite loss.")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> JobCreate:
+        if (self.network is None) == (self.network_id is None):
+            raise ValueError("give exactly one of network (a spec) or network_id")
+        if (self.epochs is None) == (self.steps is None):
+            raise ValueError("give exactly one of epochs or steps")
+        return self
+
+
+def choose_queue(device: Device, workers: list[dict[str, Any]]) -> str | None:
+    """The queue a job goes to, or None when it asks for CUDA and no live worker has a GPU.
+
+    ``auto`` prefers a GPU when one is alive (a GPU worker also consumes the CPU queue, so CPU jobs
+    still run there when it is idle).
+    """
+    has_gpu = any(w.get("device") == "cuda" and QUEUE_GPU in w.get("queues", []) for w in workers)
+    if device == "cuda":
+        return QUEUE_GPU if has_gpu else None
+    if device == "auto" and has_gpu:
+        return QUEUE_GPU
+    return QUEUE_CPU

@@ -1,0 +1,67 @@
+"""Shared by the job tests: request builders, waiting, reading server-sent events."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+from tests.lenet import LENET_SPEC
+
+FINAL = {"succeeded", "failed", "cancelled"}
+MLP = {"name": "MLP", "input_shape": [6], "layers": [
+    {"name": "fc1", "type": "Linear", "in_features": 6, "out_features": 16}, {"type": "relu"},
+    {"name": "fc2", "type": "Linear", "in_features": 16, "out_features": 3}]}  # fmt: skip
+
+
+def mlp_job(**overrides: Any) -> dict[str, Any]:
+    body = {"network": MLP, "dataset": {"source": "random", "num_samples": 40, "seed": 1},
+            "criterion": {"type": "MSELoss"}, "optimizer": {"type": "SGD", "lr": 0.05, "momentum": 0.9},
+            "batch_size": 8, "steps": 20, "seed": 2}  # fmt: skip
+    body.update(overrides)
+    return body
+
+
+def lenet_job(**overrides: Any) -> dict[str, Any]:
+    body = {"network": LENET_SPEC,
+            "dataset": {"source": "random", "num_samples": 512, "num_classes": 10, "seed": 4},
+            "criterion": {"type": "CrossEntropyLoss"}, "optimizer": {"type": "SGD", "lr": 0.01, "momentum": 0.9},
+            "batch_size": 16, "steps": 200, "seed": 3}  # fmt: skip
+    body.update(overrides)
+    return body
+
+
+def submit(client: httpx.Client, body: dict[str, Any]) -> str:
+    response = client.post("/v1/jobs", json=body)
+    assert response.status_code == 202, response.text
+    assert response.json()["status"] == "queued"
+    return response.json()["id"]
+
+
+def wait_until(client: httpx.Client, job_id: str, predicate: Any, timeout: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        doc = client.get(f"/v1/jobs/{job_id}").json()
+        if predicate(doc):
+            return doc
+        assert time.monotonic() < deadline, f"timed out waiting on job {job_id}: {doc}"
+        time.sleep(0.05)
+
+
+def wait_final(client: httpx.Client, job_id: str, timeout: float = 120) -> dict[str, Any]:
+    return wait_until(client, job_id, lambda d: d["status"] in FINAL, timeout)
+
+
+def sse(response: httpx.Response) -> Iterator[dict[str, str]]:
+    """Parse a text/event-stream body into events ({"id", "event", "data"}), skipping comments."""
+    event: dict[str, str] = {}
+    for line in response.iter_lines():
+        if not line:
+            if "data" in event:
+                yield event
+            event = {}
+        elif not line.startswith(":"):
+            name, _, value = line.partition(":")
+            event[name] = value.removeprefix(" ")

@@ -1,0 +1,59 @@
+"""The API's own task publisher writes the message Celery's ``send_task`` writes, so workers take it."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from pathlib import Path
+
+import pytest
+import redis
+from celery import Celery
+from redis.asyncio import Redis
+
+from api.broker import publish
+from launcher.embedded_redis import start_redis
+from models.settings import Settings
+from models.tasks import QUEUE_CPU, SESSION_CALL, celery_config
+
+# Fields that differ on every message by design.
+_VOLATILE = {("properties", "delivery_tag"), ("properties", "reply_to"), ("headers", "origin")}
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory):
+    proc, url = start_redis(Path(tmp_path_factory.mktemp("redis")))
+    yield url
+    proc.terminate()
+    proc.wait()
+
+
+def _strip(message: dict) -> dict:
+    out = json.loads(json.dumps(message))
+    for section, key in _VOLATILE:
+        out[section].pop(key, None)
+    out["properties"].pop("argsrepr", None)  # a copy of the header kombu adds; workers read the header
+    out["properties"].pop("kwargsrepr", None)
+    out["body"] = json.loads(base64.b64decode(out["body"]))
+    return out
+
+
+def test_message_matches_send_task(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    kwargs = {"call_id": "c1", "op": "forward", "args": {"x": [1.5, 2]}, "deadline": 1.0}
+    celery = Celery("gradserve-api")
+    celery.conf.update(celery_config(Settings(redis_url=redis_url)))
+    celery.send_task(SESSION_CALL, kwargs=kwargs, queue=QUEUE_CPU, task_id="t1", argsrepr="()", kwargsrepr="r")
+    theirs = json.loads(client.rpop(QUEUE_CPU))
+
+    async def ours() -> None:
+        r = Redis.from_url(redis_url)
+        await publish(r, SESSION_CALL, kwargs, task_id="t1", queue=QUEUE_CPU, kwargsrepr="r")
+        await r.aclose()
+
+    asyncio.run(ours())
+    mine = json.loads(client.rpop(QUEUE_CPU))
+    assert _strip(mine) == _strip(theirs)
+    assert client.llen(QUEUE_CPU) == 0

@@ -1,0 +1,264 @@
+"""The training loop: plain PyTorch with no Celery or Redis, so it can be unit-tested and benchmarked
+against a hand-written loop. What it produces (metric records, gradients, the graph, checkpoints)
+goes to a ``Hooks`` object; the Celery task's hooks write to Redis, tests' hooks keep lists.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    total_steps: int
+    batch_size: int
+    seed: int = 0
+    shuffle: bool = True
+    classification: bool = False  # targets are class indices: report accuracy from argmax over dim 1
+    gradients_every: int = 0
+    graph: bool = False
+    checkpoint_every: int = 0
+    stop_on_nan: bool = True
+    # Records reach the hooks every N steps or every interval, whichever comes first: reading the
+    # losses back is one device sync per batch of steps, and one Redis round trip.
+    flush_every: int = 256
+    flush_interval_s: float = 0.1
+
+
+@dataclass
+class Data:
+    x: torch.Tensor  # (N, *input_shape)
+    y: torch.Tensor  # (N,) class indices or (N, *output_shape)
+    x_val: torch.Tensor | None = None
+    y_val: torch.Tensor | None = None
+    num_classes: int | None = None
+
+    def to(self, device: torch.device) -> Data:
+        move = lambda t: None if t is None else t.to(device)
+        return Data(move(self.x), move(self.y), move(self.x_val), move(self.y_val), self.num_classes)
+
+
+@dataclass
+class TrainState:
+    """Everything that makes a resumed run continue bit for bit: weights, optimizer, RNGs, data order."""
+
+    step: int
+    epoch: int  # completed epochs
+    cursor: int  # samples of the current epoch already seen
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    rng: dict[str, torch.Tensor]
+    order: torch.Tensor | None = None  # the current epoch's permutation, None between epochs
+
+
+class Hooks:
+    """Where the loop reports. Every method may be left as is; the loop never waits on anything else."""
+
+    def records(self, batch: list[dict[str, Any]]) -> None:
+        """Metric records in step order, one per step."""
+
+    def gradients(self, step: int, grads: dict[str, torch.Tensor]) -> None:
+        """Gradients of step ``step`` (after backward, before the optimizer step). Copy what you keep."""
+
+    def graph(self, loss: torch.Tensor, net: nn.Module) -> None:
+        """The loss of the first step, before backward frees its graph."""
+
+    def checkpoint(self, state: TrainState) -> None:
+        """State after ``state.step`` steps; every record up to it has been reported."""
+
+    def should_stop(self) -> bool:
+        """Asked after every step; True ends the run after reporting what is pending."""
+        return False
+
+
+@dataclass
+class ListHooks(Hooks):
+    """Keeps everything in lists: the test double of the Redis hooks."""
+
+    stop_after: int | None = None
+    all_records: list[dict[str, Any]] = field(default_factory=list)
+    grads: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
+    losses_for_graph: list[torch.Tensor] = field(default_factory=list)
+    states: list[TrainState] = field(default_factory=list)
+
+    def records(self, batch: list[dict[str, Any]]) -> None:
+        self.all_records.extend(batch)
+
+    def gradients(self, step: int, grads: dict[str, torch.Tensor]) -> None:
+        self.grads[step] = {k: v.detach().clone() for k, v in grads.items()}
+
+    def graph(self, loss: torch.Tensor, net: nn.Module) -> None:
+        self.losses_for_graph.append(loss)
+
+    def checkpoint(self, state: TrainState) -> None:
+        self.states.append(state)
+
+    def should_stop(self) -> bool:
+        last = self.all_records[-1]["step"] if self.all_records else 0
+        return self.stop_after is not None and last >= self.stop_after
+
+
+class NonFiniteLoss(Exception):
+    def __init__(self, step: int, value: float) -> None:
+        super().__init__(f"loss is {value} at step {step} (stop_on_nan is set)")
+        self.step = step
+
+
+def choose_device(requested: str, cuda_available: bool) -> torch.device:
+    """``auto`` takes CUDA when this worker has it; ``cuda`` on a worker without it is an error."""
+    if requested == "cuda" and not cuda_available:
+        raise RuntimeError("the job asks for device 'cuda' but this worker has no CUDA device")
+    return torch.device("cuda" if requested == "cuda" or (requested == "auto" and cuda_available) else "cpu")
+
+
+def _clone_tensors(value: Any) -> Any:
+    """A snapshot: optimizer.state_dict() hands out the live buffers that the next step changes in place."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, dict):
+        return {k: _clone_tensors(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clone_tensors(v) for v in value]
+    return value
+
+
+class Trainer:
+    def __init__(self, net: nn.Module, criterion: Callable[..., torch.Tensor], optimizer: torch.optim.Optimizer,
+                 data: Data, cfg: TrainConfig) -> None:  # fmt: skip
+        self.net, self.criterion, self.optimizer, self.data, self.cfg = net, criterion, optimizer, data, cfg
+        self.device = data.x.device
+        self.step = 0
+        self.epoch = 0
+        self.cursor = 0
+        self.order: torch.Tensor | None = None
+        # A generator of its own, so the data order depends on the seed alone and not on dropout draws.
+        self.shuffler = torch.Generator().manual_seed(cfg.seed)
+        self._pending: list[tuple] = []
+        self._evals: dict[int, dict[str, float]] = {}
+
+    # --- state ---------------------------------------------------------------------------------------------------
+
+    def state(self) -> TrainState:
+        rng = {"torch": torch.get_rng_state(), "shuffle": self.shuffler.get_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return TrainState(step=self.step, epoch=self.epoch, cursor=self.cursor, order=self.order,
+                          model={k: v.detach().clone() for k, v in self.net.state_dict().items()},
+                          optimizer=_clone_tensors(self.optimizer.state_dict()), rng=rng)  # fmt: skip
+
+    def load_state(self, state: TrainState) -> None:
+        self.net.load_state_dict(state.model)
+        self.optimizer.load_state_dict(state.optimizer)
+        torch.set_rng_state(state.rng["torch"])
+        self.shuffler.set_state(state.rng["shuffle"])
+        if self.device.type == "cuda" and "cuda" in state.rng:
+            torch.cuda.set_rng_state(state.rng["cuda"], self.device)
+        self.step, self.epoch, self.cursor = state.step, state.epoch, state.cursor
+        self.order = None if state.order is None else state.order.to(self.device)
+
+    # --- the loop ------------------------------------------------------------------------------------------------
+
+    def run(self, hooks: Hooks) -> str:
+        """Train to ``total_steps``; return ``"finished"``, or ``"stopped"`` when the hooks asked."""
+        cfg, net, x_all, y_all = self.cfg, self.net, self.data.x, self.data.y
+        n = x_all.shape[0]
+        net.train()
+        last_flush = time.perf_counter()
+        t_prev = last_flush
+        while self.step < cfg.total_steps:
+            if self.cursor == 0 and cfg.shuffle:
+                self.order = torch.randperm(n, generator=self.shuffler).to(self.device)
+            end = min(self.cursor + cfg.batch_size, n)
+            if cfg.shuffle:
+                idx = self.order[self.cursor : end]
+                x, y = x_all[idx], y_all[idx]  # (B, *input_shape), (B, ...)
+            else:
+                x, y = x_all[self.cursor : end], y_all[self.cursor : end]
+            step = self.step + 1
+
+            out = net(x)  # forward
+            loss = self.criterion(out, y)  # loss
+            if step == 1 and cfg.graph:
+                hooks.graph(loss, net)
+            loss.backward()  # backward
+            if cfg.gradients_every and step % cfg.gradients_every == 0:
+                hooks.gradients(step, {k: p.grad for k, p in net.named_parameters() if p.grad is not None})
+            self.optimizer.step()  # update
+            self.optimizer.zero_grad(set_to_none=True)
+
+            correct = (out.detach().argmax(1) == y).sum() if cfg.classification else None
+            self.step, self.cursor = step, end
+            epoch_done = end >= n
+            if epoch_done:
+                self.epoch, self.cursor, self.order = self.epoch + 1, 0, None
+            now = time.perf_counter()
+            # The loss stays a tensor here: turning it into a float is a device sync (batched in _drain).
+            self._pending.append((step, self.epoch + (0 if epoch_done else 1), x.shape[0],
+                                  loss.detach(), correct, y.numel(), now - t_prev, time.time()))  # fmt: skip
+            t_prev = now
+            last_step = step == cfg.total_steps
+            if (epoch_done or last_step) and self.data.x_val is not None:
+                self._evals[step] = self.evaluate()
+            due_ckpt = last_step or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0)
+            if (step == 1 or due_ckpt or len(self._pending) >= cfg.flush_every
+                    or now - last_flush >= cfg.flush_interval_s):  # fmt: skip
+                self._drain(hooks)
+                last_flush = now
+            if due_ckpt:
+                hooks.checkpoint(self.state())
+            if not last_step and hooks.should_stop():
+                self._drain(hooks)
+                return "stopped"
+        self._drain(hooks)
+        return "finished"
+
+    def _drain(self, hooks: Hooks) -> None:
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        losses = torch.stack([p[3] for p in pending]).tolist()  # one device sync for the whole batch
+        corrects = torch.stack([p[4] for p in pending]).tolist() if pending[0][4] is not None else None
+        lr = self.optimizer.param_groups[0]["lr"]
+        out: list[dict[str, Any]] = []
+        failed: NonFiniteLoss | None = None
+        for i, (step, epoch, size, _, _, count, dt, wall) in enumerate(pending):
+            rec: dict[str, Any] = {"step": step, "epoch": epoch, "loss": losses[i], "lr": lr,
+                                   "samples_per_s": size / dt if dt > 0 else None, "t": wall}  # fmt: skip
+            if corrects is not None:
+                rec["accuracy"] = corrects[i] / count
+            rec.update(self._evals.pop(step, {}))
+            out.append(rec)
+            if self.cfg.stop_on_nan and not math.isfinite(losses[i]):
+                failed = NonFiniteLoss(step, losses[i])
+                break
+        hooks.records(out)
+        if failed is not None:
+            raise failed
+
+    @torch.no_grad()
+    def evaluate(self, chunk: int = 1024) -> dict[str, float]:
+        """Loss (and accuracy) on the held-out split, in eval mode; draws no random numbers."""
+        x_val, y_val = self.data.x_val, self.data.y_val
+        assert x_val is not None and y_val is not None
+        self.net.eval()
+        total, correct, n = 0.0, 0, x_val.shape[0]
+        try:
+            for i in range(0, n, chunk):
+                out = self.net(x_val[i : i + chunk])
+                y = y_val[i : i + chunk]
+                total += float(self.criterion(out, y)) * y.shape[0]
+                if self.cfg.classification:
+                    correct += int((out.argmax(1) == y).sum())
+        finally:
+            self.net.train()
+        result = {"val_loss": total / max(n, 1)}
+        if self.cfg.classification:
+            result["val_accuracy"] = correct / max(y_val.numel(), 1)
+        return result
