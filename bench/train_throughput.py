@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from launcher.embedded_redis import free_port  # noqa: E402
+from launcher.tuning import keep_freed_memory  # noqa: E402
 from models.spec import LENET_EXAMPLE  # noqa: E402
 
 NUM_SAMPLES = 1024
@@ -144,8 +145,10 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = parser.parse_args()
     scale, repeats, latency_jobs = (1, 3, 50) if args.quick else (3, 5, 50)
-    steps_for = {1: 300 * scale, 64: 40 * scale, 256: 12 * scale}
+    # About a second of training per measurement: shorter runs are dominated by jitter on a shared box.
+    steps_for = {1: 500 * scale, 64: 100 * scale, 256: 25 * scale}
     device = torch.device(args.device)
+    keep_freed_memory()  # the bare loop gets the workers' malloc settings: the baseline at its best
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}, "
           f"{'quick' if args.quick else 'full'} run", flush=True)  # fmt: skip
     proc, url, _ = start_service(Path(tempfile.mkdtemp(prefix="gradserve-bench-")))

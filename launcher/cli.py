@@ -10,6 +10,8 @@ import argparse
 import os
 import sys
 
+from launcher.tuning import keep_freed_memory
+from models.settings import get_settings
 from models.tasks import QUEUE_CPU, QUEUE_GPU
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -50,8 +52,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def refuse_open_single_user(host: str) -> str | None:
     """Single-user mode has no authentication, so it must not listen beyond loopback."""
-    from models.settings import get_settings
-
     if get_settings().single_user and host not in LOOPBACK:
         return (f"refusing to listen on {host} without API keys: set GRADSERVE_API_KEYS='key:tenant,...' "
                 "or listen on 127.0.0.1")  # fmt: skip
@@ -71,11 +71,12 @@ def run_api(host: str, port: int) -> int:
 
 
 def run_worker(queues: str | None, name: str | None, loglevel: str) -> int:
-    # Idle OpenMP threads sleep instead of spinning: with several workers on few cores, one worker's
-    # spinning threads stalled another's forward pass (session forward p50 19 ms -> 9 ms on 2 cores,
-    # p99 90 ms -> 25 ms). Only how threads wait changes, not how work is split, so results are the same
-    # bits. Set before torch loads libgomp, which reads it once.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    threads = get_settings().worker_threads
+    if threads:
+        # Before torch loads: OpenMP sizes its pool once. A worker that owns its share of the cores
+        # never waits on another's threads, and its own spin-waiting keeps small ops fast.
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+    keep_freed_memory()
     if queues is None:
         import torch
 

@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     call_timeout_s: float = 60.0
     # A worker is "alive" while its heartbeat key exists; it refreshes it every third of this.
     worker_heartbeat_ttl_s: int = 15
+    # PyTorch intra-op threads per worker process; 0 keeps PyTorch's default (one per core). The
+    # thread count can change the last bits of reductions, so exactness against a local run holds
+    # for the same count: hence the default. Several workers on one box may trade it for less contention.
+    worker_threads: int = Field(default=0, ge=0)
 
     # Jobs. A running job holds a lease renewed every third of its TTL; once it lapses (the worker
     # died), any worker's reaper re-enqueues the job, which resumes from its last checkpoint.

@@ -29,7 +29,7 @@ class Heartbeat:
         self.key = keys.worker(name)
         self.ttl_s = ttl_s
         self.doc = {"name": name, "pid": os.getpid(), "queues": queues, "started_at": time.time(),
-                    "torch": torch.__version__, **describe_device()}  # fmt: skip
+                    "torch": torch.__version__, "threads": torch.get_num_threads(), **describe_device()}  # fmt: skip
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="gradserve-heartbeat", daemon=True)
 
