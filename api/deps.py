@@ -11,10 +11,16 @@ from redis.asyncio import Redis
 
 from models.errors import Unauthorized
 from models.keys import Keys
-from models.settings import LOCAL_TENANT, Settings, get_settings
+from models.settings import LOCAL_TENANT, Settings
 from models.store import Store
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+def get_app_settings(request: Request) -> Settings:
+    """The settings ``create_app`` was given (tests pass their own), read from the app."""
+    return request.app.state.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 
 
 def get_redis(request: Request) -> Redis:

@@ -25,7 +25,7 @@ from models.build import build_network, validate_network
 from models.errors import InvalidInput, NotFound, ServiceUnavailable
 from models.graph import DEFAULT_MAX_NODES
 from models.objectives import build_optimizer
-from models.settings import Settings, get_settings
+from models.settings import Settings
 from models.spec import NetworkSpec
 from models.store import Store
 from models.tasks import QUEUE_CPU, QUEUE_GPU
@@ -56,17 +56,8 @@ MAX_GRAPH_NODES = 5000
 
 
 def context(request: Request) -> tuple[SessionCalls, str]:
-    """The app's caller (made on first use, so the lifespan stays as it is) and the request's tenant.
-
-    Resolved by hand rather than with ``Depends``: while the app has any dependency override (it
-    overrides ``get_settings``), FastAPI re-inspects every dependency's signature on every request,
-    which costs a session call more than all its other API work together.
-    """
-    state = request.app.state
-    calls: SessionCalls | None = getattr(state, "session_calls", None)
-    if calls is None:
-        settings = request.app.dependency_overrides.get(get_settings, get_settings)()
-        calls = state.session_calls = SessionCalls(state.store.redis, state.store.keys, settings)
+    """The app's session caller and the request's tenant, resolved without ``Depends`` on this hot path."""
+    calls: SessionCalls = request.app.state.session_calls
     return calls, get_tenant(request, calls.settings)
 
 
