@@ -13,12 +13,17 @@ class ParameterInfo(BaseModel):
     numel: int
 
 
-class NetworkPublic(BaseModel):
+class BuiltNetwork(BaseModel):
+    """What building a spec tells: the same for a stored network and a session's live one."""
+
     id: str
     repr: str
     parameters: list[ParameterInfo]
     num_parameters: int
     num_elements: int
     output_shape: list[int]
+
+
+class NetworkPublic(BuiltNetwork):
     activation_bytes_per_sample: int
     spec: dict[str, Any]

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, model_validator
 
-from api.schemas.networks import ParameterInfo
+from api.schemas.networks import BuiltNetwork
 from models.spec import LENET_EXAMPLE, LossSpec, NetworkSpec, OptimizerSpec
 from models.tensors import TensorIn
 
@@ -38,13 +38,7 @@ class SessionCreate(_In):
         return self
 
 
-class SessionPublic(BaseModel):
-    id: str
-    repr: str
-    parameters: list[ParameterInfo]
-    num_parameters: int
-    num_elements: int
-    output_shape: list[int]
+class SessionPublic(BuiltNetwork):
     device: str
     seed: int
     optimizer: dict[str, Any] | None
