@@ -8,10 +8,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from models.errors import GradserveError, PayloadTooLarge
 
+_HEADERS = {401: {"WWW-Authenticate": "Bearer"}, 429: {"Retry-After": "5"}}
+
 
 async def _gradserve_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, GradserveError)
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    headers = _HEADERS.get(exc.status)
     return JSONResponse({"detail": exc.detail()}, status_code=exc.status, headers=headers)
 
 

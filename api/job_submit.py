@@ -12,7 +12,7 @@ from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 
 from models.build import NetworkSummary, validate_network
-from models.errors import Conflict, InvalidInput, NotFound
+from models.errors import InvalidInput, NotFound, TooManyRequests
 from models.job_plan import plan_job
 from models.job_store import JobStore
 from models.jobspec import InlineDataset, JobCreate, UploadDataset, choose_queue
@@ -82,7 +82,7 @@ async def submit(req: JobCreate, *, tenant: str, settings: Settings, store: Stor
         raise InvalidInput("no worker with a CUDA device has been seen alive recently; use device 'auto' or "
                            "'cpu', or start a GPU worker", ("body", "device"))  # fmt: skip
     if await jobs.active_count(tenant=tenant) >= settings.max_concurrent_jobs:
-        raise Conflict(f"{settings.max_concurrent_jobs} jobs are already queued or running "
+        raise TooManyRequests(f"{settings.max_concurrent_jobs} jobs are already queued or running "
                        "(GRADSERVE_MAX_CONCURRENT_JOBS); wait for one to finish or cancel one")  # fmt: skip
     fields: dict[str, Any] = {
         "id": job_id, "status": "queued", "created_at": time.time(), "step": 0, "attempt": 1,

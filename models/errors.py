@@ -6,6 +6,7 @@
      ├── Conflict               409  the current state forbids the call (backward with no forward)
      ├── PayloadTooLarge        413  over a size limit from settings
      ├── Unauthorized           401  missing or unknown API key
+     ├── TooManyRequests        429  over a per-tenant quota (concurrent jobs); retry later
      ├── ServiceUnavailable     503  no worker or no Redis to serve the call
      └── Timeout                504  a worker took longer than the call timeout
 
@@ -70,6 +71,11 @@ class Unauthorized(GradserveError):
     kind = "unauthorized"
 
 
+class TooManyRequests(GradserveError):
+    status = 429
+    kind = "too_many_requests"
+
+
 class ServiceUnavailable(GradserveError):
     status = 503
     kind = "service_unavailable"
@@ -81,4 +87,4 @@ class Timeout(GradserveError):
 
 
 _BY_KIND = {cls.kind: cls for cls in (InvalidInput, NotFound, Conflict, PayloadTooLarge, Unauthorized,
-                                      ServiceUnavailable, Timeout)}  # fmt: skip
+                                      TooManyRequests, ServiceUnavailable, Timeout)}  # fmt: skip

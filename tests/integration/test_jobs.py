@@ -189,3 +189,22 @@ def test_network_by_id_and_inline_data(client: httpx.Client) -> None:
     assert job["request"]["dataset"]["source"] == "inline"
     missing = client.post("/v1/jobs", json={**body, "network": None, "network_id": "net_nope"})
     assert missing.status_code == 404 and "net_nope" in missing.json()["detail"]
+
+
+def test_concurrent_jobs_over_the_quota_get_429(client_bob: httpx.Client) -> None:
+    active = [j for j in client_bob.get("/v1/jobs", params={"limit": 100}).json()["data"]
+              if j["status"] in {"queued", "running"}]  # fmt: skip
+    assert not active, active
+    long_job = mlp_job(steps=500_000)
+    ids = [submit(client_bob, long_job) for _ in range(4)]  # GRADSERVE_MAX_CONCURRENT_JOBS defaults to 4
+    try:
+        refused = client_bob.post("/v1/jobs", json=long_job)
+        assert refused.status_code == 429, refused.text
+        assert "GRADSERVE_MAX_CONCURRENT_JOBS" in refused.json()["detail"]
+        assert refused.headers["retry-after"]
+    finally:
+        for job_id in ids:
+            client_bob.post(f"/v1/jobs/{job_id}/cancel")
+        for job_id in ids:
+            assert wait_final(client_bob, job_id)["status"] == "cancelled"
+    assert client_bob.post("/v1/jobs", json=mlp_job()).status_code == 202
