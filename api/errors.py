@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
+import orjson
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -17,8 +23,49 @@ async def _gradserve_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": exc.detail()}, status_code=exc.status, headers=headers)
 
 
+# FastAPI echoes each invalid value as ``input``; past this size (a big tensor, a whole spec) it is dropped.
+MAX_ECHO_BYTES = 1000
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422, but always valid JSON: non-finite floats are echoed as strings and oversized or
+    unencodable echoes are left out, where FastAPI's own handler failed to render them (a 500)."""
+    assert isinstance(exc, RequestValidationError)
+    errors = []
+    for err in exc.errors():
+        err = dict(err)
+        echo = _echo(err.pop("input", None))
+        err = {k: _finite(v) for k, v in jsonable_encoder(err).items()}
+        if echo is not _NO_ECHO:
+            err["input"] = echo
+        errors.append(err)
+    return JSONResponse({"detail": errors}, status_code=422)
+
+
+_NO_ECHO = object()
+
+
+def _echo(value: Any) -> Any:
+    if isinstance(value, float):
+        return _finite(value)
+    try:  # orjson: no Python recursion on deep input, and it refuses what JSON cannot hold
+        text = orjson.dumps(value)
+    except (TypeError, orjson.JSONEncodeError):
+        return _NO_ECHO
+    return orjson.loads(text) if len(text) <= MAX_ECHO_BYTES else _NO_ECHO
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    return value
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(GradserveError, _gradserve_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
 
 
 class BodySizeLimit:

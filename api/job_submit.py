@@ -21,7 +21,7 @@ from models.settings import Settings
 from models.spec import NetworkSpec
 from models.store import Store
 from models.tasks import JOB_RUN
-from models.tensors import decode, to_safetensors
+from models.tensors import decode, describe_array, to_safetensors
 
 # Shape inference of a network costs ~10 ms and its result depends on the spec alone (and the limits,
 # which are fixed per process), so repeated submissions of one network skip it.
@@ -103,6 +103,5 @@ def _inline(ds: InlineDataset, settings: Settings) -> tuple[bytes, dict[str, dic
     for name, t in (("inputs", inputs), ("targets", targets)):
         if t.dim() == 0:
             raise InvalidInput(f"{name} must have a batch dimension (one row per sample)", (*loc, name))
-    arrays = {name: {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
-              for name, t in (("inputs", inputs), ("targets", targets))}  # fmt: skip
+    arrays = {"inputs": describe_array(inputs), "targets": describe_array(targets)}
     return to_safetensors({"inputs": inputs, "targets": targets}), arrays

@@ -8,6 +8,7 @@ equal those of the hand-written module. Functional ops live only in the forward 
 from __future__ import annotations
 
 import functools
+import math
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -156,7 +157,9 @@ def check_wiring(spec: NetworkSpec, loc: tuple = ("body",)) -> list[tuple[str, .
                     f"duplicate layer name '{layer.name}' (already used by layers[{seen[layer.name]}])",
                     (*here, "name"),
                 )
-            if layer.kind == "module" and hasattr(nn.Module, layer.name):
+            # An instance, not the class: ``training`` and ``_modules`` are set in __init__, and
+            # add_module refuses them with a KeyError.
+            if layer.kind == "module" and hasattr(_attribute_probe(), layer.name):
                 raise InvalidInput(
                     f"'{layer.name}' clashes with an nn.Module attribute; choose another name", (*here, "name")
                 )
@@ -189,6 +192,11 @@ def check_wiring(spec: NetworkSpec, loc: tuple = ("body",)) -> list[tuple[str, .
     return resolved
 
 
+@functools.cache
+def _attribute_probe() -> SpecNet:
+    return SpecNet()
+
+
 def _make_call(layer: LayerBase, module: nn.Module | None) -> Callable[[nn.Module, Tensors], torch.Tensor]:
     if module is None:
         op, kw = OPS[layer.type], torch_kwargs(layer)
@@ -217,7 +225,8 @@ def build_network(spec: NetworkSpec, loc: tuple = ("body",)) -> SpecNet:
             try:
                 module = MODULES[layer.type](**torch_kwargs(layer))
             except (ValueError, AssertionError, TypeError, RuntimeError) as exc:
-                raise InvalidInput(f"layer {label(layer, i)} cannot be built: {exc}", (*loc, "layers", i)) from exc
+                raise InvalidInput(f"layer {label(layer, i)} cannot be built: {_first_line(exc)}",
+                                   (*loc, "layers", i)) from exc  # fmt: skip
             net.add_module(module_name(layer, i), module)
         plan.append(Step(i, f"#{i}", keys, _make_call(layer, module)))
     net._plan = tuple(_with_frees(plan))
@@ -244,6 +253,14 @@ def validate_network(spec: NetworkSpec, settings: Settings, loc: tuple = ("body"
             f"{len(spec.layers)} layers exceed the limit of {settings.max_layers} (GRADSERVE_MAX_LAYERS)",
             (*loc, "layers"),
         )
+    dtype = DTYPES[spec.input_dtype]
+    # Checked in Python before the probe tensor exists: a huge shape overflows even a meta allocation.
+    sample_bytes = math.prod(spec.input_shape) * torch.empty((), dtype=dtype).element_size()
+    if sample_bytes > settings.max_activation_bytes:
+        limit = settings.max_activation_bytes / 2**20
+        raise InvalidInput(f"one sample of input_shape {list(spec.input_shape)} alone takes "
+                           f"{sample_bytes / 2**20:,.1f} MiB of activation memory; the limit is {limit:,.1f} MiB "
+                           "(GRADSERVE_MAX_ACTIVATION_BYTES)", (*loc, "input_shape"))  # fmt: skip
     with torch.device("meta"):
         net = build_network(spec, loc)
     params = [
@@ -257,7 +274,6 @@ def validate_network(spec: NetworkSpec, settings: Settings, loc: tuple = ("body"
             (*loc, "layers"),
         )
     net.eval()  # eval mode: batch statistics of a meta tensor mean nothing, and dropout would need an RNG
-    dtype = DTYPES[spec.input_dtype]
     values = {"input": torch.empty((PROBE_BATCH, *spec.input_shape), dtype=dtype, device="meta")}
     shapes: list[list[int]] = []
     total = values["input"].numel() * values["input"].element_size()
@@ -295,6 +311,25 @@ def validate_network(spec: NetworkSpec, settings: Settings, loc: tuple = ("body"
         activation_bytes_per_sample=per_sample,
         layer_shapes=shapes,
     )
+
+
+def index_bound(layers: Sequence[dict[str, Any]]) -> tuple[int, str] | None:
+    """``(num_embeddings, label)`` of the smallest Embedding that reads the network input directly.
+
+    Indices outside ``[0, num_embeddings)`` fail deep inside PyTorch ("index out of range in self"),
+    and on a GPU as a device-side assert that poisons the worker's CUDA context; callers check first.
+    """
+    found = [(layer["num_embeddings"], f"'{layer.get('name') or f'layers[{i}]'}' (Embedding)")
+             for i, layer in enumerate(layers) if layer.get("type") == "Embedding"
+             and (layer.get("inputs") == ["input"] or (i == 0 and not layer.get("inputs")))]  # fmt: skip
+    return min(found) if found else None
+
+
+def check_indices(layers: Sequence[dict[str, Any]], low: int, high: int, loc: tuple, what: str = "input") -> None:
+    bound = index_bound(layers)
+    if bound is not None and (low < 0 or high >= bound[0]):
+        raise InvalidInput(f"indices in {what} span {low}..{high}, but layer {bound[1]} has num_embeddings="
+                           f"{bound[0]}: indices must lie in [0, {bound[0]})", loc)  # fmt: skip
 
 
 def check_activation_memory(per_sample: int, batch_size: int, settings: Settings, loc: tuple) -> None:

@@ -119,6 +119,9 @@ _SKIP = object()
 def _describe(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
         return {"shape": list(value.shape), "dtype": str(value.dtype).removeprefix("torch.")}
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 2**63:
+        # PyTorch hands saved int64 fields out as unsigned: ignore_index=-100 reads 18446744073709551516.
+        return value - 2**64
     if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
         return value
     if isinstance(value, float):

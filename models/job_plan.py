@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from pydantic import TypeAdapter
 
-from models.build import NetworkSummary, check_activation_memory
+from models.build import NetworkSummary, check_activation_memory, check_indices
 from models.errors import InvalidInput
 from models.jobspec import DigitsDataset, JobCreate, RandomDataset
 from models.objectives import build_loss
@@ -134,11 +134,14 @@ def _arrays(arrays: dict[str, dict[str, Any]], loc: tuple, net: NetworkSpec, out
         if labels:
             _classes_fit(out_shape[0] if len(out_shape) == 1 else 0, out_shape, class_loss, plan,
                          field(prefix + "targets"))  # fmt: skip
+            _labels_fit(ys, plan["num_classes"], field(prefix + "targets"), prefix)
         elif y_shape[1:] != out_shape:
             raise InvalidInput(f"{prefix}targets have shape {y_shape}; the network outputs [N, "
                                f"{', '.join(map(str, out_shape))}]", field(prefix + "targets"))  # fmt: skip
         else:
             plan.update(targets="values", target_shape=out_shape)
+        if "min" in xs and net.input_dtype == "int64":
+            check_indices(net.model_dump()["layers"], xs["min"], xs["max"], field(prefix + "inputs"), f"{prefix}inputs")
         counts[prefix] = x_shape[0]
         total += math.prod(x_shape) + math.prod(y_shape)
     if not counts.get(""):
@@ -147,6 +150,16 @@ def _arrays(arrays: dict[str, dict[str, Any]], loc: tuple, net: NetworkSpec, out
         raise InvalidInput(f"the dataset has {total:,} values; the limit is {settings.max_dataset_elements:,} "
                            "(GRADSERVE_MAX_DATASET_ELEMENTS)", loc)  # fmt: skip
     return counts[""], counts.get("test_", 0)
+
+
+def _labels_fit(ys: dict[str, Any], classes: int, loc: tuple, prefix: str) -> None:
+    """Refuse labels that are not class indices now, rather than fail the job on its worker.
+    (Arrays described before value statistics were recorded carry none; the worker still checks them.)"""
+    if ys.get("integral") is False:
+        raise InvalidInput(f"{prefix}targets are class indices and must be whole numbers", loc)
+    if "min" in ys and (ys["min"] < 0 or ys["max"] >= classes):
+        raise InvalidInput(f"{prefix}targets are class indices and must lie in [0, {classes}) for this network's "
+                           f"{classes} outputs; found {ys['min']}..{ys['max']}", loc)  # fmt: skip
 
 
 def _check_captures(req: JobCreate, total: int, summary: NetworkSummary, settings: Settings) -> None:

@@ -12,9 +12,12 @@ from typing import Annotated, ClassVar, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
 
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
-Pos = Annotated[StrictInt, Field(ge=1)]
-NonNeg = Annotated[StrictInt, Field(ge=0)]
-Dim = StrictInt
+# Bounded so that an absurd size is a clean 422 on its field, not an overflow deep inside PyTorch
+# (whose message then carries a C++ stack trace); the limits in settings refuse far smaller ones.
+MAX_SIZE = 2**31 - 1
+Pos = Annotated[StrictInt, Field(ge=1, le=MAX_SIZE)]
+NonNeg = Annotated[StrictInt, Field(ge=0, le=MAX_SIZE)]
+Dim = Annotated[StrictInt, Field(ge=-64, le=64)]  # PyTorch tensors have at most 64 dimensions
 Size = Pos | tuple[Pos, ...]
 Pad = NonNeg | tuple[NonNeg, ...]
 Prob = Annotated[StrictFloat, Field(ge=0.0, le=1.0)]
@@ -193,7 +196,7 @@ class Embedding(_Module):
     type: Literal["Embedding"]
     num_embeddings: Pos
     embedding_dim: Pos
-    padding_idx: StrictInt | None = None
+    padding_idx: Annotated[StrictInt, Field(ge=-MAX_SIZE, le=MAX_SIZE)] | None = None
 
 
 class ReLU(_Module):
@@ -434,12 +437,12 @@ class reshape(_Layer):
     """The whole tensor's new shape, batch dimension included (use -1 for it), as ``x.reshape(shape)``."""
 
     type: Literal["reshape"]
-    shape: tuple[StrictInt, ...]
+    shape: tuple[Annotated[StrictInt, Field(ge=-1, le=MAX_SIZE)], ...]
 
 
 class view(_Layer):
     type: Literal["view"]
-    shape: tuple[StrictInt, ...]
+    shape: tuple[Annotated[StrictInt, Field(ge=-1, le=MAX_SIZE)], ...]
 
 
 class permute(_Layer):

@@ -24,6 +24,12 @@ def fmt_shape(shape: Sequence[int], batch: int | None = None) -> str:
 _CONV_DIMS = {"Conv1d": 1, "Conv2d": 2, "Conv3d": 3, "ConvTranspose1d": 1, "ConvTranspose2d": 2}
 _BN_DIMS = {"BatchNorm1d": (2, 3), "BatchNorm2d": (4,), "BatchNorm3d": (5,)}
 _SPATIAL = {1: "L", 2: "H, W", 3: "D, H, W"}
+# Ops that PyTorch runs on integer tensors on CPU and CUDA alike. The meta device checks no dtypes,
+# so without this list e.g. gelu or softmax on int64 input passed validation and failed at runtime.
+_INT_OPS = {"relu", "relu6", "tanh", "sigmoid", "max_pool2d", "flatten", "reshape", "view", "permute", "transpose",
+            "unsqueeze", "squeeze", "add", "mul", "cat"}  # fmt: skip
+# Layers whose ``dim`` the meta device does not range-check (softmax on meta accepts any dim).
+_DIM_LAYERS = {"softmax", "log_softmax", "Softmax", "LogSoftmax"}
 
 
 def check_layer_input(layer: LayerBase, name: str, xs: Sequence[torch.Tensor], loc: tuple) -> None:
@@ -34,6 +40,13 @@ def check_layer_input(layer: LayerBase, name: str, xs: Sequence[torch.Tensor], l
     got = fmt_shape(x.shape, PROBE_BATCH)
     if layer.kind == "module" and layer.type != "Embedding" and not x.is_floating_point():
         raise InvalidInput(f"layer {name} expects floating-point input but receives {x.dtype} {got}", loc)
+    if layer.kind == "op" and layer.type not in _INT_OPS and any(not t.is_floating_point() for t in xs):
+        raise InvalidInput(f"layer {name} expects floating-point input but receives {x.dtype} {got}; integer "
+                           f"input can only pass through {', '.join(sorted(_INT_OPS))} (e.g. on its way to an "
+                           "Embedding)", loc)  # fmt: skip
+    if layer.type in _DIM_LAYERS and not -x.dim() <= layer.dim < x.dim():
+        raise InvalidInput(f"layer {name} has dim={layer.dim}, out of range for its {x.dim()}-D {got} input "
+                           f"(use {-x.dim()}..{x.dim() - 1})", loc)  # fmt: skip
     if isinstance(layer, L.Linear) and x.dim() >= 1 and x.shape[-1] != layer.in_features:
         msg = (f"layer {name} expects {layer.in_features} input features (the last dimension) "
                f"but receives {x.shape[-1]} from a {got} tensor")  # fmt: skip

@@ -87,14 +87,14 @@ class HuberLoss(_Loss):
 class CrossEntropyLoss(_Loss):
     type: Literal["CrossEntropyLoss"]
     weight: list[StrictFloat] | None = None
-    ignore_index: StrictInt = -100
+    ignore_index: Annotated[StrictInt, Field(ge=-(2**63), lt=2**63)] = -100
     label_smoothing: Prob = 0.0
 
 
 class NLLLoss(_Loss):
     type: Literal["NLLLoss"]
     weight: list[StrictFloat] | None = None
-    ignore_index: StrictInt = -100
+    ignore_index: Annotated[StrictInt, Field(ge=-(2**63), lt=2**63)] = -100
 
 
 class BCELoss(_Loss):

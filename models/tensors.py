@@ -12,7 +12,7 @@ import math
 from typing import Annotated, Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, StrictInt, Tag
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
@@ -24,6 +24,8 @@ DTYPES: dict[str, torch.dtype] = {
 }  # fmt: skip
 DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 DTypeName = Literal["float32", "float64", "float16", "bfloat16", "int64", "int32", "uint8", "bool"]
+# What torch.Generator.manual_seed takes; outside it, it raised a RuntimeError (a 500).
+Seed = Annotated[StrictInt, Field(ge=-(2**63), lt=2**64)]
 Shape = Annotated[list[Annotated[StrictInt, Field(ge=0)]], Field(max_length=8)]
 
 
@@ -38,13 +40,13 @@ class TypedTensor(_Form):
 
 class RandnTensor(_Form):
     randn: Shape
-    seed: StrictInt = 0
+    seed: Seed = 0
     dtype: Literal["float32", "float64"] = "float32"
 
 
 class RandTensor(_Form):
     rand: Shape
-    seed: StrictInt = 0
+    seed: Seed = 0
     dtype: Literal["float32", "float64"] = "float32"
 
 
@@ -58,8 +60,30 @@ class OnesTensor(_Form):
     dtype: DTypeName = "float32"
 
 
+_FORMS = {"data": TypedTensor, "randn": RandnTensor, "rand": RandTensor, "zeros": ZerosTensor, "ones": OnesTensor}
+
+
+def _tensor_form(value: Any) -> str | None:
+    """Which form a value is, from its shape alone, so that a mistake in e.g. ``{"randn": [-1]}`` is
+    reported on that form's field, not as seven errors, one per form it also fails to be."""
+    if isinstance(value, dict):
+        return next((key for key in _FORMS if key in value), None)
+    if isinstance(value, BaseModel):
+        return next((key for key, cls in _FORMS.items() if isinstance(value, cls)), None)
+    if isinstance(value, list):
+        return "list"
+    return "number" if isinstance(value, (int, float)) else None
+
+
 # What request models declare for a tensor field: a nested list or number, or one of the forms above.
-TensorIn = list[Any] | float | TypedTensor | RandnTensor | RandTensor | ZerosTensor | OnesTensor
+TensorIn = Annotated[
+    Annotated[list[Any], Tag("list")] | Annotated[float, Tag("number")] | Annotated[TypedTensor, Tag("data")]
+    | Annotated[RandnTensor, Tag("randn")] | Annotated[RandTensor, Tag("rand")]
+    | Annotated[ZerosTensor, Tag("zeros")] | Annotated[OnesTensor, Tag("ones")],
+    Discriminator(_tensor_form, custom_error_type="tensor_form", custom_error_message=(
+        'a tensor is a nested list of numbers, {"data": [...], "dtype": ...}, or a generator such as '
+        '{"randn": [shape], "seed": 0} (also rand, zeros, ones)')),
+]  # fmt: skip
 
 
 def decode(value: Any, *, max_elements: int, loc: tuple = ()) -> torch.Tensor:
@@ -80,6 +104,18 @@ def decode(value: Any, *, max_elements: int, loc: tuple = ()) -> torch.Tensor:
         raise InvalidInput(f"not a tensor: {exc} (expected a nested list of numbers of equal lengths)", loc) from exc
     _check_count(tensor.numel(), max_elements, loc)
     return tensor
+
+
+def describe_array(t: torch.Tensor) -> dict[str, Any]:
+    """Shape and dtype of a dataset array, plus ``min``/``max`` when every value is a whole number, or
+    ``integral: false``: what the job planner needs to refuse bad labels or indices before a job runs."""
+    info: dict[str, Any] = {"shape": list(t.shape), "dtype": DTYPE_NAMES.get(t.dtype, str(t.dtype))}
+    if t.numel() == 0 or t.dtype == torch.bool:
+        return info
+    if t.is_floating_point() and not bool((torch.isfinite(t) & (t == t.round())).all()):
+        return {**info, "integral": False}
+    lo, hi = torch.aminmax(t)
+    return {**info, "integral": True, "min": int(lo), "max": int(hi)}
 
 
 def _check_count(count: int, max_elements: int, loc: tuple) -> None:

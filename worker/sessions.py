@@ -19,13 +19,13 @@ from pydantic import TypeAdapter
 from torch import nn
 
 from models import state_codec
-from models.build import build_network, check_activation_memory
+from models.build import build_network, check_activation_memory, check_indices
 from models.errors import Conflict, InvalidInput, NotFound
 from models.graph import mark_freed, to_dot, to_svg, trace
 from models.objectives import build_loss, build_optimizer
 from models.settings import Settings
 from models.shapes import fmt_shape
-from models.spec import LossSpec, NetworkSpec, OptimizerSpec
+from models.spec import CLASS_INDEX_LOSSES, LossSpec, NetworkSpec, OptimizerSpec
 from models.tensors import DTYPE_NAMES, encode, scalar
 
 _LOSS = TypeAdapter(LossSpec)
@@ -135,6 +135,7 @@ def loss(s: LiveSession, criterion: dict[str, Any], target: torch.Tensor) -> Out
         raise Conflict("no output to compute a loss on: call forward first")
     spec = _LOSS.validate_python(criterion)
     ensure_graph(s, with_loss=False)
+    check_class_targets(spec, s.fwd.output, target)
     target = target.to(s.device)
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -362,6 +363,23 @@ def check_input(meta: dict[str, Any], x: torch.Tensor, settings: Settings) -> No
         raise InvalidInput(f"the network takes {meta['input_dtype']} input but received {_dtype(x)}; send "
                            f'{{"data": [...], "dtype": "{meta["input_dtype"]}"}} to say the dtype', loc)  # fmt: skip
     check_activation_memory(meta["activation_bytes_per_sample"], got[0], settings, loc)
+    if not x.is_floating_point() and x.numel():
+        check_indices(meta["spec"]["layers"], int(x.min()), int(x.max()), loc)
+
+
+def check_class_targets(spec: Any, output: torch.Tensor, target: torch.Tensor) -> None:
+    """Class indices outside ``[0, C)`` (other than ``ignore_index``): PyTorch's CPU message names one
+    bad target, and on a GPU the same mistake is a device-side assert that kills the worker's CUDA context."""
+    if spec.type not in CLASS_INDEX_LOSSES or target.is_floating_point() or not target.numel() or output.dim() == 0:
+        return
+    classes = output.shape[1] if output.dim() > 1 else output.shape[0]
+    bad = ((target < 0) | (target >= classes)) & (target != spec.ignore_index)
+    if bool(bad.any()):
+        wrong = target[bad]
+        raise InvalidInput(f"{spec.type} takes class indices in [0, {classes}) for an output of {classes} classes "
+                           f"(or ignore_index={spec.ignore_index}); the target holds out-of-range indices "
+                           f"(smallest {int(wrong.min())}, largest {int(wrong.max())})",
+                           ("body", "target"))  # fmt: skip
 
 
 def _output_shape(s: LiveSession) -> list[int]:

@@ -16,16 +16,17 @@ from fastapi.concurrency import run_in_threadpool
 from api.deps import SettingsDep, TenantDep
 from api.job_submit import JobStoreDep
 from api.schemas.jobs import DatasetPublic
+from api.strict_json import StrictJsonRoute
 from models.errors import InvalidInput, NotFound, PayloadTooLarge
 from models.settings import Settings
-from models.tensors import DTYPE_NAMES, from_safetensors, to_safetensors
+from models.tensors import DTYPE_NAMES, describe_array, from_safetensors, to_safetensors
 
-router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"], route_class=StrictJsonRoute)
 ARRAYS = ("inputs", "targets", "test_inputs", "test_targets")
 LOC = ("body",)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetPublic,
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetPublic, response_model_exclude_none=True,
              openapi_extra={"requestBody": {"content": {"application/octet-stream": {}, "multipart/form-data": {}}}})
 async def upload_dataset(request: Request, jobs: JobStoreDep, tenant: TenantDep, settings: SettingsDep) -> Any:
     """Store a dataset: the file as the raw body, or as the ``file`` field of a multipart form."""
@@ -44,13 +45,12 @@ async def upload_dataset(request: Request, jobs: JobStoreDep, tenant: TenantDep,
     dataset_id = f"data_{uuid.uuid4().hex}"
     stored = await run_in_threadpool(to_safetensors, tensors)
     meta = {"id": dataset_id, "format": fmt, "num_samples": int(tensors["inputs"].shape[0]), "bytes": len(stored),
-            "arrays": {k: {"shape": list(t.shape), "dtype": DTYPE_NAMES.get(t.dtype, str(t.dtype))}
-                       for k, t in tensors.items()}}  # fmt: skip
+            "arrays": {k: describe_array(t) for k, t in tensors.items()}}
     await jobs.put_dataset(tenant=tenant, dataset_id=dataset_id, meta=meta, data=stored, ttl_s=settings.job_ttl_s)
     return meta
 
 
-@router.get("/{dataset_id}", response_model=DatasetPublic)
+@router.get("/{dataset_id}", response_model=DatasetPublic, response_model_exclude_none=True)
 async def get_dataset(dataset_id: str, jobs: JobStoreDep, tenant: TenantDep) -> Any:
     """An uploaded dataset's arrays: shapes and dtypes."""
     meta = await jobs.dataset_meta(tenant=tenant, dataset_id=dataset_id)
@@ -62,7 +62,7 @@ async def get_dataset(dataset_id: str, jobs: JobStoreDep, tenant: TenantDep) -> 
 def parse_dataset(blob: bytes, settings: Settings) -> tuple[str, dict[str, torch.Tensor]]:
     """Read a safetensors or .npz file (never pickle) and check its arrays."""
     if blob[:4] == b"PK\x03\x04":
-        fmt, tensors = "npz", _npz(blob)
+        fmt, tensors = "npz", _npz(blob, max_bytes=settings.max_dataset_elements * 8)
     else:
         fmt, tensors = "safetensors", from_safetensors(blob, loc=LOC)
     unknown = sorted(set(tensors) - set(ARRAYS))
@@ -87,8 +87,15 @@ def parse_dataset(blob: bytes, settings: Settings) -> tuple[str, dict[str, torch
     return fmt, tensors
 
 
-def _npz(blob: bytes) -> dict[str, torch.Tensor]:
+def _npz(blob: bytes, *, max_bytes: int) -> dict[str, torch.Tensor]:
     try:
+        # .npz members may be compressed: a few MB can inflate to many GB, so the sizes the zip
+        # directory declares are checked before numpy inflates anything.
+        with zipfile.ZipFile(io.BytesIO(blob)) as archive:
+            inflated = sum(info.file_size for info in archive.infolist())
+        if inflated > max_bytes:
+            raise PayloadTooLarge(f"the .npz file inflates to {inflated:,} bytes; the limit is {max_bytes:,} "
+                                  "(8 bytes per value of GRADSERVE_MAX_DATASET_ELEMENTS)")  # fmt: skip
         # allow_pickle=False: an object array (the only kind that needs pickle) is refused, not loaded.
         with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
@@ -99,6 +106,8 @@ def _npz(blob: bytes) -> dict[str, torch.Tensor]:
         if arr.dtype.kind not in "biuf":
             raise InvalidInput(f"array '{name}' has dtype {arr.dtype}; only numbers are accepted", (*LOC, name))
         if arr.dtype.kind == "u" and arr.dtype != np.uint8:
+            if arr.size and int(arr.max()) > np.iinfo(np.int64).max:  # astype would wrap it to a negative
+                raise InvalidInput(f"array '{name}' holds values above the int64 range", (*LOC, name))
             arr = arr.astype(np.int64)
         if arr.dtype in (np.int8, np.int16):
             arr = arr.astype(np.int32)

@@ -9,10 +9,12 @@ from fastapi.concurrency import run_in_threadpool
 
 from api.deps import TenantDep
 from api.job_submit import JobStoreDep, require_job
+from api.routes.jobs import MAX_QUERY_INT
 from api.schemas.jobs import GradientsPublic
+from api.strict_json import StrictJsonRoute
 from models.errors import NotFound
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=StrictJsonRoute)
 SAFETENSORS = "application/octet-stream"
 
 
@@ -22,7 +24,8 @@ async def get_gradients(
     job_id: str,
     jobs: JobStoreDep,
     tenant: TenantDep,
-    step: Annotated[int | None, Query(ge=1, description="A captured step; default the latest.")] = None,
+    step: Annotated[int | None, Query(ge=1, le=MAX_QUERY_INT,
+                                      description="A captured step; default the latest.")] = None,
     format: Literal["json", "safetensors"] = "json",
 ) -> Any:
     """Per-parameter norm, mean, std, min and max of the gradients at a step, or the tensors themselves."""

@@ -14,19 +14,23 @@ from api.deps import CeleryDep, SettingsDep, StoreDep, TenantDep
 from api.job_submit import JobStoreDep, require_job, submit
 from api.responses import TensorJSONResponse
 from api.schemas.jobs import CancelPublic, JobPublic, JobsPublic, JobStatus, JobSubmitted, MetricsPublic
+from api.strict_json import StrictJsonRoute
 from models.errors import Conflict, InvalidInput, NotFound
 from models.job_store import TERMINAL, JobStore
 from models.jobspec import JobCreate
 from models.spec import LENET_EXAMPLE
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=StrictJsonRoute)
 
 DIGITS_EXAMPLE = {
     "network": LENET_EXAMPLE, "dataset": {"source": "digits", "image_size": 32},
     "criterion": {"type": "CrossEntropyLoss"}, "optimizer": {"type": "SGD", "lr": 0.05, "momentum": 0.9},
     "batch_size": 32, "epochs": 3, "seed": 0, "capture": {"checkpoint_every": 100},
 }  # fmt: skip
-STREAM_ID = re.compile(r"^\d+-\d+$")
+STREAM_ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")
+# Integer query parameters stop here: exact in JSON (and JavaScript) numbers, far above any step or
+# offset, and below Redis's 64-bit range, which larger values overflowed (a 500).
+MAX_QUERY_INT = 2**53
 KEEPALIVE_MS = 10_000
 _COLUMNS = ("step", "epoch", "loss", "lr", "samples_per_s", "t")
 
@@ -51,7 +55,7 @@ async def list_jobs(
     jobs: JobStoreDep,
     tenant: TenantDep,
     status: JobStatus | None = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_QUERY_INT)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> dict[str, Any]:
     """The tenant's jobs, newest first, optionally only those with one status."""
@@ -85,7 +89,8 @@ async def get_metrics(
     job_id: str,
     jobs: JobStoreDep,
     tenant: TenantDep,
-    since: Annotated[int | None, Query(ge=0, description="Only steps after this one (for polling).")] = None,
+    since: Annotated[int | None, Query(ge=0, le=MAX_QUERY_INT,
+                                       description="Only steps after this one (for polling).")] = None,
 ) -> Any:
     """Per-step loss, learning rate, throughput (and accuracy) as columns."""
     await require_job(jobs, tenant, job_id)
@@ -115,8 +120,11 @@ async def job_events(
     ending with the final state. Reconnect with ``Last-Event-ID`` to continue exactly where you left off."""
     await require_job(jobs, tenant, job_id)
     start = last_event_id or after or "0-0"
-    if not STREAM_ID.match(start):
-        raise InvalidInput("an event id looks like '1712345678901-0'", ("header", "last-event-id"))
+    match = STREAM_ID.match(start)
+    # Each part is a 64-bit number to Redis; a bigger one failed the stream after its 200 went out.
+    if not match or any(int(part) >= 2**64 for part in match.groups()):
+        raise InvalidInput("an event id looks like '1712345678901-0' (two numbers below 2**64)",
+                           ("header" if last_event_id else "query", "last-event-id" if last_event_id else "after"))
     return StreamingResponse(_stream(jobs, tenant, job_id, start), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})  # fmt: skip
 

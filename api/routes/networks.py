@@ -10,11 +10,12 @@ from fastapi.concurrency import run_in_threadpool
 
 from api.deps import SettingsDep, StoreDep, TenantDep
 from api.schemas.networks import NetworkPublic
+from api.strict_json import StrictJsonRoute
 from models.build import validate_network
 from models.errors import NotFound
 from models.spec import LENET_EXAMPLE, NetworkSpec
 
-router = APIRouter(prefix="/v1/networks", tags=["networks"])
+router = APIRouter(prefix="/v1/networks", tags=["networks"], route_class=StrictJsonRoute)
 
 
 def network_doc(network_id: str, spec: NetworkSpec, summary: dict[str, Any]) -> dict[str, Any]:

@@ -9,18 +9,16 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, Literal
 
-import orjson
 import torch
 from fastapi import APIRouter, Body, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
-from fastapi.routing import APIRoute
 
 from api.calls import Reply, SessionCalls
 from api.deps import get_tenant
 from api.schemas import sessions as S
+from api.strict_json import StrictJsonRoute
 from models.build import build_network, validate_network
 from models.errors import InvalidInput, NotFound, ServiceUnavailable
 from models.graph import DEFAULT_MAX_NODES
@@ -31,27 +29,7 @@ from models.store import Store
 from models.tasks import QUEUE_CPU, QUEUE_GPU
 from models.tensors import decode
 
-
-class _OrjsonRequest(Request):
-    """A request whose JSON body orjson parses: a 1024-float input costs 0.05 ms instead of 0.5 ms."""
-
-    async def json(self) -> Any:
-        if not hasattr(self, "_json"):
-            self._json = orjson.loads(await self.body())
-        return self._json
-
-
-class _OrjsonRoute(APIRoute):
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def route(request: Request) -> Response:
-            return await handler(_OrjsonRequest(request.scope, request.receive))
-
-        return route
-
-
-router = APIRouter(prefix="/v1/sessions", tags=["sessions"], route_class=_OrjsonRoute)
+router = APIRouter(prefix="/v1/sessions", tags=["sessions"], route_class=StrictJsonRoute)
 MAX_GRAPH_NODES = 5000
 
 

@@ -88,6 +88,9 @@ class GradientsPublic(BaseModel):
 class DatasetArray(BaseModel):
     shape: list[int]
     dtype: str
+    integral: bool | None = Field(default=None, description="Whether every value is a whole number.")
+    min: int | None = Field(default=None, description="The smallest value, when integral.")
+    max: int | None = Field(default=None, description="The largest value, when integral.")
 
 
 class DatasetPublic(BaseModel):

@@ -30,7 +30,8 @@ def test_upload_npz_and_train(client: httpx.Client) -> None:
     assert uploaded.status_code == 201, uploaded.text
     meta = uploaded.json()
     assert meta["format"] == "npz" and meta["num_samples"] == 30
-    assert meta["arrays"]["inputs"] == {"shape": [30, 6], "dtype": "float64"}
+    assert meta["arrays"]["inputs"] == {"shape": [30, 6], "dtype": "float64", "integral": False}
+    assert meta["arrays"]["targets"] == {"shape": [30], "dtype": "int64", "integral": True, "min": 0, "max": 2}
     assert client.get(f"/v1/datasets/{meta['id']}").json() == meta
     body = mlp_job(dataset={"source": "upload", "id": meta["id"]}, criterion={"type": "CrossEntropyLoss"}, steps=8)
     job = wait_final(client, submit(client, body))
