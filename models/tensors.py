@@ -23,6 +23,12 @@ DTYPES: dict[str, torch.dtype] = {
     "int64": torch.int64, "int32": torch.int32, "uint8": torch.uint8, "bool": torch.bool,
 }  # fmt: skip
 DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+
+
+def dtype_name(t: torch.Tensor) -> str:
+    """``float32`` rather than ``torch.float32``: the spelling the wire forms use."""
+    return DTYPE_NAMES.get(t.dtype, str(t.dtype).removeprefix("torch."))
+
 DTypeName = Literal["float32", "float64", "float16", "bfloat16", "int64", "int32", "uint8", "bool"]
 # What torch.Generator.manual_seed takes; outside it, it raised a RuntimeError (a 500).
 Seed = Annotated[StrictInt, Field(ge=-(2**63), lt=2**64)]
@@ -109,7 +115,7 @@ def decode(value: Any, *, max_elements: int, loc: tuple = ()) -> torch.Tensor:
 def describe_array(t: torch.Tensor) -> dict[str, Any]:
     """Shape and dtype of a dataset array, plus ``min``/``max`` when every value is a whole number, or
     ``integral: false``: what the job planner needs to refuse bad labels or indices before a job runs."""
-    info: dict[str, Any] = {"shape": list(t.shape), "dtype": DTYPE_NAMES.get(t.dtype, str(t.dtype))}
+    info: dict[str, Any] = {"shape": list(t.shape), "dtype": dtype_name(t)}
     if t.numel() == 0 or t.dtype == torch.bool:
         return info
     if t.is_floating_point() and not bool((torch.isfinite(t) & (t == t.round())).all()):
@@ -133,7 +139,7 @@ def encode(tensor: torch.Tensor) -> dict[str, Any]:
     data = t.tolist()
     if t.is_floating_point() and not bool(torch.isfinite(t).all()):
         data = _stringify_nonfinite(data)
-    return {"data": data, "shape": list(t.shape), "dtype": DTYPE_NAMES.get(t.dtype, str(t.dtype))}
+    return {"data": data, "shape": list(t.shape), "dtype": dtype_name(t)}
 
 
 def scalar(value: float) -> float | str:

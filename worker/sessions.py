@@ -19,14 +19,15 @@ from pydantic import TypeAdapter
 from torch import nn
 
 from models import state_codec
-from models.build import build_network, check_activation_memory, check_indices
+from models.build import build_network
 from models.errors import Conflict, InvalidInput, NotFound
 from models.graph import mark_freed, to_dot, to_svg, trace
 from models.objectives import build_loss, build_optimizer
 from models.settings import Settings
 from models.shapes import fmt_shape
-from models.spec import CLASS_INDEX_LOSSES, LossSpec, NetworkSpec, OptimizerSpec
-from models.tensors import DTYPE_NAMES, encode, scalar
+from models.spec import LossSpec, NetworkSpec, OptimizerSpec
+from models.tensors import dtype_name, encode, scalar
+from worker.session_checks import check_class_targets, check_input
 
 _LOSS = TypeAdapter(LossSpec)
 _OPTIMIZER = TypeAdapter(OptimizerSpec)
@@ -125,7 +126,7 @@ def forward(s: LiveSession, x: torch.Tensor, settings: Settings) -> Outcome:
         parts.add("buffers")
     if not state_codec.same_rng(rng_before, s.rng):
         parts.add("rng")
-    body = {"output": encode(out)["data"], "shape": list(out.shape), "dtype": _dtype(out),
+    body = {"output": encode(out)["data"], "shape": list(out.shape), "dtype": dtype_name(out),
             "grad_fn": _fn_name(out)}  # fmt: skip
     return Outcome(_with_warnings(body, caught), frozenset(parts))
 
@@ -142,8 +143,8 @@ def loss(s: LiveSession, criterion: dict[str, Any], target: torch.Tensor) -> Out
             warnings.simplefilter("always")
             value = build_loss(spec, s.device)(s.fwd.output, target)
     except (RuntimeError, ValueError, IndexError) as exc:
-        got = f"output {fmt_shape(s.fwd.output.shape)} {_dtype(s.fwd.output)}"
-        raise InvalidInput(f"{spec.type} failed on {got} and target {fmt_shape(target.shape)} {_dtype(target)}: "
+        got = f"output {fmt_shape(s.fwd.output.shape)} {dtype_name(s.fwd.output)}"
+        raise InvalidInput(f"{spec.type} failed on {got} and target {fmt_shape(target.shape)} {dtype_name(target)}: "
                            f"{_first_line(exc)}", ("body", "target")) from exc  # fmt: skip
     s.loss = LossRecord(criterion, target, value)
     shown = scalar(value.item()) if value.dim() == 0 else encode(value)["data"]
@@ -204,11 +205,11 @@ def parameter(s: LiveSession, name: str) -> Outcome:
     if name in params:
         p = params[name]
         grad = None if p.grad is None else encode(p.grad)["data"]
-        return Outcome({"name": name, "kind": "parameter", "shape": list(p.shape), "dtype": _dtype(p),
+        return Outcome({"name": name, "kind": "parameter", "shape": list(p.shape), "dtype": dtype_name(p),
                         "data": encode(p)["data"], "grad": grad, "requires_grad": p.requires_grad})  # fmt: skip
     if name in buffers:
         b = buffers[name]
-        return Outcome({"name": name, "kind": "buffer", "shape": list(b.shape), "dtype": _dtype(b),
+        return Outcome({"name": name, "kind": "buffer", "shape": list(b.shape), "dtype": dtype_name(b),
                         "data": encode(b)["data"], "grad": None, "requires_grad": False})  # fmt: skip
     known = [*params, *buffers]
     close = difflib.get_close_matches(name, known, n=5, cutoff=0.5)
@@ -274,8 +275,8 @@ def put_state(s: LiveSession, tensors: dict[str, torch.Tensor]) -> Outcome:
     for name, value in own.items():
         got = tensors[name]
         if got.shape != value.shape or got.dtype != value.dtype:
-            raise InvalidInput(f"'{name}' is {fmt_shape(got.shape)} {_dtype(got)} but the network's is "
-                               f"{fmt_shape(value.shape)} {_dtype(value)}", ("body", name))  # fmt: skip
+            raise InvalidInput(f"'{name}' is {fmt_shape(got.shape)} {dtype_name(got)} but the network's is "
+                               f"{fmt_shape(value.shape)} {dtype_name(value)}", ("body", name))  # fmt: skip
     snapshot = _keep_params_for_graph(s)
     s.net.load_state_dict(tensors, strict=True)
     return Outcome({"loaded": len(tensors)}, frozenset({"params", "buffers"} | snapshot))
@@ -340,46 +341,7 @@ def _keep_params_for_graph(s: LiveSession) -> set[str]:
     return {"fwd_params"}
 
 
-# --- checks and small helpers ------------------------------------------------------------------------------------
-
-
-def check_input(meta: dict[str, Any], x: torch.Tensor, settings: Settings) -> None:
-    """torch.nn takes mini-batches: ``[N, *input_shape]``, with a readable error for the usual mistakes."""
-    want, got = list(meta["input_shape"]), list(x.shape)
-    expected, loc = f"[N, {', '.join(map(str, want))}]", ("body", "input")
-    shapes = {"expected": expected, "received": fmt_shape(got)}
-    if got == want:
-        raise InvalidInput(
-            f"torch.nn only supports mini-batches: the network takes input shaped {expected} and received a "
-            f"single sample {fmt_shape(got)}. Add a fake batch dimension with input.unsqueeze(0) (send shape "
-            f"[1, {', '.join(map(str, want))}])", loc, **shapes)  # fmt: skip
-    if got[1:] != want or len(got) != len(want) + 1:
-        raise InvalidInput(f"the network takes input shaped {expected} (a mini-batch of {fmt_shape(want)} samples) "
-                           f"but received {fmt_shape(got)}", loc, **shapes)  # fmt: skip
-    if got[0] < 1 or got[0] > settings.max_batch_size:
-        raise InvalidInput(f"batch size {got[0]} is outside 1..{settings.max_batch_size} "
-                           "(GRADSERVE_MAX_BATCH_SIZE)", loc)  # fmt: skip
-    if _dtype(x) != meta["input_dtype"]:
-        raise InvalidInput(f"the network takes {meta['input_dtype']} input but received {_dtype(x)}; send "
-                           f'{{"data": [...], "dtype": "{meta["input_dtype"]}"}} to say the dtype', loc)  # fmt: skip
-    check_activation_memory(meta["activation_bytes_per_sample"], got[0], settings, loc)
-    if not x.is_floating_point() and x.numel():
-        check_indices(meta["spec"]["layers"], int(x.min()), int(x.max()), loc)
-
-
-def check_class_targets(spec: Any, output: torch.Tensor, target: torch.Tensor) -> None:
-    """Class indices outside ``[0, C)`` (other than ``ignore_index``): PyTorch's CPU message names one
-    bad target, and on a GPU the same mistake is a device-side assert that kills the worker's CUDA context."""
-    if spec.type not in CLASS_INDEX_LOSSES or target.is_floating_point() or not target.numel() or output.dim() == 0:
-        return
-    classes = output.shape[1] if output.dim() > 1 else output.shape[0]
-    bad = ((target < 0) | (target >= classes)) & (target != spec.ignore_index)
-    if bool(bad.any()):
-        wrong = target[bad]
-        raise InvalidInput(f"{spec.type} takes class indices in [0, {classes}) for an output of {classes} classes "
-                           f"(or ignore_index={spec.ignore_index}); the target holds out-of-range indices "
-                           f"(smallest {int(wrong.min())}, largest {int(wrong.max())})",
-                           ("body", "target"))  # fmt: skip
+# --- small helpers -----------------------------------------------------------------------------------------------
 
 
 def _output_shape(s: LiveSession) -> list[int]:
@@ -392,9 +354,6 @@ def _output_shape(s: LiveSession) -> list[int]:
 def _fn_name(t: torch.Tensor) -> str | None:
     return None if t.grad_fn is None else type(t.grad_fn).__name__
 
-
-def _dtype(t: torch.Tensor) -> str:
-    return DTYPE_NAMES.get(t.dtype, str(t.dtype).removeprefix("torch."))
 
 
 def _with_warnings(body: dict[str, Any], caught: list[warnings.WarningMessage]) -> dict[str, Any]:

@@ -1,0 +1,53 @@
+"""What a session call refuses before PyTorch sees it, with errors that name the shapes and the fix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from models.build import check_activation_memory, check_indices
+from models.errors import InvalidInput
+from models.settings import Settings
+from models.shapes import fmt_shape
+from models.spec import CLASS_INDEX_LOSSES
+from models.tensors import dtype_name
+
+
+def check_input(meta: dict[str, Any], x: torch.Tensor, settings: Settings) -> None:
+    """torch.nn takes mini-batches: ``[N, *input_shape]``, with a readable error for the usual mistakes."""
+    want, got = list(meta["input_shape"]), list(x.shape)
+    expected, loc = f"[N, {', '.join(map(str, want))}]", ("body", "input")
+    shapes = {"expected": expected, "received": fmt_shape(got)}
+    if got == want:
+        raise InvalidInput(
+            f"torch.nn only supports mini-batches: the network takes input shaped {expected} and received a "
+            f"single sample {fmt_shape(got)}. Add a fake batch dimension with input.unsqueeze(0) (send shape "
+            f"[1, {', '.join(map(str, want))}])", loc, **shapes)  # fmt: skip
+    if got[1:] != want or len(got) != len(want) + 1:
+        raise InvalidInput(f"the network takes input shaped {expected} (a mini-batch of {fmt_shape(want)} samples) "
+                           f"but received {fmt_shape(got)}", loc, **shapes)  # fmt: skip
+    if got[0] < 1 or got[0] > settings.max_batch_size:
+        raise InvalidInput(f"batch size {got[0]} is outside 1..{settings.max_batch_size} "
+                           "(GRADSERVE_MAX_BATCH_SIZE)", loc)  # fmt: skip
+    if dtype_name(x) != meta["input_dtype"]:
+        raise InvalidInput(f"the network takes {meta['input_dtype']} input but received {dtype_name(x)}; send "
+                           f'{{"data": [...], "dtype": "{meta["input_dtype"]}"}} to say the dtype', loc)  # fmt: skip
+    check_activation_memory(meta["activation_bytes_per_sample"], got[0], settings, loc)
+    if not x.is_floating_point() and x.numel():
+        check_indices(meta["spec"]["layers"], int(x.min()), int(x.max()), loc)
+
+
+def check_class_targets(spec: Any, output: torch.Tensor, target: torch.Tensor) -> None:
+    """Class indices outside ``[0, C)`` (other than ``ignore_index``): PyTorch's CPU message names one
+    bad target, and on a GPU the same mistake is a device-side assert that kills the worker's CUDA context."""
+    if spec.type not in CLASS_INDEX_LOSSES or target.is_floating_point() or not target.numel() or output.dim() == 0:
+        return
+    classes = output.shape[1] if output.dim() > 1 else output.shape[0]
+    bad = ((target < 0) | (target >= classes)) & (target != spec.ignore_index)
+    if bool(bad.any()):
+        wrong = target[bad]
+        raise InvalidInput(f"{spec.type} takes class indices in [0, {classes}) for an output of {classes} classes "
+                           f"(or ignore_index={spec.ignore_index}); the target holds out-of-range indices "
+                           f"(smallest {int(wrong.min())}, largest {int(wrong.max())})",
+                           ("body", "target"))  # fmt: skip
