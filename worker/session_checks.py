@@ -41,7 +41,15 @@ def check_input(meta: dict[str, Any], x: torch.Tensor, settings: Settings) -> No
 def check_class_targets(spec: Any, output: torch.Tensor, target: torch.Tensor) -> None:
     """Class indices outside ``[0, C)`` (other than ``ignore_index``): PyTorch's CPU message names one
     bad target, and on a GPU the same mistake is a device-side assert that kills the worker's CUDA context."""
-    if spec.type not in CLASS_INDEX_LOSSES or target.is_floating_point() or not target.numel() or output.dim() == 0:
+    if spec.type not in CLASS_INDEX_LOSSES or not target.numel() or output.dim() == 0:
+        return
+    if target.is_floating_point():
+        # Probabilities shaped like the output are valid for CrossEntropyLoss; one float per sample is
+        # almost always class labels sent as floats ([3.0, 1.0]), which PyTorch answers with a dtype error.
+        if output.dim() > 1 and list(target.shape) == list(output.shape[:1]) + list(output.shape[2:]):
+            raise InvalidInput(f"{spec.type} takes class indices as integers, but the target is {dtype_name(target)} "
+                               f"{fmt_shape(target.shape)}; send whole numbers (e.g. [3, 1]) or "
+                               '{"data": [...], "dtype": "int64"}', ("body", "target"))  # fmt: skip
         return
     classes = output.shape[1] if output.dim() > 1 else output.shape[0]
     bad = ((target < 0) | (target >= classes)) & (target != spec.ignore_index)

@@ -152,3 +152,16 @@ def test_tenants_cannot_see_each_other(client: httpx.Client, client_bob: httpx.C
     assert client_bob.get(f"/v1/sessions/{sid}/state").status_code == 404
     assert client_bob.delete(f"/v1/sessions/{sid}").status_code == 404
     assert client.get(f"/v1/sessions/{sid}/parameters/conv1.bias").status_code == 200
+
+
+def test_float_class_labels_ask_for_integers(client: httpx.Client, sid: str) -> None:
+    call(client, sid, "forward", {"input": torch.cat([X, X]).tolist()})
+    ce = {"type": "CrossEntropyLoss"}
+    r = client.post(f"/v1/sessions/{sid}/loss", json={"criterion": ce, "target": [3.0, 1.0]})
+    assert r.status_code == 422, r.text
+    d = detail_of(r)
+    assert d["loc"] == ["body", "target"] and "integers" in d["msg"] and "float32 [2]" in d["msg"]
+    # probabilities shaped like the output stay valid, and so do the same labels as integers
+    probs = torch.softmax(torch.randn(2, 10), 1).tolist()
+    assert client.post(f"/v1/sessions/{sid}/loss", json={"criterion": ce, "target": probs}).is_success
+    assert client.post(f"/v1/sessions/{sid}/loss", json={"criterion": ce, "target": [3, 1]}).is_success
