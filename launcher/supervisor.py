@@ -1,7 +1,10 @@
 """``gradserve up``: start Redis (if needed), the API and N workers; restart dead workers; stop all on a signal.
 
-Children run in their own sessions, so a Ctrl-C reaches only us and we stop them in order (API,
-workers, then Redis, which flushes its AOF last). On Linux each child also gets a parent-death
+Children run in their own process groups, so a Ctrl-C reaches only us and we stop them in order (API,
+workers, then Redis, which flushes its AOF last). Process groups, not sessions: with the kernel's
+scheduler autogroups, a new session is a new CPU-share group, and a worker alone in one is squeezed
+onto one core's share whenever anything else runs, where its two OpenMP threads spin-wait for each
+other (LeNet training went 10x slower beside one busy process). On Linux each child also gets a parent-death
 signal, so even a SIGKILL of this process leaves nothing behind.
 """
 
@@ -35,7 +38,7 @@ def _die_with_parent() -> None:
 
 
 def _spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, start_new_session=True,
+    return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, process_group=0,
                             preexec_fn=_die_with_parent)  # fmt: skip
 
 
@@ -107,7 +110,7 @@ def run_up(*, host: str, port: int, workers: int, data_dir: str) -> int:
     redis_proc = None
     settings = get_settings()
     if settings.redis_url is None:
-        redis_proc, url = start_redis(Path(data_dir) / "redis", start_new_session=True, preexec_fn=_die_with_parent)
+        redis_proc, url = start_redis(Path(data_dir) / "redis", process_group=0, preexec_fn=_die_with_parent)
         env["REDIS_URL"] = url
         _say(f"embedded Redis at {url} (data in {Path(data_dir) / 'redis'})")
     else:
