@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models import layers as L
-from models.errors import InvalidInput
+from models.errors import InvalidInput, first_line
 from models.layers import LayerBase
 from models.settings import Settings
 from models.shapes import check_layer_input, fmt_shape
@@ -225,7 +225,7 @@ def build_network(spec: NetworkSpec, loc: tuple = ("body",)) -> SpecNet:
             try:
                 module = MODULES[layer.type](**torch_kwargs(layer))
             except (ValueError, AssertionError, TypeError, RuntimeError) as exc:
-                raise InvalidInput(f"layer {label(layer, i)} cannot be built: {_first_line(exc)}",
+                raise InvalidInput(f"layer {label(layer, i)} cannot be built: {first_line(exc)}",
                                    (*loc, "layers", i)) from exc  # fmt: skip
             net.add_module(module_name(layer, i), module)
         plan.append(Step(i, f"#{i}", keys, _make_call(layer, module)))
@@ -286,7 +286,7 @@ def validate_network(spec: NetworkSpec, settings: Settings, loc: tuple = ("body"
         except (RuntimeError, ValueError, IndexError, TypeError, AssertionError) as exc:
             got = ", ".join(fmt_shape(x.shape, PROBE_BATCH) for x in xs)
             raise InvalidInput(
-                f"layer {label(layer, step.index)} fails on input {got}: {_first_line(exc)}", here
+                f"layer {label(layer, step.index)} fails on input {got}: {first_line(exc)}", here
             ) from exc
         if not isinstance(out, torch.Tensor):
             raise InvalidInput(f"layer {label(layer, step.index)} does not return a tensor", here)
@@ -340,8 +340,3 @@ def check_activation_memory(per_sample: int, batch_size: int, settings: Settings
             f"of {settings.max_activation_bytes / 2**20:,.1f} MiB (GRADSERVE_MAX_ACTIVATION_BYTES)",
             loc,
         )
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]

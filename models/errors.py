@@ -46,6 +46,12 @@ class GradserveError(Exception):
         return cls(data.get("msg", "worker error"), tuple(data.get("loc", ())), **data.get("extra", {}))
 
 
+def first_line(exc: BaseException) -> str:
+    """The gist of a PyTorch or Python error for a message: its first line (C++ traces follow it)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class InvalidInput(GradserveError):
     status = 422
     kind = "invalid_input"

@@ -15,7 +15,7 @@ import torch
 from pydantic import TypeAdapter
 
 from models.build import NetworkSummary, check_activation_memory, check_indices
-from models.errors import InvalidInput
+from models.errors import InvalidInput, first_line
 from models.jobspec import DigitsDataset, JobCreate, RandomDataset
 from models.objectives import build_loss
 from models.settings import Settings
@@ -198,5 +198,5 @@ def _loss_problem(criterion_json: str, output_shape: tuple[int, ...], targets: s
         with torch.no_grad():
             loss(out, target)
     except (RuntimeError, ValueError, IndexError) as exc:
-        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return first_line(exc)
     return None

@@ -15,7 +15,7 @@ import redis
 import torch
 
 from models.build import build_network
-from models.errors import GradserveError
+from models.errors import GradserveError, first_line
 from models.jobspec import JobCreate
 from models.keys import Keys
 from models.objectives import build_loss, build_optimizer
@@ -96,13 +96,12 @@ def _build(client: redis.Redis, req: JobCreate, spec: NetworkSpec, plan: dict[st
 
 def _describe(exc: BaseException, device: torch.device) -> str:
     if isinstance(exc, torch.OutOfMemoryError):
-        return f"out of memory on {device}: {str(exc).splitlines()[0]} (try a smaller batch_size)"
+        return f"out of memory on {device}: {first_line(exc)} (try a smaller batch_size)"
     if isinstance(exc, (NonFiniteLoss, DataError)):
         return str(exc)
     if isinstance(exc, GradserveError):
         return exc.msg
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else 'no message'}"
+    return f"{type(exc).__name__}: {first_line(exc)}" if str(exc).strip() else type(exc).__name__
 
 
 def _free(device: torch.device) -> None:

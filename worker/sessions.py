@@ -20,7 +20,7 @@ from torch import nn
 
 from models import state_codec
 from models.build import build_network
-from models.errors import Conflict, InvalidInput, NotFound
+from models.errors import Conflict, InvalidInput, NotFound, first_line
 from models.graph import mark_freed, to_dot, to_svg, trace
 from models.objectives import build_loss, build_optimizer
 from models.settings import Settings
@@ -117,7 +117,7 @@ def forward(s: LiveSession, x: torch.Tensor, settings: Settings) -> Outcome:
             warnings.simplefilter("always")
             out = s.net(x)
     except (RuntimeError, ValueError, IndexError) as exc:
-        raise InvalidInput(f"forward failed: {_first_line(exc)}", ("body", "input")) from exc
+        raise InvalidInput(f"forward failed: {first_line(exc)}", ("body", "input")) from exc
     s.rng = state_codec.rng_state(s.device)
     s.fwd = ForwardRecord(x, rng_before, before, s.stamps.get("params", 0), output=out)
     s.loss, s.freed = None, False
@@ -145,7 +145,7 @@ def loss(s: LiveSession, criterion: dict[str, Any], target: torch.Tensor) -> Out
     except (RuntimeError, ValueError, IndexError) as exc:
         got = f"output {fmt_shape(s.fwd.output.shape)} {dtype_name(s.fwd.output)}"
         raise InvalidInput(f"{spec.type} failed on {got} and target {fmt_shape(target.shape)} {dtype_name(target)}: "
-                           f"{_first_line(exc)}", ("body", "target")) from exc  # fmt: skip
+                           f"{first_line(exc)}", ("body", "target")) from exc  # fmt: skip
     s.loss = LossRecord(criterion, target, value)
     shown = scalar(value.item()) if value.dim() == 0 else encode(value)["data"]
     body = {"loss": shown, "shape": list(value.shape), "grad_fn": _fn_name(value)}
@@ -184,7 +184,7 @@ def backward(s: LiveSession, gradient: torch.Tensor | None, retain_graph: bool) 
             raise Conflict(FREED_MSG) from exc
         if "modified by an inplace operation" in text:
             raise Conflict(MODIFIED_MSG) from exc
-        raise InvalidInput(f"backward failed: {_first_line(exc)}", ("body", "gradient")) from exc
+        raise InvalidInput(f"backward failed: {first_line(exc)}", ("body", "gradient")) from exc
     parts = {"grads"}
     if not retain_graph:
         s.freed = True
@@ -360,8 +360,3 @@ def _with_warnings(body: dict[str, Any], caught: list[warnings.WarningMessage]) 
     if caught:
         body["warnings"] = sorted({str(w.message).splitlines()[0] for w in caught})
     return body
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]

@@ -122,12 +122,18 @@ def test_the_tutorial_step_by_step_bit_exact(client: httpx.Client) -> None:
     loss = nn.MSELoss()(output, target)
     loss.backward()
     optimizer.step()
+    optimizer_step_remotely(client, sid, x, target, expected_loss=loss)
+    assert_params_equal(client, sid, net)
+
+
+def optimizer_step_remotely(client: httpx.Client, sid: str, x: torch.Tensor, target: torch.Tensor, *,
+                            expected_loss: torch.Tensor) -> None:  # fmt: skip
+    """forward -> MSE loss (checked bit for bit against the local one) -> backward -> step, on the service."""
     call(client, sid, "forward", {"input": x.tolist()})
     got = call(client, sid, "loss", {"criterion": {"type": "MSELoss"}, "target": target.tolist()})
-    assert torch.equal(torch.tensor(got["loss"]), loss.detach())
+    assert torch.equal(torch.tensor(got["loss"]), expected_loss.detach())
     call(client, sid, "backward")
     call(client, sid, "step")
-    assert_params_equal(client, sid, net)
 
 
 def _first_chain(graph: dict, length: int) -> list[dict]:
@@ -161,11 +167,7 @@ def test_optimizer_state_kept_across_steps(client: httpx.Client, spec: dict, mak
         loss.backward()
         opt.step()
         call(client, sid, "zero_grad")
-        call(client, sid, "forward", {"input": x.tolist()})
-        got = call(client, sid, "loss", {"criterion": {"type": "MSELoss"}, "target": target.tolist()})
-        assert torch.equal(torch.tensor(got["loss"]), loss.detach())
-        call(client, sid, "backward")
-        call(client, sid, "step")
+        optimizer_step_remotely(client, sid, x, target, expected_loss=loss)
     assert_params_equal(client, sid, net)
 
 
