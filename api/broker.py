@@ -4,7 +4,8 @@ Celery's ``send_task`` is synchronous: each call builds a fresh Redis client, bl
 for the LPUSH round trip and ``saferepr``s the arguments, about 0.6 ms idle and several times that
 on a busy box, per session call. The message below is exactly what ``send_task`` writes for a task
 sent by name to a queue on the Redis transport (priority 0: the list named after the queue), so
-the workers' ordinary consumer takes it; ``tests/unit/test_broker.py`` pins the format against
+the workers' ordinary consumer takes it once LPUSHed there (``api.calls`` does, in the same
+pipeline as its BLPOP for the reply); ``tests/unit/test_broker.py`` pins the format against
 Celery's own. Jobs, which are sent rarely, keep using ``send_task``.
 """
 
@@ -17,7 +18,6 @@ import uuid
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
 
 _ORIGIN = f"gen{os.getpid()}@{socket.gethostname()}"
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
@@ -40,11 +40,3 @@ def task_message(name: str, kwargs: dict[str, Any], *, task_id: str, queue: str,
                          "content-type": "application/json", "headers": headers,
                          "properties": properties})  # fmt: skip
 
-
-async def publish(redis: Redis, name: str, kwargs: dict[str, Any], *, task_id: str, queue: str,
-                  kwargsrepr: str = "") -> None:  # fmt: skip
-    """LPUSH onto the queue's list, where the workers' BRPOP finds it (kombu's Redis layout).
-
-    ``api.calls`` pushes ``task_message`` itself, in the same pipeline as its BLPOP for the reply.
-    """
-    await redis.lpush(queue, task_message(name, kwargs, task_id=task_id, queue=queue, kwargsrepr=kwargsrepr))

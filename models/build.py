@@ -11,7 +11,7 @@ import functools
 import math
 import operator
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -113,7 +113,6 @@ class NetworkSummary:
     num_elements: int
     output_shape: list[int]
     activation_bytes_per_sample: int
-    layer_shapes: list[list[int]] = field(default_factory=list)
 
     def public(self) -> dict[str, Any]:
         return {
@@ -275,7 +274,6 @@ def validate_network(spec: NetworkSpec, settings: Settings, loc: tuple = ("body"
         )
     net.eval()  # eval mode: batch statistics of a meta tensor mean nothing, and dropout would need an RNG
     values = {"input": torch.empty((PROBE_BATCH, *spec.input_shape), dtype=dtype, device="meta")}
-    shapes: list[list[int]] = []
     total = values["input"].numel() * values["input"].element_size()
     for step, layer in zip(net._plan, spec.layers, strict=True):
         xs = [values[k] for k in step.inputs]
@@ -291,7 +289,6 @@ def validate_network(spec: NetworkSpec, settings: Settings, loc: tuple = ("body"
         if not isinstance(out, torch.Tensor):
             raise InvalidInput(f"layer {label(layer, step.index)} does not return a tensor", here)
         values[step.key] = out
-        shapes.append(list(out.shape))
         total += out.numel() * out.element_size()
     out = values[net._plan[-1].key]
     if out.dim() == 0 or out.shape[0] != PROBE_BATCH:
@@ -309,7 +306,6 @@ def validate_network(spec: NetworkSpec, settings: Settings, loc: tuple = ("body"
         num_elements=num_elements,
         output_shape=list(out.shape[1:]),
         activation_bytes_per_sample=per_sample,
-        layer_shapes=shapes,
     )
 
 

@@ -1,8 +1,7 @@
-"""The API's own task publisher writes the message Celery's ``send_task`` writes, so workers take it."""
+"""The API's own task message is the message Celery's ``send_task`` writes, so workers take it."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 from pathlib import Path
@@ -10,9 +9,8 @@ from pathlib import Path
 import pytest
 import redis
 from celery import Celery
-from redis.asyncio import Redis
 
-from api.broker import publish
+from api.broker import task_message
 from launcher.embedded_redis import start_redis
 from models.settings import Settings
 from models.tasks import QUEUE_CPU, SESSION_CALL, celery_config
@@ -48,12 +46,7 @@ def test_message_matches_send_task(redis_url: str) -> None:
     celery.send_task(SESSION_CALL, kwargs=kwargs, queue=QUEUE_CPU, task_id="t1", argsrepr="()", kwargsrepr="r")
     theirs = json.loads(client.rpop(QUEUE_CPU))
 
-    async def ours() -> None:
-        r = Redis.from_url(redis_url)
-        await publish(r, SESSION_CALL, kwargs, task_id="t1", queue=QUEUE_CPU, kwargsrepr="r")
-        await r.aclose()
-
-    asyncio.run(ours())
+    client.lpush(QUEUE_CPU, task_message(SESSION_CALL, kwargs, task_id="t1", queue=QUEUE_CPU, kwargsrepr="r"))
     mine = json.loads(client.rpop(QUEUE_CPU))
     assert _strip(mine) == _strip(theirs)
     assert client.llen(QUEUE_CPU) == 0
