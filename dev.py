@@ -25,8 +25,9 @@ TORCH_SPEC = os.environ.get("GRADSERVE_TORCH_SPEC", "torch==2.13.0")
 
 
 def _pip(*args: str) -> None:
-    subprocess.run([str(BIN / "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q", *args],
-                   check=True)  # fmt: skip
+    subprocess.run(
+        [str(BIN / "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q", *args], check=True
+    )
 
 
 def ensure_venv() -> None:

@@ -26,17 +26,41 @@ _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 def task_message(name: str, kwargs: dict[str, Any], *, task_id: str, queue: str, kwargsrepr: str) -> bytes:
     body = orjson.dumps([[], kwargs, _EMBED])
     headers = {
-        "lang": "py", "task": name, "id": task_id, "shadow": None, "eta": None, "expires": None, "group": None,
-        "group_index": None, "retries": 0, "timelimit": [None, None], "root_id": task_id, "parent_id": None,
-        "argsrepr": "()", "kwargsrepr": kwargsrepr, "origin": _ORIGIN, "ignore_result": None,
-        "replaced_task_nesting": 0, "stamped_headers": None, "stamps": {},
-    }  # fmt: skip
+        "lang": "py",
+        "task": name,
+        "id": task_id,
+        "shadow": None,
+        "eta": None,
+        "expires": None,
+        "group": None,
+        "group_index": None,
+        "retries": 0,
+        "timelimit": [None, None],
+        "root_id": task_id,
+        "parent_id": None,
+        "argsrepr": "()",
+        "kwargsrepr": kwargsrepr,
+        "origin": _ORIGIN,
+        "ignore_result": None,
+        "replaced_task_nesting": 0,
+        "stamped_headers": None,
+        "stamps": {},
+    }
     properties = {
-        "correlation_id": task_id, "reply_to": "", "delivery_mode": 2,
-        "delivery_info": {"exchange": "", "routing_key": queue}, "priority": 0, "body_encoding": "base64",
+        "correlation_id": task_id,
+        "reply_to": "",
+        "delivery_mode": 2,
+        "delivery_info": {"exchange": "", "routing_key": queue},
+        "priority": 0,
+        "body_encoding": "base64",
         "delivery_tag": str(uuid.uuid4()),
-    }  # fmt: skip
-    return orjson.dumps({"body": base64.b64encode(body).decode("ascii"), "content-encoding": "utf-8",
-                         "content-type": "application/json", "headers": headers,
-                         "properties": properties})  # fmt: skip
-
+    }
+    return orjson.dumps(
+        {
+            "body": base64.b64encode(body).decode("ascii"),
+            "content-encoding": "utf-8",
+            "content-type": "application/json",
+            "headers": headers,
+            "properties": properties,
+        }
+    )

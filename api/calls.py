@@ -24,10 +24,10 @@ from redis.asyncio import Redis
 
 from api.broker import task_message
 from models.errors import GradserveError, NotFound, Timeout
-from models.keys import Keys
 from models.settings import Settings
+from models.store.keys import Keys
 from models.tasks import SESSION_CALL
-from models.tensors import to_safetensors
+from models.wire.tensors import to_safetensors
 
 # Above this many bytes a tensor goes to Redis by key: the broker base64-encodes messages twice over.
 INLINE_MAX_BYTES = 64 * 1024
@@ -87,9 +87,18 @@ class SessionCalls:
                 self._locks.pop(key, None)
 
     # --- the call ---
-    async def call(self, *, tenant: str, sid: str, op: str, args: dict[str, Any] | None = None,
-                   tensors: dict[str, torch.Tensor] | None = None, blobs: dict[str, bytes] | None = None,
-                   queue: str | None = None, extra: dict[str, Any] | None = None) -> Reply:  # fmt: skip
+    async def call(
+        self,
+        *,
+        tenant: str,
+        sid: str,
+        op: str,
+        args: dict[str, Any] | None = None,
+        tensors: dict[str, torch.Tensor] | None = None,
+        blobs: dict[str, bytes] | None = None,
+        queue: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> Reply:
         """Run ``op`` on a worker and return its answer; worker errors are re-raised with their status."""
         queue = queue or await self.queue_of(tenant, sid)
         call_id = uuid.uuid4().hex
@@ -112,19 +121,34 @@ class SessionCalls:
                     pipe.set(self.keys.call_blob(call_id, name), blob, ex=int(self.settings.call_timeout_s) + 60)
                 await pipe.execute()
             deadline = time.time() + self.settings.call_timeout_s
-            payload = {"call_id": call_id, "tenant": tenant, "session_id": sid, "op": op, "args": args or {},
-                       "tensors": refs, "deadline": deadline, **(extra or {})}  # fmt: skip
+            payload = {
+                "call_id": call_id,
+                "tenant": tenant,
+                "session_id": sid,
+                "op": op,
+                "args": args or {},
+                "tensors": refs,
+                "deadline": deadline,
+                **(extra or {}),
+            }
             sent = time.perf_counter()
-            message = task_message(SESSION_CALL, payload, task_id=call_id, queue=queue,
-                                   kwargsrepr=f"{{'op': {op!r}, 'session_id': {sid!r}}}")  # fmt: skip
+            message = task_message(
+                SESSION_CALL,
+                payload,
+                task_id=call_id,
+                queue=queue,
+                kwargsrepr=f"{{'op': {op!r}, 'session_id': {sid!r}}}",
+            )
             # Publish and wait in one round trip: BLPOP in a pipeline blocks like a lone BLPOP.
             pipe = self.redis.pipeline(transaction=False)
             pipe.lpush(queue, message)
             pipe.blpop([self.keys.reply(call_id)], timeout=self.settings.call_timeout_s)
             _, got = await pipe.execute()
         if got is None:
-            raise Timeout(f"no worker answered '{op}' on session '{sid}' within {self.settings.call_timeout_s:g} s "
-                          "(GRADSERVE_CALL_TIMEOUT_S); are the workers alive? see GET /readyz")  # fmt: skip
+            raise Timeout(
+                f"no worker answered '{op}' on session '{sid}' within {self.settings.call_timeout_s:g} s "
+                "(GRADSERVE_CALL_TIMEOUT_S); are the workers alive? see GET /readyz"
+            )
         return _decode(got[1], (time.perf_counter() - sent) * 1e3)
 
 

@@ -10,9 +10,9 @@ from fastapi import Depends, Request
 from redis.asyncio import Redis
 
 from models.errors import Unauthorized
-from models.keys import Keys
 from models.settings import LOCAL_TENANT, Settings
-from models.store import Store
+from models.store.keys import Keys
+from models.store.redis import Store
 
 
 def get_app_settings(request: Request) -> Settings:

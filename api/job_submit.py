@@ -11,17 +11,17 @@ from celery import Celery
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 
-from models.build import NetworkSummary, validate_network
 from models.errors import InvalidInput, NotFound, TooManyRequests
-from models.job_plan import plan_job
-from models.job_store import JobStore
-from models.jobspec import InlineDataset, JobCreate, UploadDataset, choose_queue
-from models.keys import JobPart
+from models.nn.build import NetworkSummary, validate_network
+from models.nn.job_plan import plan_job
 from models.settings import Settings
-from models.spec import NetworkSpec
-from models.store import Store
+from models.spec.job import InlineDataset, JobCreate, UploadDataset, choose_queue
+from models.spec.network import NetworkSpec
+from models.store.jobs import JobStore
+from models.store.keys import JobPart
+from models.store.redis import Store
 from models.tasks import JOB_RUN
-from models.tensors import decode, describe_array, to_safetensors
+from models.wire.tensors import decode, describe_array, to_safetensors
 
 # Shape inference of a network costs ~10 ms and its result depends on the spec alone (and the limits,
 # which are fixed per process), so repeated submissions of one network skip it.
@@ -44,8 +44,9 @@ async def require_job(jobs: JobStore, tenant: str, job_id: str) -> dict[str, Any
     return doc
 
 
-async def submit(req: JobCreate, *, tenant: str, settings: Settings, store: Store, jobs: JobStore,
-                 celery: Celery) -> str:  # fmt: skip
+async def submit(
+    req: JobCreate, *, tenant: str, settings: Settings, store: Store, jobs: JobStore, celery: Celery
+) -> str:
     """Validate, store and enqueue a job; return its id. Raises a 4xx error for anything that cannot run."""
     network_id = req.network_id
     if req.network is not None:
@@ -79,19 +80,40 @@ async def submit(req: JobCreate, *, tenant: str, settings: Settings, store: Stor
     plan = await run_in_threadpool(plan_job, req, spec, summary, settings, arrays, arrays_loc)
     queue = choose_queue(req.device, await store.live_workers())
     if queue is None:
-        raise InvalidInput("no worker with a CUDA device has been seen alive recently; use device 'auto' or "
-                           "'cpu', or start a GPU worker", ("body", "device"))  # fmt: skip
+        raise InvalidInput(
+            "no worker with a CUDA device has been seen alive recently; use device 'auto' or "
+            "'cpu', or start a GPU worker",
+            ("body", "device"),
+        )
     if await jobs.active_count(tenant=tenant) >= settings.max_concurrent_jobs:
-        raise TooManyRequests(f"{settings.max_concurrent_jobs} jobs are already queued or running "
-                       "(GRADSERVE_MAX_CONCURRENT_JOBS); wait for one to finish or cancel one")  # fmt: skip
+        raise TooManyRequests(
+            f"{settings.max_concurrent_jobs} jobs are already queued or running "
+            "(GRADSERVE_MAX_CONCURRENT_JOBS); wait for one to finish or cancel one"
+        )
     fields: dict[str, Any] = {
-        "id": job_id, "status": "queued", "created_at": time.time(), "step": 0, "attempt": 1,
-        "total_steps": plan["total_steps"], "device": req.device, "queue": queue, "batch_size": req.batch_size,
-        "network_id": network_id, "request": json.dumps(request_doc), "plan": json.dumps(plan),
-        "network": spec.model_dump_json(exclude_unset=True), "source_key": source_key,
-    }  # fmt: skip
-    await jobs.create_job(tenant=tenant, job_id=job_id, fields=fields, data=data, ttl_s=settings.job_ttl_s,
-                          max_records=settings.job_max_records)  # fmt: skip
+        "id": job_id,
+        "status": "queued",
+        "created_at": time.time(),
+        "step": 0,
+        "attempt": 1,
+        "total_steps": plan["total_steps"],
+        "device": req.device,
+        "queue": queue,
+        "batch_size": req.batch_size,
+        "network_id": network_id,
+        "request": json.dumps(request_doc),
+        "plan": json.dumps(plan),
+        "network": spec.model_dump_json(exclude_unset=True),
+        "source_key": source_key,
+    }
+    await jobs.create_job(
+        tenant=tenant,
+        job_id=job_id,
+        fields=fields,
+        data=data,
+        ttl_s=settings.job_ttl_s,
+        max_records=settings.job_max_records,
+    )
     await run_in_threadpool(celery.send_task, JOB_RUN, args=[tenant, job_id], queue=queue, task_id=f"{job_id}-1")
     return job_id
 

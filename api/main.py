@@ -13,9 +13,9 @@ from api.calls import SessionCalls
 from api.errors import BodySizeLimit, install_error_handlers
 from api.metrics import RequestMetrics
 from api.routes import datasets, health, job_captures, jobs, networks, sessions
-from models.keys import Keys
 from models.settings import Settings, get_settings
-from models.store import Store
+from models.store.keys import Keys
+from models.store.redis import Store
 from models.tasks import celery_config
 
 DESCRIPTION = """Training as a service for PyTorch: define a network, drive it step by step or train it

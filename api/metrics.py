@@ -9,9 +9,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUESTS = Counter("gradserve_http_requests_total", "HTTP requests", ["method", "route", "status"])
 LATENCY = Histogram(
-    "gradserve_http_request_seconds", "HTTP request latency", ["method", "route"],
+    "gradserve_http_request_seconds",
+    "HTTP request latency",
+    ["method", "route"],
     buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-)  # fmt: skip
+)
 
 
 class RequestMetrics:

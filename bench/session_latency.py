@@ -30,8 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from launcher.embedded_redis import free_port  # noqa: E402
-from models.build import build_network  # noqa: E402
-from models.spec import LENET_EXAMPLE, NetworkSpec  # noqa: E402
+from models.nn.build import build_network  # noqa: E402
+from models.spec.network import LENET_EXAMPLE, NetworkSpec  # noqa: E402
 
 
 def pct(samples: list[float], q: float) -> float:
@@ -40,8 +40,11 @@ def pct(samples: list[float], q: float) -> float:
 
 
 def ms(samples: list[float]) -> dict[str, float]:
-    return {"p50_ms": round(pct(samples, 50) * 1e3, 3), "p99_ms": round(pct(samples, 99) * 1e3, 3),
-            "mean_ms": round(statistics.fmean(samples) * 1e3, 3)}  # fmt: skip
+    return {
+        "p50_ms": round(pct(samples, 50) * 1e3, 3),
+        "p99_ms": round(pct(samples, 99) * 1e3, 3),
+        "mean_ms": round(statistics.fmean(samples) * 1e3, 3),
+    }
 
 
 def timed(fn, n: int) -> list[float]:
@@ -65,8 +68,24 @@ def start_service(workers: int) -> tuple[subprocess.Popen, str]:
     data = Path(tempfile.mkdtemp(prefix="gradserve-bench-"))
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "GRADSERVE_API_KEYS")}
     log = (data / "up.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "launcher", "up", "--port", str(port), "--workers", str(workers),
-                             "--data-dir", str(data)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "launcher",
+            "up",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--data-dir",
+            str(data),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.monotonic() + 180
     while "ready at" not in (data / "up.log").read_text():
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -126,9 +145,16 @@ def main() -> int:
     print(f"  of which API enqueue -> reply (Server-Timing call): {ms(parts['call'])}")
     print(f"  of which the worker's handler (Server-Timing worker): {ms(parts['worker'])}")
     print("  so: HTTP + API ~ total - call; Celery hop ~ call - worker")
-    result = {**ms(http), "bare_forward_ms": ms(bare)["p50_ms"], "healthz_p50_ms": ms(floor)["p50_ms"],
-              "call_p50_ms": ms(parts["call"])["p50_ms"], "worker_p50_ms": ms(parts["worker"])["p50_ms"],
-              "calls": n, "workers": args.workers, "threads": torch.get_num_threads()}  # fmt: skip
+    result = {
+        **ms(http),
+        "bare_forward_ms": ms(bare)["p50_ms"],
+        "healthz_p50_ms": ms(floor)["p50_ms"],
+        "call_p50_ms": ms(parts["call"])["p50_ms"],
+        "worker_p50_ms": ms(parts["worker"])["p50_ms"],
+        "calls": n,
+        "workers": args.workers,
+        "threads": torch.get_num_threads(),
+    }
     print(json.dumps(result))
     return 0
 

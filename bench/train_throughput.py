@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from launcher.embedded_redis import free_port  # noqa: E402
 from launcher.tuning import keep_freed_memory  # noqa: E402
-from models.spec import LENET_EXAMPLE  # noqa: E402
+from models.spec.network import LENET_EXAMPLE  # noqa: E402
 
 NUM_SAMPLES = 1024
 LOSSES = {"mse": "MSELoss", "ce": "CrossEntropyLoss"}
@@ -89,9 +89,17 @@ def bare_steps_per_s(loss: str, batch: int, steps: int, device: torch.device) ->
 
 def job(loss: str, batch: int, steps: int, device: str) -> dict:
     target = {"num_classes": 10} if loss == "ce" else {"target_shape": [10]}
-    return {"network": LENET_EXAMPLE, "dataset": {"source": "random", "num_samples": NUM_SAMPLES, "seed": 0, **target},
-            "criterion": {"type": LOSSES[loss]}, "optimizer": {"type": "SGD", "lr": 0.001}, "batch_size": batch,
-            "steps": steps, "seed": 0, "device": device, "capture": {"graph": False}}  # fmt: skip
+    return {
+        "network": LENET_EXAMPLE,
+        "dataset": {"source": "random", "num_samples": NUM_SAMPLES, "seed": 0, **target},
+        "criterion": {"type": LOSSES[loss]},
+        "optimizer": {"type": "SGD", "lr": 0.001},
+        "batch_size": batch,
+        "steps": steps,
+        "seed": 0,
+        "device": device,
+        "capture": {"graph": False},
+    }
 
 
 def wait(client: httpx.Client, job_id: str, poll_s: float) -> dict:
@@ -127,9 +135,24 @@ def start_service(tmp: Path) -> tuple[subprocess.Popen, str, Path]:
     port = free_port()
     log = tmp / "gradserve-up.log"
     env = {k: v for k, v in os.environ.items() if k not in {"GRADSERVE_API_KEYS", "REDIS_URL"}}
-    proc = subprocess.Popen([sys.executable, "-m", "launcher", "up", "--port", str(port), "--workers", "1",
-                             "--data-dir", str(tmp / "data")], cwd=ROOT, env=env, stdout=log.open("w"),
-                            stderr=subprocess.STDOUT)  # fmt: skip
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "launcher",
+            "up",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--data-dir",
+            str(tmp / "data"),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.monotonic() + 180
     while "ready at" not in log.read_text():
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -149,8 +172,11 @@ def main() -> None:
     steps_for = {1: 500 * scale, 64: 100 * scale, 256: 25 * scale}
     device = torch.device(args.device)
     keep_freed_memory()  # the bare loop gets the workers' malloc settings: the baseline at its best
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}, "
-          f"{'quick' if args.quick else 'full'} run", flush=True)  # fmt: skip
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}, "
+        f"{'quick' if args.quick else 'full'} run",
+        flush=True,
+    )
     proc, url, _ = start_service(Path(tempfile.mkdtemp(prefix="gradserve-bench-")))
     figures: dict[str, float] = {}
     try:
@@ -165,15 +191,21 @@ def main() -> None:
                         bare = max(bare, bare_steps_per_s(loss, batch, steps, device))
                         svc = max(svc, service_steps_per_s(client, loss, batch, steps, args.device))
                     ratios.setdefault(batch, []).append(svc / bare)
-                    print(f"batch {batch:>3} {loss:>3}: bare {bare:8.1f} steps/s, service {svc:8.1f} steps/s, "
-                          f"ratio {svc / bare:.3f}", flush=True)  # fmt: skip
+                    print(
+                        f"batch {batch:>3} {loss:>3}: bare {bare:8.1f} steps/s, service {svc:8.1f} steps/s, "
+                        f"ratio {svc / bare:.3f}",
+                        flush=True,
+                    )
             for batch, values in ratios.items():
                 figures[f"ratio_b{batch}"] = round(min(values), 3)
             latencies = first_step_latencies(client, latency_jobs, args.device)
             figures["submit_to_first_step_p50_ms"] = round(statistics.median(latencies), 1)
             figures["submit_to_first_step_p90_ms"] = round(statistics.quantiles(latencies, n=10)[-1], 1)
-            print(f"submit to first step over {latency_jobs} jobs: p50 {figures['submit_to_first_step_p50_ms']} ms, "
-                  f"p90 {figures['submit_to_first_step_p90_ms']} ms", flush=True)  # fmt: skip
+            print(
+                f"submit to first step over {latency_jobs} jobs: p50 {figures['submit_to_first_step_p50_ms']} ms, "
+                f"p90 {figures['submit_to_first_step_p90_ms']} ms",
+                flush=True,
+            )
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -25,8 +25,11 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--port", type=int, default=8000)
     up.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    up.add_argument("--data-dir", default=os.environ.get("GRADSERVE_DATA_DIR", ".gradserve"),
-                    help="where the embedded Redis keeps its data (default .gradserve)")  # fmt: skip
+    up.add_argument(
+        "--data-dir",
+        default=os.environ.get("GRADSERVE_DATA_DIR", ".gradserve"),
+        help="where the embedded Redis keeps its data (default .gradserve)",
+    )
 
     api = sub.add_parser("api", help="the HTTP API alone")
     api.add_argument("--host", default="127.0.0.1")
@@ -53,8 +56,10 @@ def main(argv: list[str] | None = None) -> int:
 def refuse_open_single_user(host: str) -> str | None:
     """Single-user mode has no authentication, so it must not listen beyond loopback."""
     if get_settings().single_user and host not in LOOPBACK:
-        return (f"refusing to listen on {host} without API keys: set GRADSERVE_API_KEYS='key:tenant,...' "
-                "or listen on 127.0.0.1")  # fmt: skip
+        return (
+            f"refusing to listen on {host} without API keys: set GRADSERVE_API_KEYS='key:tenant,...' "
+            "or listen on 127.0.0.1"
+        )
     return None
 
 
@@ -65,8 +70,7 @@ def run_api(host: str, port: int) -> int:
     if problem:
         print(f"gradserve: {problem}", file=sys.stderr)
         return 2
-    uvicorn.run("api.main:create_app", factory=True, host=host, port=port, log_level="warning",
-                access_log=False)  # fmt: skip
+    uvicorn.run("api.main:create_app", factory=True, host=host, port=port, log_level="warning", access_log=False)
     return 0
 
 
@@ -83,9 +87,22 @@ def run_worker(queues: str | None, name: str | None, loglevel: str) -> int:
         queues = f"{QUEUE_CPU},{QUEUE_GPU}" if torch.cuda.is_available() else QUEUE_CPU
     # One process per worker, solo pool: CUDA and fork don't mix, and a session call then runs in
     # the process that holds the model cache, with no hop to a child process.
-    argv = ["celery", "--quiet", "-A", "worker.celery_app", "worker", "--pool=solo", "--concurrency=1", "-Q", queues,
-            "-n", name or f"gradserve-{os.getpid()}@%h", f"--loglevel={loglevel}", "--without-gossip",
-            "--without-mingle"]  # fmt: skip
+    argv = [
+        "celery",
+        "--quiet",
+        "-A",
+        "worker.celery_app",
+        "worker",
+        "--pool=solo",
+        "--concurrency=1",
+        "-Q",
+        queues,
+        "-n",
+        name or f"gradserve-{os.getpid()}@%h",
+        f"--loglevel={loglevel}",
+        "--without-gossip",
+        "--without-mingle",
+    ]
     from celery.bin.celery import main as celery_main
 
     sys.argv = argv

@@ -30,11 +30,30 @@ def start_redis(data_dir: Path, *, port: int | None = None, **popen: object) -> 
     data_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     args = [
-        str(redis_server_binary()), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir.resolve()),
-        "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--maxmemory-policy", "noeviction",
-        "--protected-mode", "yes", "--daemonize", "no", "--loglevel", "warning",
-        "--logfile", str((data_dir / "redis.log").resolve()),
-    ]  # fmt: skip
+        str(redis_server_binary()),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(data_dir.resolve()),
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "everysec",
+        "--save",
+        "",
+        "--maxmemory-policy",
+        "noeviction",
+        "--protected-mode",
+        "yes",
+        "--daemonize",
+        "no",
+        "--loglevel",
+        "warning",
+        "--logfile",
+        str((data_dir / "redis.log").resolve()),
+    ]
     proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, **popen)  # type: ignore[call-overload]
     url = f"redis://127.0.0.1:{port}/0"
     client = redis.Redis.from_url(url, socket_connect_timeout=0.2)

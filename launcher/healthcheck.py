@@ -51,8 +51,8 @@ def check_api(port: int, timeout_s: float = 5.0) -> str | None:
 def check_worker(hostname: str | None = None) -> str | None:
     import redis
 
-    from models.keys import Keys
     from models.settings import get_settings
+    from models.store.keys import Keys
 
     settings = get_settings()
     if settings.redis_url is None:

@@ -38,8 +38,7 @@ def _die_with_parent() -> None:
 
 
 def _spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, process_group=0,
-                            preexec_fn=_die_with_parent)  # fmt: skip
+    return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, process_group=0, preexec_fn=_die_with_parent)
 
 
 def _say(message: str) -> None:
@@ -59,8 +58,9 @@ class Stack:
         return f"http://{self.host}:{self.port}"
 
     def start_api(self) -> None:
-        self.api = _spawn([sys.executable, "-m", "launcher", "api", "--host", self.host, "--port", str(self.port)],
-                          self.env)  # fmt: skip
+        self.api = _spawn(
+            [sys.executable, "-m", "launcher", "api", "--host", self.host, "--port", str(self.port)], self.env
+        )
 
     def start_worker(self, index: int) -> None:
         self.generation += 1

@@ -92,5 +92,16 @@ class Timeout(GradserveError):
     kind = "timeout"
 
 
-_BY_KIND = {cls.kind: cls for cls in (InvalidInput, NotFound, Conflict, PayloadTooLarge, Unauthorized,
-                                      TooManyRequests, ServiceUnavailable, Timeout)}  # fmt: skip
+_BY_KIND = {
+    cls.kind: cls
+    for cls in (
+        InvalidInput,
+        NotFound,
+        Conflict,
+        PayloadTooLarge,
+        Unauthorized,
+        TooManyRequests,
+        ServiceUnavailable,
+        Timeout,
+    )
+}

@@ -63,11 +63,25 @@ def start_service(tmp: Path, *, workers: int = WORKERS, extra_env: dict[str, str
     """Start `gradserve up`; ``extra_env`` values of None remove that variable."""
     port = free_port()
     log = tmp / "gradserve-up.log"
-    env = {**os.environ, "GRADSERVE_API_KEYS": ",".join(f"{k}:{t}" for t, k in API_KEYS.items()),
-           "PYTHONUNBUFFERED": "1", **(extra_env or {})}  # fmt: skip
+    env = {
+        **os.environ,
+        "GRADSERVE_API_KEYS": ",".join(f"{k}:{t}" for t, k in API_KEYS.items()),
+        "PYTHONUNBUFFERED": "1",
+        **(extra_env or {}),
+    }
     env = {k: v for k, v in env.items() if v is not None}
-    argv = [sys.executable, "-m", "launcher", "up", "--port", str(port), "--workers", str(workers),
-            "--data-dir", str(tmp / "data")]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "launcher",
+        "up",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--data-dir",
+        str(tmp / "data"),
+    ]
     proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 180
     while "ready at" not in log.read_text():

@@ -45,8 +45,9 @@ def example_env(**overrides: str) -> dict[str, str]:
     return {**env, **{k: v for k, v in FILLED.items() if not env.get(k)}, **overrides}
 
 
-def compose(project_dir: Path, env: dict[str, str], *args: str, profiles: tuple[str, ...] = PROFILES,
-            check: bool = True) -> subprocess.CompletedProcess[str]:  # fmt: skip
+def compose(
+    project_dir: Path, env: dict[str, str], *args: str, profiles: tuple[str, ...] = PROFILES, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     """Run `docker compose` on the repository's file with ``env`` as the project's .env."""
     project_dir.mkdir(parents=True, exist_ok=True)
     (project_dir / ".env").write_text("".join(f"{k}={v}\n" for k, v in env.items()))

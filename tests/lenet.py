@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.spec import LENET_EXAMPLE
+from models.spec.network import LENET_EXAMPLE
 
 LENET_SPEC = LENET_EXAMPLE
 

@@ -8,8 +8,8 @@ import redis
 from celery import Celery
 from celery.signals import worker_ready, worker_shutdown
 
-from models.keys import Keys
 from models.settings import get_settings
+from models.store.keys import Keys
 from models.tasks import celery_config
 from worker.heartbeat import Heartbeat
 
@@ -36,8 +36,9 @@ _heartbeat: Heartbeat | None = None
 def _start_heartbeat(sender, **_: object) -> None:
     global _heartbeat
     queues = sorted(q.name for q in sender.app.amqp.queues.consume_from.values()) if sender else []
-    _heartbeat = Heartbeat(redis_client(), keys, name=sender.hostname, queues=queues,
-                           ttl_s=settings.worker_heartbeat_ttl_s)  # fmt: skip
+    _heartbeat = Heartbeat(
+        redis_client(), keys, name=sender.hostname, queues=queues, ttl_s=settings.worker_heartbeat_ttl_s
+    )
     _heartbeat.start()
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from models.tensors import from_safetensors, safetensors_metadata, to_safetensors
+from models.wire.tensors import from_safetensors, safetensors_metadata, to_safetensors
 from worker.engine import TrainState
 
 _MODEL, _OPTIM, _RNG, _ORDER = "model.", "optim.", "rng.", "order"
@@ -32,8 +32,13 @@ def pack_resume(state: TrainState) -> bytes:
                 tensors[f"{_OPTIM}{pid}.{name}"] = value
             else:
                 loose.setdefault(str(pid), {})[name] = value
-    meta = {"step": state.step, "epoch": state.epoch, "cursor": state.cursor,
-            "param_groups": state.optimizer["param_groups"], "optim_loose": loose}  # fmt: skip
+    meta = {
+        "step": state.step,
+        "epoch": state.epoch,
+        "cursor": state.cursor,
+        "param_groups": state.optimizer["param_groups"],
+        "optim_loose": loose,
+    }
     return to_safetensors(tensors, metadata={"gradserve": json.dumps(meta)})
 
 
@@ -50,6 +55,12 @@ def unpack_resume(blob: bytes) -> TrainState:
         elif key.startswith(_OPTIM):
             pid, _, name = key[len(_OPTIM) :].partition(".")
             optim_state.setdefault(int(pid), {})[name] = value
-    return TrainState(step=meta["step"], epoch=meta["epoch"], cursor=meta["cursor"], model=model, rng=rng,
-                      optimizer={"state": optim_state, "param_groups": meta["param_groups"]},
-                      order=tensors.get(_ORDER))  # fmt: skip
+    return TrainState(
+        step=meta["step"],
+        epoch=meta["epoch"],
+        cursor=meta["cursor"],
+        model=model,
+        rng=rng,
+        optimizer={"state": optim_state, "param_groups": meta["param_groups"]},
+        order=tensors.get(_ORDER),
+    )

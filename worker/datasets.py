@@ -1,4 +1,4 @@
-"""Datasets as CPU tensors, shaped for the network the plan names (``models.job_plan``).
+"""Datasets as CPU tensors, shaped for the network the plan names (``models.nn.job_plan``).
 
 Generated data (``random``, ``digits``) is cached per process, so a warm worker starts a job
 without regenerating it; tensors from the cache are never modified in place.
@@ -12,7 +12,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from models.tensors import DTYPES, from_safetensors
+from models.wire.tensors import DTYPES, from_safetensors
 from worker.engine import Data
 
 
@@ -24,12 +24,18 @@ def materialize(dataset: dict[str, Any], plan: dict[str, Any], blob: bytes | Non
     """The dataset of a job, inputs in the network's dtype and shape, targets as the loss wants them."""
     source = dataset["source"]
     if source == "random":
-        x, y = _random(dataset["seed"], plan["num_samples"], tuple(plan["input_shape"]),
-                       plan.get("num_classes"), tuple(plan["target_shape"] or ()))  # fmt: skip
+        x, y = _random(
+            dataset["seed"],
+            plan["num_samples"],
+            tuple(plan["input_shape"]),
+            plan.get("num_classes"),
+            tuple(plan["target_shape"] or ()),
+        )
         x_val = y_val = None
     elif source == "digits":
-        x, y, x_val, y_val = _digits(dataset["image_size"], dataset["test_fraction"], dataset["split_seed"],
-                                     dataset.get("normalize", True))  # fmt: skip
+        x, y, x_val, y_val = _digits(
+            dataset["image_size"], dataset["test_fraction"], dataset["split_seed"], dataset.get("normalize", True)
+        )
     else:
         if blob is None:
             raise DataError(f"the {source} dataset's data is gone (expired or deleted)")
@@ -72,8 +78,9 @@ def _prod(shape: list[int]) -> int:
 
 
 @lru_cache(maxsize=4)
-def _random(seed: int, n: int, input_shape: tuple[int, ...], num_classes: int | None,
-            target_shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def _random(
+    seed: int, n: int, input_shape: tuple[int, ...], num_classes: int | None, target_shape: tuple[int, ...]
+) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     x = torch.randn((n, *input_shape), generator=g)  # (N, *input_shape)
     if num_classes is not None:
@@ -93,8 +100,7 @@ def _digits(image_size: int, test_fraction: float, split_seed: int, normalize: b
     y = torch.from_numpy(labels).to(torch.int64)
     x_val = y_val = None
     if test_fraction > 0:
-        train, test = train_test_split(range(len(y)), test_size=test_fraction, random_state=split_seed,
-                                       stratify=labels)  # fmt: skip
+        train, test = train_test_split(range(len(y)), test_size=test_fraction, random_state=split_seed, stratify=labels)
         train_idx, test_idx = torch.tensor(train), torch.tensor(test)
         x, y, x_val, y_val = x[train_idx], y[train_idx], x[test_idx], y[test_idx]
     if normalize:  # statistics of the training split only, so nothing leaks from the held-out one
@@ -102,4 +108,3 @@ def _digits(image_size: int, test_fraction: float, split_seed: int, normalize: b
         x = (x - mean) / std
         x_val = None if x_val is None else (x_val - mean) / std
     return x, y, x_val, y_val
-

@@ -130,8 +130,14 @@ def _clone_tensors(value: Any) -> Any:
 
 
 class Trainer:
-    def __init__(self, net: nn.Module, criterion: Callable[..., torch.Tensor], optimizer: torch.optim.Optimizer,
-                 data: Data, cfg: TrainConfig) -> None:  # fmt: skip
+    def __init__(
+        self,
+        net: nn.Module,
+        criterion: Callable[..., torch.Tensor],
+        optimizer: torch.optim.Optimizer,
+        data: Data,
+        cfg: TrainConfig,
+    ) -> None:
         self.net, self.criterion, self.optimizer, self.data, self.cfg = net, criterion, optimizer, data, cfg
         self.device = data.x.device
         self.step = 0
@@ -149,9 +155,15 @@ class Trainer:
         rng = {"torch": torch.get_rng_state(), "shuffle": self.shuffler.get_state()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
-        return TrainState(step=self.step, epoch=self.epoch, cursor=self.cursor, order=self.order,
-                          model={k: v.detach().clone() for k, v in self.net.state_dict().items()},
-                          optimizer=_clone_tensors(self.optimizer.state_dict()), rng=rng)  # fmt: skip
+        return TrainState(
+            step=self.step,
+            epoch=self.epoch,
+            cursor=self.cursor,
+            order=self.order,
+            model={k: v.detach().clone() for k, v in self.net.state_dict().items()},
+            optimizer=_clone_tensors(self.optimizer.state_dict()),
+            rng=rng,
+        )
 
     def load_state(self, state: TrainState) -> None:
         self.net.load_state_dict(state.model)
@@ -200,15 +212,29 @@ class Trainer:
                 self.epoch, self.cursor, self.order = self.epoch + 1, 0, None
             now = time.perf_counter()
             # The loss stays a tensor here: turning it into a float is a device sync (batched in _drain).
-            self._pending.append((step, self.epoch + (0 if epoch_done else 1), x.shape[0],
-                                  loss.detach(), correct, y.numel(), now - t_prev, time.time()))  # fmt: skip
+            self._pending.append(
+                (
+                    step,
+                    self.epoch + (0 if epoch_done else 1),
+                    x.shape[0],
+                    loss.detach(),
+                    correct,
+                    y.numel(),
+                    now - t_prev,
+                    time.time(),
+                )
+            )
             t_prev = now
             last_step = step == cfg.total_steps
             if (epoch_done or last_step) and self.data.x_val is not None:
                 self._evals[step] = self.evaluate()
             due_ckpt = last_step or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0)
-            if (step == 1 or due_ckpt or len(self._pending) >= cfg.flush_every
-                    or now - last_flush >= cfg.flush_interval_s):  # fmt: skip
+            if (
+                step == 1
+                or due_ckpt
+                or len(self._pending) >= cfg.flush_every
+                or now - last_flush >= cfg.flush_interval_s
+            ):
                 self._drain(hooks)
                 last_flush = now
             if due_ckpt:
@@ -229,8 +255,14 @@ class Trainer:
         out: list[dict[str, Any]] = []
         failed: NonFiniteLoss | None = None
         for i, (step, epoch, size, _, _, count, dt, wall) in enumerate(pending):
-            rec: dict[str, Any] = {"step": step, "epoch": epoch, "loss": losses[i], "lr": lr,
-                                   "samples_per_s": size / dt if dt > 0 else None, "t": wall}  # fmt: skip
+            rec: dict[str, Any] = {
+                "step": step,
+                "epoch": epoch,
+                "loss": losses[i],
+                "lr": lr,
+                "samples_per_s": size / dt if dt > 0 else None,
+                "t": wall,
+            }
             if corrects is not None:
                 rec["accuracy"] = corrects[i] / count
             rec.update(self._evals.pop(step, {}))

@@ -14,7 +14,7 @@ import time
 import redis
 import torch
 
-from models.keys import Keys
+from models.store.keys import Keys
 
 
 def describe_device() -> dict[str, object]:
@@ -28,8 +28,15 @@ class Heartbeat:
         self.client = client
         self.key = keys.worker(name)
         self.ttl_s = ttl_s
-        self.doc = {"name": name, "pid": os.getpid(), "queues": queues, "started_at": time.time(),
-                    "torch": torch.__version__, "threads": torch.get_num_threads(), **describe_device()}  # fmt: skip
+        self.doc = {
+            "name": name,
+            "pid": os.getpid(),
+            "queues": queues,
+            "started_at": time.time(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            **describe_device(),
+        }
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="gradserve-heartbeat", daemon=True)
 

@@ -14,13 +14,13 @@ from typing import Any
 import redis
 import torch
 
-from models.build import build_network
 from models.errors import GradserveError, first_line
-from models.jobspec import JobCreate
-from models.keys import Keys
-from models.objectives import build_loss, build_optimizer
+from models.nn.build import build_network
+from models.nn.objectives import build_loss, build_optimizer
 from models.settings import Settings
-from models.spec import NetworkSpec
+from models.spec.job import JobCreate
+from models.spec.network import NetworkSpec
+from models.store.keys import Keys
 from worker.checkpoint import unpack_resume
 from worker.datasets import DataError, materialize
 from worker.engine import NonFiniteLoss, TrainConfig, Trainer, choose_device
@@ -66,8 +66,7 @@ def run_job(client: redis.Redis, keys: Keys, settings: Settings, *, tenant: str,
         if not isinstance(exc, (NonFiniteLoss, DataError, GradserveError, torch.OutOfMemoryError)):
             log.exception("job %s failed", job_id)
         try:
-            hooks.state("failed", final=True, finished_at=time.time(), error=error,
-                        step=trainer.step if trainer else 0)  # fmt: skip
+            hooks.state("failed", final=True, finished_at=time.time(), error=error, step=trainer.step if trainer else 0)
         except redis.RedisError:
             log.exception("could not record the failure of job %s", job_id)
         return "failed"
@@ -77,8 +76,14 @@ def run_job(client: redis.Redis, keys: Keys, settings: Settings, *, tenant: str,
         _free(device)
 
 
-def _build(client: redis.Redis, req: JobCreate, spec: NetworkSpec, plan: dict[str, Any], device: torch.device,
-           source_key: str | None) -> Trainer:  # fmt: skip
+def _build(
+    client: redis.Redis,
+    req: JobCreate,
+    spec: NetworkSpec,
+    plan: dict[str, Any],
+    device: torch.device,
+    source_key: str | None,
+) -> Trainer:
     # Inline and uploaded data live in a hash under field "data" (the job's own, or the dataset's).
     blob = client.hget(source_key, "data") if source_key else None
     data = materialize(req.dataset.model_dump(), plan, blob).to(device)
@@ -86,11 +91,18 @@ def _build(client: redis.Redis, req: JobCreate, spec: NetworkSpec, plan: dict[st
     net = build_network(spec).to(device)
     criterion = build_loss(req.criterion, device)
     optimizer = build_optimizer(req.optimizer, net.parameters())
-    cfg = TrainConfig(total_steps=plan["total_steps"], batch_size=req.batch_size, seed=req.seed, shuffle=req.shuffle,
-                      classification=plan["targets"] == "class", gradients_every=req.capture.gradients_every,
-                      graph=req.capture.graph, checkpoint_every=req.capture.checkpoint_every,
-                      stop_on_nan=req.stop_on_nan,
-                      flush_every=16 if device.type == "cuda" else 256)  # fmt: skip
+    cfg = TrainConfig(
+        total_steps=plan["total_steps"],
+        batch_size=req.batch_size,
+        seed=req.seed,
+        shuffle=req.shuffle,
+        classification=plan["targets"] == "class",
+        gradients_every=req.capture.gradients_every,
+        graph=req.capture.graph,
+        checkpoint_every=req.capture.checkpoint_every,
+        stop_on_nan=req.stop_on_nan,
+        flush_every=16 if device.type == "cuda" else 256,
+    )
     return Trainer(net, criterion, optimizer, data, cfg)
 
 

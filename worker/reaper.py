@@ -14,8 +14,8 @@ import redis
 from celery import Celery
 from celery.signals import worker_ready, worker_shutdown
 
-from models.keys import JobPart, Keys
 from models.settings import Settings
+from models.store.keys import JobPart, Keys
 from models.tasks import JOB_RUN, QUEUE_CPU
 
 log = logging.getLogger(__name__)
@@ -43,8 +43,12 @@ def reap_once(client: redis.Redis, keys: Keys, settings: Settings, app: Celery) 
         member = raw.decode()
         tenant, _, job_id = member.rpartition("/")
         job_key = keys.job(tenant, job_id)
-        script_keys = [job_key, keys.job_part(tenant, job_id, JobPart.LEASE), keys.jobs_running(),
-                       keys.job_part(tenant, job_id, JobPart.EVENTS)]  # fmt: skip
+        script_keys = [
+            job_key,
+            keys.job_part(tenant, job_id, JobPart.LEASE),
+            keys.jobs_running(),
+            keys.job_part(tenant, job_id, JobPart.EVENTS),
+        ]
         if reap(keys=script_keys, args=[member, settings.job_max_records]) != b"requeue":
             continue
         queue = (client.hget(job_key, "queue") or QUEUE_CPU.encode()).decode()

@@ -17,12 +17,10 @@ import redis
 import torch
 from torch import nn
 
-from models.keys import JobPart, Keys
-from models.tensors import scalar, to_safetensors
+from models.store.keys import JobPart, Keys
+from models.wire.tensors import scalar, to_safetensors
 from worker.checkpoint import pack_model, pack_resume
 from worker.engine import Hooks, TrainState
-
-TERMINAL = ("succeeded", "failed", "cancelled")
 
 _START = """
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -160,8 +158,14 @@ class RedisHooks(Hooks):
             names = list(grads)
             rows = torch.stack([_stats(grads[k]) for k in names]).tolist()  # one device sync
             for name, (norm, mean, std, low, high) in zip(names, rows, strict=True):
-                stats[name] = {"shape": list(grads[name].shape), "norm": norm, "mean": mean, "std": std,
-                               "min": low, "max": high}  # fmt: skip
+                stats[name] = {
+                    "shape": list(grads[name].shape),
+                    "norm": norm,
+                    "mean": mean,
+                    "std": std,
+                    "min": low,
+                    "max": high,
+                }
         pipe = self.client.pipeline(transaction=False)
         pipe.hset(self.jk.grads, str(step), to_safetensors(grads, metadata={"step": str(step)}))
         pipe.hset(self.jk.grad_stats, str(step), json.dumps(stats))
@@ -169,7 +173,7 @@ class RedisHooks(Hooks):
         pipe.execute()
 
     def graph(self, loss: torch.Tensor, net: nn.Module) -> None:
-        from models.graph import trace
+        from models.nn.graph import trace
 
         dump = trace(loss, dict(net.named_parameters()))
         self.client.set(self.jk.graph, json.dumps(dump), ex=self.ttl_s)
@@ -191,8 +195,16 @@ class RedisHooks(Hooks):
             if value is not None:
                 flat += [name, value if isinstance(value, (int, float, str)) else json.dumps(value)]
         keys = [self.jk.job, self.jk.lease, self.jk.events, self.jk.running, self.jk.active, self.jk.cancel]
-        args = [self.lease.token, self.ttl_s, self.maxlen, json.dumps(event), int(final), self.jk.member,
-                self.jk.job_id, *flat]  # fmt: skip
+        args = [
+            self.lease.token,
+            self.ttl_s,
+            self.maxlen,
+            json.dumps(event),
+            int(final),
+            self.jk.member,
+            self.jk.job_id,
+            *flat,
+        ]
         return bool(self._state(keys=keys, args=args))
 
 

@@ -17,10 +17,10 @@ import orjson
 import redis
 
 from models.errors import GradserveError, InvalidInput
-from models.keys import Keys
+from models.nn.state_codec import tensor_from_wire
 from models.settings import Settings
-from models.state_codec import tensor_from_wire
-from models.tensors import from_safetensors
+from models.store.keys import Keys
+from models.wire.tensors import from_safetensors
 from worker import session_store as store
 from worker import sessions as ops
 from worker.session_store import SessionCache
@@ -47,8 +47,9 @@ def handle(client: redis.Redis, keys: Keys, settings: Settings, call: dict[str, 
             cache.put(s)
         else:
             hold_s = max(1.0, call["deadline"] - time.time())
-            version, stamps = store.acquire(client, keys, tenant, sid, call_id, hold_s=hold_s,
-                                            deadline=call["deadline"])  # fmt: skip
+            version, stamps = store.acquire(
+                client, keys, tenant, sid, call_id, hold_s=hold_s, deadline=call["deadline"]
+            )
             locked = True
             s = store.load(client, keys, cache, tenant, sid, version, stamps)
             outcome = _run(s, op, _args(client, call), settings)
@@ -109,8 +110,9 @@ def _args(client: redis.Redis, call: dict[str, Any]) -> dict[str, Any]:
             continue
         blob = client.getdel(ref["key"])
         if blob is None:
-            raise InvalidInput(f"the uploaded '{name}' expired before a worker took the call; send it again",
-                               ("body", name))  # fmt: skip
+            raise InvalidInput(
+                f"the uploaded '{name}' expired before a worker took the call; send it again", ("body", name)
+            )
         args[name] = blob if ref.get("raw") else from_safetensors(blob)["t"]
     return args
 

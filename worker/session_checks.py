@@ -6,12 +6,12 @@ from typing import Any
 
 import torch
 
-from models.build import check_activation_memory, check_indices
 from models.errors import InvalidInput
+from models.nn.build import check_activation_memory, check_indices
+from models.nn.shapes import fmt_shape
 from models.settings import Settings
-from models.shapes import fmt_shape
-from models.spec import CLASS_INDEX_LOSSES
-from models.tensors import dtype_name
+from models.spec.losses import CLASS_INDEX_LOSSES
+from models.wire.tensors import dtype_name
 
 
 def check_input(meta: dict[str, Any], x: torch.Tensor, settings: Settings) -> None:
@@ -23,16 +23,27 @@ def check_input(meta: dict[str, Any], x: torch.Tensor, settings: Settings) -> No
         raise InvalidInput(
             f"torch.nn only supports mini-batches: the network takes input shaped {expected} and received a "
             f"single sample {fmt_shape(got)}. Add a fake batch dimension with input.unsqueeze(0) (send shape "
-            f"[1, {', '.join(map(str, want))}])", loc, **shapes)  # fmt: skip
+            f"[1, {', '.join(map(str, want))}])",
+            loc,
+            **shapes,
+        )
     if got[1:] != want or len(got) != len(want) + 1:
-        raise InvalidInput(f"the network takes input shaped {expected} (a mini-batch of {fmt_shape(want)} samples) "
-                           f"but received {fmt_shape(got)}", loc, **shapes)  # fmt: skip
+        raise InvalidInput(
+            f"the network takes input shaped {expected} (a mini-batch of {fmt_shape(want)} samples) "
+            f"but received {fmt_shape(got)}",
+            loc,
+            **shapes,
+        )
     if got[0] < 1 or got[0] > settings.max_batch_size:
-        raise InvalidInput(f"batch size {got[0]} is outside 1..{settings.max_batch_size} "
-                           "(GRADSERVE_MAX_BATCH_SIZE)", loc)  # fmt: skip
+        raise InvalidInput(
+            f"batch size {got[0]} is outside 1..{settings.max_batch_size} (GRADSERVE_MAX_BATCH_SIZE)", loc
+        )
     if dtype_name(x) != meta["input_dtype"]:
-        raise InvalidInput(f"the network takes {meta['input_dtype']} input but received {dtype_name(x)}; send "
-                           f'{{"data": [...], "dtype": "{meta["input_dtype"]}"}} to say the dtype', loc)  # fmt: skip
+        raise InvalidInput(
+            f"the network takes {meta['input_dtype']} input but received {dtype_name(x)}; send "
+            f'{{"data": [...], "dtype": "{meta["input_dtype"]}"}} to say the dtype',
+            loc,
+        )
     check_activation_memory(meta["activation_bytes_per_sample"], got[0], settings, loc)
     if not x.is_floating_point() and x.numel():
         check_indices(meta["spec"]["layers"], int(x.min()), int(x.max()), loc)
@@ -47,15 +58,20 @@ def check_class_targets(spec: Any, output: torch.Tensor, target: torch.Tensor) -
         # Probabilities shaped like the output are valid for CrossEntropyLoss; one float per sample is
         # almost always class labels sent as floats ([3.0, 1.0]), which PyTorch answers with a dtype error.
         if output.dim() > 1 and list(target.shape) == list(output.shape[:1]) + list(output.shape[2:]):
-            raise InvalidInput(f"{spec.type} takes class indices as integers, but the target is {dtype_name(target)} "
-                               f"{fmt_shape(target.shape)}; send whole numbers (e.g. [3, 1]) or "
-                               '{"data": [...], "dtype": "int64"}', ("body", "target"))  # fmt: skip
+            raise InvalidInput(
+                f"{spec.type} takes class indices as integers, but the target is {dtype_name(target)} "
+                f"{fmt_shape(target.shape)}; send whole numbers (e.g. [3, 1]) or "
+                '{"data": [...], "dtype": "int64"}',
+                ("body", "target"),
+            )
         return
     classes = output.shape[1] if output.dim() > 1 else output.shape[0]
     bad = ((target < 0) | (target >= classes)) & (target != spec.ignore_index)
     if bool(bad.any()):
         wrong = target[bad]
-        raise InvalidInput(f"{spec.type} takes class indices in [0, {classes}) for an output of {classes} classes "
-                           f"(or ignore_index={spec.ignore_index}); the target holds out-of-range indices "
-                           f"(smallest {int(wrong.min())}, largest {int(wrong.max())})",
-                           ("body", "target"))  # fmt: skip
+        raise InvalidInput(
+            f"{spec.type} takes class indices in [0, {classes}) for an output of {classes} classes "
+            f"(or ignore_index={spec.ignore_index}); the target holds out-of-range indices "
+            f"(smallest {int(wrong.min())}, largest {int(wrong.max())})",
+            ("body", "target"),
+        )

@@ -23,9 +23,9 @@ from typing import Any
 
 import redis
 
-from models import state_codec
 from models.errors import NotFound, Timeout
-from models.keys import Keys
+from models.nn import state_codec
+from models.store.keys import Keys
 from worker.sessions import ForwardRecord, LiveSession, LossRecord, build_live
 
 PARTS = ("params", "buffers", "grads", "optim", "rng", "fwd", "fwd_params", "loss", "graph")
@@ -66,12 +66,14 @@ class SessionCache:
         self._items.pop((tenant, sid), None)
 
 
-def acquire(client: redis.Redis, keys: Keys, tenant: str, sid: str, token: str, *, hold_s: float,
-            deadline: float) -> tuple[int, dict[str, int]]:  # fmt: skip
+def acquire(
+    client: redis.Redis, keys: Keys, tenant: str, sid: str, token: str, *, hold_s: float, deadline: float
+) -> tuple[int, dict[str, int]]:
     """Lock the session for this call; its version and part stamps. Waits while another call holds it."""
     while True:
-        code, stamps = client.eval(ACQUIRE, 2, keys.session(tenant, sid), keys.session_lock(tenant, sid), token,
-                                   int(hold_s * 1000))  # fmt: skip
+        code, stamps = client.eval(
+            ACQUIRE, 2, keys.session(tenant, sid), keys.session_lock(tenant, sid), token, int(hold_s * 1000)
+        )
         if code == -1:
             raise NotFound(f"session '{sid}' not found")
         if code >= 0:
@@ -81,8 +83,9 @@ def acquire(client: redis.Redis, keys: Keys, tenant: str, sid: str, token: str, 
         time.sleep(LOCK_POLL_S)
 
 
-def load(client: redis.Redis, keys: Keys, cache: SessionCache, tenant: str, sid: str, version: int,
-         stamps: dict[str, int]) -> LiveSession:  # fmt: skip
+def load(
+    client: redis.Redis, keys: Keys, cache: SessionCache, tenant: str, sid: str, version: int, stamps: dict[str, int]
+) -> LiveSession:
     """The live session at ``version``: from the cache, refreshed with the parts that changed, or rebuilt."""
     key = keys.session(tenant, sid)
     s = cache.get(tenant, sid)
@@ -150,16 +153,18 @@ def encode_part(s: LiveSession, part: str) -> bytes | None:
         rec = s.fwd
         return None if rec is None or rec.params_at_forward is None else state_codec.pack(rec.params_at_forward)
     if part == "loss":
-        return None if s.loss is None else state_codec.pack({"target": s.loss.target},
-                                                           {"criterion": s.loss.criterion})  # fmt: skip
+        return None if s.loss is None else state_codec.pack({"target": s.loss.target}, {"criterion": s.loss.criterion})
     if part == "graph":
         return json.dumps({"freed": s.freed}).encode()
     raise ValueError(f"unknown session part {part!r}")
 
 
 def _encode_fwd(rec: ForwardRecord) -> bytes:
-    tensors = {"input": rec.input, **{f"rng.{k}": v for k, v in rec.rng_before.items()},
-               **{f"buf.{k}": v for k, v in rec.buffers_before.items()}}  # fmt: skip
+    tensors = {
+        "input": rec.input,
+        **{f"rng.{k}": v for k, v in rec.rng_before.items()},
+        **{f"buf.{k}": v for k, v in rec.buffers_before.items()},
+    }
     return state_codec.pack(tensors, {"params_stamp": rec.params_stamp})
 
 

@@ -18,15 +18,17 @@ import torch
 from pydantic import TypeAdapter
 from torch import nn
 
-from models import state_codec
-from models.build import build_network
 from models.errors import Conflict, InvalidInput, NotFound, first_line
-from models.graph import mark_freed, to_dot, to_svg, trace
-from models.objectives import build_loss, build_optimizer
+from models.nn import state_codec
+from models.nn.build import build_network
+from models.nn.graph import mark_freed, to_dot, to_svg, trace
+from models.nn.objectives import build_loss, build_optimizer
+from models.nn.shapes import fmt_shape
 from models.settings import Settings
-from models.shapes import fmt_shape
-from models.spec import LossSpec, NetworkSpec, OptimizerSpec
-from models.tensors import dtype_name, encode, scalar
+from models.spec.losses import LossSpec
+from models.spec.network import NetworkSpec
+from models.spec.optimizers import OptimizerSpec
+from models.wire.tensors import dtype_name, encode, scalar
 from worker.session_checks import check_class_targets, check_input
 
 _LOSS = TypeAdapter(LossSpec)
@@ -34,7 +36,7 @@ _OPTIMIZER = TypeAdapter(OptimizerSpec)
 
 FREED_MSG = (
     "the graph of the last forward was already freed by a backward: PyTorch frees the saved tensors of a graph "
-    "when backward runs, so a second backward through it fails. Pass \"retain_graph\": true to the first "
+    'when backward runs, so a second backward through it fails. Pass "retain_graph": true to the first '
     "backward to keep it, or run forward (and loss) again"
 )
 MODIFIED_MSG = (
@@ -126,8 +128,7 @@ def forward(s: LiveSession, x: torch.Tensor, settings: Settings) -> Outcome:
         parts.add("buffers")
     if not state_codec.same_rng(rng_before, s.rng):
         parts.add("rng")
-    body = {"output": encode(out)["data"], "shape": list(out.shape), "dtype": dtype_name(out),
-            "grad_fn": _fn_name(out)}  # fmt: skip
+    body = {"output": encode(out)["data"], "shape": list(out.shape), "dtype": dtype_name(out), "grad_fn": _fn_name(out)}
     return Outcome(_with_warnings(body, caught), frozenset(parts))
 
 
@@ -144,8 +145,10 @@ def loss(s: LiveSession, criterion: dict[str, Any], target: torch.Tensor) -> Out
             value = build_loss(spec, s.device)(s.fwd.output, target)
     except (RuntimeError, ValueError, IndexError) as exc:
         got = f"output {fmt_shape(s.fwd.output.shape)} {dtype_name(s.fwd.output)}"
-        raise InvalidInput(f"{spec.type} failed on {got} and target {fmt_shape(target.shape)} {dtype_name(target)}: "
-                           f"{first_line(exc)}", ("body", "target")) from exc  # fmt: skip
+        raise InvalidInput(
+            f"{spec.type} failed on {got} and target {fmt_shape(target.shape)} {dtype_name(target)}: {first_line(exc)}",
+            ("body", "target"),
+        ) from exc
     s.loss = LossRecord(criterion, target, value)
     shown = scalar(value.item()) if value.dim() == 0 else encode(value)["data"]
     body = {"loss": shown, "shape": list(value.shape), "grad_fn": _fn_name(value)}
@@ -157,7 +160,7 @@ def backward(s: LiveSession, gradient: torch.Tensor | None, retain_graph: bool) 
         raise Conflict("nothing to backprop: no forward has run in this session; call forward (and loss) first")
     if gradient is None and s.loss is None:
         raise Conflict(
-            "no loss to backprop from: call loss first, or pass a \"gradient\" shaped like the output "
+            'no loss to backprop from: call loss first, or pass a "gradient" shaped like the output '
             f"{fmt_shape(_output_shape(s))} to backprop from the output"
         )
     if s.freed:
@@ -166,13 +169,18 @@ def backward(s: LiveSession, gradient: torch.Tensor | None, retain_graph: bool) 
     if gradient is None:
         root, source = s.loss.value, "loss"
         if root.numel() != 1:
-            raise Conflict(f"the last loss has shape {fmt_shape(root.shape)} (reduction='none'), and backward "
-                           "without a gradient needs a scalar; pass a \"gradient\" of that shape")  # fmt: skip
+            raise Conflict(
+                f"the last loss has shape {fmt_shape(root.shape)} (reduction='none'), and backward "
+                'without a gradient needs a scalar; pass a "gradient" of that shape'
+            )
     else:
         root, source = s.fwd.output, "output"
         if list(gradient.shape) != list(root.shape):
-            raise InvalidInput(f"gradient has shape {fmt_shape(gradient.shape)} but the output has shape "
-                               f"{fmt_shape(root.shape)}; they must be equal", ("body", "gradient"))  # fmt: skip
+            raise InvalidInput(
+                f"gradient has shape {fmt_shape(gradient.shape)} but the output has shape "
+                f"{fmt_shape(root.shape)}; they must be equal",
+                ("body", "gradient"),
+            )
         gradient = gradient.to(s.device)
     if root.grad_fn is None:
         raise Conflict(f"nothing to backprop: the {source} does not depend on any parameter")
@@ -190,8 +198,9 @@ def backward(s: LiveSession, gradient: torch.Tensor | None, retain_graph: bool) 
         s.freed = True
         parts.add("graph")
     with_grad = [n for n, p in s.net.named_parameters() if p.grad is not None]
-    return Outcome({"backward_from": source, "retain_graph": retain_graph, "parameters_with_grad": with_grad},
-                   frozenset(parts))  # fmt: skip
+    return Outcome(
+        {"backward_from": source, "retain_graph": retain_graph, "parameters_with_grad": with_grad}, frozenset(parts)
+    )
 
 
 def zero_grad(s: LiveSession, set_to_none: bool) -> Outcome:
@@ -205,17 +214,36 @@ def parameter(s: LiveSession, name: str) -> Outcome:
     if name in params:
         p = params[name]
         grad = None if p.grad is None else encode(p.grad)["data"]
-        return Outcome({"name": name, "kind": "parameter", "shape": list(p.shape), "dtype": dtype_name(p),
-                        "data": encode(p)["data"], "grad": grad, "requires_grad": p.requires_grad})  # fmt: skip
+        return Outcome(
+            {
+                "name": name,
+                "kind": "parameter",
+                "shape": list(p.shape),
+                "dtype": dtype_name(p),
+                "data": encode(p)["data"],
+                "grad": grad,
+                "requires_grad": p.requires_grad,
+            }
+        )
     if name in buffers:
         b = buffers[name]
-        return Outcome({"name": name, "kind": "buffer", "shape": list(b.shape), "dtype": dtype_name(b),
-                        "data": encode(b)["data"], "grad": None, "requires_grad": False})  # fmt: skip
+        return Outcome(
+            {
+                "name": name,
+                "kind": "buffer",
+                "shape": list(b.shape),
+                "dtype": dtype_name(b),
+                "data": encode(b)["data"],
+                "grad": None,
+                "requires_grad": False,
+            }
+        )
     known = [*params, *buffers]
     close = difflib.get_close_matches(name, known, n=5, cutoff=0.5)
     hint = f"did you mean {', '.join(close)}? " if close else ""
-    raise NotFound(f"no parameter named '{name}'; {hint}the parameters are: {', '.join(known[:40])}",
-                   close_matches=close)  # fmt: skip
+    raise NotFound(
+        f"no parameter named '{name}'; {hint}the parameters are: {', '.join(known[:40])}", close_matches=close
+    )
 
 
 def sgd_update(s: LiveSession, lr: float) -> Outcome:
@@ -235,9 +263,13 @@ def step(s: LiveSession) -> Outcome:
         raise Conflict('this session has no optimizer: create it with "optimizer": {"type": "SGD", "lr": 0.01}')
     snapshot = _keep_params_for_graph(s)
     s.optimizer.step()
-    return Outcome({"optimizer": s.meta["optimizer"]["type"], "updated": sum(
-        1 for g in s.optimizer.param_groups for p in g["params"] if p.grad is not None)},
-        frozenset({"params", "optim"} | snapshot))  # fmt: skip
+    return Outcome(
+        {
+            "optimizer": s.meta["optimizer"]["type"],
+            "updated": sum(1 for g in s.optimizer.param_groups for p in g["params"] if p.grad is not None),
+        },
+        frozenset({"params", "optim"} | snapshot),
+    )
 
 
 def graph(s: LiveSession, fmt: str, max_nodes: int, root: str) -> Outcome:
@@ -270,13 +302,18 @@ def put_state(s: LiveSession, tensors: dict[str, torch.Tensor]) -> Outcome:
     own = s.net.state_dict()
     missing, unexpected = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
     if missing or unexpected:
-        raise InvalidInput(f"state names differ from the network's: missing {missing or 'none'}, "
-                           f"unexpected {unexpected or 'none'}", ("body",))  # fmt: skip
+        raise InvalidInput(
+            f"state names differ from the network's: missing {missing or 'none'}, unexpected {unexpected or 'none'}",
+            ("body",),
+        )
     for name, value in own.items():
         got = tensors[name]
         if got.shape != value.shape or got.dtype != value.dtype:
-            raise InvalidInput(f"'{name}' is {fmt_shape(got.shape)} {dtype_name(got)} but the network's is "
-                               f"{fmt_shape(value.shape)} {dtype_name(value)}", ("body", name))  # fmt: skip
+            raise InvalidInput(
+                f"'{name}' is {fmt_shape(got.shape)} {dtype_name(got)} but the network's is "
+                f"{fmt_shape(value.shape)} {dtype_name(value)}",
+                ("body", name),
+            )
     snapshot = _keep_params_for_graph(s)
     s.net.load_state_dict(tensors, strict=True)
     return Outcome({"loaded": len(tensors)}, frozenset({"params", "buffers"} | snapshot))
@@ -353,7 +390,6 @@ def _output_shape(s: LiveSession) -> list[int]:
 
 def _fn_name(t: torch.Tensor) -> str | None:
     return None if t.grad_fn is None else type(t.grad_fn).__name__
-
 
 
 def _with_warnings(body: dict[str, Any], caught: list[warnings.WarningMessage]) -> dict[str, Any]:

@@ -19,15 +19,20 @@ from api.schemas.jobs import DatasetPublic
 from api.strict_json import StrictJsonRoute
 from models.errors import InvalidInput, NotFound, PayloadTooLarge
 from models.settings import Settings
-from models.tensors import DTYPE_NAMES, describe_array, from_safetensors, to_safetensors
+from models.wire.tensors import DTYPE_NAMES, describe_array, from_safetensors, to_safetensors
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], route_class=StrictJsonRoute)
 ARRAYS = ("inputs", "targets", "test_inputs", "test_targets")
 LOC = ("body",)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetPublic, response_model_exclude_none=True,
-             openapi_extra={"requestBody": {"content": {"application/octet-stream": {}, "multipart/form-data": {}}}})
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=DatasetPublic,
+    response_model_exclude_none=True,
+    openapi_extra={"requestBody": {"content": {"application/octet-stream": {}, "multipart/form-data": {}}}},
+)
 async def upload_dataset(request: Request, jobs: JobStoreDep, tenant: TenantDep, settings: SettingsDep) -> Any:
     """Store a dataset: the file as the raw body, or as the ``file`` field of a multipart form."""
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
@@ -39,13 +44,20 @@ async def upload_dataset(request: Request, jobs: JobStoreDep, tenant: TenantDep,
     else:
         blob = await request.body()
     if len(blob) > settings.max_dataset_bytes:
-        raise PayloadTooLarge(f"the dataset has {len(blob):,} bytes; the limit is {settings.max_dataset_bytes:,} "
-                              "(GRADSERVE_MAX_DATASET_BYTES)")  # fmt: skip
+        raise PayloadTooLarge(
+            f"the dataset has {len(blob):,} bytes; the limit is {settings.max_dataset_bytes:,} "
+            "(GRADSERVE_MAX_DATASET_BYTES)"
+        )
     fmt, tensors = await run_in_threadpool(parse_dataset, blob, settings)
     dataset_id = f"data_{uuid.uuid4().hex}"
     stored = await run_in_threadpool(to_safetensors, tensors)
-    meta = {"id": dataset_id, "format": fmt, "num_samples": int(tensors["inputs"].shape[0]), "bytes": len(stored),
-            "arrays": {k: describe_array(t) for k, t in tensors.items()}}
+    meta = {
+        "id": dataset_id,
+        "format": fmt,
+        "num_samples": int(tensors["inputs"].shape[0]),
+        "bytes": len(stored),
+        "arrays": {k: describe_array(t) for k, t in tensors.items()},
+    }
     await jobs.put_dataset(tenant=tenant, dataset_id=dataset_id, meta=meta, data=stored, ttl_s=settings.job_ttl_s)
     return meta
 
@@ -75,12 +87,17 @@ def parse_dataset(blob: bytes, settings: Settings) -> tuple[str, dict[str, torch
         if x is None:
             continue
         if x.dim() == 0 or y.dim() == 0 or x.shape[0] != y.shape[0] or x.shape[0] == 0:
-            raise InvalidInput(f"{prefix}inputs {list(x.shape)} and {prefix}targets {list(y.shape)} need the same "
-                               "non-zero number of rows (samples)", (*LOC, prefix + "inputs"))  # fmt: skip
+            raise InvalidInput(
+                f"{prefix}inputs {list(x.shape)} and {prefix}targets {list(y.shape)} need the same "
+                "non-zero number of rows (samples)",
+                (*LOC, prefix + "inputs"),
+            )
     total = sum(t.numel() for t in tensors.values())
     if total > settings.max_dataset_elements:
-        raise PayloadTooLarge(f"the dataset has {total:,} values; the limit is {settings.max_dataset_elements:,} "
-                              "(GRADSERVE_MAX_DATASET_ELEMENTS)")  # fmt: skip
+        raise PayloadTooLarge(
+            f"the dataset has {total:,} values; the limit is {settings.max_dataset_elements:,} "
+            "(GRADSERVE_MAX_DATASET_ELEMENTS)"
+        )
     for name, t in tensors.items():
         if t.dtype not in DTYPE_NAMES or (t.dtype == torch.bool and name.endswith("inputs")):
             raise InvalidInput(f"array '{name}' has dtype {t.dtype}; use float32/64 or integers", (*LOC, name))
@@ -94,8 +111,10 @@ def _npz(blob: bytes, *, max_bytes: int) -> dict[str, torch.Tensor]:
         with zipfile.ZipFile(io.BytesIO(blob)) as archive:
             inflated = sum(info.file_size for info in archive.infolist())
         if inflated > max_bytes:
-            raise PayloadTooLarge(f"the .npz file inflates to {inflated:,} bytes; the limit is {max_bytes:,} "
-                                  "(8 bytes per value of GRADSERVE_MAX_DATASET_ELEMENTS)")  # fmt: skip
+            raise PayloadTooLarge(
+                f"the .npz file inflates to {inflated:,} bytes; the limit is {max_bytes:,} "
+                "(8 bytes per value of GRADSERVE_MAX_DATASET_ELEMENTS)"
+            )
         # allow_pickle=False: an object array (the only kind that needs pickle) is refused, not loaded.
         with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}

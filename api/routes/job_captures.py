@@ -18,14 +18,18 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=StrictJsonRoute
 SAFETENSORS = "application/octet-stream"
 
 
-@router.get("/{job_id}/gradients", response_model=GradientsPublic,
-            responses={200: {"content": {SAFETENSORS: {}}, "description": "with format=safetensors"}})  # fmt: skip
+@router.get(
+    "/{job_id}/gradients",
+    response_model=GradientsPublic,
+    responses={200: {"content": {SAFETENSORS: {}}, "description": "with format=safetensors"}},
+)
 async def get_gradients(
     job_id: str,
     jobs: JobStoreDep,
     tenant: TenantDep,
-    step: Annotated[int | None, Query(ge=1, le=MAX_QUERY_INT,
-                                      description="A captured step; default the latest.")] = None,
+    step: Annotated[
+        int | None, Query(ge=1, le=MAX_QUERY_INT, description="A captured step; default the latest.")
+    ] = None,
     format: Literal["json", "safetensors"] = "json",
 ) -> Any:
     """Per-parameter norm, mean, std, min and max of the gradients at a step, or the tensors themselves."""
@@ -37,8 +41,9 @@ async def get_gradients(
         step = steps[-1]
     if step not in steps:
         shown = ", ".join(map(str, steps[:20])) + (" ..." if len(steps) > 20 else "")
-        raise NotFound(f"no gradient snapshot at step {step}; captured steps: {shown or 'none'} "
-                       "(set capture.gradients_every)")  # fmt: skip
+        raise NotFound(
+            f"no gradient snapshot at step {step}; captured steps: {shown or 'none'} (set capture.gradients_every)"
+        )
     if format == "safetensors":
         blob = await jobs.gradient_file(tenant=tenant, job_id=job_id, step=step)
         if blob is None:
@@ -50,8 +55,9 @@ async def get_gradients(
 
 
 @router.get("/{job_id}/graph", responses={200: {"content": {"text/vnd.graphviz": {}, "image/svg+xml": {}}}})
-async def get_graph(job_id: str, jobs: JobStoreDep, tenant: TenantDep,
-                    format: Literal["json", "dot", "svg"] = "json") -> Any:  # fmt: skip
+async def get_graph(
+    job_id: str, jobs: JobStoreDep, tenant: TenantDep, format: Literal["json", "dot", "svg"] = "json"
+) -> Any:
     """The autograd graph of the job's first step: JSON nodes and edges, Graphviz source or SVG."""
     await require_job(jobs, tenant, job_id)
     graph = await jobs.graph(tenant=tenant, job_id=job_id)
@@ -59,7 +65,7 @@ async def get_graph(job_id: str, jobs: JobStoreDep, tenant: TenantDep,
         raise NotFound(f"job '{job_id}' has no graph yet (it is captured at step 1 when capture.graph is true)")
     if format == "json":
         return graph
-    from models.graph import to_dot, to_svg
+    from models.nn.graph import to_dot, to_svg
 
     dot = to_dot(graph, title=job_id)
     if format == "dot":
@@ -74,6 +80,8 @@ async def get_checkpoint(job_id: str, jobs: JobStoreDep, tenant: TenantDep) -> R
     blob = await jobs.checkpoint(tenant=tenant, job_id=job_id)
     if blob is None:
         raise NotFound(f"job '{job_id}' has no checkpoint yet")
-    headers = {"Content-Disposition": f'attachment; filename="{job_id}.safetensors"',
-               "X-Checkpoint-Step": str(doc.get("checkpoint_step") or "")}  # fmt: skip
+    headers = {
+        "Content-Disposition": f'attachment; filename="{job_id}.safetensors"',
+        "X-Checkpoint-Step": str(doc.get("checkpoint_step") or ""),
+    }
     return Response(blob, media_type=SAFETENSORS, headers=headers)

@@ -16,17 +16,22 @@ from api.responses import TensorJSONResponse
 from api.schemas.jobs import CancelPublic, JobPublic, JobsPublic, JobStatus, JobSubmitted, MetricsPublic
 from api.strict_json import StrictJsonRoute
 from models.errors import Conflict, InvalidInput, NotFound
-from models.job_store import TERMINAL, JobStore
-from models.jobspec import JobCreate
-from models.spec import LENET_EXAMPLE
+from models.spec.job import JobCreate
+from models.spec.network import LENET_EXAMPLE
+from models.store.jobs import TERMINAL, JobStore
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=StrictJsonRoute)
 
 DIGITS_EXAMPLE = {
-    "network": LENET_EXAMPLE, "dataset": {"source": "digits", "image_size": 32},
-    "criterion": {"type": "CrossEntropyLoss"}, "optimizer": {"type": "SGD", "lr": 0.05, "momentum": 0.9},
-    "batch_size": 32, "epochs": 3, "seed": 0, "capture": {"checkpoint_every": 100},
-}  # fmt: skip
+    "network": LENET_EXAMPLE,
+    "dataset": {"source": "digits", "image_size": 32},
+    "criterion": {"type": "CrossEntropyLoss"},
+    "optimizer": {"type": "SGD", "lr": 0.05, "momentum": 0.9},
+    "batch_size": 32,
+    "epochs": 3,
+    "seed": 0,
+    "capture": {"checkpoint_every": 100},
+}
 STREAM_ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")
 # Integer query parameters stop here: exact in JSON (and JavaScript) numbers, far above any step or
 # offset, and below Redis's 64-bit range, which larger values overflowed (a 500).
@@ -75,8 +80,9 @@ async def get_job(job_id: str, jobs: JobStoreDep, tenant: TenantDep) -> dict[str
 @router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=CancelPublic)
 async def cancel_job(job_id: str, jobs: JobStoreDep, tenant: TenantDep, settings: SettingsDep) -> dict[str, str]:
     """Cancel a queued job now, or ask its worker to stop after the current step (a checkpoint is kept)."""
-    result = await jobs.cancel(tenant=tenant, job_id=job_id, ttl_s=settings.job_ttl_s,
-                               max_records=settings.job_max_records)  # fmt: skip
+    result = await jobs.cancel(
+        tenant=tenant, job_id=job_id, ttl_s=settings.job_ttl_s, max_records=settings.job_max_records
+    )
     if result == "missing":
         raise NotFound(f"job '{job_id}' not found")
     if result.startswith("ended:"):
@@ -89,8 +95,9 @@ async def get_metrics(
     job_id: str,
     jobs: JobStoreDep,
     tenant: TenantDep,
-    since: Annotated[int | None, Query(ge=0, le=MAX_QUERY_INT,
-                                       description="Only steps after this one (for polling).")] = None,
+    since: Annotated[
+        int | None, Query(ge=0, le=MAX_QUERY_INT, description="Only steps after this one (for polling).")
+    ] = None,
 ) -> Any:
     """Per-step loss, learning rate, throughput (and accuracy) as columns."""
     await require_job(jobs, tenant, job_id)
@@ -107,8 +114,11 @@ async def get_metrics(
     return TensorJSONResponse(body)
 
 
-@router.get("/{job_id}/events", response_class=StreamingResponse,
-            responses={200: {"content": {"text/event-stream": {}}, "description": "Server-sent events"}})  # fmt: skip
+@router.get(
+    "/{job_id}/events",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "Server-sent events"}},
+)
 async def job_events(
     job_id: str,
     jobs: JobStoreDep,
@@ -123,10 +133,15 @@ async def job_events(
     match = STREAM_ID.match(start)
     # Each part is a 64-bit number to Redis; a bigger one failed the stream after its 200 went out.
     if not match or any(int(part) >= 2**64 for part in match.groups()):
-        raise InvalidInput("an event id looks like '1712345678901-0' (two numbers below 2**64)",
-                           ("header" if last_event_id else "query", "last-event-id" if last_event_id else "after"))
-    return StreamingResponse(_stream(jobs, tenant, job_id, start), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})  # fmt: skip
+        raise InvalidInput(
+            "an event id looks like '1712345678901-0' (two numbers below 2**64)",
+            ("header" if last_event_id else "query", "last-event-id" if last_event_id else "after"),
+        )
+    return StreamingResponse(
+        _stream(jobs, tenant, job_id, start),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 async def _stream(jobs: JobStore, tenant: str, job_id: str, cursor: str) -> AsyncIterator[bytes]:

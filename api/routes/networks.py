@@ -11,9 +11,9 @@ from fastapi.concurrency import run_in_threadpool
 from api.deps import SettingsDep, StoreDep, TenantDep
 from api.schemas.networks import NetworkPublic
 from api.strict_json import StrictJsonRoute
-from models.build import validate_network
 from models.errors import NotFound
-from models.spec import LENET_EXAMPLE, NetworkSpec
+from models.nn.build import validate_network
+from models.spec.network import LENET_EXAMPLE, NetworkSpec
 
 router = APIRouter(prefix="/v1/networks", tags=["networks"], route_class=StrictJsonRoute)
 

@@ -19,15 +19,15 @@ from api.calls import Reply, SessionCalls
 from api.deps import get_tenant
 from api.schemas import sessions as S
 from api.strict_json import StrictJsonRoute
-from models.build import build_network, validate_network
 from models.errors import InvalidInput, NotFound, ServiceUnavailable
-from models.graph import DEFAULT_MAX_NODES
-from models.objectives import build_optimizer
+from models.nn.build import build_network, validate_network
+from models.nn.graph import DEFAULT_MAX_NODES
+from models.nn.objectives import build_optimizer
 from models.settings import Settings
-from models.spec import NetworkSpec
-from models.store import Store
+from models.spec.network import NetworkSpec
+from models.store.redis import Store
 from models.tasks import QUEUE_CPU, QUEUE_GPU
-from models.tensors import decode
+from models.wire.tensors import decode
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"], route_class=StrictJsonRoute)
 MAX_GRAPH_NODES = 5000
@@ -41,16 +41,18 @@ def context(request: Request) -> tuple[SessionCalls, str]:
 
 def _json(reply: Reply, status_code: int = 200) -> Response:
     """The worker's body as it came; Server-Timing says how much of the wait was the worker's."""
-    return Response(reply.body, status_code=status_code, media_type=reply.media,
-                    headers={"Server-Timing": reply.server_timing})
+    return Response(
+        reply.body, status_code=status_code, media_type=reply.media, headers={"Server-Timing": reply.server_timing}
+    )
 
 
 def _tensor(value: Any, settings: Settings, loc: tuple) -> torch.Tensor:
     return decode(value, max_elements=settings.max_tensor_elements, loc=loc)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_class=Response,
-             responses={201: {"model": S.SessionPublic}})  # fmt: skip
+@router.post(
+    "", status_code=status.HTTP_201_CREATED, response_class=Response, responses={201: {"model": S.SessionPublic}}
+)
 async def create_session(body: S.SessionCreate, request: Request) -> Response:
     """Build the network on a worker under ``torch.manual_seed(seed)``, as a local run would."""
     calls, tenant = context(request)
@@ -68,16 +70,32 @@ async def create_session(body: S.SessionCreate, request: Request) -> Response:
     device, queue = await _place(body.device, store)
     sid = f"sess_{uuid.uuid4().hex}"
     optimizer = None if body.optimizer is None else body.optimizer.model_dump(mode="json", exclude_unset=True)
-    public = {"id": sid, "repr": summary.repr, "parameters": summary.parameters,
-              "num_parameters": summary.num_parameters, "num_elements": summary.num_elements,
-              "output_shape": summary.output_shape, "device": device, "seed": body.seed, "optimizer": optimizer,
-              "network_id": network_id}  # fmt: skip
-    meta = {"spec": spec.model_dump(mode="json", exclude_unset=True), "input_shape": spec.input_shape,
-            "input_dtype": spec.input_dtype, "output_shape": summary.output_shape,
-            "activation_bytes_per_sample": summary.activation_bytes_per_sample, "device": device,
-            "optimizer": optimizer, "created_at": time.time(), "public": public}  # fmt: skip
-    reply = await calls.call(tenant=tenant, sid=sid, op="create", args={"seed": body.seed}, queue=queue,
-                             extra={"meta": meta, "queue": queue})  # fmt: skip
+    public = {
+        "id": sid,
+        "repr": summary.repr,
+        "parameters": summary.parameters,
+        "num_parameters": summary.num_parameters,
+        "num_elements": summary.num_elements,
+        "output_shape": summary.output_shape,
+        "device": device,
+        "seed": body.seed,
+        "optimizer": optimizer,
+        "network_id": network_id,
+    }
+    meta = {
+        "spec": spec.model_dump(mode="json", exclude_unset=True),
+        "input_shape": spec.input_shape,
+        "input_dtype": spec.input_dtype,
+        "output_shape": summary.output_shape,
+        "activation_bytes_per_sample": summary.activation_bytes_per_sample,
+        "device": device,
+        "optimizer": optimizer,
+        "created_at": time.time(),
+        "public": public,
+    }
+    reply = await calls.call(
+        tenant=tenant, sid=sid, op="create", args={"seed": body.seed}, queue=queue, extra={"meta": meta, "queue": queue}
+    )
     calls.remember(tenant, sid, queue)
     return _json(reply, status.HTTP_201_CREATED)
 
@@ -96,8 +114,9 @@ async def _place(device: str, store: Store) -> tuple[str, str]:
         raise ServiceUnavailable("no worker is alive to hold the session; see GET /readyz")
     gpu = any(w.get("device") == "cuda" and QUEUE_GPU in w.get("queues", []) for w in workers)
     if device == "cuda" and not gpu:
-        raise InvalidInput('no live worker has a GPU (see GET /readyz); use "device": "cpu" or "auto"',
-                           ("body", "device"))  # fmt: skip
+        raise InvalidInput(
+            'no live worker has a GPU (see GET /readyz); use "device": "cpu" or "auto"', ("body", "device")
+        )
     if device == "auto":
         device = "cuda" if gpu else "cpu"
     return device, QUEUE_GPU if device == "cuda" else QUEUE_CPU
@@ -141,34 +160,38 @@ async def loss(session_id: str, body: S.LossIn, request: Request) -> Response:
     calls, tenant = context(request)
     target = _tensor(body.target, calls.settings, ("body", "target"))
     criterion = body.criterion.model_dump(mode="json", exclude_unset=True)
-    return _json(await calls.call(tenant=tenant, sid=session_id, op="loss", args={"criterion": criterion},
-                                  tensors={"target": target}))  # fmt: skip
+    return _json(
+        await calls.call(
+            tenant=tenant, sid=session_id, op="loss", args={"criterion": criterion}, tensors={"target": target}
+        )
+    )
 
 
 @router.post("/{session_id}/backward", response_class=Response, responses={200: {"model": S.BackwardPublic}})
-async def backward(session_id: str, request: Request,
-                   body: S.BackwardIn | None = Body(default=None)) -> Response:  # fmt: skip
+async def backward(session_id: str, request: Request, body: S.BackwardIn | None = Body(default=None)) -> Response:
     """``loss.backward()``, or ``output.backward(gradient)``; gradients accumulate as in PyTorch."""
     calls, tenant = context(request)
     body = body or S.BackwardIn()
     gradient = body.gradient
     tensors = {} if gradient is None else {"gradient": _tensor(gradient, calls.settings, ("body", "gradient"))}
-    return _json(await calls.call(tenant=tenant, sid=session_id, op="backward",
-                                  args={"retain_graph": body.retain_graph}, tensors=tensors))  # fmt: skip
+    return _json(
+        await calls.call(
+            tenant=tenant, sid=session_id, op="backward", args={"retain_graph": body.retain_graph}, tensors=tensors
+        )
+    )
 
 
 @router.post("/{session_id}/zero_grad", response_class=Response, responses={200: {"model": S.ZeroGradPublic}})
-async def zero_grad(session_id: str, request: Request,
-                    body: S.ZeroGradIn | None = Body(default=None)) -> Response:  # fmt: skip
+async def zero_grad(session_id: str, request: Request, body: S.ZeroGradIn | None = Body(default=None)) -> Response:
     """``net.zero_grad(set_to_none=...)``: grads become None (default) or zeros."""
     calls, tenant = context(request)
     body = body or S.ZeroGradIn()
-    return _json(await calls.call(tenant=tenant, sid=session_id, op="zero_grad",
-                                  args={"set_to_none": body.set_to_none}))  # fmt: skip
+    return _json(
+        await calls.call(tenant=tenant, sid=session_id, op="zero_grad", args={"set_to_none": body.set_to_none})
+    )
 
 
-@router.get("/{session_id}/parameters/{name}", response_class=Response,
-            responses={200: {"model": S.ParameterPublic}})  # fmt: skip
+@router.get("/{session_id}/parameters/{name}", response_class=Response, responses={200: {"model": S.ParameterPublic}})
 async def parameter(session_id: str, name: str, request: Request) -> Response:
     """A parameter's (or buffer's) data and grad; ``grad`` is null when it is None."""
     calls, tenant = context(request)
@@ -189,33 +212,54 @@ async def step(session_id: str, request: Request) -> Response:
     return _json(await calls.call(tenant=tenant, sid=session_id, op="step"))
 
 
-@router.get("/{session_id}/graph", response_class=Response, responses={
-    200: {"model": S.GraphPublic, "content": {"text/vnd.graphviz": {}, "image/svg+xml": {}}},
-    503: {"description": "format=svg and Graphviz is not installed on the worker"}})  # fmt: skip
-async def graph(session_id: str, request: Request,
-                format: Literal["json", "dot", "svg"] = "json",
-                max_nodes: Annotated[int, Query(ge=1, le=MAX_GRAPH_NODES)] = DEFAULT_MAX_NODES,
-                root: Literal["auto", "loss", "output"] = "auto") -> Response:  # fmt: skip
+@router.get(
+    "/{session_id}/graph",
+    response_class=Response,
+    responses={
+        200: {"model": S.GraphPublic, "content": {"text/vnd.graphviz": {}, "image/svg+xml": {}}},
+        503: {"description": "format=svg and Graphviz is not installed on the worker"},
+    },
+)
+async def graph(
+    session_id: str,
+    request: Request,
+    format: Literal["json", "dot", "svg"] = "json",
+    max_nodes: Annotated[int, Query(ge=1, le=MAX_GRAPH_NODES)] = DEFAULT_MAX_NODES,
+    root: Literal["auto", "loss", "output"] = "auto",
+) -> Response:
     """The autograd graph of the last loss (or output), walked through ``grad_fn.next_functions``."""
     calls, tenant = context(request)
     args = {"format": format, "max_nodes": max_nodes, "root": root}
     return _json(await calls.call(tenant=tenant, sid=session_id, op="graph", args=args))
 
 
-@router.get("/{session_id}/state", response_class=Response,
-            responses={200: {"content": {"application/octet-stream": {}}, "description": "safetensors"}})
+@router.get(
+    "/{session_id}/state",
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}}, "description": "safetensors"}},
+)
 async def get_state(session_id: str, request: Request) -> Response:
     """``net.state_dict()`` as a safetensors file (load it with ``safetensors.torch.load``)."""
     calls, tenant = context(request)
     reply = await calls.call(tenant=tenant, sid=session_id, op="get_state")
-    headers = {"Content-Disposition": f'attachment; filename="{session_id}.safetensors"',
-               "Server-Timing": reply.server_timing}
+    headers = {
+        "Content-Disposition": f'attachment; filename="{session_id}.safetensors"',
+        "Server-Timing": reply.server_timing,
+    }
     return Response(reply.body, media_type=reply.media, headers=headers)
 
 
-@router.put("/{session_id}/state", response_class=Response, responses={200: {"model": S.StateLoaded}},
-            openapi_extra={"requestBody": {"required": True, "content": {
-                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})  # fmt: skip
+@router.put(
+    "/{session_id}/state",
+    response_class=Response,
+    responses={200: {"model": S.StateLoaded}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
+)
 async def put_state(session_id: str, request: Request) -> Response:
     """``net.load_state_dict(...)`` from a safetensors file; names, shapes and dtypes must all match."""
     calls, tenant = context(request)

@@ -7,10 +7,11 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, model_validator
 
 from api.schemas.networks import BuiltNetwork
-from models.spec import LENET_EXAMPLE, LossSpec, NetworkSpec, OptimizerSpec
-from models.tensors import TensorIn
-
-Device = Literal["auto", "cpu", "cuda"]
+from models.spec.losses import LossSpec
+from models.spec.network import LENET_EXAMPLE, NetworkSpec
+from models.spec.optimizers import OptimizerSpec
+from models.spec.types import Device
+from models.wire.tensors import TensorIn
 
 
 class _In(BaseModel):
@@ -20,16 +21,25 @@ class _In(BaseModel):
 class SessionCreate(_In):
     """Either ``network`` (a spec) or ``network_id`` (a stored network), a seed and a device."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra={"examples": [
-        {"network": LENET_EXAMPLE, "seed": 0, "device": "cpu", "optimizer": {"type": "SGD", "lr": 0.01}}]})
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={
+            "examples": [
+                {"network": LENET_EXAMPLE, "seed": 0, "device": "cpu", "optimizer": {"type": "SGD", "lr": 0.01}}
+            ]
+        },
+    )
 
     network: NetworkSpec | None = None
     network_id: str | None = None
     seed: Annotated[StrictInt, Field(ge=0, le=2**63 - 1)] = Field(
-        default=0, description="As `torch.manual_seed(seed)` before building the network.")
+        default=0, description="As `torch.manual_seed(seed)` before building the network."
+    )
     device: Device = Field(default="auto", description='"auto" picks a GPU when a live worker has one.')
     optimizer: OptimizerSpec | None = Field(
-        default=None, description="The optimizer that `step` runs, built over the network's parameters.")
+        default=None, description="The optimizer that `step` runs, built over the network's parameters."
+    )
 
     @model_validator(mode="after")
     def _one_network(self) -> SessionCreate:
@@ -72,7 +82,8 @@ class LossPublic(BaseModel):
 
 class BackwardIn(_In):
     gradient: TensorIn | None = Field(
-        default=None, description="Backprop from the last output with this gradient; absent: from the last loss.")
+        default=None, description="Backprop from the last output with this gradient; absent: from the last loss."
+    )
     retain_graph: StrictBool = False
 
 

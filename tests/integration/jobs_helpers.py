@@ -11,24 +11,41 @@ import httpx
 from tests.lenet import LENET_SPEC
 
 FINAL = {"succeeded", "failed", "cancelled"}
-MLP = {"name": "MLP", "input_shape": [6], "layers": [
-    {"name": "fc1", "type": "Linear", "in_features": 6, "out_features": 16}, {"type": "relu"},
-    {"name": "fc2", "type": "Linear", "in_features": 16, "out_features": 3}]}  # fmt: skip
+MLP = {
+    "name": "MLP",
+    "input_shape": [6],
+    "layers": [
+        {"name": "fc1", "type": "Linear", "in_features": 6, "out_features": 16},
+        {"type": "relu"},
+        {"name": "fc2", "type": "Linear", "in_features": 16, "out_features": 3},
+    ],
+}
 
 
 def mlp_job(**overrides: Any) -> dict[str, Any]:
-    body = {"network": MLP, "dataset": {"source": "random", "num_samples": 40, "seed": 1},
-            "criterion": {"type": "MSELoss"}, "optimizer": {"type": "SGD", "lr": 0.05, "momentum": 0.9},
-            "batch_size": 8, "steps": 20, "seed": 2}  # fmt: skip
+    body = {
+        "network": MLP,
+        "dataset": {"source": "random", "num_samples": 40, "seed": 1},
+        "criterion": {"type": "MSELoss"},
+        "optimizer": {"type": "SGD", "lr": 0.05, "momentum": 0.9},
+        "batch_size": 8,
+        "steps": 20,
+        "seed": 2,
+    }
     body.update(overrides)
     return body
 
 
 def lenet_job(**overrides: Any) -> dict[str, Any]:
-    body = {"network": LENET_SPEC,
-            "dataset": {"source": "random", "num_samples": 512, "num_classes": 10, "seed": 4},
-            "criterion": {"type": "CrossEntropyLoss"}, "optimizer": {"type": "SGD", "lr": 0.01, "momentum": 0.9},
-            "batch_size": 16, "steps": 200, "seed": 3}  # fmt: skip
+    body = {
+        "network": LENET_SPEC,
+        "dataset": {"source": "random", "num_samples": 512, "num_classes": 10, "seed": 4},
+        "criterion": {"type": "CrossEntropyLoss"},
+        "optimizer": {"type": "SGD", "lr": 0.01, "momentum": 0.9},
+        "batch_size": 16,
+        "steps": 200,
+        "seed": 3,
+    }
     body.update(overrides)
     return body
 

@@ -77,9 +77,15 @@ def _start(deployed: Deployed, name: str, argv: list[str], cwd: Path) -> None:
     executable = shutil.which(argv[0], path=deployed.envs[name]["PATH"])
     assert executable, f"{name}: {argv[0]!r} is not on the image's PATH"
     deployed.logs[name] = log
-    deployed.procs[name] = subprocess.Popen([executable, *argv[1:]], cwd=cwd, env=deployed.envs[name],
-                                            stdin=subprocess.DEVNULL, stdout=log.open("w"),
-                                            stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    deployed.procs[name] = subprocess.Popen(
+        [executable, *argv[1:]],
+        cwd=cwd,
+        env=deployed.envs[name],
+        stdin=subprocess.DEVNULL,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def _wait_healthy(deployed: Deployed, name: str, timeout_s: float, port_map: dict[str, str] | None = None) -> None:
@@ -137,13 +143,20 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
         assert services[name]["environment"]["REDIS_URL"] == services["api"]["environment"]["REDIS_URL"]
     _fake_redis_binaries(tmp / "redis-bin", redis_port, tmp / "redis-data")
     envs = {
-        "redis": {"PATH": f"{tmp / 'redis-bin'}:/usr/bin:/bin", "HOME": str(home),
-                  **{k: str(v) for k, v in services["redis"]["environment"].items()}},
+        "redis": {
+            "PATH": f"{tmp / 'redis-bin'}:/usr/bin:/bin",
+            "HOME": str(home),
+            **{k: str(v) for k, v in services["redis"]["environment"].items()},
+        },
         "api": _container_env(services["api"], {"REDIS_URL": redis_url}, home),
         "worker": _container_env(services["worker"], {"REDIS_URL": redis_url}, home),
-    }  # fmt: skip
-    deployed = Deployed(url=f"http://127.0.0.1:{api_port}", api_key=values["GRADSERVE_API_KEYS"].split(":")[0],
-                        services=services, envs=envs)  # fmt: skip
+    }
+    deployed = Deployed(
+        url=f"http://127.0.0.1:{api_port}",
+        api_key=values["GRADSERVE_API_KEYS"].split(":")[0],
+        services=services,
+        envs=envs,
+    )
     api_argv = list(services["api"]["command"])
     assert api_argv[-4:] == ["--host", "0.0.0.0", "--port", "8000"], api_argv
     api_argv[-4:] = ["--host", "127.0.0.1", "--port", str(api_port)]
@@ -179,8 +192,14 @@ def test_env_file_settings_reach_the_api_and_the_workers(deployed: Deployed) -> 
 def test_api_in_compose_refuses_to_start_without_api_keys(deployed: Deployed, tmp_path: Path) -> None:
     env = {k: v for k, v in deployed.envs["api"].items() if k != "GRADSERVE_API_KEYS"}
     argv = list(deployed.services["api"]["command"])
-    result = subprocess.run([shutil.which(argv[0], path=env["PATH"]), *argv[1:]], env=env, cwd=tmp_path,
-                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    result = subprocess.run(
+        [shutil.which(argv[0], path=env["PATH"]), *argv[1:]],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2 and "GRADSERVE_API_KEYS" in result.stderr, result.stderr
 
 
@@ -207,8 +226,10 @@ def test_tutorial_session_through_the_compose_services(deployed: Deployed) -> No
     _require_route(deployed, "/v1/sessions")
     with deployed.client() as c:
         network_id = c.post("/v1/networks", json=LENET_SPEC).json()["id"]
-        created = c.post("/v1/sessions", json={"network_id": network_id, "seed": 0, "device": "auto",
-                                               "optimizer": {"type": "SGD", "lr": 0.01}})  # fmt: skip
+        created = c.post(
+            "/v1/sessions",
+            json={"network_id": network_id, "seed": 0, "device": "auto", "optimizer": {"type": "SGD", "lr": 0.01}},
+        )
         assert created.status_code == 201, created.text
         session = created.json()
         assert session["device"] == "cpu"
@@ -231,10 +252,17 @@ def test_tutorial_session_through_the_compose_services(deployed: Deployed) -> No
 
 def test_training_job_through_the_compose_services(deployed: Deployed) -> None:
     _require_route(deployed, "/v1/jobs")
-    job = {"network": LENET_SPEC, "seed": 0, "device": "auto", "batch_size": 8, "steps": 6,
-           "dataset": {"source": "random", "num_samples": 32, "num_classes": 10, "seed": 1},
-           "criterion": {"type": "CrossEntropyLoss"}, "optimizer": {"type": "SGD", "lr": 0.01, "momentum": 0.9},
-           "capture": {"checkpoint_every": 3}}  # fmt: skip
+    job = {
+        "network": LENET_SPEC,
+        "seed": 0,
+        "device": "auto",
+        "batch_size": 8,
+        "steps": 6,
+        "dataset": {"source": "random", "num_samples": 32, "num_classes": 10, "seed": 1},
+        "criterion": {"type": "CrossEntropyLoss"},
+        "optimizer": {"type": "SGD", "lr": 0.01, "momentum": 0.9},
+        "capture": {"checkpoint_every": 3},
+    }
     with deployed.client() as c:
         submitted = c.post("/v1/jobs", json=job)
         assert submitted.status_code == 202, submitted.text

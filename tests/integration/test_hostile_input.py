@@ -15,13 +15,28 @@ import pytest
 
 from tests.conftest import detail_of
 
-MLP = {"name": "M", "input_shape": [4], "layers": [{"name": "fc", "type": "Linear", "in_features": 4,
-                                                     "out_features": 3}]}  # fmt: skip
-EMB = {"name": "E", "input_shape": [5], "input_dtype": "int64", "layers": [
-    {"name": "emb", "type": "Embedding", "num_embeddings": 10, "embedding_dim": 3},
-    {"type": "flatten", "start_dim": 1}]}  # fmt: skip
-JOB = {"network": MLP, "criterion": {"type": "CrossEntropyLoss"}, "optimizer": {"type": "SGD", "lr": 0.1},
-       "batch_size": 2, "steps": 2, "device": "cpu"}  # fmt: skip
+MLP = {
+    "name": "M",
+    "input_shape": [4],
+    "layers": [{"name": "fc", "type": "Linear", "in_features": 4, "out_features": 3}],
+}
+EMB = {
+    "name": "E",
+    "input_shape": [5],
+    "input_dtype": "int64",
+    "layers": [
+        {"name": "emb", "type": "Embedding", "num_embeddings": 10, "embedding_dim": 3},
+        {"type": "flatten", "start_dim": 1},
+    ],
+}
+JOB = {
+    "network": MLP,
+    "criterion": {"type": "CrossEntropyLoss"},
+    "optimizer": {"type": "SGD", "lr": 0.1},
+    "batch_size": 2,
+    "steps": 2,
+    "device": "cpu",
+}
 
 
 def net(*layers: dict, input_shape: list[int] | None = None, **extra: object) -> dict:
@@ -46,9 +61,14 @@ def assert_422(r: httpx.Response, loc: list, *words: str) -> dict:
     return d
 
 
-@pytest.mark.parametrize("raw", [b'{"name": "M", "input_shape": [NaN], "layers": [{"type": "relu"}]}',
-                                 b'{"name": "M", "input_shape": [4], "layers": [{"type": "elu", "alpha": Infinity}]}',
-                                 b'{"name": "M", "input_shape": [1e400], "layers": [{"type": "relu"}]}'])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"name": "M", "input_shape": [NaN], "layers": [{"type": "relu"}]}',
+        b'{"name": "M", "input_shape": [4], "layers": [{"type": "elu", "alpha": Infinity}]}',
+        b'{"name": "M", "input_shape": [1e400], "layers": [{"type": "relu"}]}',
+    ],
+)
 def test_non_json_numbers_are_422_on_every_route(client: httpx.Client, raw: bytes) -> None:
     # Python's json took NaN/Infinity; echoing them back in the 422 then failed to render: a 500.
     r = client.post("/v1/networks", content=raw, headers={"content-type": "application/json"})
@@ -92,9 +112,11 @@ def test_network_that_would_fail_at_runtime_is_refused_up_front(client: httpx.Cl
 def test_query_integers_beyond_64_bits(client: httpx.Client) -> None:
     # Passed on to Redis or orjson, they overflowed: 500s.
     jid = finished_job(client)
-    for path, name in [(f"/v1/jobs/{jid}/metrics?since=10000000000000000000000", "since"),
-                       ("/v1/jobs?offset=9223372036854775807", "offset"),
-                       (f"/v1/jobs/{jid}/gradients?step=100000000000000000000", "step")]:  # fmt: skip
+    for path, name in [
+        (f"/v1/jobs/{jid}/metrics?since=10000000000000000000000", "since"),
+        ("/v1/jobs?offset=9223372036854775807", "offset"),
+        (f"/v1/jobs/{jid}/gradients?step=100000000000000000000", "step"),
+    ]:
         assert_422(client.get(path), ["query", name], "less than or equal")
 
 
@@ -129,15 +151,19 @@ def test_session_indices_are_checked_before_pytorch(client: httpx.Client) -> Non
     assert client.post(f"/v1/sessions/{sid}/forward", json={"input": [[1.0, 2, 3, 4]]}).status_code == 200
     r = client.post(f"/v1/sessions/{sid}/loss", json={"criterion": {"type": "CrossEntropyLoss"}, "target": [7]})
     assert_422(r, ["body", "target"], "CrossEntropyLoss", "[0, 3)", "largest 7")
-    r = client.post(f"/v1/sessions/{sid}/loss", json={"criterion": {"type": "CrossEntropyLoss", "ignore_index": 7},
-                                                      "target": [7]})  # fmt: skip
+    r = client.post(
+        f"/v1/sessions/{sid}/loss", json={"criterion": {"type": "CrossEntropyLoss", "ignore_index": 7}, "target": [7]}
+    )
     assert r.status_code == 200, r.text
 
 
-@pytest.mark.parametrize(("targets", "words"), [([0, 1, 7], ["[0, 3)", "0..7"]), ([0, 1, -1], ["-1..1"]),
-                                                ([0.5, 1.0, 1.0], ["whole numbers"])])  # fmt: skip
-def test_bad_class_labels_are_422_at_submission_not_a_failed_job(client: httpx.Client, targets: list,
-                                                                  words: list[str]) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    ("targets", "words"),
+    [([0, 1, 7], ["[0, 3)", "0..7"]), ([0, 1, -1], ["-1..1"]), ([0.5, 1.0, 1.0], ["whole numbers"])],
+)
+def test_bad_class_labels_are_422_at_submission_not_a_failed_job(
+    client: httpx.Client, targets: list, words: list[str]
+) -> None:
     # They were accepted (202) and the job then failed on its worker.
     ds = {"source": "inline", "inputs": [[1.0, 2, 3, 4]] * 3, "targets": targets}
     assert_422(client.post("/v1/jobs", json={**JOB, "dataset": ds}), ["body", "dataset", "targets"], *words)
@@ -147,8 +173,13 @@ def test_uploaded_labels_and_indices_are_checked_at_submission(client: httpx.Cli
     buf = io.BytesIO()
     np.savez(buf, inputs=np.zeros((3, 4), np.float32), targets=np.array([0, 1, 9]))
     up = client.post("/v1/datasets", content=buf.getvalue())
-    assert up.status_code == 201 and up.json()["arrays"]["targets"] == {"shape": [3], "dtype": "int64",
-                                                                        "integral": True, "min": 0, "max": 9}
+    assert up.status_code == 201 and up.json()["arrays"]["targets"] == {
+        "shape": [3],
+        "dtype": "int64",
+        "integral": True,
+        "min": 0,
+        "max": 9,
+    }
     r = client.post("/v1/jobs", json={**JOB, "dataset": {"source": "upload", "id": up.json()["id"]}})
     assert_422(r, ["body", "dataset", "id"], "[0, 3)", "0..9")
     ds = {"source": "inline", "inputs": [[0, 1, 2, 3, 11]] * 2, "targets": [[0.0] * 15] * 2}

@@ -22,10 +22,18 @@ pytestmark = pytest.mark.integration
 def test_lenet_learns_digits(client: httpx.Client) -> None:
     """The tutorial's LeNet on real handwritten digits: >= 95% held-out accuracy in under a minute."""
     started = time.monotonic()
-    job_id = submit(client, {
-        "network": LENET_SPEC, "dataset": {"source": "digits", "image_size": 32},
-        "criterion": {"type": "CrossEntropyLoss"}, "optimizer": {"type": "SGD", "lr": 0.01, "momentum": 0.9},
-        "batch_size": 32, "epochs": 10, "seed": 0})  # fmt: skip
+    job_id = submit(
+        client,
+        {
+            "network": LENET_SPEC,
+            "dataset": {"source": "digits", "image_size": 32},
+            "criterion": {"type": "CrossEntropyLoss"},
+            "optimizer": {"type": "SGD", "lr": 0.01, "momentum": 0.9},
+            "batch_size": 32,
+            "epochs": 10,
+            "seed": 0,
+        },
+    )
     job = wait_final(client, job_id, timeout=60)
     assert job["status"] == "succeeded", job
     assert time.monotonic() - started < 60
@@ -146,12 +154,18 @@ BAD = [
     ("digits at 8x8 for LeNet", {"dataset": {"source": "digits"}}, ["dataset", "image_size"]),
     ("no GPU worker", {"device": "cuda"}, ["device"]),
     ("unknown field", {"learning_rate": 0.1}, ["learning_rate"]),
-    ("regression targets for a class loss", {"dataset": {"source": "random", "target_shape": [10]}},
-     ["dataset", "target_shape"]),
-    ("inline inputs of the wrong shape", {"dataset": {"source": "inline", "inputs": {"zeros": [4, 1, 8, 8]},
-                                                      "targets": [0, 1, 2, 3]}}, ["dataset", "inputs"]),
+    (
+        "regression targets for a class loss",
+        {"dataset": {"source": "random", "target_shape": [10]}},
+        ["dataset", "target_shape"],
+    ),
+    (
+        "inline inputs of the wrong shape",
+        {"dataset": {"source": "inline", "inputs": {"zeros": [4, 1, 8, 8]}, "targets": [0, 1, 2, 3]}},
+        ["dataset", "inputs"],
+    ),
     ("too many gradient snapshots", {"capture": {"gradients_every": 1}}, ["capture", "gradients_every"]),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("case", "change", "loc"), BAD, ids=[b[0] for b in BAD])
@@ -181,9 +195,12 @@ def test_list_filter_paginate_and_tenants(client: httpx.Client, client_bob: http
 
 def test_network_by_id_and_inline_data(client: httpx.Client) -> None:
     net_id = client.post("/v1/networks", json=MLP).json()["id"]
-    body = mlp_job(network=None, network_id=net_id, criterion={"type": "CrossEntropyLoss"},
-                   dataset={"source": "inline", "inputs": {"randn": [10, 6], "seed": 3},
-                            "targets": [0, 1, 2] * 3 + [0]})  # fmt: skip
+    body = mlp_job(
+        network=None,
+        network_id=net_id,
+        criterion={"type": "CrossEntropyLoss"},
+        dataset={"source": "inline", "inputs": {"randn": [10, 6], "seed": 3}, "targets": [0, 1, 2] * 3 + [0]},
+    )
     job = wait_final(client, submit(client, {k: v for k, v in body.items() if v is not None}))
     assert job["status"] == "succeeded" and job["network_id"] == net_id and job["total_steps"] == 20
     assert job["request"]["dataset"]["source"] == "inline"
@@ -192,8 +209,11 @@ def test_network_by_id_and_inline_data(client: httpx.Client) -> None:
 
 
 def test_concurrent_jobs_over_the_quota_get_429(client_bob: httpx.Client) -> None:
-    active = [j for j in client_bob.get("/v1/jobs", params={"limit": 100}).json()["data"]
-              if j["status"] in {"queued", "running"}]  # fmt: skip
+    active = [
+        j
+        for j in client_bob.get("/v1/jobs", params={"limit": 100}).json()["data"]
+        if j["status"] in {"queued", "running"}
+    ]
     assert not active, active
     long_job = mlp_job(steps=500_000)
     ids = [submit(client_bob, long_job) for _ in range(4)]  # GRADSERVE_MAX_CONCURRENT_JOBS defaults to 4

@@ -24,8 +24,12 @@ def _npz(**arrays: np.ndarray) -> bytes:
 
 def test_upload_npz_and_train(client: httpx.Client) -> None:
     rng = np.random.default_rng(0)
-    blob = _npz(inputs=rng.normal(size=(30, 6)), targets=rng.integers(0, 3, size=30),
-                test_inputs=rng.normal(size=(9, 6)), test_targets=rng.integers(0, 3, size=9))  # fmt: skip
+    blob = _npz(
+        inputs=rng.normal(size=(30, 6)),
+        targets=rng.integers(0, 3, size=30),
+        test_inputs=rng.normal(size=(9, 6)),
+        test_targets=rng.integers(0, 3, size=9),
+    )
     uploaded = client.post("/v1/datasets", content=blob, headers={"content-type": "application/octet-stream"})
     assert uploaded.status_code == 201, uploaded.text
     meta = uploaded.json()
@@ -49,12 +53,15 @@ def test_upload_safetensors_multipart_and_mismatch(client: httpx.Client, client_
     assert client_bob.post("/v1/jobs", json=mlp_job(dataset={"source": "upload", "id": data_id})).status_code == 404
 
 
-@pytest.mark.parametrize(("blob", "needle"), [
-    (_npz(inputs=np.array([{"a": 1}] * 3, dtype=object), targets=np.zeros(3)), "object arrays are refused"),
-    (_npz(inputs=np.zeros((3, 6))), "targets"),
-    (_npz(inputs=np.zeros((3, 6)), targets=np.zeros(4)), "same"),
-    (b"not a dataset at all", "safetensors"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("blob", "needle"),
+    [
+        (_npz(inputs=np.array([{"a": 1}] * 3, dtype=object), targets=np.zeros(3)), "object arrays are refused"),
+        (_npz(inputs=np.zeros((3, 6))), "targets"),
+        (_npz(inputs=np.zeros((3, 6)), targets=np.zeros(4)), "same"),
+        (b"not a dataset at all", "safetensors"),
+    ],
+)
 def test_bad_uploads_are_422(client: httpx.Client, blob: bytes, needle: str) -> None:
     response = client.post("/v1/datasets", content=blob)
     assert response.status_code == 422, response.text

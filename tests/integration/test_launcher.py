@@ -81,8 +81,14 @@ def test_up_stops_everything_it_started(tmp_path: Path, service: Service, mode: 
 def test_single_user_api_needs_no_key_and_stays_on_loopback(service: Service) -> None:
     env = {k: v for k, v in os.environ.items() if k != "GRADSERVE_API_KEYS"}
     env["REDIS_URL"] = service.redis_url
-    refused = subprocess.run([sys.executable, "-m", "launcher", "api", "--host", "0.0.0.0"], cwd=ROOT, env=env,
-                             capture_output=True, text=True, timeout=60)  # fmt: skip
+    refused = subprocess.run(
+        [sys.executable, "-m", "launcher", "api", "--host", "0.0.0.0"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert refused.returncode == 2
     assert "refusing to listen on 0.0.0.0 without API keys" in refused.stderr
 

@@ -95,8 +95,11 @@ def test_the_tutorial_step_by_step_bit_exact(client: httpx.Client) -> None:
     chain = _first_chain(graph, 3)
     assert [n["name"] for n in chain] == ["MseLossBackward0", "AddmmBackward0", "AccumulateGrad"]
     assert chain[2]["param"] == {"name": "fc3.bias", "shape": [10]}
-    local_chain = [loss.grad_fn, loss.grad_fn.next_functions[0][0],
-                   loss.grad_fn.next_functions[0][0].next_functions[0][0]]  # fmt: skip
+    local_chain = [
+        loss.grad_fn,
+        loss.grad_fn.next_functions[0][0],
+        loss.grad_fn.next_functions[0][0].next_functions[0][0],
+    ]
     assert [type(f).__name__ for f in local_chain] == [n["name"] for n in chain]
 
     # net.zero_grad(); conv1.bias.grad before (None) and after backward
@@ -126,8 +129,9 @@ def test_the_tutorial_step_by_step_bit_exact(client: httpx.Client) -> None:
     assert_params_equal(client, sid, net)
 
 
-def optimizer_step_remotely(client: httpx.Client, sid: str, x: torch.Tensor, target: torch.Tensor, *,
-                            expected_loss: torch.Tensor) -> None:  # fmt: skip
+def optimizer_step_remotely(
+    client: httpx.Client, sid: str, x: torch.Tensor, target: torch.Tensor, *, expected_loss: torch.Tensor
+) -> None:
     """forward -> MSE loss (checked bit for bit against the local one) -> backward -> step, on the service."""
     call(client, sid, "forward", {"input": x.tolist()})
     got = call(client, sid, "loss", {"criterion": {"type": "MSELoss"}, "target": target.tolist()})
@@ -149,11 +153,13 @@ def _first_chain(graph: dict, length: int) -> list[dict]:
     ("spec", "make"),
     [
         ({"type": "Adam", "lr": 0.001}, lambda ps: optim.Adam(ps, lr=0.001)),
-        ({"type": "SGD", "lr": 0.05, "momentum": 0.9, "nesterov": True},
-         lambda ps: optim.SGD(ps, lr=0.05, momentum=0.9, nesterov=True)),
+        (
+            {"type": "SGD", "lr": 0.05, "momentum": 0.9, "nesterov": True},
+            lambda ps: optim.SGD(ps, lr=0.05, momentum=0.9, nesterov=True),
+        ),
     ],
     ids=["Adam", "SGD-nesterov"],
-)  # fmt: skip
+)
 def test_optimizer_state_kept_across_steps(client: httpx.Client, spec: dict, make) -> None:
     torch.manual_seed(SEED)
     net = Net()

@@ -121,7 +121,7 @@ def test_state_and_call_mistakes(client: httpx.Client, sid: str) -> None:
     assert r.status_code == 409 and "backward" in r.json()["detail"]
     r = client.put(f"/v1/sessions/{sid}/state", content=b"not safetensors")
     assert r.status_code == 422
-    from models.tensors import to_safetensors
+    from models.wire.tensors import to_safetensors
 
     state = {k: v for k, v in Net().state_dict().items()}
     state["fc3.bias"] = torch.zeros(11)

@@ -11,19 +11,25 @@ import pytest
 import torch
 from torch import nn, optim
 
-from models.build import build_network
-from models.spec import NetworkSpec
+from models.nn.build import build_network
+from models.spec.network import NetworkSpec
 from tests.conftest import Service
 from tests.integration.test_sessions import SEED, T, assert_params_equal, call, new_session, param
 from tests.lenet import LENET_SPEC, RESIDUAL_SPEC, Net, ResBlock
 
 pytestmark = pytest.mark.integration
 
-DROPOUT_SPEC = {"name": "Drop", "input_shape": [8], "layers": [
-    {"name": "fc1", "type": "Linear", "in_features": 8, "out_features": 32},
-    {"name": "drop", "type": "Dropout", "p": 0.5}, {"type": "relu"},
-    {"type": "dropout", "p": 0.25},
-    {"name": "fc2", "type": "Linear", "in_features": 32, "out_features": 3}]}  # fmt: skip
+DROPOUT_SPEC = {
+    "name": "Drop",
+    "input_shape": [8],
+    "layers": [
+        {"name": "fc1", "type": "Linear", "in_features": 8, "out_features": 32},
+        {"name": "drop", "type": "Dropout", "p": 0.5},
+        {"type": "relu"},
+        {"type": "dropout", "p": 0.25},
+        {"name": "fc2", "type": "Linear", "in_features": 32, "out_features": 3},
+    ],
+}
 
 
 def _buffers_equal(client: httpx.Client, sid: str, net: nn.Module) -> None:

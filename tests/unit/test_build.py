@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.build import build_network, validate_network
 from models.errors import InvalidInput
+from models.nn.build import build_network, validate_network
 from models.settings import Settings
-from models.spec import NetworkSpec
+from models.spec.network import NetworkSpec
 from tests.lenet import LENET_SPEC, RESIDUAL_SPEC, Net, ResBlock
 
 

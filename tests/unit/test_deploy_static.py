@@ -34,8 +34,12 @@ def seconds(duration: str) -> float:
 
 
 def test_dockerfile_passes_hadolint() -> None:
-    result = subprocess.run([str(tool("hadolint")), "--failure-threshold", "info", str(DOCKERFILE)],
-                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    result = subprocess.run(
+        [str(tool("hadolint")), "--failure-threshold", "info", str(DOCKERFILE)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 

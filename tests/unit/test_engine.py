@@ -7,17 +7,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.build import build_network
-from models.spec import NetworkSpec
-from models.tensors import from_safetensors
+from models.nn.build import build_network
+from models.spec.network import NetworkSpec
+from models.wire.tensors import from_safetensors
 from tests.lenet import LENET_SPEC, Net
 from worker.checkpoint import pack_model, pack_resume, unpack_resume
 from worker.engine import Data, ListHooks, NonFiniteLoss, TrainConfig, Trainer
 
-MLP = {"name": "MLP", "input_shape": [6], "layers": [
-    {"name": "fc1", "type": "Linear", "in_features": 6, "out_features": 16}, {"type": "relu"},
-    {"name": "drop", "type": "Dropout", "p": 0.2},
-    {"name": "fc2", "type": "Linear", "in_features": 16, "out_features": 3}]}  # fmt: skip
+MLP = {
+    "name": "MLP",
+    "input_shape": [6],
+    "layers": [
+        {"name": "fc1", "type": "Linear", "in_features": 6, "out_features": 16},
+        {"type": "relu"},
+        {"name": "drop", "type": "Dropout", "p": 0.2},
+        {"name": "fc2", "type": "Linear", "in_features": 16, "out_features": 3},
+    ],
+}
 
 
 def _data(n: int = 50, classes: bool = True) -> Data:
@@ -30,8 +36,11 @@ def _data(n: int = 50, classes: bool = True) -> Data:
 def _trainer(cfg: TrainConfig, data: Data, spec: dict = MLP, opt: str = "sgd") -> Trainer:
     torch.manual_seed(cfg.seed)
     net = build_network(NetworkSpec.model_validate(spec))
-    optimizer = (torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9) if opt == "sgd"
-                 else torch.optim.Adam(net.parameters(), lr=1e-3))  # fmt: skip
+    optimizer = (
+        torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+        if opt == "sgd"
+        else torch.optim.Adam(net.parameters(), lr=1e-3)
+    )
     loss = nn.CrossEntropyLoss() if cfg.classification else nn.MSELoss()
     return Trainer(net, loss, optimizer, data, cfg)
 

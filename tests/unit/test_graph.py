@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from models import graph as G
 from models.errors import ServiceUnavailable
+from models.nn import graph as G
 from tests.lenet import Net
 
 
@@ -67,8 +67,9 @@ def test_freed_saved_tensors_are_marked() -> None:
 
 def test_leaf_and_constant_roots() -> None:
     w = torch.randn(2, requires_grad=True)
-    assert G.trace(w, {"w": w})["nodes"] == [{"id": "n0", "name": "AccumulateGrad", "param": {"name": "w",
-                                                                                           "shape": [2]}}]
+    assert G.trace(w, {"w": w})["nodes"] == [
+        {"id": "n0", "name": "AccumulateGrad", "param": {"name": "w", "shape": [2]}}
+    ]
     assert G.trace(torch.ones(2))["nodes"] == []
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn, optim
 
-from models import state_codec as C
+from models.nn import state_codec as C
 from tests.lenet import Net, ResBlock
 
 
@@ -18,14 +18,17 @@ def _train(net: nn.Module, opt: optim.Optimizer, steps: int, seed: int) -> None:
         opt.step()
 
 
-@pytest.mark.parametrize("make", [
-    lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=True),
-    lambda ps: optim.Adam(ps, lr=1e-3, betas=(0.8, 0.9)),
-    lambda ps: optim.AdamW(ps, amsgrad=True),
-    lambda ps: optim.RMSprop(ps, centered=True, momentum=0.5),
-    lambda ps: optim.Adagrad(ps),
-    lambda ps: optim.SGD(ps, lr=0.1),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=True),
+        lambda ps: optim.Adam(ps, lr=1e-3, betas=(0.8, 0.9)),
+        lambda ps: optim.AdamW(ps, amsgrad=True),
+        lambda ps: optim.RMSprop(ps, centered=True, momentum=0.5),
+        lambda ps: optim.Adagrad(ps),
+        lambda ps: optim.SGD(ps, lr=0.1),
+    ],
+)
 def test_optimizer_reload_takes_the_same_steps(make) -> None:
     torch.manual_seed(0)
     a = Net()
@@ -70,8 +73,16 @@ def test_rng_state_restores_the_same_draws() -> None:
     assert C.same_rng(state, C.unpack(C.pack(state))[0]) and not C.same_rng(state, C.rng_state())
 
 
-@pytest.mark.parametrize("tensor", [torch.randn(3, 4), torch.arange(6).view(2, 3), torch.tensor(float("nan")),
-                                    torch.randn(2, dtype=torch.bfloat16), torch.zeros(0, 3)])  # fmt: skip
+@pytest.mark.parametrize(
+    "tensor",
+    [
+        torch.randn(3, 4),
+        torch.arange(6).view(2, 3),
+        torch.tensor(float("nan")),
+        torch.randn(2, dtype=torch.bfloat16),
+        torch.zeros(0, 3),
+    ],
+)
 def test_wire_tensor_roundtrip(tensor: torch.Tensor) -> None:
     back = C.tensor_from_wire(C.tensor_to_wire(tensor))
     assert back.dtype == tensor.dtype and back.shape == tensor.shape

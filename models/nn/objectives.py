@@ -9,26 +9,39 @@ import torch
 from torch import nn, optim
 
 from models.errors import InvalidInput
-from models.spec import torch_kwargs
+from models.spec.types import torch_kwargs
 
 LOSSES: dict[str, type[nn.Module]] = {
-    "MSELoss": nn.MSELoss, "L1Loss": nn.L1Loss, "SmoothL1Loss": nn.SmoothL1Loss, "HuberLoss": nn.HuberLoss,
-    "CrossEntropyLoss": nn.CrossEntropyLoss, "NLLLoss": nn.NLLLoss, "BCELoss": nn.BCELoss,
-    "BCEWithLogitsLoss": nn.BCEWithLogitsLoss, "KLDivLoss": nn.KLDivLoss, "SoftMarginLoss": nn.SoftMarginLoss,
+    "MSELoss": nn.MSELoss,
+    "L1Loss": nn.L1Loss,
+    "SmoothL1Loss": nn.SmoothL1Loss,
+    "HuberLoss": nn.HuberLoss,
+    "CrossEntropyLoss": nn.CrossEntropyLoss,
+    "NLLLoss": nn.NLLLoss,
+    "BCELoss": nn.BCELoss,
+    "BCEWithLogitsLoss": nn.BCEWithLogitsLoss,
+    "KLDivLoss": nn.KLDivLoss,
+    "SoftMarginLoss": nn.SoftMarginLoss,
     "PoissonNLLLoss": nn.PoissonNLLLoss,
-}  # fmt: skip
+}
 
 OPTIMIZERS: dict[str, type[optim.Optimizer]] = {
-    "SGD": optim.SGD, "Adam": optim.Adam, "AdamW": optim.AdamW, "Adamax": optim.Adamax, "NAdam": optim.NAdam,
-    "RAdam": optim.RAdam, "RMSprop": optim.RMSprop, "Adagrad": optim.Adagrad, "Adadelta": optim.Adadelta,
-}  # fmt: skip
+    "SGD": optim.SGD,
+    "Adam": optim.Adam,
+    "AdamW": optim.AdamW,
+    "Adamax": optim.Adamax,
+    "NAdam": optim.NAdam,
+    "RAdam": optim.RAdam,
+    "RMSprop": optim.RMSprop,
+    "Adagrad": optim.Adagrad,
+    "Adadelta": optim.Adadelta,
+}
 
 # Loss keywords that PyTorch wants as tensors but a JSON spec gives as lists.
 _TENSOR_KWARGS = ("weight", "pos_weight")
 
 
-def build_loss(spec: Any, device: torch.device | str | None = None,
-               loc: tuple = ("body", "criterion")) -> nn.Module:  # fmt: skip
+def build_loss(spec: Any, device: torch.device | str | None = None, loc: tuple = ("body", "criterion")) -> nn.Module:
     """``nn.MSELoss()`` and friends, with only the keywords the spec sets (so defaults are PyTorch's)."""
     kwargs: dict[str, Any] = torch_kwargs(spec)
     for key in _TENSOR_KWARGS:
@@ -40,8 +53,7 @@ def build_loss(spec: Any, device: torch.device | str | None = None,
         raise InvalidInput(f"{spec.type} cannot be built: {exc}", loc) from exc
 
 
-def build_optimizer(spec: Any, params: Iterable[torch.Tensor],
-                    loc: tuple = ("body", "optimizer")) -> optim.Optimizer:  # fmt: skip
+def build_optimizer(spec: Any, params: Iterable[torch.Tensor], loc: tuple = ("body", "optimizer")) -> optim.Optimizer:
     """``optim.SGD(params, lr=...)`` and friends, with only the keywords the spec sets."""
     kwargs: dict[str, Any] = torch_kwargs(spec)
     try:

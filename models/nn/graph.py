@@ -31,8 +31,9 @@ _MAX_SAVED_ITEMS = 16
 SVG_TIMEOUT_S = 20
 
 
-def trace(root: torch.Tensor, param_names: Mapping[Any, Any] | None = None,
-          max_nodes: int = DEFAULT_MAX_NODES) -> dict[str, Any]:  # fmt: skip
+def trace(
+    root: torch.Tensor, param_names: Mapping[Any, Any] | None = None, max_nodes: int = DEFAULT_MAX_NODES
+) -> dict[str, Any]:
     """The graph that ``root.backward()`` would walk, as JSON-ready nodes and edges.
 
     ``param_names`` labels parameters; it may map tensors (or their ``id``) to names, or names to
@@ -63,8 +64,9 @@ def trace(root: torch.Tensor, param_names: Mapping[Any, Any] | None = None,
                     continue
                 ids[id(child)] = f"n{len(ids)}"
                 queue.append(child)
-            graph["edges"].append({"source": ids[id(fn)], "target": ids[id(child)], "index": index,
-                                   "input_nr": input_nr})  # fmt: skip
+            graph["edges"].append(
+                {"source": ids[id(fn)], "target": ids[id(child)], "index": index, "input_nr": input_nr}
+            )
     return graph
 
 
@@ -141,8 +143,9 @@ def mark_freed(graph: dict[str, Any]) -> dict[str, Any]:
     for node in graph["nodes"]:
         saved = node.get("saved")
         if saved:
-            node["saved"] = {k: ({"freed": True} if isinstance(v, dict) and "shape" in v else v)
-                             for k, v in saved.items()}  # fmt: skip
+            node["saved"] = {
+                k: ({"freed": True} if isinstance(v, dict) and "shape" in v else v) for k, v in saved.items()
+            }
     return graph
 
 
@@ -199,8 +202,9 @@ def to_svg(dot_source: str) -> str:
             "(install it with `apt-get install graphviz`); ask for format=dot to get the Graphviz source instead"
         )
     try:
-        done = subprocess.run([binary, "-Tsvg"], input=dot_source.encode(), capture_output=True,
-                              timeout=SVG_TIMEOUT_S, check=False)  # fmt: skip
+        done = subprocess.run(
+            [binary, "-Tsvg"], input=dot_source.encode(), capture_output=True, timeout=SVG_TIMEOUT_S, check=False
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise ServiceUnavailable(f"Graphviz's `dot` failed to run: {exc}; ask for format=dot instead") from exc
     if done.returncode != 0:

@@ -18,25 +18,63 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models import layers as L
 from models.errors import InvalidInput, first_line
-from models.layers import LayerBase
+from models.nn.shapes import check_layer_input, fmt_shape
 from models.settings import Settings
-from models.shapes import check_layer_input, fmt_shape
-from models.spec import NetworkSpec, torch_kwargs
+from models.spec import layers as L
+from models.spec.layers import LayerBase
+from models.spec.network import NetworkSpec
+from models.spec.types import torch_kwargs
 
 # The closed catalogue: spec type -> torch class. Never getattr(torch.nn, type).
 MODULES: dict[str, type[nn.Module]] = {
     name: getattr(nn, name)
     for name in (
-        "Linear", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "MaxPool1d", "MaxPool2d",
-        "AvgPool1d", "AvgPool2d", "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "BatchNorm1d",
-        "BatchNorm2d", "BatchNorm3d", "LayerNorm", "GroupNorm", "Dropout", "Dropout2d", "Embedding", "ReLU",
-        "ReLU6", "LeakyReLU", "ELU", "GELU", "SiLU", "Mish", "Tanh", "Sigmoid", "Softplus", "Hardtanh", "PReLU",
-        "Softmax", "LogSoftmax", "Flatten", "Unflatten", "Identity", "RNN", "LSTM", "GRU", "MultiheadAttention",
+        "Linear",
+        "Conv1d",
+        "Conv2d",
+        "Conv3d",
+        "ConvTranspose1d",
+        "ConvTranspose2d",
+        "MaxPool1d",
+        "MaxPool2d",
+        "AvgPool1d",
+        "AvgPool2d",
+        "AdaptiveAvgPool1d",
+        "AdaptiveAvgPool2d",
+        "AdaptiveMaxPool2d",
+        "BatchNorm1d",
+        "BatchNorm2d",
+        "BatchNorm3d",
+        "LayerNorm",
+        "GroupNorm",
+        "Dropout",
+        "Dropout2d",
+        "Embedding",
+        "ReLU",
+        "ReLU6",
+        "LeakyReLU",
+        "ELU",
+        "GELU",
+        "SiLU",
+        "Mish",
+        "Tanh",
+        "Sigmoid",
+        "Softplus",
+        "Hardtanh",
+        "PReLU",
+        "Softmax",
+        "LogSoftmax",
+        "Flatten",
+        "Unflatten",
+        "Identity",
+        "RNN",
+        "LSTM",
+        "GRU",
+        "MultiheadAttention",
         "TransformerEncoderLayer",
     )
-}  # fmt: skip
+}
 
 Tensors = Sequence[torch.Tensor]
 # An op gets the network (for ``training``), its inputs and its keyword arguments.
@@ -179,8 +217,9 @@ def check_wiring(spec: NetworkSpec, loc: tuple = ("body",)) -> list[tuple[str, .
                 )
             else:
                 known = ", ".join(["input", *seen]) or "input"
-                raise InvalidInput(f"layer {label(layer, i)} takes unknown input '{ref}'; known: {known}",
-                                   (*here, "inputs", j))  # fmt: skip
+                raise InvalidInput(
+                    f"layer {label(layer, i)} takes unknown input '{ref}'; known: {known}", (*here, "inputs", j)
+                )
         low, high = layer.arity
         if not low <= len(keys) <= (high if high is not None else len(keys)):
             want = f"{low}" if low == high else f"{low} to {high}" if high else f"at least {low}"
@@ -224,8 +263,9 @@ def build_network(spec: NetworkSpec, loc: tuple = ("body",)) -> SpecNet:
             try:
                 module = MODULES[layer.type](**torch_kwargs(layer))
             except (ValueError, AssertionError, TypeError, RuntimeError) as exc:
-                raise InvalidInput(f"layer {label(layer, i)} cannot be built: {first_line(exc)}",
-                                   (*loc, "layers", i)) from exc  # fmt: skip
+                raise InvalidInput(
+                    f"layer {label(layer, i)} cannot be built: {first_line(exc)}", (*loc, "layers", i)
+                ) from exc
             net.add_module(module_name(layer, i), module)
         plan.append(Step(i, f"#{i}", keys, _make_call(layer, module)))
     net._plan = tuple(_with_frees(plan))
@@ -257,14 +297,15 @@ def validate_network(spec: NetworkSpec, settings: Settings, loc: tuple = ("body"
     sample_bytes = math.prod(spec.input_shape) * torch.empty((), dtype=dtype).element_size()
     if sample_bytes > settings.max_activation_bytes:
         limit = settings.max_activation_bytes / 2**20
-        raise InvalidInput(f"one sample of input_shape {list(spec.input_shape)} alone takes "
-                           f"{sample_bytes / 2**20:,.1f} MiB of activation memory; the limit is {limit:,.1f} MiB "
-                           "(GRADSERVE_MAX_ACTIVATION_BYTES)", (*loc, "input_shape"))  # fmt: skip
+        raise InvalidInput(
+            f"one sample of input_shape {list(spec.input_shape)} alone takes "
+            f"{sample_bytes / 2**20:,.1f} MiB of activation memory; the limit is {limit:,.1f} MiB "
+            "(GRADSERVE_MAX_ACTIVATION_BYTES)",
+            (*loc, "input_shape"),
+        )
     with torch.device("meta"):
         net = build_network(spec, loc)
-    params = [
-        {"name": n, "shape": list(p.shape), "numel": p.numel()} for n, p in net.named_parameters()
-    ]
+    params = [{"name": n, "shape": list(p.shape), "numel": p.numel()} for n, p in net.named_parameters()]
     num_elements = sum(p["numel"] for p in params)
     if num_elements > settings.max_parameters:
         raise InvalidInput(
@@ -315,17 +356,23 @@ def index_bound(layers: Sequence[dict[str, Any]]) -> tuple[int, str] | None:
     Indices outside ``[0, num_embeddings)`` fail deep inside PyTorch ("index out of range in self"),
     and on a GPU as a device-side assert that poisons the worker's CUDA context; callers check first.
     """
-    found = [(layer["num_embeddings"], f"'{layer.get('name') or f'layers[{i}]'}' (Embedding)")
-             for i, layer in enumerate(layers) if layer.get("type") == "Embedding"
-             and (layer.get("inputs") == ["input"] or (i == 0 and not layer.get("inputs")))]  # fmt: skip
+    found = [
+        (layer["num_embeddings"], f"'{layer.get('name') or f'layers[{i}]'}' (Embedding)")
+        for i, layer in enumerate(layers)
+        if layer.get("type") == "Embedding"
+        and (layer.get("inputs") == ["input"] or (i == 0 and not layer.get("inputs")))
+    ]
     return min(found) if found else None
 
 
 def check_indices(layers: Sequence[dict[str, Any]], low: int, high: int, loc: tuple, what: str = "input") -> None:
     bound = index_bound(layers)
     if bound is not None and (low < 0 or high >= bound[0]):
-        raise InvalidInput(f"indices in {what} span {low}..{high}, but layer {bound[1]} has num_embeddings="
-                           f"{bound[0]}: indices must lie in [0, {bound[0]})", loc)  # fmt: skip
+        raise InvalidInput(
+            f"indices in {what} span {low}..{high}, but layer {bound[1]} has num_embeddings="
+            f"{bound[0]}: indices must lie in [0, {bound[0]})",
+            loc,
+        )
 
 
 def check_activation_memory(per_sample: int, batch_size: int, settings: Settings, loc: tuple) -> None:

@@ -14,32 +14,46 @@ from typing import Any
 import torch
 from pydantic import TypeAdapter
 
-from models.build import NetworkSummary, check_activation_memory, check_indices
 from models.errors import InvalidInput, first_line
-from models.jobspec import DigitsDataset, JobCreate, RandomDataset
-from models.objectives import build_loss
+from models.nn.build import NetworkSummary, check_activation_memory, check_indices
+from models.nn.objectives import build_loss
 from models.settings import Settings
-from models.spec import CLASS_INDEX_LOSSES, LossSpec, NetworkSpec
+from models.spec.job import DigitsDataset, JobCreate, RandomDataset
+from models.spec.losses import CLASS_INDEX_LOSSES, LossSpec
+from models.spec.network import NetworkSpec
 
 DIGITS_SAMPLES, DIGITS_CLASSES = 1797, 10
 B = ("body",)
 DS = (*B, "dataset")
 
 
-def plan_job(req: JobCreate, net: NetworkSpec, summary: NetworkSummary, settings: Settings,
-             arrays: dict[str, dict[str, Any]] | None = None, arrays_loc: tuple = DS) -> dict[str, Any]:  # fmt: skip
+def plan_job(
+    req: JobCreate,
+    net: NetworkSpec,
+    summary: NetworkSummary,
+    settings: Settings,
+    arrays: dict[str, dict[str, Any]] | None = None,
+    arrays_loc: tuple = DS,
+) -> dict[str, Any]:
     """The plan of a valid job, or ``InvalidInput``. ``arrays``: shapes and dtypes of inline/uploaded data,
     whose errors point at ``arrays_loc`` (the request's dataset, or its upload id)."""
     if req.batch_size > settings.max_batch_size:
-        raise InvalidInput(f"batch_size {req.batch_size} exceeds the limit of {settings.max_batch_size} "
-                           "(GRADSERVE_MAX_BATCH_SIZE)", (*B, "batch_size"))  # fmt: skip
+        raise InvalidInput(
+            f"batch_size {req.batch_size} exceeds the limit of {settings.max_batch_size} (GRADSERVE_MAX_BATCH_SIZE)",
+            (*B, "batch_size"),
+        )
     if req.criterion.reduction == "none":
         raise InvalidInput("a job needs a scalar loss: use reduction 'mean' or 'sum'", (*B, "criterion", "reduction"))
     check_activation_memory(summary.activation_bytes_per_sample, req.batch_size, settings, (*B, "batch_size"))
     class_loss = req.criterion.type in CLASS_INDEX_LOSSES
     out_shape = list(summary.output_shape)
-    plan: dict[str, Any] = {"input_shape": list(net.input_shape), "input_dtype": net.input_dtype,
-                            "output_shape": out_shape, "num_classes": None, "target_shape": None}  # fmt: skip
+    plan: dict[str, Any] = {
+        "input_shape": list(net.input_shape),
+        "input_dtype": net.input_dtype,
+        "output_shape": out_shape,
+        "num_classes": None,
+        "target_shape": None,
+    }
     ds = req.dataset
     if isinstance(ds, RandomDataset):
         n, val = _random(ds, net, out_shape, class_loss, plan, settings), 0
@@ -52,48 +66,63 @@ def plan_job(req: JobCreate, net: NetworkSpec, summary: NetworkSummary, settings
     total = req.steps if req.steps is not None else req.epochs * steps_per_epoch
     if total > settings.max_steps:
         field = "steps" if req.steps is not None else "epochs"
-        raise InvalidInput(f"the job would run {total:,} steps; the limit is {settings.max_steps:,} "
-                           "(GRADSERVE_MAX_STEPS)", (*B, field))  # fmt: skip
+        raise InvalidInput(
+            f"the job would run {total:,} steps; the limit is {settings.max_steps:,} (GRADSERVE_MAX_STEPS)", (*B, field)
+        )
     _check_captures(req, total, summary, settings)
     _probe_loss(req, plan)
-    plan.update(num_samples=n, num_val=val, steps_per_epoch=steps_per_epoch, total_steps=total,
-                classification=class_loss, num_elements=summary.num_elements)  # fmt: skip
+    plan.update(
+        num_samples=n,
+        num_val=val,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total,
+        classification=class_loss,
+        num_elements=summary.num_elements,
+    )
     return plan
 
 
-def _random(ds: RandomDataset, net: NetworkSpec, out_shape: list[int], class_loss: bool, plan: dict,
-            settings: Settings) -> int:  # fmt: skip
+def _random(
+    ds: RandomDataset, net: NetworkSpec, out_shape: list[int], class_loss: bool, plan: dict, settings: Settings
+) -> int:
     if ds.input_shape is not None and list(ds.input_shape) != list(net.input_shape):
-        raise InvalidInput(f"dataset input_shape {ds.input_shape} does not match the network's input_shape "
-                           f"{list(net.input_shape)}", (*DS, "input_shape"))  # fmt: skip
+        raise InvalidInput(
+            f"dataset input_shape {ds.input_shape} does not match the network's input_shape {list(net.input_shape)}",
+            (*DS, "input_shape"),
+        )
     if class_loss and ds.target_shape is not None:
-        raise InvalidInput("this loss takes class indices: give num_classes instead of target_shape",
-                           (*DS, "target_shape"))  # fmt: skip
+        raise InvalidInput(
+            "this loss takes class indices: give num_classes instead of target_shape", (*DS, "target_shape")
+        )
     if ds.num_classes is not None or class_loss:
         classes = ds.num_classes or (out_shape[0] if out_shape else 1)
         _classes_fit(classes, out_shape, class_loss, plan, (*DS, "num_classes"))
     else:
         target = list(ds.target_shape or out_shape)
         if target != out_shape:
-            raise InvalidInput(f"target_shape {target} does not match the network's output shape {out_shape}",
-                               (*DS, "target_shape"))  # fmt: skip
+            raise InvalidInput(
+                f"target_shape {target} does not match the network's output shape {out_shape}", (*DS, "target_shape")
+            )
         plan.update(targets="values", target_shape=target)
     per_sample = math.prod(net.input_shape) + (math.prod(plan["target_shape"]) if plan["target_shape"] else 1)
     if ds.num_samples * per_sample > settings.max_dataset_elements:
-        raise InvalidInput(f"{ds.num_samples:,} samples of {per_sample:,} values exceed the limit of "
-                           f"{settings.max_dataset_elements:,} (GRADSERVE_MAX_DATASET_ELEMENTS)",
-                           (*DS, "num_samples"))  # fmt: skip
+        raise InvalidInput(
+            f"{ds.num_samples:,} samples of {per_sample:,} values exceed the limit of "
+            f"{settings.max_dataset_elements:,} (GRADSERVE_MAX_DATASET_ELEMENTS)",
+            (*DS, "num_samples"),
+        )
     return ds.num_samples
 
 
-def _digits(ds: DigitsDataset, net: NetworkSpec, out_shape: list[int], class_loss: bool,
-            plan: dict) -> tuple[int, int]:  # fmt: skip
+def _digits(ds: DigitsDataset, net: NetworkSpec, out_shape: list[int], class_loss: bool, plan: dict) -> tuple[int, int]:
     pixels = ds.image_size**2
     if math.prod(net.input_shape) != pixels:
         hint = " (use image_size 32 for LeNet)" if math.prod(net.input_shape) == 1024 else ""
-        raise InvalidInput(f"digits at image_size {ds.image_size} give {pixels} values per sample, but the "
-                           f"network's input_shape {list(net.input_shape)} takes {math.prod(net.input_shape)}{hint}",
-                           (*DS, "image_size"))  # fmt: skip
+        raise InvalidInput(
+            f"digits at image_size {ds.image_size} give {pixels} values per sample, but the "
+            f"network's input_shape {list(net.input_shape)} takes {math.prod(net.input_shape)}{hint}",
+            (*DS, "image_size"),
+        )
     _classes_fit(DIGITS_CLASSES, out_shape, class_loss, plan, DS)
     test = math.ceil(DIGITS_SAMPLES * ds.test_fraction) if ds.test_fraction > 0 else 0
     return DIGITS_SAMPLES - test, test
@@ -102,14 +131,27 @@ def _digits(ds: DigitsDataset, net: NetworkSpec, out_shape: list[int], class_los
 def _classes_fit(classes: int, out_shape: list[int], class_loss: bool, plan: dict, loc: tuple) -> None:
     """Class labels train a network whose output is one score per class (one-hot for non-class losses)."""
     if len(out_shape) != 1 or out_shape[0] < classes:
-        raise InvalidInput(f"{classes} classes need a network output of shape [C] with C >= {classes}; "
-                           f"this network outputs {out_shape}", loc)  # fmt: skip
-    plan.update(targets="class" if class_loss else "one_hot", num_classes=classes,
-                target_shape=None if class_loss else list(out_shape))  # fmt: skip
+        raise InvalidInput(
+            f"{classes} classes need a network output of shape [C] with C >= {classes}; "
+            f"this network outputs {out_shape}",
+            loc,
+        )
+    plan.update(
+        targets="class" if class_loss else "one_hot",
+        num_classes=classes,
+        target_shape=None if class_loss else list(out_shape),
+    )
 
 
-def _arrays(arrays: dict[str, dict[str, Any]], loc: tuple, net: NetworkSpec, out_shape: list[int], class_loss: bool,
-            plan: dict, settings: Settings) -> tuple[int, int]:  # fmt: skip
+def _arrays(
+    arrays: dict[str, dict[str, Any]],
+    loc: tuple,
+    net: NetworkSpec,
+    out_shape: list[int],
+    class_loss: bool,
+    plan: dict,
+    settings: Settings,
+) -> tuple[int, int]:
     """``arrays``: ``{"inputs": {"shape", "dtype"}, "targets": ..., "test_inputs"?, "test_targets"?}``."""
     field = (lambda name: (*loc, name)) if loc == DS else (lambda name: loc)
     total, counts = 0, {}
@@ -121,23 +163,33 @@ def _arrays(arrays: dict[str, dict[str, Any]], loc: tuple, net: NetworkSpec, out
             raise InvalidInput(f"{prefix}inputs and {prefix}targets go together", loc)
         x_shape, y_shape = list(xs["shape"]), list(ys["shape"])
         if x_shape[1:] != list(net.input_shape) or not x_shape:
-            raise InvalidInput(f"{prefix}inputs have shape {x_shape}; the network takes [N, "
-                               f"{', '.join(map(str, net.input_shape))}]", field(prefix + "inputs"))  # fmt: skip
+            raise InvalidInput(
+                f"{prefix}inputs have shape {x_shape}; the network takes [N, {', '.join(map(str, net.input_shape))}]",
+                field(prefix + "inputs"),
+            )
         if not y_shape or y_shape[0] != x_shape[0]:
-            raise InvalidInput(f"{prefix}targets have shape {y_shape}; they need one per input ({x_shape[0]})",
-                               field(prefix + "targets"))  # fmt: skip
-        labels = len(y_shape) == 1 and (class_loss or ("int" in ys["dtype"] and len(out_shape) == 1 and
-                                                       out_shape[0] > 1))  # fmt: skip
+            raise InvalidInput(
+                f"{prefix}targets have shape {y_shape}; they need one per input ({x_shape[0]})",
+                field(prefix + "targets"),
+            )
+        labels = len(y_shape) == 1 and (
+            class_loss or ("int" in ys["dtype"] and len(out_shape) == 1 and out_shape[0] > 1)
+        )
         if class_loss and not labels:
-            raise InvalidInput(f"{prefix}targets have shape {y_shape}, but this loss takes one class index per "
-                               "sample (shape [N])", field(prefix + "targets"))  # fmt: skip
+            raise InvalidInput(
+                f"{prefix}targets have shape {y_shape}, but this loss takes one class index per sample (shape [N])",
+                field(prefix + "targets"),
+            )
         if labels:
-            _classes_fit(out_shape[0] if len(out_shape) == 1 else 0, out_shape, class_loss, plan,
-                         field(prefix + "targets"))  # fmt: skip
+            _classes_fit(
+                out_shape[0] if len(out_shape) == 1 else 0, out_shape, class_loss, plan, field(prefix + "targets")
+            )
             _labels_fit(ys, plan["num_classes"], field(prefix + "targets"), prefix)
         elif y_shape[1:] != out_shape:
-            raise InvalidInput(f"{prefix}targets have shape {y_shape}; the network outputs [N, "
-                               f"{', '.join(map(str, out_shape))}]", field(prefix + "targets"))  # fmt: skip
+            raise InvalidInput(
+                f"{prefix}targets have shape {y_shape}; the network outputs [N, {', '.join(map(str, out_shape))}]",
+                field(prefix + "targets"),
+            )
         else:
             plan.update(targets="values", target_shape=out_shape)
         if "min" in xs and net.input_dtype == "int64":
@@ -147,8 +199,11 @@ def _arrays(arrays: dict[str, dict[str, Any]], loc: tuple, net: NetworkSpec, out
     if not counts.get(""):
         raise InvalidInput("the dataset has no samples", loc)
     if total > settings.max_dataset_elements:
-        raise InvalidInput(f"the dataset has {total:,} values; the limit is {settings.max_dataset_elements:,} "
-                           "(GRADSERVE_MAX_DATASET_ELEMENTS)", loc)  # fmt: skip
+        raise InvalidInput(
+            f"the dataset has {total:,} values; the limit is {settings.max_dataset_elements:,} "
+            "(GRADSERVE_MAX_DATASET_ELEMENTS)",
+            loc,
+        )
     return counts[""], counts.get("test_", 0)
 
 
@@ -158,8 +213,11 @@ def _labels_fit(ys: dict[str, Any], classes: int, loc: tuple, prefix: str) -> No
     if ys.get("integral") is False:
         raise InvalidInput(f"{prefix}targets are class indices and must be whole numbers", loc)
     if "min" in ys and (ys["min"] < 0 or ys["max"] >= classes):
-        raise InvalidInput(f"{prefix}targets are class indices and must lie in [0, {classes}) for this network's "
-                           f"{classes} outputs; found {ys['min']}..{ys['max']}", loc)  # fmt: skip
+        raise InvalidInput(
+            f"{prefix}targets are class indices and must lie in [0, {classes}) for this network's "
+            f"{classes} outputs; found {ys['min']}..{ys['max']}",
+            loc,
+        )
 
 
 def _check_captures(req: JobCreate, total: int, summary: NetworkSummary, settings: Settings) -> None:
@@ -170,27 +228,37 @@ def _check_captures(req: JobCreate, total: int, summary: NetworkSummary, setting
     snapshots = total // k
     if snapshots > settings.max_gradient_snapshots:
         least = math.ceil(total / settings.max_gradient_snapshots)
-        raise InvalidInput(f"every {k} steps of {total:,} makes {snapshots:,} gradient snapshots; the limit is "
-                           f"{settings.max_gradient_snapshots} (GRADSERVE_MAX_GRADIENT_SNAPSHOTS): use at least "
-                           f"{least}", loc)  # fmt: skip
+        raise InvalidInput(
+            f"every {k} steps of {total:,} makes {snapshots:,} gradient snapshots; the limit is "
+            f"{settings.max_gradient_snapshots} (GRADSERVE_MAX_GRADIENT_SNAPSHOTS): use at least "
+            f"{least}",
+            loc,
+        )
     size = snapshots * summary.num_elements * 4
     if size > settings.max_capture_bytes:
-        raise InvalidInput(f"the gradient snapshots would take {size / 2**20:,.1f} MiB; the limit is "
-                           f"{settings.max_capture_bytes / 2**20:,.1f} MiB (GRADSERVE_MAX_CAPTURE_BYTES)", loc)
+        raise InvalidInput(
+            f"the gradient snapshots would take {size / 2**20:,.1f} MiB; the limit is "
+            f"{settings.max_capture_bytes / 2**20:,.1f} MiB (GRADSERVE_MAX_CAPTURE_BYTES)",
+            loc,
+        )
 
 
 def _probe_loss(req: JobCreate, plan: dict[str, Any]) -> None:
     """Run the loss on a batch of two zero outputs and targets: PyTorch's own rules decide what fits."""
-    problem = _loss_problem(req.criterion.model_dump_json(), tuple(plan["output_shape"]), plan["targets"],
-                            tuple(plan["target_shape"] or ()))  # fmt: skip
+    problem = _loss_problem(
+        req.criterion.model_dump_json(), tuple(plan["output_shape"]), plan["targets"], tuple(plan["target_shape"] or ())
+    )
     if problem:
-        raise InvalidInput(f"{req.criterion.type} does not fit this network's output {plan['output_shape']} "
-                           f"and targets: {problem}", (*B, "criterion"))  # fmt: skip
+        raise InvalidInput(
+            f"{req.criterion.type} does not fit this network's output {plan['output_shape']} and targets: {problem}",
+            (*B, "criterion"),
+        )
 
 
 @lru_cache(maxsize=256)
-def _loss_problem(criterion_json: str, output_shape: tuple[int, ...], targets: str,
-                  target_shape: tuple[int, ...]) -> str | None:  # fmt: skip
+def _loss_problem(
+    criterion_json: str, output_shape: tuple[int, ...], targets: str, target_shape: tuple[int, ...]
+) -> str | None:
     out = torch.zeros((2, *output_shape))
     target = torch.zeros((2,), dtype=torch.int64) if targets == "class" else torch.zeros((2, *target_shape))
     loss = build_loss(TypeAdapter(LossSpec).validate_json(criterion_json))

@@ -8,7 +8,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from models.keys import Keys
+from models.store.keys import Keys
 
 
 class Store:

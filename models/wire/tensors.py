@@ -19,9 +19,15 @@ from safetensors.torch import save as st_save
 from models.errors import InvalidInput
 
 DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16,
-    "int64": torch.int64, "int32": torch.int32, "uint8": torch.uint8, "bool": torch.bool,
-}  # fmt: skip
+    "float32": torch.float32,
+    "float64": torch.float64,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "int64": torch.int64,
+    "int32": torch.int32,
+    "uint8": torch.uint8,
+    "bool": torch.bool,
+}
 DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 
 
@@ -29,9 +35,10 @@ def dtype_name(t: torch.Tensor) -> str:
     """``float32`` rather than ``torch.float32``: the spelling the wire forms use."""
     return DTYPE_NAMES.get(t.dtype, str(t.dtype).removeprefix("torch."))
 
+
 DTypeName = Literal["float32", "float64", "float16", "bfloat16", "int64", "int32", "uint8", "bool"]
 # What torch.Generator.manual_seed takes; outside it, it raised a RuntimeError (a 500).
-Seed = Annotated[StrictInt, Field(ge=-(2**63), lt=2**64)]
+GeneratorSeed = Annotated[StrictInt, Field(ge=-(2**63), lt=2**64)]
 Shape = Annotated[list[Annotated[StrictInt, Field(ge=0)]], Field(max_length=8)]
 
 
@@ -46,13 +53,13 @@ class TypedTensor(_Form):
 
 class RandnTensor(_Form):
     randn: Shape
-    seed: Seed = 0
+    seed: GeneratorSeed = 0
     dtype: Literal["float32", "float64"] = "float32"
 
 
 class RandTensor(_Form):
     rand: Shape
-    seed: Seed = 0
+    seed: GeneratorSeed = 0
     dtype: Literal["float32", "float64"] = "float32"
 
 
@@ -83,13 +90,22 @@ def _tensor_form(value: Any) -> str | None:
 
 # What request models declare for a tensor field: a nested list or number, or one of the forms above.
 TensorIn = Annotated[
-    Annotated[list[Any], Tag("list")] | Annotated[float, Tag("number")] | Annotated[TypedTensor, Tag("data")]
-    | Annotated[RandnTensor, Tag("randn")] | Annotated[RandTensor, Tag("rand")]
-    | Annotated[ZerosTensor, Tag("zeros")] | Annotated[OnesTensor, Tag("ones")],
-    Discriminator(_tensor_form, custom_error_type="tensor_form", custom_error_message=(
-        'a tensor is a nested list of numbers, {"data": [...], "dtype": ...}, or a generator such as '
-        '{"randn": [shape], "seed": 0} (also rand, zeros, ones)')),
-]  # fmt: skip
+    Annotated[list[Any], Tag("list")]
+    | Annotated[float, Tag("number")]
+    | Annotated[TypedTensor, Tag("data")]
+    | Annotated[RandnTensor, Tag("randn")]
+    | Annotated[RandTensor, Tag("rand")]
+    | Annotated[ZerosTensor, Tag("zeros")]
+    | Annotated[OnesTensor, Tag("ones")],
+    Discriminator(
+        _tensor_form,
+        custom_error_type="tensor_form",
+        custom_error_message=(
+            'a tensor is a nested list of numbers, {"data": [...], "dtype": ...}, or a generator such as '
+            '{"randn": [shape], "seed": 0} (also rand, zeros, ones)'
+        ),
+    ),
+]
 
 
 def decode(value: Any, *, max_elements: int, loc: tuple = ()) -> torch.Tensor:

@@ -11,17 +11,7 @@ from typing import Annotated, ClassVar, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
 
-Identifier = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
-# Bounded so that an absurd size is a clean 422 on its field, not an overflow deep inside PyTorch
-# (whose message then carries a C++ stack trace); the limits in settings refuse far smaller ones.
-MAX_SIZE = 2**31 - 1
-Pos = Annotated[StrictInt, Field(ge=1, le=MAX_SIZE)]
-NonNeg = Annotated[StrictInt, Field(ge=0, le=MAX_SIZE)]
-Dim = Annotated[StrictInt, Field(ge=-64, le=64)]  # PyTorch tensors have at most 64 dimensions
-Size = Pos | tuple[Pos, ...]
-Pad = NonNeg | tuple[NonNeg, ...]
-Prob = Annotated[StrictFloat, Field(ge=0.0, le=1.0)]
-PosFloat = Annotated[StrictFloat, Field(gt=0.0)]
+from models.spec.types import MAX_SIZE, Dim, Identifier, NonNeg, Pad, Pos, PosFloat, Prob, Size
 
 
 class _Layer(BaseModel):
@@ -501,15 +491,78 @@ class cat(_Layer):
 
 
 LAYER_TYPES: tuple[type[_Layer], ...] = (
-    Linear, Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d, MaxPool1d, MaxPool2d, AvgPool1d, AvgPool2d,
-    AdaptiveAvgPool1d, AdaptiveAvgPool2d, AdaptiveMaxPool2d, BatchNorm1d, BatchNorm2d, BatchNorm3d, LayerNorm,
-    GroupNorm, Dropout, Dropout2d, Embedding, ReLU, ReLU6, LeakyReLU, ELU, GELU, SiLU, Mish, Tanh, Sigmoid, Softplus,
-    Hardtanh, PReLU, Softmax, LogSoftmax, Flatten, Unflatten, Identity, RNN, LSTM, GRU, MultiheadAttention,
+    Linear,
+    Conv1d,
+    Conv2d,
+    Conv3d,
+    ConvTranspose1d,
+    ConvTranspose2d,
+    MaxPool1d,
+    MaxPool2d,
+    AvgPool1d,
+    AvgPool2d,
+    AdaptiveAvgPool1d,
+    AdaptiveAvgPool2d,
+    AdaptiveMaxPool2d,
+    BatchNorm1d,
+    BatchNorm2d,
+    BatchNorm3d,
+    LayerNorm,
+    GroupNorm,
+    Dropout,
+    Dropout2d,
+    Embedding,
+    ReLU,
+    ReLU6,
+    LeakyReLU,
+    ELU,
+    GELU,
+    SiLU,
+    Mish,
+    Tanh,
+    Sigmoid,
+    Softplus,
+    Hardtanh,
+    PReLU,
+    Softmax,
+    LogSoftmax,
+    Flatten,
+    Unflatten,
+    Identity,
+    RNN,
+    LSTM,
+    GRU,
+    MultiheadAttention,
     TransformerEncoderLayer,
-    relu, relu6, gelu, silu, tanh, sigmoid, leaky_relu, elu, softmax, log_softmax, max_pool1d, max_pool2d,
-    avg_pool1d, avg_pool2d, adaptive_avg_pool2d, flatten, reshape, view, permute, transpose, unsqueeze, squeeze,
-    mean, dropout, add, mul, matmul, cat,
-)  # fmt: skip
+    relu,
+    relu6,
+    gelu,
+    silu,
+    tanh,
+    sigmoid,
+    leaky_relu,
+    elu,
+    softmax,
+    log_softmax,
+    max_pool1d,
+    max_pool2d,
+    avg_pool1d,
+    avg_pool2d,
+    adaptive_avg_pool2d,
+    flatten,
+    reshape,
+    view,
+    permute,
+    transpose,
+    unsqueeze,
+    squeeze,
+    mean,
+    dropout,
+    add,
+    mul,
+    matmul,
+    cat,
+)
 
 Layer = Annotated[Union[LAYER_TYPES], Field(discriminator="type")]  # type: ignore[valid-type]  # noqa: UP007 - Union of a tuple
 LayerBase = _Layer

@@ -9,9 +9,9 @@ from collections.abc import Sequence
 
 import torch
 
-from models import layers as L
 from models.errors import InvalidInput
-from models.layers import LayerBase
+from models.spec import layers as L
+from models.spec.layers import LayerBase
 
 
 def fmt_shape(shape: Sequence[int], batch: int | None = None) -> str:
@@ -26,33 +26,56 @@ _BN_DIMS = {"BatchNorm1d": (2, 3), "BatchNorm2d": (4,), "BatchNorm3d": (5,)}
 _SPATIAL = {1: "L", 2: "H, W", 3: "D, H, W"}
 # Ops that PyTorch runs on integer tensors on CPU and CUDA alike. The meta device checks no dtypes,
 # so without this list e.g. gelu or softmax on int64 input passed validation and failed at runtime.
-_INT_OPS = {"relu", "relu6", "tanh", "sigmoid", "max_pool2d", "flatten", "reshape", "view", "permute", "transpose",
-            "unsqueeze", "squeeze", "add", "mul", "cat"}  # fmt: skip
+_INT_OPS = {
+    "relu",
+    "relu6",
+    "tanh",
+    "sigmoid",
+    "max_pool2d",
+    "flatten",
+    "reshape",
+    "view",
+    "permute",
+    "transpose",
+    "unsqueeze",
+    "squeeze",
+    "add",
+    "mul",
+    "cat",
+}
 # Layers whose ``dim`` the meta device does not range-check (softmax on meta accepts any dim).
 _DIM_LAYERS = {"softmax", "log_softmax", "Softmax", "LogSoftmax"}
 
 
 def check_layer_input(layer: LayerBase, name: str, xs: Sequence[torch.Tensor], loc: tuple) -> None:
     """Raise ``InvalidInput`` when ``layer`` cannot take ``xs``; silent when PyTorch's own error will do."""
-    from models.build import PROBE_BATCH  # the builder imports us; the probe batch is its constant
+    from models.nn.build import PROBE_BATCH  # the builder imports us; the probe batch is its constant
 
     x = xs[0]
     got = fmt_shape(x.shape, PROBE_BATCH)
     if layer.kind == "module" and layer.type != "Embedding" and not x.is_floating_point():
         raise InvalidInput(f"layer {name} expects floating-point input but receives {x.dtype} {got}", loc)
     if layer.kind == "op" and layer.type not in _INT_OPS and any(not t.is_floating_point() for t in xs):
-        raise InvalidInput(f"layer {name} expects floating-point input but receives {x.dtype} {got}; integer "
-                           f"input can only pass through {', '.join(sorted(_INT_OPS))} (e.g. on its way to an "
-                           "Embedding)", loc)  # fmt: skip
+        raise InvalidInput(
+            f"layer {name} expects floating-point input but receives {x.dtype} {got}; integer "
+            f"input can only pass through {', '.join(sorted(_INT_OPS))} (e.g. on its way to an "
+            "Embedding)",
+            loc,
+        )
     if layer.type in _DIM_LAYERS and not -x.dim() <= layer.dim < x.dim():
-        raise InvalidInput(f"layer {name} has dim={layer.dim}, out of range for its {x.dim()}-D {got} input "
-                           f"(use {-x.dim()}..{x.dim() - 1})", loc)  # fmt: skip
+        raise InvalidInput(
+            f"layer {name} has dim={layer.dim}, out of range for its {x.dim()}-D {got} input "
+            f"(use {-x.dim()}..{x.dim() - 1})",
+            loc,
+        )
     if isinstance(layer, L.Linear) and x.dim() >= 1 and x.shape[-1] != layer.in_features:
-        msg = (f"layer {name} expects {layer.in_features} input features (the last dimension) "
-               f"but receives {x.shape[-1]} from a {got} tensor")  # fmt: skip
+        msg = (
+            f"layer {name} expects {layer.in_features} input features (the last dimension) "
+            f"but receives {x.shape[-1]} from a {got} tensor"
+        )
         if x.dim() > 2:
             flat = x[0].numel()
-            msg += f"; flattening it with {{\"type\": \"flatten\", \"start_dim\": 1}} would give {flat} features"
+            msg += f'; flattening it with {{"type": "flatten", "start_dim": 1}} would give {flat} features'
         raise InvalidInput(msg, loc)
     if layer.type in _CONV_DIMS:
         nd = _CONV_DIMS[layer.type]
@@ -79,8 +102,9 @@ def check_layer_input(layer: LayerBase, name: str, xs: Sequence[torch.Tensor], l
                 loc,
             )
     if isinstance(layer, L.GroupNorm) and (x.dim() < 2 or x.shape[1] != layer.num_channels):
-        raise InvalidInput(f"layer {name} expects {layer.num_channels} channels (dim 1) but receives a {got} tensor",
-                           loc)  # fmt: skip
+        raise InvalidInput(
+            f"layer {name} expects {layer.num_channels} channels (dim 1) but receives a {got} tensor", loc
+        )
     if isinstance(layer, L.LayerNorm):
         want = (layer.normalized_shape,) if isinstance(layer.normalized_shape, int) else layer.normalized_shape
         if tuple(x.shape[-len(want) :]) != tuple(want):

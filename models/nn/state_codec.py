@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn, optim
 
-from models.tensors import from_safetensors, safetensors_metadata, to_safetensors
+from models.wire.tensors import from_safetensors, safetensors_metadata, to_safetensors
 
 _META = "gradserve"  # the one __metadata__ key we use: a JSON document
 

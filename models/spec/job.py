@@ -10,13 +10,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
 
-from models.layers import Pos
-from models.spec import LossSpec, NetworkSpec, OptimizerSpec
+from models.spec.losses import LossSpec
+from models.spec.network import NetworkSpec
+from models.spec.optimizers import OptimizerSpec
+from models.spec.types import Device, Fraction, Pos, Seed
 from models.tasks import QUEUE_CPU, QUEUE_GPU
-from models.tensors import TensorIn
-
-Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
-Seed = Annotated[StrictInt, Field(ge=0, lt=2**63)]
+from models.wire.tensors import TensorIn
 
 
 class _Req(BaseModel):
@@ -48,8 +47,10 @@ class DigitsDataset(_Req):
     image_size: Literal[8, 32] = Field(default=8, description="32 resizes bilinearly, for LeNet's [1, 32, 32].")
     test_fraction: Fraction = Field(default=0.2, description="Held out (stratified, seeded) for accuracy.")
     split_seed: Seed = 0
-    normalize: StrictBool = Field(default=True, description="Standardise pixels with the training split's mean "
-                                  "and std, as torchvision's Normalize would.")
+    normalize: StrictBool = Field(
+        default=True,
+        description="Standardise pixels with the training split's mean and std, as torchvision's Normalize would.",
+    )
 
 
 class InlineDataset(_Req):
@@ -67,8 +68,7 @@ class UploadDataset(_Req):
     id: Annotated[str, Field(min_length=1, max_length=100)]
 
 
-DatasetSpec = Annotated[RandomDataset | DigitsDataset | InlineDataset | UploadDataset,
-                        Field(discriminator="source")]  # fmt: skip
+DatasetSpec = Annotated[RandomDataset | DigitsDataset | InlineDataset | UploadDataset, Field(discriminator="source")]
 
 
 class CaptureSpec(_Req):
@@ -79,9 +79,6 @@ class CaptureSpec(_Req):
     checkpoint_every: Annotated[StrictInt, Field(ge=0)] = Field(
         default=0, description="Checkpoint every k steps (0: only at the end); a restarted job resumes from it."
     )
-
-
-Device = Literal["auto", "cpu", "cuda"]
 
 
 class JobCreate(_Req):

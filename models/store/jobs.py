@@ -1,4 +1,4 @@
-"""Async storage of jobs and datasets for the API. Key names come from models.keys; the worker side
+"""Async storage of jobs and datasets for the API. Key names come from models.store.keys; the worker side
 of the same keys (lease-guarded writes) is worker/recorder.py.
 """
 
@@ -10,12 +10,21 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from models.keys import JobPart, Keys
+from models.store.keys import JobPart, Keys
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 _INTS = ("step", "total_steps", "epoch", "attempt", "checkpoint_step", "resumed_from", "batch_size")
-_FLOATS = ("loss", "accuracy", "val_loss", "val_accuracy", "samples_per_s", "created_at", "started_at",
-           "finished_at", "first_step_at")  # fmt: skip
+_FLOATS = (
+    "loss",
+    "accuracy",
+    "val_loss",
+    "val_accuracy",
+    "samples_per_s",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "first_step_at",
+)
 _TEXT = ("id", "status", "error", "device", "device_used", "queue", "worker", "network_id")
 
 _CANCEL = """
@@ -69,8 +78,9 @@ class JobStore:
             await self.redis.srem(key, *stale)
         return len(members) - len(stale)
 
-    async def create_job(self, *, tenant: str, job_id: str, fields: dict[str, Any], data: bytes | None,
-                         ttl_s: int, max_records: int) -> None:  # fmt: skip
+    async def create_job(
+        self, *, tenant: str, job_id: str, fields: dict[str, Any], data: bytes | None, ttl_s: int, max_records: int
+    ) -> None:
         created = fields["created_at"]
         pipe = self.redis.pipeline(transaction=True)
         key = self.keys.job(tenant, job_id)
@@ -103,8 +113,9 @@ class JobStore:
             doc["request"] = json.loads(raw[b"request"])
         return doc
 
-    async def list_jobs(self, *, tenant: str, status: str | None, offset: int, limit: int
-                        ) -> tuple[list[dict[str, Any]], int | None]:  # fmt: skip
+    async def list_jobs(
+        self, *, tenant: str, status: str | None, offset: int, limit: int
+    ) -> tuple[list[dict[str, Any]], int | None]:
         """Newest first; with a status filter, scans on until ``limit`` match. Returns (jobs, next offset)."""
         index = self.keys.job_index(tenant)
         out: list[dict[str, Any]] = []
@@ -137,8 +148,12 @@ class JobStore:
         """'cancelled' (it was queued), 'cancelling' (its worker stops after this step), 'missing',
         or 'ended:<status>'."""
         script = self.redis.register_script(_CANCEL)
-        keys = [self.keys.job(tenant, job_id), self.part(tenant, job_id, JobPart.EVENTS),
-                self.part(tenant, job_id, JobPart.CANCEL), self.keys.jobs_active(tenant)]  # fmt: skip
+        keys = [
+            self.keys.job(tenant, job_id),
+            self.part(tenant, job_id, JobPart.EVENTS),
+            self.part(tenant, job_id, JobPart.CANCEL),
+            self.keys.jobs_active(tenant),
+        ]
         event = json.dumps({"status": "cancelled", "reason": "cancelled while queued"})
         result = await script(keys=keys, args=[time.time(), ttl_s, max_records, event, job_id])
         return result.decode() if isinstance(result, bytes) else str(result)
@@ -198,8 +213,7 @@ class JobStore:
         return await self.redis.get(self.part(tenant, job_id, JobPart.CHECKPOINT))
 
     # --- datasets ---
-    async def put_dataset(self, *, tenant: str, dataset_id: str, meta: dict[str, Any], data: bytes,
-                          ttl_s: int) -> None:  # fmt: skip
+    async def put_dataset(self, *, tenant: str, dataset_id: str, meta: dict[str, Any], data: bytes, ttl_s: int) -> None:
         key = self.keys.dataset(tenant, dataset_id)
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(key, mapping={"meta": json.dumps(meta), "data": data})
