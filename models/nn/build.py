@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import functools
 import math
-import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from models.errors import InvalidInput, first_line
+from models.errors import InvalidInput, Loc, first_line
 from models.nn.shapes import check_layer_input, fmt_shape
 from models.settings import Settings
 from models.spec import layers as L
@@ -26,90 +24,7 @@ from models.spec.layers import LayerBase
 from models.spec.network import NetworkSpec
 from models.spec.types import torch_kwargs
 
-# The closed catalogue: spec type -> torch class. Never getattr(torch.nn, type).
-MODULES: dict[str, type[nn.Module]] = {
-    name: getattr(nn, name)
-    for name in (
-        "Linear",
-        "Conv1d",
-        "Conv2d",
-        "Conv3d",
-        "ConvTranspose1d",
-        "ConvTranspose2d",
-        "MaxPool1d",
-        "MaxPool2d",
-        "AvgPool1d",
-        "AvgPool2d",
-        "AdaptiveAvgPool1d",
-        "AdaptiveAvgPool2d",
-        "AdaptiveMaxPool2d",
-        "BatchNorm1d",
-        "BatchNorm2d",
-        "BatchNorm3d",
-        "LayerNorm",
-        "GroupNorm",
-        "Dropout",
-        "Dropout2d",
-        "Embedding",
-        "ReLU",
-        "ReLU6",
-        "LeakyReLU",
-        "ELU",
-        "GELU",
-        "SiLU",
-        "Mish",
-        "Tanh",
-        "Sigmoid",
-        "Softplus",
-        "Hardtanh",
-        "PReLU",
-        "Softmax",
-        "LogSoftmax",
-        "Flatten",
-        "Unflatten",
-        "Identity",
-        "RNN",
-        "LSTM",
-        "GRU",
-        "MultiheadAttention",
-        "TransformerEncoderLayer",
-    )
-}
-
 Tensors = Sequence[torch.Tensor]
-# An op gets the network (for ``training``), its inputs and its keyword arguments.
-Op = Callable[[nn.Module, Tensors, dict[str, Any]], torch.Tensor]
-
-OPS: dict[str, Op] = {
-    "relu": lambda net, xs, kw: F.relu(xs[0]),
-    "relu6": lambda net, xs, kw: F.relu6(xs[0]),
-    "gelu": lambda net, xs, kw: F.gelu(xs[0], **kw),
-    "silu": lambda net, xs, kw: F.silu(xs[0]),
-    "tanh": lambda net, xs, kw: torch.tanh(xs[0]),
-    "sigmoid": lambda net, xs, kw: torch.sigmoid(xs[0]),
-    "leaky_relu": lambda net, xs, kw: F.leaky_relu(xs[0], **kw),
-    "elu": lambda net, xs, kw: F.elu(xs[0], **kw),
-    "softmax": lambda net, xs, kw: F.softmax(xs[0], **kw),
-    "log_softmax": lambda net, xs, kw: F.log_softmax(xs[0], **kw),
-    "max_pool1d": lambda net, xs, kw: F.max_pool1d(xs[0], **kw),
-    "max_pool2d": lambda net, xs, kw: F.max_pool2d(xs[0], **kw),
-    "avg_pool1d": lambda net, xs, kw: F.avg_pool1d(xs[0], **kw),
-    "avg_pool2d": lambda net, xs, kw: F.avg_pool2d(xs[0], **kw),
-    "adaptive_avg_pool2d": lambda net, xs, kw: F.adaptive_avg_pool2d(xs[0], **kw),
-    "flatten": lambda net, xs, kw: torch.flatten(xs[0], **kw),
-    "reshape": lambda net, xs, kw: xs[0].reshape(kw["shape"]),
-    "view": lambda net, xs, kw: xs[0].view(kw["shape"]),
-    "permute": lambda net, xs, kw: xs[0].permute(kw["dims"]),
-    "transpose": lambda net, xs, kw: torch.transpose(xs[0], **kw),
-    "unsqueeze": lambda net, xs, kw: torch.unsqueeze(xs[0], **kw),
-    "squeeze": lambda net, xs, kw: torch.squeeze(xs[0], **kw),
-    "mean": lambda net, xs, kw: torch.mean(xs[0], **kw),
-    "dropout": lambda net, xs, kw: F.dropout(xs[0], training=net.training, **kw),
-    "add": lambda net, xs, kw: functools.reduce(operator.add, xs),
-    "mul": lambda net, xs, kw: functools.reduce(operator.mul, xs),
-    "matmul": lambda net, xs, kw: torch.matmul(xs[0], xs[1]),
-    "cat": lambda net, xs, kw: torch.cat(list(xs), **kw),
-}
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "int64": torch.int64}
 # Shape inference runs a batch of two, so a layer that mixes up the batch dimension is caught.
@@ -180,7 +95,7 @@ def module_name(layer: LayerBase, index: int) -> str:
     return layer.name or f"{layer.type.lower()}_{index}"
 
 
-def check_wiring(spec: NetworkSpec, loc: tuple = ("body",)) -> list[tuple[str, ...]]:
+def check_wiring(spec: NetworkSpec, loc: Loc = ("body",)) -> list[tuple[str, ...]]:
     """Resolve every layer's inputs to earlier output keys; refuse duplicates, forward references, cycles."""
     seen: dict[str, int] = {}
     resolved: list[tuple[str, ...]] = []
@@ -237,7 +152,7 @@ def _attribute_probe() -> SpecNet:
 
 def _make_call(layer: LayerBase, module: nn.Module | None) -> Callable[[nn.Module, Tensors], torch.Tensor]:
     if module is None:
-        op, kw = OPS[layer.type], torch_kwargs(layer)
+        op, kw = layer.apply, torch_kwargs(layer)
         return lambda net, xs: op(net, xs, kw)
     if isinstance(layer, L.MultiheadAttention):
         select = layer.select
@@ -248,7 +163,7 @@ def _make_call(layer: LayerBase, module: nn.Module | None) -> Callable[[nn.Modul
     return lambda net, xs: module(*xs)
 
 
-def build_network(spec: NetworkSpec, loc: tuple = ("body",)) -> SpecNet:
+def build_network(spec: NetworkSpec, loc: Loc = ("body",)) -> SpecNet:
     """Construct the network on the current default device, modules in declared order.
 
     Call under ``torch.manual_seed(seed)`` for reproducible weights, or ``with torch.device("meta")``
@@ -259,9 +174,9 @@ def build_network(spec: NetworkSpec, loc: tuple = ("body",)) -> SpecNet:
     plan: list[Step] = []
     for i, (layer, keys) in enumerate(zip(spec.layers, wiring, strict=True)):
         module = None
-        if layer.kind == "module":
+        if isinstance(layer, L._Module):
             try:
-                module = MODULES[layer.type](**torch_kwargs(layer))
+                module = layer.torch_class(**torch_kwargs(layer))
             except (ValueError, AssertionError, TypeError, RuntimeError) as exc:
                 raise InvalidInput(
                     f"layer {label(layer, i)} cannot be built: {first_line(exc)}", (*loc, "layers", i)
@@ -285,7 +200,7 @@ def _with_frees(plan: list[Step]) -> list[Step]:
     return [Step(s.index, s.key, s.inputs, s.call, tuple(frees.get(s.index, ()))) for s in plan]
 
 
-def validate_network(spec: NetworkSpec, settings: Settings, loc: tuple = ("body",)) -> NetworkSummary:
+def validate_network(spec: NetworkSpec, settings: Settings, loc: Loc = ("body",)) -> NetworkSummary:
     """Build on the meta device and infer every layer's shape; raise ``InvalidInput`` naming the layer."""
     if len(spec.layers) > settings.max_layers:
         raise InvalidInput(
@@ -305,8 +220,10 @@ def validate_network(spec: NetworkSpec, settings: Settings, loc: tuple = ("body"
         )
     with torch.device("meta"):
         net = build_network(spec, loc)
-    params = [{"name": n, "shape": list(p.shape), "numel": p.numel()} for n, p in net.named_parameters()]
-    num_elements = sum(p["numel"] for p in params)
+    params: list[dict[str, Any]] = [
+        {"name": n, "shape": list(p.shape), "numel": p.numel()} for n, p in net.named_parameters()
+    ]
+    num_elements = sum(int(p["numel"]) for p in params)
     if num_elements > settings.max_parameters:
         raise InvalidInput(
             f"the network has {num_elements:,} parameters; the limit is {settings.max_parameters:,} "
@@ -365,7 +282,7 @@ def index_bound(layers: Sequence[dict[str, Any]]) -> tuple[int, str] | None:
     return min(found) if found else None
 
 
-def check_indices(layers: Sequence[dict[str, Any]], low: int, high: int, loc: tuple, what: str = "input") -> None:
+def check_indices(layers: Sequence[dict[str, Any]], low: int, high: int, loc: Loc, what: str = "input") -> None:
     bound = index_bound(layers)
     if bound is not None and (low < 0 or high >= bound[0]):
         raise InvalidInput(
@@ -375,7 +292,7 @@ def check_indices(layers: Sequence[dict[str, Any]], low: int, high: int, loc: tu
         )
 
 
-def check_activation_memory(per_sample: int, batch_size: int, settings: Settings, loc: tuple) -> None:
+def check_activation_memory(per_sample: int, batch_size: int, settings: Settings, loc: Loc) -> None:
     need = per_sample * batch_size
     if need > settings.max_activation_bytes:
         raise InvalidInput(

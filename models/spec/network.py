@@ -6,14 +6,14 @@ Pydantic checks each spec's own fields; what needs PyTorch (shapes, parameter co
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field
 
 from models.spec.layers import Layer
 from models.spec.types import Pos, Spec
 
-LENET_EXAMPLE = {
+LENET_EXAMPLE: dict[str, Any] = {
     "name": "Net",
     "input_shape": [1, 32, 32],
     "layers": [

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
@@ -33,7 +33,7 @@ class Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def torch_kwargs(spec: BaseModel) -> dict:
+def torch_kwargs(spec: BaseModel) -> dict[str, Any]:
     """The constructor keywords the user wrote, minus our own fields, with lists made tuples.
 
     Only fields the user set are passed, so the module's repr equals the hand-written call's.

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, StrictInt, Tag
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from models.errors import InvalidInput
+from models.errors import InvalidInput, Loc
 
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -108,7 +108,7 @@ TensorIn = Annotated[
 ]
 
 
-def decode(value: Any, *, max_elements: int, loc: tuple = ()) -> torch.Tensor:
+def decode(value: Any, *, max_elements: int, loc: Loc = ()) -> torch.Tensor:
     """Turn any accepted JSON form into a CPU tensor, refusing more than ``max_elements`` elements."""
     if isinstance(value, (RandnTensor, RandTensor, ZerosTensor, OnesTensor)):
         shape = next(getattr(value, k) for k in ("randn", "rand", "zeros", "ones") if k in type(value).model_fields)
@@ -119,9 +119,9 @@ def decode(value: Any, *, max_elements: int, loc: tuple = ()) -> torch.Tensor:
         if isinstance(value, RandTensor):
             return torch.rand(shape, generator=torch.Generator().manual_seed(value.seed), dtype=dtype)
         return (torch.zeros if isinstance(value, ZerosTensor) else torch.ones)(shape, dtype=dtype)
-    data, dtype = (value.data, DTYPES[value.dtype]) if isinstance(value, TypedTensor) else (value, None)
+    data, wanted = (value.data, DTYPES[value.dtype]) if isinstance(value, TypedTensor) else (value, None)
     try:
-        tensor = torch.tensor(data, dtype=dtype)
+        tensor = torch.tensor(data, dtype=wanted)
     except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
         raise InvalidInput(f"not a tensor: {exc} (expected a nested list of numbers of equal lengths)", loc) from exc
     _check_count(tensor.numel(), max_elements, loc)
@@ -140,7 +140,7 @@ def describe_array(t: torch.Tensor) -> dict[str, Any]:
     return {**info, "integral": True, "min": int(lo), "max": int(hi)}
 
 
-def _check_count(count: int, max_elements: int, loc: tuple) -> None:
+def _check_count(count: int, max_elements: int, loc: Loc) -> None:
     if count > max_elements:
         raise InvalidInput(
             f"tensor has {count:,} elements; JSON tensors are limited to {max_elements:,} "
@@ -173,7 +173,7 @@ def to_safetensors(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | 
     return st_save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata)
 
 
-def from_safetensors(blob: bytes, *, loc: tuple = ("body",)) -> dict[str, torch.Tensor]:
+def from_safetensors(blob: bytes, *, loc: Loc = ("body",)) -> dict[str, torch.Tensor]:
     try:
         return st_load(blob)
     except Exception as exc:  # safetensors raises its own SafetensorError and others on corrupt input
