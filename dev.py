@@ -2,7 +2,10 @@
 """Set everything up on a fresh machine (Python 3.11+ and pip) and run gradserve or its tests.
 
     python3 dev.py up [gradserve up options]   # creates .venv when missing, installs, starts the service
-    python3 dev.py test [pytest options]       # the same set-up, then the whole test suite
+    python3 dev.py test [pytest options]       # the same set-up, the static checks, then the whole test suite
+
+The static checks (ruff lint, ruff format, mypy) run before the whole suite; naming test files or
+``-k``/``-m`` selections (``python3 dev.py test tests/unit``) runs just those tests, without them.
 
 Only the standard library is used here, since nothing else is installed yet.
 """
@@ -56,8 +59,22 @@ def main(argv: list[str]) -> int:
     if argv[0] == "up":
         cmd = [str(BIN / "gradserve"), "up", *argv[1:]]
     else:
+        if not _selects_tests(argv[1:]):
+            static_checks()
         cmd = [str(BIN / "python"), "-m", "pytest", *argv[1:]]
     os.execv(cmd[0], cmd)
+
+
+def _selects_tests(args: list[str]) -> bool:
+    return any(a in {"-k", "-m"} or a.startswith(("-k", "-m", "tests")) for a in args)
+
+
+def static_checks() -> None:
+    """Lint, formatting and types, each a failure of the test command when it fails."""
+    for check in (["ruff", "check", "."], ["ruff", "format", "--check", "."], ["mypy"]):
+        print(f"dev.py: {' '.join(check)}", flush=True)
+        if subprocess.run([str(BIN / check[0]), *check[1:]], cwd=ROOT).returncode != 0:
+            sys.exit(f"dev.py: `{' '.join(check)}` failed")
 
 
 if __name__ == "__main__":

@@ -130,3 +130,15 @@ def detail_of(response: httpx.Response) -> dict:
 
 def dumps(obj: object) -> str:
     return json.dumps(obj, indent=1)[:2000]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs the live service, so ``-m "not integration"`` starts nothing.
+
+    A test needs it when it lives under tests/integration/ or asks for the ``service`` fixture
+    (directly or through ``client``); marking by rule rather than by hand, a new file cannot forget.
+    """
+    integration = ROOT / "tests" / "integration"
+    for item in items:
+        if Path(item.fspath).is_relative_to(integration) or "service" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.integration)

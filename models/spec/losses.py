@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Literal, Union
 
 from pydantic import Field, StrictBool, StrictFloat, StrictInt
 
@@ -57,7 +57,7 @@ class BCEWithLogitsLoss(_Loss):
 
 class KLDivLoss(_Loss):
     type: Literal["KLDivLoss"]
-    reduction: Literal["mean", "sum", "none", "batchmean"] = "mean"
+    reduction: Literal["mean", "sum", "none", "batchmean"] = "mean"  # type: ignore[assignment]  # widens _Loss's
     log_target: StrictBool = False
 
 
@@ -85,6 +85,9 @@ LOSS_TYPES = (
     SoftMarginLoss,
     PoissonNLLLoss,
 )
-LossSpec = Annotated[Union[LOSS_TYPES], Field(discriminator="type")]  # type: ignore[valid-type]  # noqa: UP007 - Union of a tuple
+if TYPE_CHECKING:
+    LossSpec = _Loss  # statically the base class; at run time the discriminated union
+else:
+    LossSpec = Annotated[Union[LOSS_TYPES], Field(discriminator="type")]  # noqa: UP007 - a Union of a tuple
 # Losses whose target is a class index per sample (int64), not a tensor shaped like the output.
 CLASS_INDEX_LOSSES = frozenset({"CrossEntropyLoss", "NLLLoss"})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Literal, Union
 
 from pydantic import Field, StrictBool
 
@@ -86,4 +86,7 @@ class Adadelta(Spec):
 
 
 OPTIMIZER_TYPES = (SGD, Adam, AdamW, Adamax, NAdam, RAdam, RMSprop, Adagrad, Adadelta)
-OptimizerSpec = Annotated[Union[OPTIMIZER_TYPES], Field(discriminator="type")]  # type: ignore[valid-type]  # noqa: UP007 - Union of a tuple
+if TYPE_CHECKING:
+    OptimizerSpec = Spec  # statically the base class; at run time the discriminated union
+else:
+    OptimizerSpec = Annotated[Union[OPTIMIZER_TYPES], Field(discriminator="type")]  # noqa: UP007 - a Union of a tuple

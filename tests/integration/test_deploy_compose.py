@@ -30,8 +30,6 @@ from launcher.embedded_redis import free_port, redis_server_binary
 from tests.deploy import example_env, resolved_config
 from tests.lenet import LENET_SPEC
 
-pytestmark = pytest.mark.integration
-
 VENV_BIN = Path(sys.executable).parent
 # A setting set only in .env, to prove env_file carries GRADSERVE_* into the containers.
 PROBE_SETTING = ("GRADSERVE_CALL_TIMEOUT_S", "45")

@@ -12,11 +12,10 @@ import torch.nn.functional as F
 from safetensors.torch import load as st_load
 from torch import nn
 
+from models.settings import Settings
 from tests.conftest import detail_of
 from tests.integration.jobs_helpers import MLP, lenet_job, mlp_job, sse, submit, wait_final, wait_until
 from tests.lenet import LENET_SPEC
-
-pytestmark = pytest.mark.integration
 
 
 def test_lenet_learns_digits(client: httpx.Client) -> None:
@@ -216,7 +215,8 @@ def test_concurrent_jobs_over_the_quota_get_429(client_bob: httpx.Client) -> Non
     ]
     assert not active, active
     long_job = mlp_job(steps=500_000)
-    ids = [submit(client_bob, long_job) for _ in range(4)]  # GRADSERVE_MAX_CONCURRENT_JOBS defaults to 4
+    # The service runs with this process's environment, so the same settings give its quota.
+    ids = [submit(client_bob, long_job) for _ in range(Settings().max_concurrent_jobs)]
     try:
         refused = client_bob.post("/v1/jobs", json=long_job)
         assert refused.status_code == 429, refused.text

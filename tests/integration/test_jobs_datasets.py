@@ -13,8 +13,6 @@ from safetensors.torch import save as st_save
 from tests.conftest import detail_of
 from tests.integration.jobs_helpers import mlp_job, submit, wait_final
 
-pytestmark = pytest.mark.integration
-
 
 def _npz(**arrays: np.ndarray) -> bytes:
     buf = io.BytesIO()

@@ -6,14 +6,11 @@ import os
 import signal
 
 import httpx
-import pytest
 import torch
 from safetensors.torch import load as st_load
 
 from tests.conftest import Service
 from tests.integration.jobs_helpers import lenet_job, submit, wait_final, wait_until
-
-pytestmark = pytest.mark.integration
 
 
 def test_sigkill_mid_run_resumes_bit_exact(service: Service, client: httpx.Client) -> None:

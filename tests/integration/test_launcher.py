@@ -16,8 +16,6 @@ from launcher.embedded_redis import free_port
 from tests.conftest import ROOT, Service, start_service, stop_service
 from tests.lenet import LENET_SPEC
 
-pytestmark = pytest.mark.integration
-
 
 def _descendants(pid: int) -> set[int]:
     """Every live process whose parent chain leads to ``pid`` (read from /proc; Linux only)."""

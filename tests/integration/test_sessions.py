@@ -12,7 +12,6 @@ from torch import nn, optim
 
 from tests.lenet import LENET_SPEC, Net
 
-pytestmark = pytest.mark.integration
 SEED = 1234
 
 

@@ -7,7 +7,6 @@ import os
 import signal
 
 import httpx
-import pytest
 import torch
 from torch import nn, optim
 
@@ -16,8 +15,6 @@ from models.spec.network import NetworkSpec
 from tests.conftest import Service
 from tests.integration.test_sessions import SEED, T, assert_params_equal, call, new_session, param
 from tests.lenet import LENET_SPEC, RESIDUAL_SPEC, Net, ResBlock
-
-pytestmark = pytest.mark.integration
 
 DROPOUT_SPEC = {
     "name": "Drop",
