@@ -3,8 +3,8 @@
 What the API decided at fork time (``models.store.jobs.fork_policy``) says what carries over. An unchanged
 optimizer and scheduler carry all their state, which is what makes a no-change fork repeat its parent bit
 for bit. Changed hyper-parameters of the same optimizer replace the values in its param groups (a new
-``lr`` also becomes the scheduler's base rate); an optimizer of another type, and a new or changed
-scheduler, start fresh at the fork from the optimizer spec's ``lr``.
+``lr`` also becomes the scheduler's base rate); an optimizer of another type, and a new, changed or
+removed scheduler, start fresh at the fork from the optimizer spec's ``lr``.
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ def start_fork(trainer: Trainer, state: TrainState, policy: dict[str, Any], req:
             group["initial_lr"] = overrides["lr"]
     if trainer.scheduler is not None and keep_scheduler and "lr" in overrides:
         trainer.scheduler.base_lrs = [overrides["lr"]] * len(groups)  # type: ignore[union-attr]
-    if req.lr_scheduler is not None and not keep_scheduler:
-        lr = req.optimizer.lr
+    if not keep_scheduler:  # a new, changed or removed scheduler: the rate starts again from the spec's
         for group in groups:
-            group["lr"] = lr
-            group.pop("initial_lr", None)  # else the new scheduler would take the parent's as its base
-        trainer.scheduler = build_scheduler(req.lr_scheduler, trainer.optimizer, trainer.cfg.total_steps)
+            group["lr"] = req.optimizer.lr
+            group.pop("initial_lr", None)  # else a new scheduler would take the parent's as its base
+        spec = req.lr_scheduler
+        trainer.scheduler = None if spec is None else build_scheduler(spec, trainer.optimizer, trainer.cfg.total_steps)

@@ -29,7 +29,7 @@ def export_network(spec: NetworkSpec, weights: dict[str, torch.Tensor], fmt: Exp
     buf = io.BytesIO()
     with torch.no_grad():
         if fmt == "torchscript":
-            torch.jit.save(torch.jit.trace(net, (example,)), buf)
+            torch.jit.save(torch.jit.trace(net, (example,)), buf)  # type: ignore[no-untyped-call]
         elif fmt == "pt2":
             torch.export.save(torch.export.export(net, (example,), dynamic_shapes=batch), buf)
         else:

@@ -16,9 +16,10 @@ from models.spec.types import Spec, torch_kwargs
 # Loss keywords that PyTorch wants as tensors but a JSON spec gives as lists.
 _TENSOR_KWARGS = ("weight", "pos_weight")
 Scheduler = lr_scheduler.LRScheduler | lr_scheduler.ReduceLROnPlateau
+Loc = tuple[str | int, ...]
 
 
-def build_loss(spec: Any, device: torch.device | str | None = None, loc: tuple = ("body", "criterion")) -> nn.Module:
+def build_loss(spec: Any, device: torch.device | str | None = None, loc: Loc = ("body", "criterion")) -> nn.Module:
     """``nn.MSELoss()`` and friends, with only the keywords the spec sets (so defaults are PyTorch's)."""
     kwargs: dict[str, Any] = torch_kwargs(spec)
     for key in _TENSOR_KWARGS:
@@ -28,14 +29,14 @@ def build_loss(spec: Any, device: torch.device | str | None = None, loc: tuple =
     return loss
 
 
-def build_optimizer(spec: Any, params: Iterable[torch.Tensor], loc: tuple = ("body", "optimizer")) -> optim.Optimizer:
+def build_optimizer(spec: Any, params: Iterable[torch.Tensor], loc: Loc = ("body", "optimizer")) -> optim.Optimizer:
     """``optim.SGD(params, lr=...)`` and friends, with only the keywords the spec sets."""
     opt: optim.Optimizer = _construct(spec, loc, params, **torch_kwargs(spec))
     return opt
 
 
 def build_scheduler(
-    spec: Any, optimizer: optim.Optimizer, total_steps: int, loc: tuple = ("body", "lr_scheduler")
+    spec: Any, optimizer: optim.Optimizer, total_steps: int, loc: Loc = ("body", "lr_scheduler")
 ) -> Scheduler:
     """``lr_scheduler.StepLR(optimizer, ...)`` and friends; OneCycleLR's ``total_steps`` defaults to the job's."""
     kwargs = torch_kwargs(spec)
@@ -45,7 +46,7 @@ def build_scheduler(
     return sched
 
 
-def _construct(spec: Spec, loc: tuple, *args: Any, **kwargs: Any) -> Any:
+def _construct(spec: Spec, loc: Loc, *args: Any, **kwargs: Any) -> Any:
     try:
         return type(spec).torch_class(*args, **kwargs)  # type: ignore[attr-defined]
     except (TypeError, ValueError, KeyError) as exc:  # e.g. SGD nesterov without momentum

@@ -14,17 +14,9 @@ from torch.optim import lr_scheduler
 from models.nn.build import build_network
 from models.nn.state_codec import pack_train_state, unpack_train_state
 from models.spec.network import NetworkSpec
+from tests.integration.jobs_helpers import MLP
 from worker.engine import Data, ListHooks, TrainConfig, Trainer
 
-MLP = {
-    "name": "MLP",
-    "input_shape": [6],
-    "layers": [
-        {"name": "fc1", "type": "Linear", "in_features": 6, "out_features": 16},
-        {"type": "relu"},
-        {"name": "fc2", "type": "Linear", "in_features": 16, "out_features": 3},
-    ],
-}
 N, BATCH, STEPS = 40, 8, 23  # 5 steps per epoch, the last epoch cut short
 Make = Callable[[optim.Optimizer], Any]
 SCHEDULERS: dict[str, tuple[Make, str]] = {
