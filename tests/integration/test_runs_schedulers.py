@@ -19,7 +19,7 @@ from tests.conftest import Service
 from tests.integration.jobs_helpers import lenet_job, mlp_job, submit, wait_final, wait_until
 
 pytestmark = pytest.mark.integration
-STEPS, BATCH, SAMPLES = 1200, 8, 64  # 8 steps per epoch, 150 epochs: long enough to be killed mid-run
+STEPS, BATCH, SAMPLES = 800, 8, 64  # 8 steps per epoch, 100 epochs: long enough to be killed mid-run
 EPOCH = SAMPLES // BATCH
 
 
@@ -63,7 +63,7 @@ def test_scheduled_jobs_follow_pytorch_and_resume_bit_exact(service: Service, cl
         clip_grad_norm=1.0,
     )
     bodies = {
-        "step": {**base, "lr_scheduler": {"type": "StepLR", "step_size": 30, "gamma": 0.5}},
+        "step": {**base, "lr_scheduler": {"type": "StepLR", "step_size": 20, "gamma": 0.5}},
         "plateau": {**base, "lr_scheduler": {"type": "ReduceLROnPlateau", "patience": 5, "factor": 0.5}},
     }
     killed, whole = {}, {}
@@ -86,7 +86,7 @@ def test_scheduled_jobs_follow_pytorch_and_resume_bit_exact(service: Service, cl
         wa, wb = (st_load(client.get(f"/v1/jobs/{j}/checkpoint").content) for j in (killed[kind], whole[kind]))
         assert all(torch.equal(wa[k], wb[k]) for k in wb), kind
         if kind == "step":
-            assert ma["lr"] == _expected_lr(lambda o: lr_scheduler.StepLR(o, step_size=30, gamma=0.5), 0.05)
+            assert ma["lr"] == _expected_lr(lambda o: lr_scheduler.StepLR(o, step_size=20, gamma=0.5), 0.05)
         else:
             assert ma["eval"]["step"] == list(range(EPOCH, STEPS + 1, EPOCH))
             plateau = lambda o: lr_scheduler.ReduceLROnPlateau(o, patience=5, factor=0.5)
