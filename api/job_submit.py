@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from celery import Celery
@@ -21,7 +22,7 @@ from models.store.jobs import JobStore
 from models.store.keys import JobPart
 from models.store.redis import Store
 from models.tasks import JOB_RUN
-from models.wire.tensors import decode, describe_array, to_safetensors
+from models.wire.tensors import decode, describe_array, from_safetensors, to_safetensors
 
 # Shape inference of a network costs ~10 ms and its result depends on the spec alone (and the limits,
 # which are fixed per process), so repeated submissions of one network skip it.
@@ -44,8 +45,28 @@ async def require_job(jobs: JobStore, tenant: str, job_id: str) -> dict[str, Any
     return doc
 
 
+@dataclass
+class ForkStart:
+    """A fork begins where its parent was: the state at ``step``, the parent's records up to it."""
+
+    parent: str
+    step: int
+    state: bytes
+    policy: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    data: bytes | None = None  # the parent's inline dataset, when the fork keeps it
+    check: Any = None  # called with the plan before anything is stored (raises InvalidInput)
+
+
 async def submit(
-    req: JobCreate, *, tenant: str, settings: Settings, store: Store, jobs: JobStore, celery: Celery
+    req: JobCreate,
+    *,
+    tenant: str,
+    settings: Settings,
+    store: Store,
+    jobs: JobStore,
+    celery: Celery,
+    fork: ForkStart | None = None,
 ) -> str:
     """Validate, store and enqueue a job; return its id. Raises a 4xx error for anything that cannot run."""
     network_id = req.network_id
@@ -66,7 +87,11 @@ async def submit(
     job_id = f"job_{uuid.uuid4().hex}"
     request_doc = req.model_dump(mode="json", exclude_unset=True)
     arrays_loc: tuple = ("body", "dataset")
-    if isinstance(req.dataset, InlineDataset):
+    if isinstance(req.dataset, InlineDataset) and fork is not None and fork.data is not None:
+        data = fork.data
+        arrays = {k: describe_array(t) for k, t in from_safetensors(data).items()}
+        source_key = jobs.part(tenant, job_id, JobPart.DATA)
+    elif isinstance(req.dataset, InlineDataset):
         data, arrays = await run_in_threadpool(_inline, req.dataset, settings)
         source_key = jobs.part(tenant, job_id, JobPart.DATA)
         # The tensors now live in Redis; the stored request keeps only their place.
@@ -78,6 +103,8 @@ async def submit(
         arrays, arrays_loc = meta["arrays"], ("body", "dataset", "id")
         source_key = store.keys.dataset(tenant, req.dataset.id)
     plan = await run_in_threadpool(plan_job, req, spec, summary, settings, arrays, arrays_loc)
+    if fork is not None and fork.check is not None:
+        fork.check(plan)
     queue = choose_queue(req.device, await store.live_workers())
     if queue is None:
         raise InvalidInput(
@@ -105,7 +132,18 @@ async def submit(
         "plan": json.dumps(plan),
         "network": spec.model_dump_json(exclude_unset=True),
         "source_key": source_key,
+        "name": req.name,
+        "tags": json.dumps(req.tags),
     }
+    if fork is not None:
+        last = fork.history[-1] if fork.history else {}
+        fields.update(
+            parent=json.dumps({"id": fork.parent, "step": fork.step}),
+            fork=json.dumps(fork.policy),
+            step=fork.step,
+            recorded_step=fork.step,
+            **{k: last[k] for k in ("epoch", "loss", "accuracy") if isinstance(last.get(k), (int, float))},
+        )
     await jobs.create_job(
         tenant=tenant,
         job_id=job_id,
@@ -113,6 +151,8 @@ async def submit(
         data=data,
         ttl_s=settings.job_ttl_s,
         max_records=settings.job_max_records,
+        state=None if fork is None else fork.state,
+        history=None if fork is None else fork.history,
     )
     await run_in_threadpool(celery.send_task, JOB_RUN, args=[tenant, job_id], queue=queue, task_id=f"{job_id}-1")
     return job_id

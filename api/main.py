@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 from api.calls import SessionCalls
 from api.errors import BodySizeLimit, install_error_handlers
 from api.metrics import RequestMetrics
-from api.routes import datasets, health, job_captures, jobs, networks, sessions
+from api.routes import datasets, health, job_captures, job_export, job_fork, jobs, networks, session_list, sessions
 from models.settings import Settings, get_settings
 from models.store.keys import Keys
 from models.store.redis import Store
@@ -51,9 +51,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(networks.router)
     app.include_router(sessions.router)
+    app.include_router(session_list.router)
     app.include_router(jobs.router)
     app.include_router(job_captures.router)
     app.include_router(datasets.router)
+    app.include_router(job_export.router)
+    app.include_router(job_fork.router)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
     app.add_middleware(RequestMetrics)
     return app

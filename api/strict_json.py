@@ -1,4 +1,5 @@
-"""Request bodies are parsed as strict JSON (RFC 8259) by orjson, on every route.
+"""Request bodies are parsed as strict JSON (RFC 8259) by orjson, on every route, and a query parameter
+the route does not take is a 422 (a misspelt ``?stpe=100`` silently ignored returned the wrong thing).
 
 Python's ``json`` accepts ``NaN``, ``Infinity`` and ``1e400`` (as inf): such values slipped into
 specs and tensors and then broke the error response that echoed them (a 500). orjson refuses them
@@ -12,6 +13,8 @@ from typing import Any
 
 import orjson
 from fastapi import Request, Response
+from fastapi.dependencies.models import Dependant
+from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 
 
@@ -25,8 +28,32 @@ class _OrjsonRequest(Request):
 class StrictJsonRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
+        allowed = _query_names(self.dependant)
+        takes = ", ".join(sorted(allowed)) or "none"
 
         async def route(request: Request) -> Response:
+            if request.scope.get("query_string"):
+                unknown = [k for k in request.query_params if k not in allowed]
+                if unknown:
+                    raise RequestValidationError(
+                        [
+                            {
+                                "type": "extra_forbidden",
+                                "loc": ("query", k),
+                                "msg": f"unknown query parameter '{k}'; this route takes: {takes}",
+                                "input": request.query_params[k],
+                            }
+                            for k in unknown
+                        ]
+                    )
             return await handler(_OrjsonRequest(request.scope, request.receive))
 
         return route
+
+
+def _query_names(dependant: Dependant) -> frozenset[str]:
+    """The query parameters a route takes, its dependencies' included."""
+    names = {p.alias for p in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return frozenset(names)

@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     max_capture_bytes: int = 512 * 1024**2  # all gradient snapshots of one job together
     max_dataset_bytes: int = 32 * 1024**2
     max_dataset_elements: int = 50_000_000  # a generated or uploaded dataset, inputs and targets together
+    # Checkpoints kept per job: the last K, plus every one whose step is a multiple of M (0: none).
+    checkpoint_keep_last: int = Field(default=10, ge=1)
+    checkpoint_keep_every: int = Field(default=0, ge=0)
 
     @field_validator("api_keys")
     @classmethod

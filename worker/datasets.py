@@ -6,6 +6,7 @@ without regenerating it; tensors from the cache are never modified in place.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -22,30 +23,49 @@ class DataError(Exception):
 
 def materialize(dataset: dict[str, Any], plan: dict[str, Any], blob: bytes | None = None) -> Data:
     """The dataset of a job, inputs in the network's dtype and shape, targets as the loss wants them."""
-    source = dataset["source"]
-    if source == "random":
-        x, y = _random(
-            dataset["seed"],
-            plan["num_samples"],
-            tuple(plan["input_shape"]),
-            plan.get("num_classes"),
-            tuple(plan["target_shape"] or ()),
-        )
-        x_val = y_val = None
-    elif source == "digits":
-        x, y, x_val, y_val = _digits(
-            dataset["image_size"], dataset["test_fraction"], dataset["split_seed"], dataset.get("normalize", True)
-        )
-    else:
-        if blob is None:
-            raise DataError(f"the {source} dataset's data is gone (expired or deleted)")
-        tensors = from_safetensors(blob, loc=("dataset",))
-        x, y = tensors["inputs"], tensors["targets"]
-        x_val, y_val = tensors.get("test_inputs"), tensors.get("test_targets")
+    x, y, x_val, y_val = SOURCES[dataset["source"]](dataset, plan, blob)
     data = Data(_inputs(x, plan), _targets(y, plan), None, None, plan.get("num_classes"))
     if x_val is not None and y_val is not None and len(x_val):
         data.x_val, data.y_val = _inputs(x_val, plan), _targets(y_val, plan)
     return data
+
+
+Split = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]
+
+
+def _from_random(dataset: dict[str, Any], plan: dict[str, Any], blob: bytes | None) -> Split:
+    x, y = _random(
+        dataset["seed"],
+        plan["num_samples"],
+        tuple(plan["input_shape"]),
+        plan.get("num_classes"),
+        tuple(plan["target_shape"] or ()),
+    )
+    return x, y, None, None
+
+
+def _from_digits(dataset: dict[str, Any], plan: dict[str, Any], blob: bytes | None) -> Split:
+    x, y, x_val, y_val = _digits(
+        dataset["image_size"], dataset["test_fraction"], dataset["split_seed"], dataset.get("normalize", True)
+    )
+    return x, y, x_val, y_val
+
+
+def _from_file(dataset: dict[str, Any], plan: dict[str, Any], blob: bytes | None) -> Split:
+    """Inline and uploaded data: a safetensors file stored in Redis when the job was submitted."""
+    if blob is None:
+        raise DataError(f"the {dataset['source']} dataset's data is gone (expired or deleted)")
+    tensors = from_safetensors(blob, loc=("dataset",))
+    return tensors["inputs"], tensors["targets"], tensors.get("test_inputs"), tensors.get("test_targets")
+
+
+# One builder per dataset source (models.spec.job.DatasetSpec); models.nn.job_plan.PLANNERS checks each.
+SOURCES: dict[str, Callable[[dict[str, Any], dict[str, Any], bytes | None], Split]] = {
+    "random": _from_random,
+    "digits": _from_digits,
+    "inline": _from_file,
+    "upload": _from_file,
+}
 
 
 def _inputs(x: torch.Tensor, plan: dict[str, Any]) -> torch.Tensor:

@@ -9,10 +9,16 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
+
+from models.nn import state_codec
+from models.nn.state_codec import TrainState
+
+__all__ = ["Data", "Hooks", "ListHooks", "NonFiniteLoss", "TrainConfig", "TrainState", "Trainer", "choose_device"]
 
 
 @dataclass(frozen=True)
@@ -26,6 +32,9 @@ class TrainConfig:
     graph: bool = False
     checkpoint_every: int = 0
     stop_on_nan: bool = True
+    clip_grad_norm: float | None = None  # max total norm of the gradients, as torch.nn.utils.clip_grad_norm_
+    # When the scheduler steps: after every optimizer step, or after the last step of each epoch.
+    scheduler_interval: Literal["step", "epoch"] = "epoch"
     # Records reach the hooks every N steps or every interval, whichever comes first: reading the
     # losses back is one device sync per batch of steps, and one Redis round trip.
     flush_every: int = 256
@@ -43,19 +52,6 @@ class Data:
     def to(self, device: torch.device) -> Data:
         move = lambda t: None if t is None else t.to(device)
         return Data(move(self.x), move(self.y), move(self.x_val), move(self.y_val), self.num_classes)
-
-
-@dataclass
-class TrainState:
-    """Everything that makes a resumed run continue bit for bit: weights, optimizer, RNGs, data order."""
-
-    step: int
-    epoch: int  # completed epochs
-    cursor: int  # samples of the current epoch already seen
-    model: dict[str, torch.Tensor]
-    optimizer: dict[str, Any]
-    rng: dict[str, torch.Tensor]
-    order: torch.Tensor | None = None  # the current epoch's permutation, None between epochs
 
 
 class Hooks:
@@ -122,8 +118,8 @@ def _clone_tensors(value: Any) -> Any:
     """A snapshot: optimizer.state_dict() hands out the live buffers that the next step changes in place."""
     if isinstance(value, torch.Tensor):
         return value.detach().clone()
-    if isinstance(value, dict):
-        return {k: _clone_tensors(v) for k, v in value.items()}
+    if isinstance(value, dict):  # keeping the type: MultiStepLR's milestones are a Counter
+        return type(value)({k: _clone_tensors(v) for k, v in value.items()})
     if isinstance(value, list):
         return [_clone_tensors(v) for v in value]
     return value
@@ -137,8 +133,10 @@ class Trainer:
         optimizer: torch.optim.Optimizer,
         data: Data,
         cfg: TrainConfig,
+        scheduler: LRScheduler | ReduceLROnPlateau | None = None,
     ) -> None:
         self.net, self.criterion, self.optimizer, self.data, self.cfg = net, criterion, optimizer, data, cfg
+        self.scheduler = scheduler
         self.device = data.x.device
         self.step = 0
         self.epoch = 0
@@ -152,9 +150,7 @@ class Trainer:
     # --- state ---------------------------------------------------------------------------------------------------
 
     def state(self) -> TrainState:
-        rng = {"torch": torch.get_rng_state(), "shuffle": self.shuffler.get_state()}
-        if self.device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        rng = {**state_codec.rng_state(self.device), "shuffle": self.shuffler.get_state()}
         return TrainState(
             step=self.step,
             epoch=self.epoch,
@@ -163,15 +159,18 @@ class Trainer:
             model={k: v.detach().clone() for k, v in self.net.state_dict().items()},
             optimizer=_clone_tensors(self.optimizer.state_dict()),
             rng=rng,
+            scheduler=None if self.scheduler is None else _clone_tensors(self.scheduler.state_dict()),
         )
 
-    def load_state(self, state: TrainState) -> None:
+    def load_state(self, state: TrainState, *, optimizer: bool = True, scheduler: bool = True) -> None:
+        """Continue from ``state``; a fork that changed the optimizer's type or the scheduler starts those fresh."""
         self.net.load_state_dict(state.model)
-        self.optimizer.load_state_dict(state.optimizer)
-        torch.set_rng_state(state.rng["torch"])
+        if optimizer:
+            state_codec.load_optimizer_state(self.optimizer, state.optimizer)
+        if scheduler and self.scheduler is not None and state.scheduler is not None:
+            self.scheduler.load_state_dict(state.scheduler)
+        state_codec.set_rng_state(state.rng, self.device)
         self.shuffler.set_state(state.rng["shuffle"])
-        if self.device.type == "cuda" and "cuda" in state.rng:
-            torch.cuda.set_rng_state(state.rng["cuda"], self.device)
         self.step, self.epoch, self.cursor = state.step, state.epoch, state.cursor
         self.order = None if state.order is None else state.order.to(self.device)
 
@@ -200,8 +199,11 @@ class Trainer:
             if step == 1 and cfg.graph:
                 hooks.graph(loss, net)
             loss.backward()  # backward
+            if cfg.clip_grad_norm is not None:
+                nn.utils.clip_grad_norm_(net.parameters(), cfg.clip_grad_norm)
             if cfg.gradients_every and step % cfg.gradients_every == 0:
                 hooks.gradients(step, {k: p.grad for k, p in net.named_parameters() if p.grad is not None})
+            lr = self.optimizer.param_groups[0]["lr"]  # the rate this step used (a Python float: no sync)
             self.optimizer.step()  # update
             self.optimizer.zero_grad(set_to_none=True)
 
@@ -222,12 +224,15 @@ class Trainer:
                     y.numel(),
                     now - t_prev,
                     time.time(),
+                    lr,
                 )
             )
             t_prev = now
             last_step = step == cfg.total_steps
             if (epoch_done or last_step) and self.data.x_val is not None:
                 self._evals[step] = self.evaluate()
+            if self.scheduler is not None and (epoch_done or cfg.scheduler_interval == "step"):
+                self._step_scheduler(step)
             due_ckpt = last_step or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0)
             if (
                 step == 1
@@ -251,10 +256,9 @@ class Trainer:
         pending, self._pending = self._pending, []
         losses = torch.stack([p[3] for p in pending]).tolist()  # one device sync for the whole batch
         corrects = torch.stack([p[4] for p in pending]).tolist() if pending[0][4] is not None else None
-        lr = self.optimizer.param_groups[0]["lr"]
         out: list[dict[str, Any]] = []
         failed: NonFiniteLoss | None = None
-        for i, (step, epoch, size, _, _, count, dt, wall) in enumerate(pending):
+        for i, (step, epoch, size, _, _, count, dt, wall, lr) in enumerate(pending):
             rec: dict[str, Any] = {
                 "step": step,
                 "epoch": epoch,
@@ -273,6 +277,16 @@ class Trainer:
         hooks.records(out)
         if failed is not None:
             raise failed
+
+    def _step_scheduler(self, step: int) -> None:
+        """As PyTorch documents each: after ``optimizer.step()``, per batch or per epoch; ReduceLROnPlateau on
+        the held-out loss of the epoch just ended (the job's checks make sure there is one)."""
+        assert self.scheduler is not None
+        if isinstance(self.scheduler, ReduceLROnPlateau):
+            if step in self._evals:
+                self.scheduler.step(self._evals[step]["val_loss"])
+        else:
+            self.scheduler.step()
 
     @torch.no_grad()
     def evaluate(self, chunk: int = 1024) -> dict[str, float]:

@@ -16,14 +16,15 @@ import torch
 
 from models.errors import GradserveError, first_line
 from models.nn.build import build_network
-from models.nn.objectives import build_loss, build_optimizer
+from models.nn.objectives import build_loss, build_optimizer, build_scheduler
+from models.nn.state_codec import unpack_train_state
 from models.settings import Settings
 from models.spec.job import JobCreate
 from models.spec.network import NetworkSpec
 from models.store.keys import Keys
-from worker.checkpoint import unpack_resume
 from worker.datasets import DataError, materialize
 from worker.engine import NonFiniteLoss, TrainConfig, Trainer, choose_device
+from worker.fork import start_fork
 from worker.recorder import JobKeys, Lease, RedisHooks
 
 log = logging.getLogger(__name__)
@@ -38,19 +39,29 @@ def run_job(client: redis.Redis, keys: Keys, settings: Settings, *, tenant: str,
         log.info("job %s not run: %s", job_id, claimed)
         return claimed
     lease.start()
-    hooks = RedisHooks(client, jk, lease, ttl_s=settings.job_ttl_s, max_records=settings.job_max_records)
+    hooks = RedisHooks(
+        client,
+        jk,
+        lease,
+        ttl_s=settings.job_ttl_s,
+        max_records=settings.job_max_records,
+        keep_last=settings.checkpoint_keep_last,
+        keep_every=settings.checkpoint_keep_every,
+    )
     trainer: Trainer | None = None
     device = torch.device("cpu")
     try:
-        raw = client.hmget(jk.job, "request", "network", "plan", "attempt", "source_key")
+        raw = client.hmget(jk.job, "request", "network", "plan", "attempt", "source_key", "fork", "checkpoint_step")
         req = JobCreate.model_validate_json(raw[0])
         spec = NetworkSpec.model_validate_json(raw[1])
         plan: dict[str, Any] = json.loads(raw[2])
         device = choose_device(req.device, torch.cuda.is_available())
         trainer = _build(client, req, spec, plan, device, raw[4].decode() if raw[4] else None)
         blob = client.get(jk.resume)
-        if blob is not None:
-            trainer.load_state(unpack_resume(blob))
+        if blob is not None and raw[5] is not None and raw[6] is None:  # a fork's first start, from its parent
+            start_fork(trainer, unpack_train_state(blob), json.loads(raw[5]), req)
+        elif blob is not None:
+            trainer.load_state(unpack_train_state(blob))
         hooks.state("running", device_used=str(device), attempt=int(raw[3] or 1), resumed_from=trainer.step)
         outcome = trainer.run(hooks)
         if outcome == "finished":
@@ -66,7 +77,8 @@ def run_job(client: redis.Redis, keys: Keys, settings: Settings, *, tenant: str,
         if not isinstance(exc, (NonFiniteLoss, DataError, GradserveError, torch.OutOfMemoryError)):
             log.exception("job %s failed", job_id)
         try:
-            hooks.state("failed", final=True, finished_at=time.time(), error=error, step=trainer.step if trainer else 0)
+            step = exc.step if isinstance(exc, NonFiniteLoss) else (trainer.step if trainer else 0)
+            hooks.state("failed", final=True, finished_at=time.time(), error=error, step=step)
         except redis.RedisError:
             log.exception("could not record the failure of job %s", job_id)
         return "failed"
@@ -91,6 +103,8 @@ def _build(
     net = build_network(spec).to(device)
     criterion = build_loss(req.criterion, device)
     optimizer = build_optimizer(req.optimizer, net.parameters())
+    sched = req.lr_scheduler
+    scheduler = None if sched is None else build_scheduler(sched, optimizer, plan["total_steps"])
     cfg = TrainConfig(
         total_steps=plan["total_steps"],
         batch_size=req.batch_size,
@@ -102,8 +116,10 @@ def _build(
         checkpoint_every=req.capture.checkpoint_every,
         stop_on_nan=req.stop_on_nan,
         flush_every=16 if device.type == "cuda" else 256,
+        clip_grad_norm=req.clip_grad_norm,
+        scheduler_interval="epoch" if sched is None else sched.interval,
     )
-    return Trainer(net, criterion, optimizer, data, cfg)
+    return Trainer(net, criterion, optimizer, data, cfg, scheduler)
 
 
 def _describe(exc: BaseException, device: torch.device) -> str:

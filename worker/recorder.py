@@ -17,10 +17,11 @@ import redis
 import torch
 from torch import nn
 
+from models.nn.state_codec import TrainState, pack_train_state, pack_weights
 from models.store.keys import JobPart, Keys
 from models.wire.tensors import scalar, to_safetensors
-from worker.checkpoint import pack_model, pack_resume
-from worker.engine import Hooks, TrainState
+from worker.checkpoint import to_drop
+from worker.engine import Hooks
 
 _START = """
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -70,11 +71,21 @@ end
 return 1
 """
 
+# KEYS: lease, latest weights, latest state, job, states by step, index by step.
+# ARGV: token, ttl_s, weights, state, step, index entry (JSON), steps to drop...
 _CHECKPOINT = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[2])
 redis.call('SET', KEYS[3], ARGV[4], 'EX', ARGV[2])
 redis.call('HSET', KEYS[4], 'checkpoint_step', ARGV[5])
+redis.call('HSET', KEYS[5], ARGV[5], ARGV[4])
+redis.call('HSET', KEYS[6], ARGV[5], ARGV[6])
+for i = 7, #ARGV do
+  redis.call('HDEL', KEYS[5], ARGV[i])
+  redis.call('HDEL', KEYS[6], ARGV[i])
+end
+redis.call('EXPIRE', KEYS[5], ARGV[2])
+redis.call('EXPIRE', KEYS[6], ARGV[2])
 return 1
 """
 
@@ -91,6 +102,7 @@ class JobKeys:
         self.checkpoint, self.resume = part(JobPart.CHECKPOINT), part(JobPart.RESUME)
         self.grads, self.grad_stats, self.graph = part(JobPart.GRADS), part(JobPart.GRAD_STATS), part(JobPart.GRAPH)
         self.data = part(JobPart.DATA)
+        self.checkpoints, self.checkpoint_index = part(JobPart.CHECKPOINTS), part(JobPart.CHECKPOINT_INDEX)
 
 
 class Lease:
@@ -127,8 +139,19 @@ class Lease:
 
 
 class RedisHooks(Hooks):
-    def __init__(self, client: redis.Redis, jk: JobKeys, lease: Lease, *, ttl_s: int, max_records: int) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        jk: JobKeys,
+        lease: Lease,
+        *,
+        ttl_s: int,
+        max_records: int,
+        keep_last: int = 0,
+        keep_every: int = 0,
+    ) -> None:
         self.client, self.jk, self.lease, self.ttl_s, self.maxlen = client, jk, lease, ttl_s, max_records
+        self.keep_last, self.keep_every = keep_last, keep_every
         self.cancelled = False
         self._records = client.register_script(_RECORDS)
         self._state = client.register_script(_STATE)
@@ -179,8 +202,14 @@ class RedisHooks(Hooks):
         self.client.set(self.jk.graph, json.dumps(dump), ex=self.ttl_s)
 
     def checkpoint(self, state: TrainState) -> None:
-        keys = [self.jk.lease, self.jk.checkpoint, self.jk.resume, self.jk.job]
-        args = [self.lease.token, self.ttl_s, pack_model(state), pack_resume(state), state.step]
+        blob = pack_train_state(state)
+        entry = json.dumps({"step": state.step, "epoch": state.epoch, "time": time.time(), "bytes": len(blob)})
+        kept = [int(s) for s in self.client.hkeys(self.jk.checkpoint_index)]
+        drop = to_drop([*kept, state.step], self.keep_last, self.keep_every)
+        keys = [self.jk.lease, self.jk.checkpoint, self.jk.resume, self.jk.job, self.jk.checkpoints]
+        keys.append(self.jk.checkpoint_index)
+        weights = pack_weights(state.model, state.step, state.epoch)
+        args = [self.lease.token, self.ttl_s, weights, blob, state.step, entry, *drop]
         if not self._checkpoint(keys=keys, args=args):
             self.lease.lost.set()
 

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import io
+import json
+import time
 import uuid
 import zipfile
 from typing import Any
@@ -13,9 +15,10 @@ import torch
 from fastapi import APIRouter, Request, status
 from fastapi.concurrency import run_in_threadpool
 
-from api.deps import SettingsDep, TenantDep
+from api.deps import SettingsDep, StoreDep, TenantDep
 from api.job_submit import JobStoreDep
-from api.schemas.jobs import DatasetPublic
+from api.listing import PagingDep, newest_first
+from api.schemas.jobs import DatasetPublic, DatasetsPublic
 from api.strict_json import StrictJsonRoute
 from models.errors import InvalidInput, NotFound, PayloadTooLarge
 from models.settings import Settings
@@ -57,6 +60,7 @@ async def upload_dataset(request: Request, jobs: JobStoreDep, tenant: TenantDep,
         "num_samples": int(tensors["inputs"].shape[0]),
         "bytes": len(stored),
         "arrays": {k: describe_array(t) for k, t in tensors.items()},
+        "created_at": time.time(),
     }
     await jobs.put_dataset(tenant=tenant, dataset_id=dataset_id, meta=meta, data=stored, ttl_s=settings.job_ttl_s)
     return meta
@@ -69,6 +73,14 @@ async def get_dataset(dataset_id: str, jobs: JobStoreDep, tenant: TenantDep) -> 
     if meta is None:
         raise NotFound(f"dataset '{dataset_id}' not found")
     return meta
+
+
+@router.get("", response_model=DatasetsPublic, response_model_exclude_none=True)
+async def list_datasets(store: StoreDep, tenant: TenantDep, paging: PagingDep) -> Any:
+    """The tenant's uploaded datasets, newest first."""
+    ids = await store.ids(tenant=tenant, kind="data")
+    rows = await store.hash_fields([store.keys.dataset(tenant, i) for i in ids], "meta")
+    return newest_first([json.loads(meta) for (meta,) in rows if meta is not None], paging)
 
 
 def parse_dataset(blob: bytes, settings: Settings) -> tuple[str, dict[str, torch.Tensor]]:

@@ -1,4 +1,4 @@
-"""What a job captured: gradient snapshots, the autograd graph of its first step, its latest checkpoint."""
+"""What a job captured: gradient snapshots, the autograd graph of its first step, its checkpoints by step."""
 
 from __future__ import annotations
 
@@ -8,11 +8,14 @@ from fastapi import APIRouter, Query, Response
 from fastapi.concurrency import run_in_threadpool
 
 from api.deps import TenantDep
+from api.finite import null_fields
 from api.job_submit import JobStoreDep, require_job
 from api.routes.jobs import MAX_QUERY_INT
-from api.schemas.jobs import GradientsPublic
+from api.schemas.jobs import CheckpointsPublic, GradientsPublic
 from api.strict_json import StrictJsonRoute
 from models.errors import NotFound
+from models.nn.state_codec import weights_of
+from models.store.jobs import JobStore
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=StrictJsonRoute)
 SAFETENSORS = "application/octet-stream"
@@ -50,8 +53,9 @@ async def get_gradients(
             raise NotFound(f"the gradient tensors of step {step} have expired")
         disposition = f'attachment; filename="{job_id}-grads-{step}.safetensors"'
         return Response(blob, media_type=SAFETENSORS, headers={"Content-Disposition": disposition})
-    stats = await jobs.gradient_stats(tenant=tenant, job_id=job_id, step=step)
-    return {"step": step, "steps": steps, "parameters": stats or {}}
+    stats = await jobs.gradient_stats(tenant=tenant, job_id=job_id, step=step) or {}
+    parameters = {k: null_fields(v, ("norm", "mean", "std", "min", "max")) for k, v in stats.items()}
+    return {"step": step, "steps": steps, "parameters": parameters}
 
 
 @router.get("/{job_id}/graph", responses={200: {"content": {"text/vnd.graphviz": {}, "image/svg+xml": {}}}})
@@ -73,15 +77,44 @@ async def get_graph(
     return Response(await run_in_threadpool(to_svg, dot), media_type="image/svg+xml")
 
 
+@router.get("/{job_id}/checkpoints", response_model=CheckpointsPublic)
+async def list_checkpoints(job_id: str, jobs: JobStoreDep, tenant: TenantDep) -> dict[str, Any]:
+    """Every checkpoint the job keeps (GRADSERVE_CHECKPOINT_KEEP_LAST / _KEEP_EVERY), in step order."""
+    await require_job(jobs, tenant, job_id)
+    data = await jobs.checkpoints(tenant=tenant, job_id=job_id)
+    return {"data": data, "count": len(data), "total": len(data)}
+
+
 @router.get("/{job_id}/checkpoint", responses={200: {"content": {SAFETENSORS: {}}}})
-async def get_checkpoint(job_id: str, jobs: JobStoreDep, tenant: TenantDep) -> Response:
-    """The latest checkpoint's state_dict as safetensors (``safetensors.torch.load`` + ``load_state_dict``)."""
+async def get_checkpoint(
+    job_id: str,
+    jobs: JobStoreDep,
+    tenant: TenantDep,
+    step: Annotated[
+        int | None, Query(ge=0, le=MAX_QUERY_INT, description="A kept checkpoint; default the latest.")
+    ] = None,
+) -> Response:
+    """A checkpoint's state_dict as safetensors (``safetensors.torch.load`` + ``load_state_dict``)."""
     doc = await require_job(jobs, tenant, job_id)
-    blob = await jobs.checkpoint(tenant=tenant, job_id=job_id)
-    if blob is None:
-        raise NotFound(f"job '{job_id}' has no checkpoint yet")
+    if step is None:
+        blob = await jobs.checkpoint(tenant=tenant, job_id=job_id)
+        if blob is None:
+            raise NotFound(f"job '{job_id}' has no checkpoint yet")
+        step = doc.get("checkpoint_step")
+    else:
+        blob = await run_in_threadpool(weights_of, await checkpoint_state(jobs, tenant, job_id, step))
     headers = {
-        "Content-Disposition": f'attachment; filename="{job_id}.safetensors"',
-        "X-Checkpoint-Step": str(doc.get("checkpoint_step") or ""),
+        "Content-Disposition": f'attachment; filename="{job_id}-{step}.safetensors"',
+        "X-Checkpoint-Step": str(step if step is not None else ""),
     }
     return Response(blob, media_type=SAFETENSORS, headers=headers)
+
+
+async def checkpoint_state(jobs: JobStore, tenant: str, job_id: str, step: int) -> bytes:
+    """The full training state kept at ``step``, or a 404 that lists the steps kept."""
+    blob = await jobs.checkpoint_state(tenant=tenant, job_id=job_id, step=step)
+    if blob is None:
+        kept = [c["step"] for c in await jobs.checkpoints(tenant=tenant, job_id=job_id)]
+        shown = ", ".join(map(str, kept[-20:])) or "none"
+        raise NotFound(f"job '{job_id}' keeps no checkpoint at step {step}; kept steps: {shown}")
+    return blob

@@ -11,7 +11,9 @@ from fastapi import APIRouter, Body, Header, Query, status
 from fastapi.responses import StreamingResponse
 
 from api.deps import CeleryDep, SettingsDep, StoreDep, TenantDep
+from api.finite import null_columns, null_fields
 from api.job_submit import JobStoreDep, require_job, submit
+from api.listing import MAX_QUERY_INT, PagingDep, page_of
 from api.responses import TensorJSONResponse
 from api.schemas.jobs import CancelPublic, JobPublic, JobsPublic, JobStatus, JobSubmitted, MetricsPublic
 from api.strict_json import StrictJsonRoute
@@ -33,11 +35,9 @@ DIGITS_EXAMPLE = {
     "capture": {"checkpoint_every": 100},
 }
 STREAM_ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")
-# Integer query parameters stop here: exact in JSON (and JavaScript) numbers, far above any step or
-# offset, and below Redis's 64-bit range, which larger values overflowed (a 500).
-MAX_QUERY_INT = 2**53
 KEEPALIVE_MS = 10_000
 _COLUMNS = ("step", "epoch", "loss", "lr", "samples_per_s", "t")
+JOB_NUMBERS = ("loss", "accuracy", "val_loss", "val_accuracy", "samples_per_s")
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobSubmitted)
@@ -60,12 +60,16 @@ async def list_jobs(
     jobs: JobStoreDep,
     tenant: TenantDep,
     status: JobStatus | None = None,
-    offset: Annotated[int, Query(ge=0, le=MAX_QUERY_INT)] = 0,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    name: Annotated[str | None, Query(max_length=200, description="Only jobs of this name.")] = None,
+    tag: Annotated[list[str] | None, Query(description="Only jobs carrying this tag (repeat: all of them).")] = None,
+    *,
+    paging: PagingDep,
 ) -> dict[str, Any]:
-    """The tenant's jobs, newest first, optionally only those with one status."""
-    data, next_offset = await jobs.list_jobs(tenant=tenant, status=status, offset=offset, limit=limit)
-    return {"data": data, "count": len(data), "next_offset": next_offset}
+    """The tenant's jobs, newest first, filtered by status, name and tags; ``total`` counts every match."""
+    data, total = await jobs.list_jobs(
+        tenant=tenant, status=status, name=name, tags=tag or [], offset=paging.offset, limit=paging.limit
+    )
+    return page_of([null_fields(d, JOB_NUMBERS) for d in data], total, paging.offset)
 
 
 @router.get("/{job_id}", response_model=JobPublic)
@@ -74,11 +78,23 @@ async def get_job(job_id: str, jobs: JobStoreDep, tenant: TenantDep) -> dict[str
     doc = await jobs.get_job(tenant=tenant, job_id=job_id, with_request=True)
     if doc is None:
         raise NotFound(f"job '{job_id}' not found")
-    return doc
+    if doc["status"] == "running":
+        doc["cancel_requested"] = await jobs.cancel_requested(tenant=tenant, job_id=job_id)
+    return null_fields(doc, JOB_NUMBERS)
+
+
+@router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_job(job_id: str, jobs: JobStoreDep, tenant: TenantDep) -> None:
+    """Delete an ended job and everything it owns (metrics, checkpoints, captures, exports)."""
+    result = await jobs.delete(tenant=tenant, job_id=job_id)
+    if result == "missing":
+        raise NotFound(f"job '{job_id}' not found")
+    if result.startswith("busy:"):
+        raise Conflict(f"job '{job_id}' is {result.removeprefix('busy:')}: cancel it first (POST .../cancel)")
 
 
 @router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=CancelPublic)
-async def cancel_job(job_id: str, jobs: JobStoreDep, tenant: TenantDep, settings: SettingsDep) -> dict[str, str]:
+async def cancel_job(job_id: str, jobs: JobStoreDep, tenant: TenantDep, settings: SettingsDep) -> dict[str, Any]:
     """Cancel a queued job now, or ask its worker to stop after the current step (a checkpoint is kept)."""
     result = await jobs.cancel(
         tenant=tenant, job_id=job_id, ttl_s=settings.job_ttl_s, max_records=settings.job_max_records
@@ -87,7 +103,10 @@ async def cancel_job(job_id: str, jobs: JobStoreDep, tenant: TenantDep, settings
         raise NotFound(f"job '{job_id}' not found")
     if result.startswith("ended:"):
         raise Conflict(f"job '{job_id}' has already ended ({result.removeprefix('ended:')})")
-    return {"id": job_id, "status": result}
+    # The status GET and the filters show: still running until the worker stops, with the request noted.
+    if result == "cancelling":
+        return {"id": job_id, "status": "running", "cancel_requested": True}
+    return {"id": job_id, "status": result, "cancel_requested": True}
 
 
 @router.get("/{job_id}/metrics", response_model=MetricsPublic, response_class=TensorJSONResponse)
@@ -109,6 +128,8 @@ async def get_metrics(
     body["eval"] = {"step": [r["step"] for r in evals], "val_loss": [r["val_loss"] for r in evals]}
     if any("val_accuracy" in r for r in evals):
         body["eval"]["val_accuracy"] = [r.get("val_accuracy") for r in evals]
+    body["non_finite"] = null_columns(body, body["step"], ("loss", "samples_per_s", "accuracy"))
+    body["non_finite"] += null_columns(body["eval"], body["eval"]["step"], ("val_loss", "val_accuracy"))
     body["count"] = len(records)
     body["last_step"] = records[-1]["step"] if records else (since or 0)
     return TensorJSONResponse(body)

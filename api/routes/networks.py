@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
@@ -9,7 +10,8 @@ from fastapi import APIRouter, Body, status
 from fastapi.concurrency import run_in_threadpool
 
 from api.deps import SettingsDep, StoreDep, TenantDep
-from api.schemas.networks import NetworkPublic
+from api.listing import PagingDep, newest_first
+from api.schemas.networks import NetworkPublic, NetworksPublic
 from api.strict_json import StrictJsonRoute
 from models.errors import NotFound
 from models.nn.build import validate_network
@@ -20,7 +22,8 @@ router = APIRouter(prefix="/v1/networks", tags=["networks"], route_class=StrictJ
 
 def network_doc(network_id: str, spec: NetworkSpec, summary: dict[str, Any]) -> dict[str, Any]:
     # exclude_unset keeps the spec as written, so rebuilding it passes the same constructor keywords.
-    return {"id": network_id, **summary, "spec": spec.model_dump(mode="json", exclude_unset=True)}
+    spec_doc = spec.model_dump(mode="json", exclude_unset=True)
+    return {"id": network_id, **summary, "spec": spec_doc, "created_at": time.time()}
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=NetworkPublic)
@@ -45,3 +48,16 @@ async def get_network(network_id: str, store: StoreDep, tenant: TenantDep) -> di
     if doc is None:
         raise NotFound(f"network '{network_id}' not found")
     return doc
+
+
+@router.get("", response_model=NetworksPublic)
+async def list_networks(store: StoreDep, tenant: TenantDep, paging: PagingDep) -> dict[str, Any]:
+    """The tenant's networks, newest first."""
+    return newest_first(await store.list_networks(tenant=tenant), paging)
+
+
+@router.delete("/{network_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_network(network_id: str, store: StoreDep, tenant: TenantDep) -> None:
+    """Forget a network (jobs and sessions built from it keep their own copy of the spec)."""
+    if not await store.delete_network(tenant=tenant, network_id=network_id):
+        raise NotFound(f"network '{network_id}' not found")

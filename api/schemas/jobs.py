@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-Number = float | str  # non-finite values travel as "nan", "inf", "-inf"
+Number = float  # non-finite values are null, with the reason in ``non_finite`` (api.finite)
 
 
 class JobSubmitted(BaseModel):
@@ -15,10 +15,19 @@ class JobSubmitted(BaseModel):
     status: JobStatus
 
 
+class ParentLink(BaseModel):
+    id: str
+    step: int = Field(description="The parent's checkpoint this job was forked from.")
+
+
 class JobPublic(BaseModel):
     id: str
+    name: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    parent: ParentLink | None = Field(default=None, description="Set on a fork: the job and step it started from.")
     status: JobStatus
-    step: int = Field(description="Steps done (and recorded).")
+    cancel_requested: bool | None = Field(default=None, description="True while a running job winds down.")
+    step: int = Field(description="Steps done (and recorded); for a failed job, the step it failed at.")
     total_steps: int | None
     epoch: int | None = Field(description="The epoch of the last step, from 1.")
     loss: Number | None
@@ -40,18 +49,36 @@ class JobPublic(BaseModel):
     resumed_from: int | None = None
     network_id: str | None = None
     batch_size: int | None = None
+    non_finite: dict[str, str] = Field(
+        default_factory=dict, description="Fields above that are null because the value was nan, inf or -inf."
+    )
     request: dict[str, Any] | None = None
 
 
 class JobsPublic(BaseModel):
     data: list[JobPublic]
-    count: int
+    count: int = Field(description="Items on this page.")
+    total: int = Field(description="Items matching the filters, on all pages.")
     next_offset: int | None = Field(description="Pass as offset for the next page; null on the last.")
 
 
 class CancelPublic(BaseModel):
     id: str
-    status: str = Field(description="cancelled, or cancelling while the worker finishes its step.")
+    status: JobStatus = Field(description="cancelled (it was queued), or running until its worker stops.")
+    cancel_requested: bool
+
+
+class CheckpointPublic(BaseModel):
+    step: int
+    epoch: int
+    time: float = Field(description="Unix time (seconds) it was written.")
+    bytes: int = Field(description="Size of the full training state kept for resuming and forking.")
+
+
+class CheckpointsPublic(BaseModel):
+    data: list[CheckpointPublic]
+    count: int
+    total: int
 
 
 class MetricsPublic(BaseModel):
@@ -60,23 +87,27 @@ class MetricsPublic(BaseModel):
 
     step: list[int]
     epoch: list[int]
-    loss: list[Number]
+    loss: list[Number | None]
     lr: list[float]
     samples_per_s: list[Number | None]
     t: list[float]
-    accuracy: list[Number] | None = None
+    accuracy: list[Number | None] | None = None
     eval: dict[str, list[Any]] = Field(default_factory=dict)
+    non_finite: list[dict[str, Any]] = Field(
+        default_factory=list, description="Entries that are null because they were nan/inf: {step, column, value}."
+    )
     count: int
     last_step: int
 
 
 class GradientStat(BaseModel):
     shape: list[int]
-    norm: Number
-    mean: Number
-    std: Number
-    min: Number
-    max: Number
+    norm: Number | None
+    mean: Number | None
+    std: Number | None
+    min: Number | None
+    max: Number | None
+    non_finite: dict[str, str] = Field(default_factory=dict)
 
 
 class GradientsPublic(BaseModel):
@@ -99,3 +130,11 @@ class DatasetPublic(BaseModel):
     num_samples: int
     bytes: int
     arrays: dict[str, DatasetArray]
+    created_at: float | None = None
+
+
+class DatasetsPublic(BaseModel):
+    data: list[DatasetPublic]
+    count: int
+    total: int
+    next_offset: int | None = None

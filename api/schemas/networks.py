@@ -27,3 +27,11 @@ class BuiltNetwork(BaseModel):
 class NetworkPublic(BuiltNetwork):
     activation_bytes_per_sample: int
     spec: dict[str, Any]
+    created_at: float | None = None
+
+
+class NetworksPublic(BaseModel):
+    data: list[NetworkPublic]
+    count: int
+    total: int
+    next_offset: int | None

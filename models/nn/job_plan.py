@@ -8,6 +8,8 @@ stored with the job and read by the worker.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -16,7 +18,7 @@ from pydantic import TypeAdapter
 
 from models.errors import InvalidInput, first_line
 from models.nn.build import NetworkSummary, check_activation_memory, check_indices
-from models.nn.objectives import build_loss
+from models.nn.objectives import build_loss, build_optimizer, build_scheduler
 from models.settings import Settings
 from models.spec.job import DigitsDataset, JobCreate, RandomDataset
 from models.spec.losses import CLASS_INDEX_LOSSES, LossSpec
@@ -54,14 +56,8 @@ def plan_job(
         "num_classes": None,
         "target_shape": None,
     }
-    ds = req.dataset
-    if isinstance(ds, RandomDataset):
-        n, val = _random(ds, net, out_shape, class_loss, plan, settings), 0
-    elif isinstance(ds, DigitsDataset):
-        n, val = _digits(ds, net, out_shape, class_loss, plan)
-    else:
-        assert arrays is not None, "inline and upload datasets need their arrays' shapes"
-        n, val = _arrays(arrays, arrays_loc, net, out_shape, class_loss, plan, settings)
+    ctx = _Ctx(net, out_shape, class_loss, plan, settings, arrays, arrays_loc)
+    n, val = PLANNERS[req.dataset.source](req.dataset, ctx)
     steps_per_epoch = math.ceil(n / req.batch_size)
     total = req.steps if req.steps is not None else req.epochs * steps_per_epoch
     if total > settings.max_steps:
@@ -70,6 +66,7 @@ def plan_job(
             f"the job would run {total:,} steps; the limit is {settings.max_steps:,} (GRADSERVE_MAX_STEPS)", (*B, field)
         )
     _check_captures(req, total, summary, settings)
+    _check_scheduler(req, total, val)
     _probe_loss(req, plan)
     plan.update(
         num_samples=n,
@@ -80,6 +77,42 @@ def plan_job(
         num_elements=summary.num_elements,
     )
     return plan
+
+
+@dataclass(frozen=True)
+class _Ctx:
+    """What every dataset source's planner may need besides its own spec."""
+
+    net: NetworkSpec
+    out_shape: list[int]
+    class_loss: bool
+    plan: dict[str, Any]
+    settings: Settings
+    arrays: dict[str, dict[str, Any]] | None
+    arrays_loc: tuple
+
+
+def _plan_random(ds: RandomDataset, c: _Ctx) -> tuple[int, int]:
+    return _random(ds, c.net, c.out_shape, c.class_loss, c.plan, c.settings), 0
+
+
+def _plan_digits(ds: DigitsDataset, c: _Ctx) -> tuple[int, int]:
+    return _digits(ds, c.net, c.out_shape, c.class_loss, c.plan)
+
+
+def _plan_arrays(ds: Any, c: _Ctx) -> tuple[int, int]:
+    if c.arrays is None:
+        raise InvalidInput(f"the {ds.source} dataset's arrays are missing", c.arrays_loc)
+    return _arrays(c.arrays, c.arrays_loc, c.net, c.out_shape, c.class_loss, c.plan, c.settings)
+
+
+# One planner per dataset source (models.spec.job.DatasetSpec); worker.datasets.SOURCES builds the data.
+PLANNERS: dict[str, Callable[[Any, _Ctx], tuple[int, int]]] = {
+    "random": _plan_random,
+    "digits": _plan_digits,
+    "inline": _plan_arrays,
+    "upload": _plan_arrays,
+}
 
 
 def _random(
@@ -241,6 +274,27 @@ def _check_captures(req: JobCreate, total: int, summary: NetworkSummary, setting
             f"{settings.max_capture_bytes / 2**20:,.1f} MiB (GRADSERVE_MAX_CAPTURE_BYTES)",
             loc,
         )
+
+
+def _check_scheduler(req: JobCreate, total: int, num_val: int) -> None:
+    spec = req.lr_scheduler
+    if spec is None:
+        return
+    loc = (*B, "lr_scheduler")
+    if spec.type == "ReduceLROnPlateau" and num_val == 0:
+        raise InvalidInput(
+            "ReduceLROnPlateau steps on the held-out loss, and this dataset has no held-out split "
+            "(use digits with test_fraction > 0, or upload test_inputs and test_targets)",
+            loc,
+        )
+    if spec.type == "OneCycleLR" and spec.total_steps is not None and spec.total_steps < total:
+        raise InvalidInput(
+            f"OneCycleLR total_steps {spec.total_steps} is below the job's {total} steps "
+            "(leave it out to use the job's)",
+            (*loc, "total_steps"),
+        )
+    # PyTorch's own checks (e.g. cycle_momentum with an optimizer that has no momentum), on a dummy parameter.
+    build_scheduler(spec, build_optimizer(req.optimizer, [torch.zeros(1, requires_grad=True)]), total, loc)
 
 
 def _probe_loss(req: JobCreate, plan: dict[str, Any]) -> None:

@@ -1,8 +1,9 @@
-"""Safetensors codecs for live training state: tensor groups with JSON metadata, optimizer state, RNG state,
-and single tensors small enough to ride in a task's JSON arguments. Never pickle.
+"""The one codec of live training state (weights, grads, optimizer, scheduler, RNG, data order) as
+safetensors with JSON metadata, used by sessions, job checkpoints and the engine; also single tensors
+small enough to ride in a task's JSON arguments. Never pickle.
 
-Each function round-trips bit for bit: an optimizer reloaded from ``optimizer_to_bytes`` takes the
-same next step as the one that was saved.
+Each function round-trips bit for bit: an optimizer (or scheduler) reloaded from what it saved takes
+the same next step as the one that was saved, and a ``TrainState`` resumes a run exactly.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import base64
 import json
 import math
+from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -54,38 +57,56 @@ def set_grads(net: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
 # --- optimizers ---------------------------------------------------------------------------------------------------
 
 
-def optimizer_to_bytes(opt: optim.Optimizer) -> bytes:
-    """``state_dict()``: tensors as ``state.{param index}.{key}``; everything else as JSON metadata."""
-    sd = opt.state_dict()
+def optimizer_parts(sd: dict[str, Any], prefix: str = "state.") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """An optimizer ``state_dict()``: tensors as ``{prefix}{param index}.{key}``, everything else as JSON."""
     tensors: dict[str, torch.Tensor] = {}
     plain: dict[str, dict[str, Any]] = {}
     for index, entry in sd["state"].items():
         for key, value in entry.items():
             if isinstance(value, torch.Tensor):
-                tensors[f"state.{index}.{key}"] = value
+                tensors[f"{prefix}{index}.{key}"] = value
             else:
                 plain.setdefault(str(index), {})[key] = _json_value(value)
     groups = [{k: _json_value(v) for k, v in group.items()} for group in sd["param_groups"]]
-    return pack(tensors, {"param_groups": groups, "plain": plain})
+    return tensors, {"param_groups": groups, "plain": plain}
+
+
+def optimizer_from_parts(
+    tensors: dict[str, torch.Tensor], meta: dict[str, Any], prefix: str = "state."
+) -> dict[str, Any]:
+    """The ``state_dict()`` that ``optimizer_parts`` split (groups still in JSON form: see ``load_optimizer_state``)."""
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        if name.startswith(prefix):
+            index, _, key = name[len(prefix) :].partition(".")
+            state.setdefault(int(index), {})[key] = value
+    for index, entry in meta.get("plain", {}).items():
+        state.setdefault(int(index), {}).update({k: _from_json(v) for k, v in entry.items()})
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def load_optimizer_state(opt: optim.Optimizer, sd: dict[str, Any]) -> None:
+    """Restore into an optimizer freshly built over the same parameters (same order)."""
+    fresh = opt.state_dict()["param_groups"]
+    groups = [_retuple(saved, like) for saved, like in zip(sd["param_groups"], fresh, strict=True)]
+    opt.load_state_dict({"state": sd["state"], "param_groups": groups})
+
+
+def optimizer_to_bytes(opt: optim.Optimizer) -> bytes:
+    return pack(*optimizer_parts(opt.state_dict()))
 
 
 def load_optimizer(opt: optim.Optimizer, blob: bytes) -> None:
-    """Restore into an optimizer freshly built over the same parameters (same order)."""
-    tensors, meta = unpack(blob)
-    state: dict[int, dict[str, Any]] = {}
-    for name, value in tensors.items():
-        _, index, key = name.split(".", 2)
-        state.setdefault(int(index), {})[key] = value
-    for index, entry in meta.get("plain", {}).items():
-        state.setdefault(int(index), {}).update(entry)
-    fresh = opt.state_dict()["param_groups"]
-    groups = [_retuple(saved, like) for saved, like in zip(meta["param_groups"], fresh, strict=True)]
-    opt.load_state_dict({"state": state, "param_groups": groups})
+    load_optimizer_state(opt, optimizer_from_parts(*unpack(blob)))
 
 
 def _json_value(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return {"float": str(value)}
+    if isinstance(value, Counter):  # MultiStepLR's milestones: int keys, which JSON would make strings
+        return {"counter": [[k, v] for k, v in value.items()]}
+    if isinstance(value, dict):
+        return {k: _json_value(v) for k, v in value.items()}
     if isinstance(value, (tuple, list)):
         return [_json_value(v) for v in value]
     if isinstance(value, torch.Tensor):  # a tensor hyper-parameter (rare): keep its value
@@ -93,15 +114,40 @@ def _json_value(value: Any) -> Any:
     return value
 
 
+def _from_json(value: Any) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"float"}:
+            return float(value["float"])
+        if set(value) == {"counter"}:
+            return Counter({k: v for k, v in value["counter"]})
+        return {k: _from_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_json(v) for v in value]
+    return value
+
+
 def _retuple(saved: dict[str, Any], like: dict[str, Any]) -> dict[str, Any]:
     """JSON has no tuples; give back the fresh optimizer's tuple-ness (``betas``) and non-finite floats."""
     out = {}
     for key, value in saved.items():
-        if isinstance(value, dict) and set(value) == {"float"}:
-            value = float(value["float"])
-        elif isinstance(value, list) and isinstance(like.get(key), tuple):
+        value = _from_json(value)
+        if isinstance(value, list) and isinstance(like.get(key), tuple):
             value = tuple(value)
         out[key] = value
+    return out
+
+
+# --- schedulers ---------------------------------------------------------------------------------------------------
+
+
+def scheduler_to_json(sd: dict[str, Any]) -> dict[str, Any]:
+    """A ``torch.optim.lr_scheduler`` ``state_dict()`` as JSON (its values are numbers, lists and strings)."""
+    out: dict[str, Any] = _json_value(sd)
+    return out
+
+
+def scheduler_from_json(doc: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = _from_json(doc)
     return out
 
 
@@ -109,6 +155,7 @@ def _retuple(saved: dict[str, Any], like: dict[str, Any]) -> dict[str, Any]:
 
 
 def rng_state(device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """The global generators a forward may draw from (dropout): the CPU one, and the device's."""
     out = {"cpu": torch.get_rng_state()}
     if torch.device(device).type == "cuda":
         out["cuda"] = torch.cuda.get_rng_state(torch.device(device))
@@ -123,6 +170,69 @@ def set_rng_state(state: dict[str, torch.Tensor], device: torch.device | str = "
 
 def same_rng(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# --- a training run -------------------------------------------------------------------------------------------------
+
+_MODEL, _OPTIM, _RNG, _ORDER = "model.", "optim.", "rng.", "order"
+
+
+@dataclass
+class TrainState:
+    """Everything that makes a resumed run continue bit for bit: weights, optimizer, scheduler, RNGs, data order."""
+
+    step: int
+    epoch: int  # completed epochs
+    cursor: int  # samples of the current epoch already seen
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]  # optimizer.state_dict(), tensors cloned
+    rng: dict[str, torch.Tensor]  # rng_state() plus the data shuffler's, as "shuffle"
+    order: torch.Tensor | None = None  # the current epoch's permutation, None between epochs
+    scheduler: dict[str, Any] | None = None  # lr_scheduler.state_dict(), when the run has one
+
+
+def pack_train_state(state: TrainState) -> bytes:
+    tensors: dict[str, torch.Tensor] = {_MODEL + k: v for k, v in state.model.items()}
+    tensors.update({_RNG + k: v for k, v in state.rng.items()})
+    if state.order is not None:
+        tensors[_ORDER] = state.order
+    opt_tensors, opt_meta = optimizer_parts(state.optimizer, _OPTIM)
+    tensors.update(opt_tensors)
+    meta = {
+        "step": state.step,
+        "epoch": state.epoch,
+        "cursor": state.cursor,
+        "optimizer": opt_meta,
+        "scheduler": None if state.scheduler is None else scheduler_to_json(state.scheduler),
+    }
+    return pack(tensors, meta)
+
+
+def unpack_train_state(blob: bytes) -> TrainState:
+    tensors, meta = unpack(blob)
+    model = {k[len(_MODEL) :]: v for k, v in tensors.items() if k.startswith(_MODEL)}
+    rng = {k[len(_RNG) :]: v for k, v in tensors.items() if k.startswith(_RNG)}
+    return TrainState(
+        step=meta["step"],
+        epoch=meta["epoch"],
+        cursor=meta["cursor"],
+        model=model,
+        optimizer=optimizer_from_parts(tensors, meta["optimizer"], _OPTIM),
+        rng=rng,
+        order=tensors.get(_ORDER),
+        scheduler=None if meta.get("scheduler") is None else scheduler_from_json(meta["scheduler"]),
+    )
+
+
+def pack_weights(model: dict[str, torch.Tensor], step: int, epoch: int) -> bytes:
+    """The model's ``state_dict()`` alone: what users download and ``load_state_dict``."""
+    return to_safetensors(model, metadata={"step": str(step), "epoch": str(epoch)})
+
+
+def weights_of(blob: bytes) -> bytes:
+    """The ``pack_weights`` file of a ``pack_train_state`` one."""
+    state = unpack_train_state(blob)
+    return pack_weights(state.model, state.step, state.epoch)
 
 
 # --- one tensor inside a task's JSON arguments --------------------------------------------------------------------

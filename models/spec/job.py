@@ -13,7 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_
 from models.spec.losses import LossSpec
 from models.spec.network import NetworkSpec
 from models.spec.optimizers import OptimizerSpec
-from models.spec.types import Device, Fraction, Pos, Seed
+from models.spec.schedulers import SchedulerSpec
+from models.spec.types import Device, Fraction, Pos, PosFloat, Seed
 from models.tasks import QUEUE_CPU, QUEUE_GPU
 from models.wire.tensors import TensorIn
 
@@ -81,12 +82,24 @@ class CaptureSpec(_Req):
     )
 
 
+JobName = Annotated[str, Field(min_length=1, max_length=200)]
+Tag = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:=/+-]{1,64}$")]
+
+
 class JobCreate(_Req):
+    name: JobName | None = Field(default=None, description="Free text, for people; filter lists with ?name=.")
+    tags: Annotated[list[Tag], Field(max_length=32)] = Field(
+        default_factory=list, description="Labels such as 'baseline' or 'lr=0.1'; filter lists with ?tag=."
+    )
     network: NetworkSpec | None = None
     network_id: str | None = None
     dataset: DatasetSpec
     criterion: LossSpec
     optimizer: OptimizerSpec
+    lr_scheduler: SchedulerSpec | None = None
+    clip_grad_norm: PosFloat | None = Field(
+        default=None, description="Clip the gradients' total norm to this before each step (clip_grad_norm_)."
+    )
     batch_size: Pos
     epochs: Pos | None = None
     steps: Pos | None = None
@@ -117,3 +130,30 @@ def choose_queue(device: Device, workers: list[dict[str, Any]]) -> str | None:
     if device == "auto" and has_gpu:
         return QUEUE_GPU
     return QUEUE_CPU
+
+
+class ForkChanges(_Req):
+    """What a fork changes; everything left out is the parent's."""
+
+    optimizer: OptimizerSpec | None = None
+    lr: PosFloat | None = Field(default=None, description="Shorthand: the parent's optimizer with this lr.")
+    lr_scheduler: SchedulerSpec | None = Field(default=None, description="null removes the parent's scheduler.")
+    clip_grad_norm: PosFloat | None = None
+    epochs: Pos | None = None
+    steps: Pos | None = None
+    dataset: DatasetSpec | None = None
+    name: JobName | None = None
+    tags: Annotated[list[Tag], Field(max_length=32)] | None = None
+
+    @model_validator(mode="after")
+    def _one_length(self) -> ForkChanges:
+        if self.epochs is not None and self.steps is not None:
+            raise ValueError("give epochs or steps, not both")
+        if self.optimizer is not None and self.lr is not None:
+            raise ValueError("give optimizer (with its lr) or lr, not both")
+        return self
+
+
+class ForkCreate(_Req):
+    step: Annotated[StrictInt, Field(ge=1)] = Field(description="A checkpoint the parent keeps.")
+    changes: ForkChanges = ForkChanges()

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Literal, Union
+from typing import TYPE_CHECKING, Annotated, ClassVar, Literal, Union
 
 from pydantic import Field, StrictBool
+from torch import optim
 
 from models.spec.types import Beta, NonNegFloat, PosFloat, Spec
 
 
-class SGD(Spec):
+class _Optimizer(Spec):
+    torch_class: ClassVar[type[optim.Optimizer]]
+
+
+class SGD(_Optimizer):
+    torch_class = optim.SGD
     type: Literal["SGD"]
     lr: PosFloat = 1e-3
     momentum: NonNegFloat = 0.0
@@ -19,7 +25,7 @@ class SGD(Spec):
     maximize: StrictBool = False
 
 
-class _AdamBase(Spec):
+class _AdamBase(_Optimizer):
     lr: PosFloat = 1e-3
     betas: tuple[Beta, Beta] = (0.9, 0.999)
     eps: PosFloat = 1e-8
@@ -27,35 +33,41 @@ class _AdamBase(Spec):
 
 
 class Adam(_AdamBase):
+    torch_class = optim.Adam
     type: Literal["Adam"]
     weight_decay: NonNegFloat = 0.0
     amsgrad: StrictBool = False
 
 
 class AdamW(_AdamBase):
+    torch_class = optim.AdamW
     type: Literal["AdamW"]
     weight_decay: NonNegFloat = 1e-2
     amsgrad: StrictBool = False
 
 
 class Adamax(_AdamBase):
+    torch_class = optim.Adamax
     type: Literal["Adamax"]
     lr: PosFloat = 2e-3
     weight_decay: NonNegFloat = 0.0
 
 
 class NAdam(_AdamBase):
+    torch_class = optim.NAdam
     type: Literal["NAdam"]
     lr: PosFloat = 2e-3
     weight_decay: NonNegFloat = 0.0
 
 
 class RAdam(_AdamBase):
+    torch_class = optim.RAdam
     type: Literal["RAdam"]
     weight_decay: NonNegFloat = 0.0
 
 
-class RMSprop(Spec):
+class RMSprop(_Optimizer):
+    torch_class = optim.RMSprop
     type: Literal["RMSprop"]
     lr: PosFloat = 1e-2
     alpha: Beta = 0.99
@@ -66,7 +78,8 @@ class RMSprop(Spec):
     maximize: StrictBool = False
 
 
-class Adagrad(Spec):
+class Adagrad(_Optimizer):
+    torch_class = optim.Adagrad
     type: Literal["Adagrad"]
     lr: PosFloat = 1e-2
     lr_decay: NonNegFloat = 0.0
@@ -76,7 +89,8 @@ class Adagrad(Spec):
     maximize: StrictBool = False
 
 
-class Adadelta(Spec):
+class Adadelta(_Optimizer):
+    torch_class = optim.Adadelta
     type: Literal["Adadelta"]
     lr: PosFloat = 1.0
     rho: Beta = 0.9

@@ -38,7 +38,7 @@ def torch_kwargs(spec: BaseModel) -> dict[str, Any]:
 
     Only fields the user set are passed, so the module's repr equals the hand-written call's.
     """
-    own = {"type", "name", "inputs", "select"}
+    own = {"type", "name", "inputs", "select", "interval"}
     return {k: _tuplify(v) for k, v in spec.model_dump(exclude_unset=True).items() if k not in own}
 
 

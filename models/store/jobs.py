@@ -10,7 +10,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from models.store.keys import JobPart, Keys
+from models.store.keys import JobPart, Keys, job_parts
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 _INTS = ("step", "total_steps", "epoch", "attempt", "checkpoint_step", "resumed_from", "batch_size")
@@ -25,7 +25,8 @@ _FLOATS = (
     "finished_at",
     "first_step_at",
 )
-_TEXT = ("id", "status", "error", "device", "device_used", "queue", "worker", "network_id")
+_TEXT = ("id", "status", "error", "device", "device_used", "queue", "worker", "network_id", "name")
+_JSON = ("tags", "parent")
 
 _CANCEL = """
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -41,6 +42,18 @@ if status == 'running' then
   return 'cancelling'
 end
 return 'ended:' .. status
+"""
+
+# KEYS: the job hash, the tenant's index, the tenant's active set, then every part. ARGV: job id.
+_DELETE = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return 'missing' end
+if status == 'queued' or status == 'running' then return 'busy:' .. status end
+redis.call('DEL', unpack(KEYS, 4))
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('SREM', KEYS[3], ARGV[1])
+return 'deleted'
 """
 
 
@@ -79,8 +92,18 @@ class JobStore:
         return len(members) - len(stale)
 
     async def create_job(
-        self, *, tenant: str, job_id: str, fields: dict[str, Any], data: bytes | None, ttl_s: int, max_records: int
+        self,
+        *,
+        tenant: str,
+        job_id: str,
+        fields: dict[str, Any],
+        data: bytes | None,
+        ttl_s: int,
+        max_records: int,
+        state: bytes | None = None,
+        history: list[dict[str, Any]] | None = None,
     ) -> None:
+        """Store a queued job; a fork also gets the state it starts from and its parent's records up to it."""
         created = fields["created_at"]
         pipe = self.redis.pipeline(transaction=True)
         key = self.keys.job(tenant, job_id)
@@ -89,8 +112,12 @@ class JobStore:
         if data is not None:
             pipe.hset(self.part(tenant, job_id, JobPart.DATA), "data", data)
             pipe.expire(self.part(tenant, job_id, JobPart.DATA), ttl_s)
+        if state is not None:
+            pipe.set(self.part(tenant, job_id, JobPart.RESUME), state, ex=ttl_s)
         events = self.part(tenant, job_id, JobPart.EVENTS)
-        event = json.dumps({"status": "queued", "step": 0})
+        for record in history or []:
+            pipe.xadd(events, {"type": "metric", "data": json.dumps(record)}, maxlen=max_records, approximate=True)
+        event = json.dumps({"status": "queued", "step": fields.get("step", 0)})
         pipe.xadd(events, {"type": "state", "data": event}, maxlen=max_records, approximate=True)
         pipe.expire(events, ttl_s)
         pipe.zadd(self.keys.job_index(tenant), {job_id: created})
@@ -108,41 +135,50 @@ class JobStore:
         doc: dict[str, Any] = {k: (raw[k.encode()].decode() if k.encode() in raw else None) for k in _TEXT}
         doc.update({k: _num(raw.get(k.encode()), int) for k in _INTS})
         doc.update({k: _num(raw.get(k.encode()), float) for k in _FLOATS})
+        doc.update({k: json.loads(raw[k.encode()]) if k.encode() in raw else None for k in _JSON})
+        doc["tags"] = doc["tags"] or []
         doc["step"] = doc["step"] or 0
         if with_request and b"request" in raw:
             doc["request"] = json.loads(raw[b"request"])
         return doc
 
     async def list_jobs(
-        self, *, tenant: str, status: str | None, offset: int, limit: int
-    ) -> tuple[list[dict[str, Any]], int | None]:
-        """Newest first; with a status filter, scans on until ``limit`` match. Returns (jobs, next offset)."""
+        self, *, tenant: str, status: str | None, name: str | None, tags: list[str], offset: int, limit: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Newest first, those matching every filter given. Returns (one page, how many match in all)."""
         index = self.keys.job_index(tenant)
-        out: list[dict[str, Any]] = []
-        position, chunk = offset, max(limit, 50)
-        while len(out) < limit:
-            ids = [i.decode() for i in await self.redis.zrevrange(index, position, position + chunk - 1)]
-            if not ids:
-                return out, None
-            pipe = self.redis.pipeline(transaction=False)
-            for job_id in ids:
-                pipe.hgetall(self.keys.job(tenant, job_id))
-            gone = []
-            for job_id, raw in zip(ids, await pipe.execute(), strict=True):
-                position += 1
-                if not raw:
-                    gone.append(job_id)
-                    continue
-                doc = self._public(raw, False)
-                if status is None or doc["status"] == status:
-                    out.append(doc)
-                    if len(out) == limit:
-                        break
-            if gone:  # expired jobs leave their index entry behind; drop it
-                await self.redis.zrem(index, *gone)
-                position -= len(gone)
-        more = await self.redis.zcard(index) > position
-        return out, position if more else None
+        ids = [i.decode() for i in await self.redis.zrevrange(index, 0, -1)]
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hmget(self.keys.job(tenant, job_id), "status", "name", "tags")
+        matches, gone = [], []
+        for job_id, (st, nm, tg) in zip(ids, await pipe.execute(), strict=True):
+            if st is None:
+                gone.append(job_id)
+            elif (
+                (status is None or st.decode() == status)
+                and (name is None or (nm is not None and nm.decode() == name))
+                and (not tags or set(tags) <= set(json.loads(tg or b"[]")))
+            ):
+                matches.append(job_id)
+        if gone:  # expired jobs leave their index entry behind; drop it
+            await self.redis.zrem(index, *gone)
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in matches[offset : offset + limit]:
+            pipe.hgetall(self.keys.job(tenant, job_id))
+        page = [self._public(raw, False) for raw in await pipe.execute() if raw]
+        return page, len(matches)
+
+    async def delete(self, *, tenant: str, job_id: str) -> str:
+        """'deleted', 'missing', or 'busy:<status>' for a job that is queued or running."""
+        script = self.redis.register_script(_DELETE)
+        keys = [self.keys.job(tenant, job_id), self.keys.job_index(tenant), self.keys.jobs_active(tenant)]
+        keys += [self.part(tenant, job_id, p) for p in job_parts()]
+        result = await script(keys=keys, args=[job_id])
+        return result.decode() if isinstance(result, bytes) else str(result)
+
+    async def cancel_requested(self, *, tenant: str, job_id: str) -> bool:
+        return bool(await self.redis.exists(self.part(tenant, job_id, JobPart.CANCEL)))
 
     async def cancel(self, *, tenant: str, job_id: str, ttl_s: int, max_records: int) -> str:
         """'cancelled' (it was queued), 'cancelling' (its worker stops after this step), 'missing',
@@ -190,6 +226,11 @@ class JobStore:
             return []
         return [(i.decode(), f[b"type"].decode(), f[b"data"].decode()) for i, f in got[0][1]]
 
+    async def raw_field(self, *, tenant: str, job_id: str, name: str) -> bytes | None:
+        """One field of the job hash as stored (``network``, ``request``, ``plan``: JSON)."""
+        raw: bytes | None = await self.redis.hget(self.keys.job(tenant, job_id), name)
+        return raw
+
     async def status(self, *, tenant: str, job_id: str) -> str | None:
         raw = await self.redis.hget(self.keys.job(tenant, job_id), "status")
         return None if raw is None else raw.decode()
@@ -211,6 +252,22 @@ class JobStore:
 
     async def checkpoint(self, *, tenant: str, job_id: str) -> bytes | None:
         return await self.redis.get(self.part(tenant, job_id, JobPart.CHECKPOINT))
+
+    async def checkpoints(self, *, tenant: str, job_id: str) -> list[dict[str, Any]]:
+        """Every kept checkpoint ({step, epoch, time, bytes}), in step order."""
+        raw = await self.redis.hvals(self.part(tenant, job_id, JobPart.CHECKPOINT_INDEX))
+        return sorted((json.loads(r) for r in raw), key=lambda c: c["step"])
+
+    async def checkpoint_state(self, *, tenant: str, job_id: str, step: int) -> bytes | None:
+        """The full training state (models.nn.state_codec.pack_train_state) kept at ``step``."""
+        return await self.redis.hget(self.part(tenant, job_id, JobPart.CHECKPOINTS), str(step))
+
+    async def export_file(self, *, tenant: str, job_id: str, name: str) -> bytes | None:
+        return await self.redis.hget(self.part(tenant, job_id, JobPart.EXPORTS), name)
+
+    async def put_export(self, *, tenant: str, job_id: str, name: str, blob: bytes, ttl_s: int) -> None:
+        key = self.part(tenant, job_id, JobPart.EXPORTS)
+        await self.redis.pipeline(transaction=False).hset(key, name, blob).expire(key, ttl_s).execute()
 
     # --- datasets ---
     async def put_dataset(self, *, tenant: str, dataset_id: str, meta: dict[str, Any], data: bytes, ttl_s: int) -> None:

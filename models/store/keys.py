@@ -21,6 +21,14 @@ class JobPart:
     GRAD_STATS = "gradstats"  # hash: step -> per-parameter statistics (JSON)
     GRAPH = "graph"  # the autograd graph of the first step (JSON)
     DATA = "data"  # hash: an inline dataset, field "data" (safetensors), like an uploaded one
+    CHECKPOINTS = "ckpts"  # hash: step -> the full state at that step (as RESUME), as retention keeps them
+    CHECKPOINT_INDEX = "ckptindex"  # hash: step -> JSON {step, epoch, time, bytes} of each kept checkpoint
+    EXPORTS = "exports"  # hash: "{format}:{step}" -> an exported model file, made on first request
+
+
+def job_parts() -> list[str]:
+    """Every ``JobPart``: what deleting a job deletes."""
+    return [value for name, value in vars(JobPart).items() if name.isupper() and isinstance(value, str)]
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,11 @@ class Keys:
     def dataset(self, tenant: str, dataset_id: str) -> str:
         """Hash: ``meta`` (JSON: shapes, dtypes, sizes) and ``data`` (safetensors bytes)."""
         return f"{self.prefix}:{tenant}:data:{dataset_id}"
+
+    def pattern(self, tenant: str, kind: str) -> str:
+        """SCAN pattern of a tenant's objects of one kind ("net", "sess", "data"); it also matches their
+        satellite keys (``...:lock``), which have a further ``:``."""
+        return f"{self.prefix}:{tenant}:{kind}:*"
 
     def jobs_active(self, tenant: str) -> str:
         """Set of the tenant's queued or running job ids, for the concurrent-jobs limit."""

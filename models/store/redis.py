@@ -24,6 +24,33 @@ class Store:
         raw = await self.redis.get(self.keys.network(tenant, network_id))
         return None if raw is None else json.loads(raw)
 
+    async def list_networks(self, *, tenant: str) -> list[dict[str, Any]]:
+        names = [self.keys.network(tenant, i) for i in await self.ids(tenant=tenant, kind="net")]
+        return [json.loads(raw) for raw in (await self.redis.mget(names) if names else []) if raw is not None]
+
+    async def delete_network(self, *, tenant: str, network_id: str) -> bool:
+        """Jobs keep the spec they ran, so deleting a network never breaks one."""
+        return bool(await self.redis.delete(self.keys.network(tenant, network_id)))
+
+    # --- listing ---
+    async def ids(self, *, tenant: str, kind: str) -> list[str]:
+        """Ids of the tenant's objects of one kind ("net", "sess", "data"), found by SCAN: no index to keep
+        in step with expiry. Satellite keys (``sess:<id>:lock``) are skipped."""
+        pattern = self.keys.pattern(tenant, kind)
+        base = len(pattern) - 1
+        found = set()
+        async for key in self.redis.scan_iter(match=pattern, count=1000):
+            rest = key.decode()[base:]
+            if ":" not in rest:
+                found.add(rest)
+        return sorted(found)
+
+    async def hash_fields(self, names: list[str], *fields: str) -> list[list[bytes | None]]:
+        pipe = self.redis.pipeline(transaction=False)
+        for name in names:
+            pipe.hmget(name, list(fields))
+        return list(await pipe.execute()) if names else []
+
     # --- workers ---
     async def live_workers(self) -> list[dict[str, Any]]:
         """Workers whose heartbeat has not expired, each as it described itself."""

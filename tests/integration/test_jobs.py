@@ -98,7 +98,10 @@ def test_cancel_mid_run(client: httpx.Client) -> None:
     job_id = submit(client, lenet_job(steps=100_000))
     wait_until(client, job_id, lambda d: d["status"] == "running" and d["step"] > 0)
     cancelled = client.post(f"/v1/jobs/{job_id}/cancel")
-    assert cancelled.status_code == 202 and cancelled.json()["status"] == "cancelling"
+    assert cancelled.status_code == 202 and cancelled.json()["status"] == "running"  # until its worker stops
+    assert cancelled.json()["cancel_requested"] is True
+    now = client.get(f"/v1/jobs/{job_id}").json()
+    assert now["status"] == "cancelled" or (now["status"] == "running" and now["cancel_requested"] is True)
     job = wait_final(client, job_id, timeout=30)
     assert job["status"] == "cancelled" and 0 < job["step"] < 100_000
     assert job["checkpoint_step"] == job["step"]  # the weights reached are kept

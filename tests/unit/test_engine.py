@@ -8,10 +8,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.nn.build import build_network
+from models.nn.state_codec import pack_train_state, pack_weights, unpack_train_state
 from models.spec.network import NetworkSpec
 from models.wire.tensors import from_safetensors
 from tests.lenet import LENET_SPEC, Net
-from worker.checkpoint import pack_model, pack_resume, unpack_resume
 from worker.engine import Data, ListHooks, NonFiniteLoss, TrainConfig, Trainer
 
 MLP = {
@@ -90,11 +90,12 @@ def test_resume_is_bit_exact(opt: str) -> None:
     assert state.step == 10 and state.order is not None  # mid-epoch: the order travels with the checkpoint
     torch.manual_seed(999)  # whatever the process did in between must not matter
     second = _trainer(cfg, data, opt=opt)
-    second.load_state(unpack_resume(pack_resume(state)))
+    second.load_state(unpack_train_state(pack_train_state(state)))
     rest = ListHooks()
     assert second.run(rest) == "finished"
     assert [r["step"] for r in rest.all_records] == list(range(11, 24))
-    resumed, uninterrupted = from_safetensors(pack_model(second.state())), whole.net.state_dict()
+    end = second.state()
+    resumed, uninterrupted = from_safetensors(pack_weights(end.model, end.step, end.epoch)), whole.net.state_dict()
     assert resumed.keys() == uninterrupted.keys()
     assert all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed)
 

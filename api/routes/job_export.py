@@ -1,0 +1,64 @@
+"""A job's network with a checkpoint's weights as a file that runs without gradserve."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+from fastapi.concurrency import run_in_threadpool
+
+from api.deps import SettingsDep, TenantDep
+from api.job_submit import JobStoreDep, require_job
+from api.routes.job_captures import checkpoint_state
+from api.routes.jobs import MAX_QUERY_INT
+from api.strict_json import StrictJsonRoute
+from models.errors import NotFound, ServiceUnavailable
+from models.nn.export import SUFFIX, ExportFormat, export_network
+from models.nn.state_codec import unpack_train_state
+from models.spec.network import NetworkSpec
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=StrictJsonRoute)
+
+
+@router.get("/{job_id}/export", responses={200: {"content": {"application/octet-stream": {}}}})
+async def export_job(
+    job_id: str,
+    jobs: JobStoreDep,
+    tenant: TenantDep,
+    settings: SettingsDep,
+    format: Annotated[
+        ExportFormat, Query(description="torchscript (torch.jit.load), onnx (onnxruntime), pt2 (torch.export.load)")
+    ],
+    step: Annotated[
+        int | None, Query(ge=0, le=MAX_QUERY_INT, description="A kept checkpoint; default the latest.")
+    ] = None,
+) -> Response:
+    """Export the network with a checkpoint's weights (eval mode, CPU, free batch dimension); made once, then kept."""
+    doc = await require_job(jobs, tenant, job_id)
+    step = doc.get("checkpoint_step") if step is None else step
+    if step is None:
+        raise NotFound(f"job '{job_id}' has no checkpoint yet")
+    name = f"{format}:{step}"
+    blob = await jobs.export_file(tenant=tenant, job_id=job_id, name=name)
+    if blob is None:
+        state = await checkpoint_state(jobs, tenant, job_id, step)
+        spec = NetworkSpec.model_validate_json(
+            await jobs.raw_field(tenant=tenant, job_id=job_id, name="network") or b""
+        )
+        blob = await run_in_threadpool(_export, spec, state, format)
+        await jobs.put_export(tenant=tenant, job_id=job_id, name=name, blob=blob, ttl_s=settings.job_ttl_s)
+    filename = f"{job_id}-{step}{SUFFIX[format]}"
+    return Response(
+        blob,
+        media_type="application/octet-stream",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"', "X-Checkpoint-Step": str(step)},
+    )
+
+
+def _export(spec: NetworkSpec, state: bytes, fmt: ExportFormat) -> bytes:
+    try:
+        return export_network(spec, unpack_train_state(state).model, fmt)
+    except ImportError as exc:  # onnx/onnxscript are an extra: gradserve[export]
+        raise ServiceUnavailable(
+            f"{fmt} export needs {exc.name} on the API host: pip install 'gradserve[export]'"
+        ) from exc

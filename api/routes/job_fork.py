@@ -1,0 +1,100 @@
+"""Forks: a new job that starts from one of a job's checkpoints, with changes, keeping its history up to there."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Body, status
+from pydantic import TypeAdapter
+
+from api.deps import CeleryDep, SettingsDep, StoreDep, TenantDep
+from api.job_submit import ForkStart, JobStoreDep, require_job, submit
+from api.routes.job_captures import checkpoint_state
+from api.schemas.jobs import JobSubmitted
+from api.strict_json import StrictJsonRoute
+from models.errors import InvalidInput
+from models.spec.job import ForkCreate, JobCreate
+from models.spec.optimizers import OptimizerSpec
+from models.store.jobs import JobStore
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=StrictJsonRoute)
+_OPTIMIZER: TypeAdapter[Any] = TypeAdapter(OptimizerSpec)
+
+
+@router.post("/{job_id}/fork", status_code=status.HTTP_202_ACCEPTED, response_model=JobSubmitted)
+async def fork_job(
+    job_id: str,
+    body: ForkCreate = Body(
+        openapi_examples={
+            "new lr": {"summary": "From step 100 with lr 0.01", "value": {"step": 100, "changes": {"lr": 0.01}}}
+        }
+    ),
+    *,
+    settings: SettingsDep,
+    store: StoreDep,
+    jobs: JobStoreDep,
+    celery: CeleryDep,
+    tenant: TenantDep,
+) -> dict[str, Any]:
+    """Start a job from checkpoint ``step`` of this one with ``changes``; with none it repeats the parent exactly."""
+    await require_job(jobs, tenant, job_id)
+    state = await checkpoint_state(jobs, tenant, job_id, body.step)
+    parent = json.loads(await jobs.raw_field(tenant=tenant, job_id=job_id, name="request") or b"{}")
+    network = json.loads(await jobs.raw_field(tenant=tenant, job_id=job_id, name="network") or b"{}")
+    changes = body.changes
+    doc = {**parent, "network": network}
+    doc.pop("network_id", None)  # the spec the parent ran, even if that network has since gone
+    given = changes.model_dump(mode="json", exclude_unset=True)
+    if "lr" in given:
+        doc["optimizer"] = {**parent["optimizer"], "lr": given.pop("lr")}
+    if "epochs" in given or "steps" in given:
+        doc.pop("epochs", None)
+        doc.pop("steps", None)
+    doc.update(given)
+    if doc.get("lr_scheduler") is None:
+        doc.pop("lr_scheduler", None)
+    req = JobCreate.model_validate(doc)
+    policy = _policy(parent, req, "dataset" in given)
+    data = None
+    if req.dataset.source == "inline" and "dataset" not in given:
+        data = await _parent_data(jobs, tenant, job_id)
+
+    def check(plan: dict[str, Any]) -> None:
+        if plan["total_steps"] <= body.step:
+            raise InvalidInput(
+                f"the fork would run {plan['total_steps']} steps in all, not beyond its start at step {body.step}: "
+                "give more epochs or steps in changes",
+                ("body", "changes", "steps" if req.steps is not None else "epochs"),
+            )
+
+    history = [r for r in await jobs.metric_records(tenant=tenant, job_id=job_id, since=None) if r["step"] <= body.step]
+    fork = ForkStart(job_id, body.step, state, policy, history, data, check)
+    new_id = await submit(req, tenant=tenant, settings=settings, store=store, jobs=jobs, celery=celery, fork=fork)
+    return {"id": new_id, "status": "queued"}
+
+
+def _policy(parent: dict[str, Any], child: JobCreate, new_data: bool) -> dict[str, Any]:
+    """What of the parent's state carries over (worker.fork.start_fork applies it)."""
+    before = _OPTIMIZER.validate_python(parent["optimizer"]).model_dump(mode="json")
+    after = child.optimizer.model_dump(mode="json")
+    same_type = before["type"] == after["type"]
+    overrides = {k: v for k, v in after.items() if same_type and before.get(k) != v}
+    old_sched = parent.get("lr_scheduler")
+    new_sched = None if child.lr_scheduler is None else child.lr_scheduler.model_dump(mode="json", exclude_unset=True)
+    keep_sched = same_type and old_sched == new_sched
+    return {
+        "optimizer": "keep" if same_type else "fresh",
+        "overrides": overrides,
+        "scheduler": "keep" if keep_sched else "fresh",
+        "data": "fresh" if new_data else "keep",
+    }
+
+
+async def _parent_data(jobs: JobStore, tenant: str, job_id: str) -> bytes:
+    source = await jobs.raw_field(tenant=tenant, job_id=job_id, name="source_key")
+    blob = None if source is None else await jobs.redis.hget(source.decode(), "data")
+    if blob is None:
+        raise InvalidInput(f"job '{job_id}''s inline dataset has expired; give changes.dataset", ("body", "changes"))
+    data: bytes = blob
+    return data

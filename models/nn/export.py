@@ -1,0 +1,56 @@
+"""A trained network as a file that runs without gradserve: TorchScript (``torch.jit.trace``), ONNX
+(``torch.onnx.export``) or ``torch.export``'s ``.pt2``. The batch dimension stays free where the format allows.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from typing import Literal
+
+import torch
+
+from models.nn.build import build_network
+from models.spec.network import NetworkSpec
+from models.wire.tensors import DTYPES
+
+ExportFormat = Literal["torchscript", "onnx", "pt2"]
+SUFFIX: dict[str, str] = {"torchscript": ".pt", "onnx": ".onnx", "pt2": ".pt2"}
+
+
+def export_network(spec: NetworkSpec, weights: dict[str, torch.Tensor], fmt: ExportFormat) -> bytes:
+    """The file of ``fmt`` for the network with these weights, in eval mode, on the CPU."""
+    net = build_network(spec)
+    net.load_state_dict(weights)
+    net.eval()
+    example = torch.zeros((2, *spec.input_shape), dtype=DTYPES[spec.input_dtype])  # (B, *input_shape)
+    batch = ({0: torch.export.Dim.AUTO},)
+    buf = io.BytesIO()
+    with torch.no_grad():
+        if fmt == "torchscript":
+            torch.jit.save(torch.jit.trace(net, (example,)), buf)  # type: ignore[no-untyped-call]
+        elif fmt == "pt2":
+            torch.export.save(torch.export.export(net, (example,), dynamic_shapes=batch), buf)
+        else:
+            return _onnx(net, example, batch)
+    return buf.getvalue()
+
+
+def _onnx(net: torch.nn.Module, example: torch.Tensor, batch: tuple[dict[int, object]]) -> bytes:
+    # The exporter writes external data next to a path; one self-contained file is what users want.
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.onnx")
+        program = torch.onnx.export(
+            net,
+            (example,),
+            dynamo=True,
+            dynamic_shapes=batch,
+            input_names=["input"],
+            output_names=["output"],
+            verbose=False,
+        )
+        assert program is not None
+        program.save(path, external_data=False)
+        with open(path, "rb") as f:
+            return f.read()
