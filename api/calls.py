@@ -3,47 +3,31 @@
 Calls on one session are serialised in arrival order by an asyncio lock per session (FIFO), so a
 client that fires ``forward`` then ``backward`` without waiting still gets them in that order; the
 worker also takes a Redis lock, which keeps several API processes in order among themselves.
-Tensors ride in the task's arguments only when tiny; larger ones go to Redis under a call key.
+Tensors ride in the task's arguments only when tiny; larger ones go to Redis under a call key
+(the protocol itself lives in ``models.wire.session``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import time
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
-import orjson
 import torch
 from redis.asyncio import Redis
 
 from api.broker import task_message
-from models.errors import GradserveError, NotFound, Timeout
+from models.errors import NotFound, Timeout
 from models.settings import Settings
 from models.store.keys import Keys
 from models.tasks import SESSION_CALL
-from models.wire.tensors import to_safetensors
+from models.wire.session import Reply, raw_ref, read_frame, tensor_ref
 
-# Above this many bytes a tensor goes to Redis by key: the broker base64-encodes messages twice over.
-INLINE_MAX_BYTES = 64 * 1024
 _ROUTES_KEPT = 100_000
-
-
-@dataclass(frozen=True)
-class Reply:
-    body: bytes
-    media: str = "application/json"
-    worker_ms: float = 0.0  # time the worker spent on the call
-    call_ms: float = 0.0  # enqueue to answer, as the API saw it
-
-    @property
-    def server_timing(self) -> str:
-        return f"worker;dur={self.worker_ms:.3f}, call;dur={self.call_ms:.3f}"
 
 
 class SessionCalls:
@@ -98,6 +82,7 @@ class SessionCalls:
         blobs: dict[str, bytes] | None = None,
         queue: str | None = None,
         extra: dict[str, Any] | None = None,
+        binary: bool = False,
     ) -> Reply:
         """Run ``op`` on a worker and return its answer; worker errors are re-raised with their status."""
         queue = queue or await self.queue_of(tenant, sid)
@@ -105,15 +90,12 @@ class SessionCalls:
         refs: dict[str, dict[str, Any]] = {}
         uploads: dict[str, bytes] = {}
         for name, tensor in (tensors or {}).items():
-            blob = to_safetensors({"t": tensor})
-            if len(blob) <= INLINE_MAX_BYTES:
-                refs[name] = {"wire": base64.b64encode(blob).decode("ascii")}
-            else:
+            refs[name], blob = tensor_ref(tensor, self.keys.call_blob(call_id, name))
+            if blob is not None:
                 uploads[name] = blob
-                refs[name] = {"key": self.keys.call_blob(call_id, name)}
         for name, blob in (blobs or {}).items():
             uploads[name] = blob
-            refs[name] = {"key": self.keys.call_blob(call_id, name), "raw": True}
+            refs[name] = raw_ref(self.keys.call_blob(call_id, name))
         async with self.serial(tenant, sid):
             if uploads:
                 pipe = self.redis.pipeline(transaction=False)
@@ -129,6 +111,7 @@ class SessionCalls:
                 "args": args or {},
                 "tensors": refs,
                 "deadline": deadline,
+                "binary": binary,
                 **(extra or {}),
             }
             sent = time.perf_counter()
@@ -149,15 +132,4 @@ class SessionCalls:
                 f"no worker answered '{op}' on session '{sid}' within {self.settings.call_timeout_s:g} s "
                 "(GRADSERVE_CALL_TIMEOUT_S); are the workers alive? see GET /readyz"
             )
-        return _decode(got[1], (time.perf_counter() - sent) * 1e3)
-
-
-def _decode(frame: bytes, call_ms: float) -> Reply:
-    kind = frame[:1]
-    spent, _, rest = frame[1:].partition(b"\n")
-    if kind == b"j":
-        return Reply(rest, worker_ms=float(spent), call_ms=call_ms)
-    if kind == b"r":
-        media, _, body = rest.partition(b"\n")
-        return Reply(body, media.decode(), worker_ms=float(spent), call_ms=call_ms)
-    raise GradserveError.from_dict(orjson.loads(rest))
+        return read_frame(got[1], (time.perf_counter() - sent) * 1e3)

@@ -1,9 +1,9 @@
 """One session call, start to finish: lock the session, bring it up to date, run the op, write back, reply.
 
-The answer goes onto ``Keys.reply(call_id)`` as one frame: a kind byte, the milliseconds the worker
-spent (ASCII) and a newline, then ``j``: a JSON body, ``r``: a media type line and raw bytes, or
-``e``: a ``GradserveError.to_dict()``. State, lock release and reply go out in
-one MULTI/EXEC, so the API never sees an answer whose state is not yet in Redis.
+The answer goes onto ``Keys.reply(call_id)`` as one frame (``models.wire.session``). State, lock
+release and reply go out in one MULTI/EXEC, so the API never sees an answer whose state is not yet
+in Redis. Answers that carry numbers say how many threads computed them (``threads``): a local run
+gives the same bits with ``torch.set_num_threads`` at that count.
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ import time
 import traceback
 from typing import Any
 
-import orjson
 import redis
+import torch
 
 from models.errors import GradserveError, InvalidInput
-from models.nn.state_codec import tensor_from_wire
 from models.settings import Settings
 from models.store.keys import Keys
+from models.wire.session import answer_frame, error_frame, read_ref, stamp
 from models.wire.tensors import from_safetensors
 from worker import session_store as store
 from worker import sessions as ops
@@ -27,6 +27,8 @@ from worker.session_store import SessionCache
 
 log = logging.getLogger("gradserve.sessions")
 cache = SessionCache()
+# Ops whose answers carry numbers a thread count can change (reductions split across threads).
+NUMERIC_OPS = frozenset({"forward", "loss", "backward", "parameter", "sgd_update", "step"})
 
 
 def handle(client: redis.Redis, keys: Keys, settings: Settings, call: dict[str, Any]) -> None:
@@ -37,13 +39,14 @@ def handle(client: redis.Redis, keys: Keys, settings: Settings, call: dict[str, 
         # change a session behind its owner's back.
         log.warning("dropping session call %s (%s): past its deadline", call_id, op)
         return
+    binary = bool(call.get("binary"))
     pipe = client.pipeline(transaction=True)
     locked = False
     try:
         if op == "create":
             s = ops.build_live(tenant, sid, call["meta"], seed=call["args"]["seed"])
             store.write_new(pipe, keys, s, call["queue"], settings.session_ttl_s)
-            frame = _frame(ops.Outcome(call["meta"]["public"]))
+            frame = answer_frame(call["meta"]["public"], binary=binary)
             cache.put(s)
         else:
             hold_s = max(1.0, call["deadline"] - time.time())
@@ -57,22 +60,22 @@ def handle(client: redis.Redis, keys: Keys, settings: Settings, call: dict[str, 
                 store.write(pipe, keys, s, outcome.parts, settings.session_ttl_s)
             else:
                 pipe.expire(keys.session(tenant, sid), settings.session_ttl_s)
-            frame = _frame(outcome)
+            if op in NUMERIC_OPS:
+                outcome.body["threads"] = torch.get_num_threads()
+            frame = answer_frame(outcome.body, media=outcome.media, binary=binary)
     except GradserveError as exc:
         pipe.reset()
         cache.drop(tenant, sid)  # the live objects may be half-changed; the store is not
-        frame = b"e\n" + orjson.dumps(exc.to_dict())
+        frame = error_frame(exc)
     except Exception as exc:  # a bug or an exotic torch error must reach the caller, not kill the worker
         pipe.reset()
         cache.drop(tenant, sid)
         log.error("session call %s (%s) failed:\n%s", call_id, op, traceback.format_exc())
-        err = GradserveError(f"the worker failed on '{op}': {type(exc).__name__}: {exc}")
-        frame = b"e\n" + orjson.dumps(err.to_dict())
+        frame = error_frame(GradserveError(f"the worker failed on '{op}': {type(exc).__name__}: {exc}"))
     if locked:
         store.release(pipe, keys, tenant, sid, call_id)
     reply = keys.reply(call_id)
-    spent = f"{(time.perf_counter() - started) * 1e3:.3f}".encode()
-    pipe.lpush(reply, frame[:1] + spent + frame[1:])
+    pipe.lpush(reply, stamp(frame, (time.perf_counter() - started) * 1e3))
     pipe.expire(reply, settings.reply_ttl_s)
     pipe.execute()
 
@@ -102,23 +105,8 @@ def _run(s: ops.LiveSession, op: str, args: dict[str, Any], settings: Settings) 
 
 
 def _args(client: redis.Redis, call: dict[str, Any]) -> dict[str, Any]:
-    """Tensors arrive inline (``{"wire": base64}``) or, when large, as a Redis key the API filled."""
+    """The call's arguments with its tensor references resolved (large ones are taken out of Redis)."""
     args = dict(call["args"])
     for name, ref in call.get("tensors", {}).items():
-        if "wire" in ref:
-            args[name] = tensor_from_wire(ref["wire"])
-            continue
-        blob = client.getdel(ref["key"])
-        if blob is None:
-            raise InvalidInput(
-                f"the uploaded '{name}' expired before a worker took the call; send it again", ("body", name)
-            )
-        args[name] = blob if ref.get("raw") else from_safetensors(blob)["t"]
+        args[name] = read_ref(name, ref, client.getdel)
     return args
-
-
-def _frame(outcome: ops.Outcome) -> bytes:
-    if outcome.media is None:
-        return b"j\n" + orjson.dumps(outcome.body)
-    body = outcome.body.encode() if isinstance(outcome.body, str) else outcome.body
-    return b"r\n" + outcome.media.encode() + b"\n" + body

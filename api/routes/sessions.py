@@ -15,10 +15,10 @@ import torch
 from fastapi import APIRouter, Body, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 
-from api.calls import Reply, SessionCalls
+from api.binary_route import BINARY_ANSWER, BINARY_REQUEST, BinaryBodyRoute, binary_tensors, wants_binary
+from api.calls import SessionCalls
 from api.deps import get_tenant
 from api.schemas import sessions as S
-from api.strict_json import StrictJsonRoute
 from models.errors import InvalidInput, NotFound, ServiceUnavailable
 from models.nn.build import build_network, validate_network
 from models.nn.graph import DEFAULT_MAX_NODES
@@ -27,9 +27,10 @@ from models.settings import Settings
 from models.spec.network import NetworkSpec
 from models.store.redis import Store
 from models.tasks import QUEUE_CPU, QUEUE_GPU
+from models.wire.session import Reply
 from models.wire.tensors import decode
 
-router = APIRouter(prefix="/v1/sessions", tags=["sessions"], route_class=StrictJsonRoute)
+router = APIRouter(prefix="/v1/sessions", tags=["sessions"], route_class=BinaryBodyRoute)
 MAX_GRAPH_NODES = 5000
 
 
@@ -46,8 +47,24 @@ def _json(reply: Reply, status_code: int = 200) -> Response:
     )
 
 
-def _tensor(value: Any, settings: Settings, loc: tuple) -> torch.Tensor:
-    return decode(value, max_elements=settings.max_tensor_elements, loc=loc)
+def _tensor(request: Request, name: str, value: Any) -> torch.Tensor:
+    """The argument ``name``: from a binary body as it came, else decoded from its JSON form."""
+    sent = binary_tensors(request).get(name)
+    if sent is not None:
+        return sent
+    settings: Settings = request.app.state.settings
+    return decode(value, max_elements=settings.max_tensor_elements, loc=("body", name))
+
+
+async def _run(request: Request, session_id: str, op: str, **kwargs: Any) -> Response:
+    """One call on the session, answered in the form the request's ``Accept`` asks for."""
+    calls, tenant = context(request)
+    return _json(await calls.call(tenant=tenant, sid=session_id, op=op, binary=wants_binary(request), **kwargs))
+
+
+def _answers(model: type) -> dict[int | str, dict[str, Any]]:
+    """The JSON answer's model, and its safetensors form for ``Accept: application/octet-stream``."""
+    return {200: {"model": model, "content": BINARY_ANSWER}}
 
 
 @router.post(
@@ -146,70 +163,65 @@ async def delete_session(session_id: str, request: Request) -> Response:
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/{session_id}/forward", response_class=Response, responses={200: {"model": S.ForwardPublic}})
+@router.post(
+    "/{session_id}/forward",
+    response_class=Response,
+    responses=_answers(S.ForwardPublic),
+    openapi_extra=BINARY_REQUEST,
+)
 async def forward(session_id: str, body: S.ForwardIn, request: Request) -> Response:
     """``output = net(input)``; the graph stays on the session for loss and backward."""
-    calls, tenant = context(request)
-    x = _tensor(body.input, calls.settings, ("body", "input"))
-    return _json(await calls.call(tenant=tenant, sid=session_id, op="forward", tensors={"input": x}))
+    x = _tensor(request, "input", body.input)
+    return await _run(request, session_id, "forward", tensors={"input": x})
 
 
-@router.post("/{session_id}/loss", response_class=Response, responses={200: {"model": S.LossPublic}})
+@router.post(
+    "/{session_id}/loss", response_class=Response, responses=_answers(S.LossPublic), openapi_extra=BINARY_REQUEST
+)
 async def loss(session_id: str, body: S.LossIn, request: Request) -> Response:
     """``loss = criterion(output, target)`` on the last forward's output."""
-    calls, tenant = context(request)
-    target = _tensor(body.target, calls.settings, ("body", "target"))
+    target = _tensor(request, "target", body.target)
     criterion = body.criterion.model_dump(mode="json", exclude_unset=True)
-    return _json(
-        await calls.call(
-            tenant=tenant, sid=session_id, op="loss", args={"criterion": criterion}, tensors={"target": target}
-        )
-    )
+    return await _run(request, session_id, "loss", args={"criterion": criterion}, tensors={"target": target})
 
 
-@router.post("/{session_id}/backward", response_class=Response, responses={200: {"model": S.BackwardPublic}})
+@router.post(
+    "/{session_id}/backward",
+    response_class=Response,
+    responses=_answers(S.BackwardPublic),
+    openapi_extra=BINARY_REQUEST,
+)
 async def backward(session_id: str, request: Request, body: S.BackwardIn | None = Body(default=None)) -> Response:
     """``loss.backward()``, or ``output.backward(gradient)``; gradients accumulate as in PyTorch."""
-    calls, tenant = context(request)
     body = body or S.BackwardIn()
     gradient = body.gradient
-    tensors = {} if gradient is None else {"gradient": _tensor(gradient, calls.settings, ("body", "gradient"))}
-    return _json(
-        await calls.call(
-            tenant=tenant, sid=session_id, op="backward", args={"retain_graph": body.retain_graph}, tensors=tensors
-        )
-    )
+    tensors = {} if gradient is None else {"gradient": _tensor(request, "gradient", gradient)}
+    return await _run(request, session_id, "backward", args={"retain_graph": body.retain_graph}, tensors=tensors)
 
 
-@router.post("/{session_id}/zero_grad", response_class=Response, responses={200: {"model": S.ZeroGradPublic}})
+@router.post("/{session_id}/zero_grad", response_class=Response, responses=_answers(S.ZeroGradPublic))
 async def zero_grad(session_id: str, request: Request, body: S.ZeroGradIn | None = Body(default=None)) -> Response:
     """``net.zero_grad(set_to_none=...)``: grads become None (default) or zeros."""
-    calls, tenant = context(request)
     body = body or S.ZeroGradIn()
-    return _json(
-        await calls.call(tenant=tenant, sid=session_id, op="zero_grad", args={"set_to_none": body.set_to_none})
-    )
+    return await _run(request, session_id, "zero_grad", args={"set_to_none": body.set_to_none})
 
 
-@router.get("/{session_id}/parameters/{name}", response_class=Response, responses={200: {"model": S.ParameterPublic}})
+@router.get("/{session_id}/parameters/{name}", response_class=Response, responses=_answers(S.ParameterPublic))
 async def parameter(session_id: str, name: str, request: Request) -> Response:
-    """A parameter's (or buffer's) data and grad; ``grad`` is null when it is None."""
-    calls, tenant = context(request)
-    return _json(await calls.call(tenant=tenant, sid=session_id, op="parameter", args={"name": name}))
+    """A parameter's (or buffer's) data and grad; ``grad`` is null when it is None (absent from safetensors)."""
+    return await _run(request, session_id, "parameter", args={"name": name})
 
 
-@router.post("/{session_id}/sgd_update", response_class=Response, responses={200: {"model": S.SgdUpdatePublic}})
+@router.post("/{session_id}/sgd_update", response_class=Response, responses=_answers(S.SgdUpdatePublic))
 async def sgd_update(session_id: str, body: S.SgdUpdateIn, request: Request) -> Response:
     """The tutorial's manual rule, ``p.data.sub_(p.grad.data * lr)`` for every parameter with a grad."""
-    calls, tenant = context(request)
-    return _json(await calls.call(tenant=tenant, sid=session_id, op="sgd_update", args={"lr": float(body.lr)}))
+    return await _run(request, session_id, "sgd_update", args={"lr": float(body.lr)})
 
 
-@router.post("/{session_id}/step", response_class=Response, responses={200: {"model": S.StepPublic}})
+@router.post("/{session_id}/step", response_class=Response, responses=_answers(S.StepPublic))
 async def step(session_id: str, request: Request) -> Response:
     """``optimizer.step()`` with the session's optimizer, whose state persists across calls."""
-    calls, tenant = context(request)
-    return _json(await calls.call(tenant=tenant, sid=session_id, op="step"))
+    return await _run(request, session_id, "step")
 
 
 @router.get(

@@ -1,5 +1,5 @@
-"""Safetensors codecs for live training state: tensor groups with JSON metadata, optimizer state, RNG state,
-and single tensors small enough to ride in a task's JSON arguments. Never pickle.
+"""Safetensors codecs for live training state: tensor groups with JSON metadata, optimizer state, RNG state.
+Never pickle.
 
 Each function round-trips bit for bit: an optimizer reloaded from ``optimizer_to_bytes`` takes the
 same next step as the one that was saved.
@@ -7,7 +7,6 @@ same next step as the one that was saved.
 
 from __future__ import annotations
 
-import base64
 import json
 import math
 from typing import Any
@@ -123,15 +122,3 @@ def set_rng_state(state: dict[str, torch.Tensor], device: torch.device | str = "
 
 def same_rng(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
-# --- one tensor inside a task's JSON arguments --------------------------------------------------------------------
-
-
-def tensor_to_wire(tensor: torch.Tensor) -> str:
-    """Base64 safetensors: exact bits of any dtype, several times smaller than a nested JSON list."""
-    return base64.b64encode(to_safetensors({"t": tensor})).decode("ascii")
-
-
-def tensor_from_wire(text: str) -> torch.Tensor:
-    return from_safetensors(base64.b64decode(text))["t"]
