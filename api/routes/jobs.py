@@ -11,6 +11,7 @@ from fastapi import APIRouter, Body, Header, Query, status
 from fastapi.responses import StreamingResponse
 
 from api.deps import CeleryDep, SettingsDep, StoreDep, TenantDep
+from api.job_queue import place_in_line
 from api.job_submit import JobStoreDep, require_job, submit
 from api.responses import TensorJSONResponse
 from api.schemas.jobs import CancelPublic, JobPublic, JobsPublic, JobStatus, JobSubmitted, MetricsPublic
@@ -74,6 +75,8 @@ async def get_job(job_id: str, jobs: JobStoreDep, tenant: TenantDep) -> dict[str
     doc = await jobs.get_job(tenant=tenant, job_id=job_id, with_request=True)
     if doc is None:
         raise NotFound(f"job '{job_id}' not found")
+    if doc["status"] == "queued" and doc.get("queue"):
+        doc["queue_position"] = await place_in_line(jobs.redis, doc["queue"], job_id)
     return doc
 
 
