@@ -19,7 +19,7 @@ import torch
 
 from models.nn.build import build_network
 from models.spec.network import NetworkSpec
-from tests.conftest import Service, start_service, stop_service
+from tests.conftest import Service, running_service
 from tests.lenet import LENET_SPEC, Net
 
 pytestmark = pytest.mark.integration
@@ -49,9 +49,8 @@ def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         "GRADSERVE_CALL_TIMEOUT_S": "40",
         "GRADSERVE_MAX_SESSIONS": str(MAX_SESSIONS),
     }
-    svc = start_service(tmp_path_factory.mktemp("faults"), workers=1, session_workers=2, extra_env=env)
-    yield svc
-    stop_service(svc)
+    with running_service(tmp_path_factory.mktemp("faults"), workers=1, session_workers=2, extra_env=env) as svc:
+        yield svc
 
 
 def create(client: httpx.Client, spec: dict, **extra: object) -> httpx.Response:
