@@ -12,7 +12,7 @@ import sys
 
 from launcher.tuning import keep_freed_memory
 from models.settings import get_settings
-from models.tasks import QUEUE_CPU, QUEUE_GPU
+from models.tasks import LANE_JOBS, LANE_QUEUES, LANE_SESSIONS, lane_queues
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
@@ -24,7 +24,10 @@ def _parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="API + workers (+ an embedded Redis when REDIS_URL is unset)")
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--port", type=int, default=8000)
-    up.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    up.add_argument("--workers", type=int, default=1, help="job worker processes (default 1)")
+    up.add_argument(
+        "--session-workers", type=int, default=1, help="session worker processes, for interactive calls (default 1)"
+    )
     up.add_argument(
         "--data-dir",
         default=os.environ.get("GRADSERVE_DATA_DIR", ".gradserve"),
@@ -36,7 +39,15 @@ def _parser() -> argparse.ArgumentParser:
     api.add_argument("--port", type=int, default=8000)
 
     worker = sub.add_parser("worker", help="one Celery worker process")
-    worker.add_argument("--queues", default=None, help=f"default: {QUEUE_CPU}, plus {QUEUE_GPU} when CUDA is there")
+    worker.add_argument(
+        "--lane",
+        choices=sorted(LANE_QUEUES),
+        default=LANE_JOBS,
+        help=f"{LANE_JOBS}: training jobs; {LANE_SESSIONS}: interactive session calls (default {LANE_JOBS})",
+    )
+    worker.add_argument(
+        "--queues", default=None, help="explicit queues (default: the lane's CPU queue, plus its GPU one with CUDA)"
+    )
     worker.add_argument("--name", default=None, help="Celery node name (default: gradserve-<pid>@<host>)")
     worker.add_argument("--loglevel", default="WARNING")
     return parser
@@ -47,10 +58,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "up":
         from launcher.supervisor import run_up
 
-        return run_up(host=args.host, port=args.port, workers=args.workers, data_dir=args.data_dir)
+        return run_up(
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            session_workers=args.session_workers,
+            data_dir=args.data_dir,
+        )
     if args.command == "api":
         return run_api(args.host, args.port)
-    return run_worker(args.queues, args.name, args.loglevel)
+    return run_worker(args.queues, args.name, args.loglevel, lane=args.lane)
 
 
 def refuse_open_single_user(host: str) -> str | None:
@@ -74,7 +91,7 @@ def run_api(host: str, port: int) -> int:
     return 0
 
 
-def run_worker(queues: str | None, name: str | None, loglevel: str) -> int:
+def run_worker(queues: str | None, name: str | None, loglevel: str, *, lane: str = LANE_JOBS) -> int:
     threads = get_settings().worker_threads
     if threads:
         # Before torch loads: OpenMP sizes its pool once. A worker that owns its share of the cores
@@ -84,7 +101,7 @@ def run_worker(queues: str | None, name: str | None, loglevel: str) -> int:
     if queues is None:
         import torch
 
-        queues = f"{QUEUE_CPU},{QUEUE_GPU}" if torch.cuda.is_available() else QUEUE_CPU
+        queues = lane_queues(lane, gpu=torch.cuda.is_available())
     # One process per worker, solo pool: CUDA and fork don't mix, and a session call then runs in
     # the process that holds the model cache, with no hop to a child process.
     argv = [

@@ -1,4 +1,5 @@
-"""``gradserve up``: start Redis (if needed), the API and N workers; restart dead workers; stop all on a signal.
+"""``gradserve up``: start Redis (if needed), the API, N job workers and M session workers; restart dead workers;
+stop all on a signal. Each worker gets its share of the cores (``launcher.threads``).
 
 Children run in their own process groups, so a Ctrl-C reaches only us and we stop them in order (API,
 workers, then Redis, which flushes its AOF last). Process groups, not sessions: with the kernel's
@@ -25,7 +26,9 @@ from pathlib import Path
 
 from launcher.cli import refuse_open_single_user
 from launcher.embedded_redis import start_redis
+from launcher.threads import split_threads, usable_cores
 from models.settings import get_settings
+from models.tasks import LANE_JOBS, LANE_SESSIONS
 
 READY_TIMEOUT_S = 180
 STOP_GRACE_S = 20
@@ -45,13 +48,25 @@ def _say(message: str) -> None:
     print(f"gradserve: {message}", flush=True)
 
 
+THREADS_ENV = "GRADSERVE_WORKER_THREADS"
+
+
 class Stack:
-    def __init__(self, host: str, port: int, workers: int, env: dict[str, str]) -> None:
+    def __init__(self, host: str, port: int, workers: int, session_workers: int, env: dict[str, str]) -> None:
         self.host, self.port, self.env = host, port, env
         self.run_id = uuid.uuid4().hex[:6]
         self.generation = 0
         self.api: subprocess.Popen | None = None
-        self.workers: list[subprocess.Popen | None] = [None] * workers
+        # Slot i: job workers first, then session workers; a dead worker is restarted in its slot.
+        self.lanes = [LANE_JOBS] * workers + [LANE_SESSIONS] * session_workers
+        self.workers: list[subprocess.Popen | None] = [None] * len(self.lanes)
+        per_job, per_session = split_threads(usable_cores(), workers, session_workers)
+        # GRADSERVE_WORKER_THREADS set by the user overrides the split, for every worker.
+        fixed = env.get(THREADS_ENV, "0") not in ("", "0")
+        self.threads = {
+            LANE_JOBS: int(env[THREADS_ENV]) if fixed else per_job,
+            LANE_SESSIONS: int(env[THREADS_ENV]) if fixed else per_session,
+        }
 
     @property
     def url(self) -> str:
@@ -64,8 +79,18 @@ class Stack:
 
     def start_worker(self, index: int) -> None:
         self.generation += 1
-        name = f"gradserve-{self.run_id}-{index}-{self.generation}@%h"
-        self.workers[index] = _spawn([sys.executable, "-m", "launcher", "worker", "--name", name], self.env)
+        lane = self.lanes[index]
+        tag = f"s{index}" if lane == LANE_SESSIONS else str(index)
+        name = f"gradserve-{self.run_id}-{tag}-{self.generation}@%h"
+        env = {**self.env, THREADS_ENV: str(self.threads[lane])}
+        self.workers[index] = _spawn([sys.executable, "-m", "launcher", "worker", "--lane", lane, "--name", name], env)
+
+    def layout(self) -> str:
+        jobs, sessions = self.lanes.count(LANE_JOBS), self.lanes.count(LANE_SESSIONS)
+        return (
+            f"{jobs} job worker(s) with {self.threads[LANE_JOBS]} thread(s) each, "
+            f"{sessions} session worker(s) with {self.threads[LANE_SESSIONS]} thread(s) each"
+        )
 
     def ready_workers(self) -> int | None:
         """How many workers /readyz lists, or None while the API does not answer."""
@@ -94,13 +119,13 @@ class Stack:
                 proc.wait()
 
 
-def run_up(*, host: str, port: int, workers: int, data_dir: str) -> int:
+def run_up(*, host: str, port: int, workers: int, session_workers: int = 1, data_dir: str) -> int:
     problem = refuse_open_single_user(host)
     if problem:
         _say(problem)
         return 2
-    if workers < 1:
-        _say("--workers must be at least 1")
+    if workers < 1 or session_workers < 1:
+        _say("--workers and --session-workers must be at least 1")
         return 2
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -115,19 +140,19 @@ def run_up(*, host: str, port: int, workers: int, data_dir: str) -> int:
         _say(f"embedded Redis at {url} (data in {Path(data_dir) / 'redis'})")
     else:
         _say(f"using Redis at {settings.redis_url}")
-    stack = Stack(host, port, workers, env)
+    stack = Stack(host, port, workers, session_workers, env)
     try:
         stack.start_api()
-        for i in range(workers):
+        for i in range(len(stack.workers)):
             stack.start_worker(i)
         deadline = time.monotonic() + READY_TIMEOUT_S
-        while (stack.ready_workers() or 0) < workers:
+        while (stack.ready_workers() or 0) < len(stack.workers):
             if stop.is_set() or time.monotonic() > deadline or stack.api.poll() is not None:
                 _say("did not become ready; stopping")
                 return 1
             time.sleep(0.2)
         mode = "single-user mode (no API keys), loopback only" if settings.single_user else "API keys required"
-        _say(f"ready at {stack.url} with {workers} worker(s); {mode}; docs at {stack.url}/docs")
+        _say(f"ready at {stack.url} with {stack.layout()}; {mode}; docs at {stack.url}/docs")
         return _supervise(stack, stop, redis_proc)
     finally:
         stack.stop()
@@ -150,6 +175,6 @@ def _supervise(stack: Stack, stop: threading.Event, redis_proc: subprocess.Popen
             return 1
         for i, proc in enumerate(stack.workers):
             if proc is not None and proc.poll() is not None:
-                _say(f"worker {i} exited with {proc.returncode}; starting a new one")
+                _say(f"{stack.lanes[i]} worker {i} exited with {proc.returncode}; starting a new one")
                 stack.start_worker(i)
     return 0

@@ -16,6 +16,25 @@ JOB_RUN = "gradserve.job.run"
 
 QUEUE_CPU = "cpu"
 QUEUE_GPU = "gpu"
+# Interactive session calls have their own lane: queues served by their own worker processes, so a
+# call never waits behind a training step.
+QUEUE_SESSIONS_CPU = "sessions-cpu"
+QUEUE_SESSIONS_GPU = "sessions-gpu"
+LANE_JOBS = "jobs"
+LANE_SESSIONS = "sessions"
+LANE_QUEUES = {LANE_JOBS: (QUEUE_CPU, QUEUE_GPU), LANE_SESSIONS: (QUEUE_SESSIONS_CPU, QUEUE_SESSIONS_GPU)}
+
+
+def lane_queues(lane: str, *, gpu: bool) -> str:
+    """The queues a worker of ``lane`` consumes, comma-separated: the GPU one only where CUDA is."""
+    cpu_queue, gpu_queue = LANE_QUEUES[lane]
+    return f"{cpu_queue},{gpu_queue}" if gpu else cpu_queue
+
+
+def lanes_of(queues: list[str]) -> list[str]:
+    """The lanes a worker consuming ``queues`` serves."""
+    return [lane for lane, names in LANE_QUEUES.items() if any(q in names for q in queues)]
+
 
 # Longer than any job may run between heartbeats is not needed: a running job holds a lease in
 # Redis, so a redelivery after this timeout finds the lease and does not run it a second time.

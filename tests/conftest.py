@@ -12,17 +12,21 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import torch
 
 from launcher.embedded_redis import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEYS = {"alice": "key-alice-0123456789", "bob": "key-bob-0123456789"}
 WORKERS = 2
+SESSION_WORKERS = 2
 
 
 @dataclass
@@ -37,14 +41,18 @@ class Service:
         headers = {"Authorization": f"Bearer {self.keys[tenant]}"} if tenant else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=120, **kwargs)
 
-    def workers(self) -> list[dict]:
+    def workers(self, lane: str | None = None) -> list[dict]:
+        """Live workers as /readyz lists them; ``lane``: only those of ``jobs`` or ``sessions``."""
         with self.client() as c:
-            return c.get("/readyz").json()["workers"]
+            found = c.get("/readyz").json()["workers"]
+        return [w for w in found if lane is None or lane in w.get("lanes", [])]
 
-    def wait_workers(self, count: int, *, exclude_pids: set[int] = frozenset(), timeout: float = 90) -> list[dict]:
+    def wait_workers(
+        self, count: int, *, exclude_pids: set[int] = frozenset(), timeout: float = 90, lane: str | None = None
+    ) -> list[dict]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            alive = [w for w in self.workers() if w["pid"] not in exclude_pids and _pid_alive(w["pid"])]
+            alive = [w for w in self.workers(lane) if w["pid"] not in exclude_pids and _pid_alive(w["pid"])]
             if len(alive) >= count:
                 return alive
             time.sleep(0.2)
@@ -59,7 +67,13 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def start_service(tmp: Path, *, workers: int = WORKERS, extra_env: dict[str, str | None] | None = None) -> Service:
+def start_service(
+    tmp: Path,
+    *,
+    workers: int = WORKERS,
+    session_workers: int = SESSION_WORKERS,
+    extra_env: dict[str, str | None] | None = None,
+) -> Service:
     """Start `gradserve up`; ``extra_env`` values of None remove that variable."""
     port = free_port()
     log = tmp / "gradserve-up.log"
@@ -79,6 +93,8 @@ def start_service(tmp: Path, *, workers: int = WORKERS, extra_env: dict[str, str
         str(port),
         "--workers",
         str(workers),
+        "--session-workers",
+        str(session_workers),
         "--data-dir",
         str(tmp / "data"),
     ]
@@ -102,6 +118,16 @@ def stop_service(service: Service) -> None:
         service.proc.kill()
 
 
+@contextmanager
+def running_service(tmp: Path, **kwargs: Any) -> Iterator[Service]:
+    """A `gradserve up` of a module's own (``start_service``'s options), stopped afterwards."""
+    svc = start_service(tmp, **kwargs)
+    try:
+        yield svc
+    finally:
+        stop_service(svc)
+
+
 @pytest.fixture(scope="session")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     svc = start_service(tmp_path_factory.mktemp("gradserve"))
@@ -119,6 +145,18 @@ def client(service: Service) -> Iterator[httpx.Client]:
 def client_bob(service: Service) -> Iterator[httpx.Client]:
     with service.client("bob") as c:
         yield c
+
+
+@pytest.fixture
+def session_threads(service: Service) -> Iterator[int]:
+    """Local runs use the session workers' thread count while the test runs: the bits a reduction gives
+    depend on how many threads split it, and the service's answers say theirs (``threads``)."""
+    counts = {w["threads"] for w in service.workers("sessions")}
+    assert len(counts) == 1, counts
+    before = torch.get_num_threads()
+    torch.set_num_threads(counts.pop())
+    yield torch.get_num_threads()
+    torch.set_num_threads(before)
 
 
 def detail_of(response: httpx.Response) -> dict:

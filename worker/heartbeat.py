@@ -15,6 +15,7 @@ import redis
 import torch
 
 from models.store.keys import Keys
+from models.tasks import lanes_of
 
 
 def describe_device() -> dict[str, object]:
@@ -32,6 +33,7 @@ class Heartbeat:
             "name": name,
             "pid": os.getpid(),
             "queues": queues,
+            "lanes": lanes_of(queues),
             "started_at": time.time(),
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),

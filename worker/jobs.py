@@ -62,7 +62,13 @@ def run_job(client: redis.Redis, keys: Keys, settings: Settings, *, tenant: str,
             start_fork(trainer, unpack_train_state(blob), json.loads(raw[5]), req)
         elif blob is not None:
             trainer.load_state(unpack_train_state(blob))
-        hooks.state("running", device_used=str(device), attempt=int(raw[3] or 1), resumed_from=trainer.step)
+        hooks.state(
+            "running",
+            device_used=str(device),
+            threads=torch.get_num_threads(),  # exactness against a local run holds at this count
+            attempt=int(raw[3] or 1),
+            resumed_from=trainer.step,
+        )
         outcome = trainer.run(hooks)
         if outcome == "finished":
             hooks.state("succeeded", final=True, finished_at=time.time(), step=trainer.step)

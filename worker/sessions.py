@@ -28,7 +28,7 @@ from models.settings import Settings
 from models.spec.losses import LossSpec
 from models.spec.network import NetworkSpec
 from models.spec.optimizers import OptimizerSpec
-from models.wire.tensors import dtype_name, encode, scalar
+from models.wire.tensors import dtype_name, scalar
 from worker.session_checks import check_class_targets, check_input
 
 _LOSS = TypeAdapter(LossSpec)
@@ -80,7 +80,7 @@ class LiveSession:
 
 @dataclass
 class Outcome:
-    body: Any  # JSON-ready, or bytes/str with ``media``
+    body: Any  # JSON-ready but for top-level tensors (models.wire.session encodes them), or bytes/str with ``media``
     parts: frozenset[str] = frozenset()
     media: str | None = None
 
@@ -128,7 +128,7 @@ def forward(s: LiveSession, x: torch.Tensor, settings: Settings) -> Outcome:
         parts.add("buffers")
     if not state_codec.same_rng(rng_before, s.rng):
         parts.add("rng")
-    body = {"output": encode(out)["data"], "shape": list(out.shape), "dtype": dtype_name(out), "grad_fn": _fn_name(out)}
+    body = {"output": out, "shape": list(out.shape), "dtype": dtype_name(out), "grad_fn": _fn_name(out)}
     return Outcome(_with_warnings(body, caught), frozenset(parts))
 
 
@@ -150,7 +150,7 @@ def loss(s: LiveSession, criterion: dict[str, Any], target: torch.Tensor) -> Out
             ("body", "target"),
         ) from exc
     s.loss = LossRecord(criterion, target, value)
-    shown = scalar(value.item()) if value.dim() == 0 else encode(value)["data"]
+    shown = scalar(value.item()) if value.dim() == 0 else value
     body = {"loss": shown, "shape": list(value.shape), "grad_fn": _fn_name(value)}
     return Outcome(_with_warnings(body, caught), frozenset({"loss"}))
 
@@ -213,15 +213,14 @@ def parameter(s: LiveSession, name: str) -> Outcome:
     buffers = dict(s.net.named_buffers())
     if name in params:
         p = params[name]
-        grad = None if p.grad is None else encode(p.grad)["data"]
         return Outcome(
             {
                 "name": name,
                 "kind": "parameter",
                 "shape": list(p.shape),
                 "dtype": dtype_name(p),
-                "data": encode(p)["data"],
-                "grad": grad,
+                "data": p,
+                "grad": p.grad,
                 "requires_grad": p.requires_grad,
             }
         )
@@ -233,7 +232,7 @@ def parameter(s: LiveSession, name: str) -> Outcome:
                 "kind": "buffer",
                 "shape": list(b.shape),
                 "dtype": dtype_name(b),
-                "data": encode(b)["data"],
+                "data": b,
                 "grad": None,
                 "requires_grad": False,
             }

@@ -11,6 +11,7 @@ from redis.exceptions import RedisError
 
 from api.deps import SettingsDep, StoreDep
 from api.strict_json import StrictJsonRoute
+from models.tasks import LANE_QUEUES
 
 router = APIRouter(tags=["operations"], route_class=StrictJsonRoute)
 
@@ -34,6 +35,8 @@ async def readyz(store: StoreDep, settings: SettingsDep) -> Any:
         "redis": "ok",
         "workers": workers,
         "single_user": settings.single_user,
+        # Live workers per lane: jobs (training) and sessions (interactive calls).
+        "lanes": {lane: sum(1 for w in workers if lane in w.get("lanes", [])) for lane in LANE_QUEUES},
     }
     return JSONResponse(body, 200 if workers else 503)
 

@@ -12,6 +12,7 @@ from fastapi.responses import StreamingResponse
 
 from api.deps import CeleryDep, SettingsDep, StoreDep, TenantDep
 from api.finite import null_columns, null_fields
+from api.job_queue import place_in_line
 from api.job_submit import JobStoreDep, require_job, submit
 from api.listing import MAX_QUERY_INT, PagingDep, page_of
 from api.responses import TensorJSONResponse
@@ -80,6 +81,8 @@ async def get_job(job_id: str, jobs: JobStoreDep, tenant: TenantDep) -> dict[str
         raise NotFound(f"job '{job_id}' not found")
     if doc["status"] == "running":
         doc["cancel_requested"] = await jobs.cancel_requested(tenant=tenant, job_id=job_id)
+    if doc["status"] == "queued" and doc.get("queue"):
+        doc["queue_position"] = await place_in_line(jobs.redis, doc["queue"], job_id)
     return null_fields(doc, JOB_NUMBERS)
 
 

@@ -6,7 +6,9 @@ worker's answer through as it came, so tensor-carrying bodies are serialised onc
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import time
 import uuid
 from typing import Annotated, Any, Literal
@@ -15,10 +17,11 @@ import torch
 from fastapi import APIRouter, Body, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 
-from api.calls import Reply, SessionCalls
+from api import session_quota
+from api.binary_route import BINARY_ANSWER, BINARY_REQUEST, BinaryBodyRoute, binary_tensors, wants_binary
+from api.calls import SessionCalls
 from api.deps import get_tenant
 from api.schemas import sessions as S
-from api.strict_json import StrictJsonRoute
 from models.errors import InvalidInput, NotFound, ServiceUnavailable
 from models.nn.build import build_network, validate_network
 from models.nn.graph import DEFAULT_MAX_NODES
@@ -26,10 +29,11 @@ from models.nn.objectives import build_optimizer
 from models.settings import Settings
 from models.spec.network import NetworkSpec
 from models.store.redis import Store
-from models.tasks import QUEUE_CPU, QUEUE_GPU
+from models.tasks import QUEUE_SESSIONS_CPU, QUEUE_SESSIONS_GPU
+from models.wire.session import CALL_ID_PATTERN, Reply
 from models.wire.tensors import decode
 
-router = APIRouter(prefix="/v1/sessions", tags=["sessions"], route_class=StrictJsonRoute)
+router = APIRouter(prefix="/v1/sessions", tags=["sessions"], route_class=BinaryBodyRoute)
 MAX_GRAPH_NODES = 5000
 
 
@@ -41,13 +45,40 @@ def context(request: Request) -> tuple[SessionCalls, str]:
 
 def _json(reply: Reply, status_code: int = 200) -> Response:
     """The worker's body as it came; Server-Timing says how much of the wait was the worker's."""
-    return Response(
-        reply.body, status_code=status_code, media_type=reply.media, headers={"Server-Timing": reply.server_timing}
-    )
+    headers = {"Server-Timing": reply.server_timing, "Call-Id": reply.call_id}
+    return Response(reply.body, status_code=status_code, media_type=reply.media, headers=headers)
 
 
-def _tensor(value: Any, settings: Settings, loc: tuple) -> torch.Tensor:
-    return decode(value, max_elements=settings.max_tensor_elements, loc=loc)
+def _call_id(request: Request) -> str | None:
+    """The client's ``Idempotency-Key``: a retry carrying it gets the first answer, never a second application."""
+    key = request.headers.get("idempotency-key")
+    if key is not None and not re.fullmatch(CALL_ID_PATTERN, key):
+        raise InvalidInput(
+            "Idempotency-Key must be 1 to 128 characters of letters, digits and . _ : - (e.g. a UUID)",
+            ("header", "Idempotency-Key"),
+        )
+    return key
+
+
+def _tensor(request: Request, name: str, value: Any) -> torch.Tensor:
+    """The argument ``name``: from a binary body as it came, else decoded from its JSON form."""
+    sent = binary_tensors(request).get(name)
+    if sent is not None:
+        return sent
+    settings: Settings = request.app.state.settings
+    return decode(value, max_elements=settings.max_tensor_elements, loc=("body", name))
+
+
+async def _run(request: Request, session_id: str, op: str, **kwargs: Any) -> Response:
+    """One call on the session, answered in the form the request's ``Accept`` asks for."""
+    calls, tenant = context(request)
+    binary, call_id = wants_binary(request), _call_id(request)
+    return _json(await calls.call(tenant=tenant, sid=session_id, op=op, binary=binary, call_id=call_id, **kwargs))
+
+
+def _answers(model: type) -> dict[int | str, dict[str, Any]]:
+    """The JSON answer's model, and its safetensors form for ``Accept: application/octet-stream``."""
+    return {200: {"model": model, "content": BINARY_ANSWER}}
 
 
 @router.post(
@@ -68,7 +99,11 @@ async def create_session(body: S.SessionCreate, request: Request) -> Response:
         spec = body.network
     summary = await run_in_threadpool(_validate, spec, body, settings)
     device, queue = await _place(body.device, store)
-    sid = f"sess_{uuid.uuid4().hex}"
+    call_id = _call_id(request)
+    # A retried create (same Idempotency-Key) names the same session, which the worker then does not build twice.
+    key_hash = None if call_id is None else hashlib.sha256(f"{tenant}\0{call_id}".encode()).hexdigest()
+    sid = f"sess_{key_hash[:32] if key_hash else uuid.uuid4().hex}"
+    await session_quota.admit(store.redis, store.keys, settings, tenant, sid)
     optimizer = None if body.optimizer is None else body.optimizer.model_dump(mode="json", exclude_unset=True)
     public = {
         "id": sid,
@@ -93,9 +128,20 @@ async def create_session(body: S.SessionCreate, request: Request) -> Response:
         "created_at": time.time(),
         "public": public,
     }
-    reply = await calls.call(
-        tenant=tenant, sid=sid, op="create", args={"seed": body.seed}, queue=queue, extra={"meta": meta, "queue": queue}
-    )
+    try:
+        reply = await calls.call(
+            tenant=tenant,
+            sid=sid,
+            op="create",
+            args={"seed": body.seed},
+            queue=queue,
+            extra={"meta": meta, "queue": queue},
+            call_id=call_id,
+        )
+    except BaseException:
+        if not await store.redis.exists(store.keys.session(tenant, sid)):
+            await session_quota.release(store.redis, store.keys, tenant, sid)
+        raise
     calls.remember(tenant, sid, queue)
     return _json(reply, status.HTTP_201_CREATED)
 
@@ -109,17 +155,20 @@ def _validate(spec: NetworkSpec, body: S.SessionCreate, settings: Settings) -> A
 
 
 async def _place(device: str, store: Store) -> tuple[str, str]:
+    """The session's device and queue: the sessions lane, on a GPU when asked or (``auto``) when one is live."""
     workers = await store.live_workers()
-    if not workers:
-        raise ServiceUnavailable("no worker is alive to hold the session; see GET /readyz")
-    gpu = any(w.get("device") == "cuda" and QUEUE_GPU in w.get("queues", []) for w in workers)
+    if not any(QUEUE_SESSIONS_CPU in w.get("queues", []) or QUEUE_SESSIONS_GPU in w.get("queues", []) for w in workers):
+        raise ServiceUnavailable(
+            "no session worker is alive to hold the session (`gradserve worker --lane sessions`); see GET /readyz"
+        )
+    gpu = any(w.get("device") == "cuda" and QUEUE_SESSIONS_GPU in w.get("queues", []) for w in workers)
     if device == "cuda" and not gpu:
         raise InvalidInput(
-            'no live worker has a GPU (see GET /readyz); use "device": "cpu" or "auto"', ("body", "device")
+            'no live session worker has a GPU (see GET /readyz); use "device": "cpu" or "auto"', ("body", "device")
         )
     if device == "auto":
         device = "cuda" if gpu else "cpu"
-    return device, QUEUE_GPU if device == "cuda" else QUEUE_CPU
+    return device, QUEUE_SESSIONS_GPU if device == "cuda" else QUEUE_SESSIONS_CPU
 
 
 @router.get("/{session_id}", response_model=S.SessionPublic)
@@ -141,75 +190,71 @@ async def delete_session(session_id: str, request: Request) -> Response:
     async with calls.serial(tenant, session_id):
         deleted = await store.redis.delete(store.keys.session(tenant, session_id))
     calls.forget(tenant, session_id)
+    await session_quota.release(store.redis, store.keys, tenant, session_id)
     if not deleted:
         raise NotFound(f"session '{session_id}' not found")
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/{session_id}/forward", response_class=Response, responses={200: {"model": S.ForwardPublic}})
+@router.post(
+    "/{session_id}/forward",
+    response_class=Response,
+    responses=_answers(S.ForwardPublic),
+    openapi_extra=BINARY_REQUEST,
+)
 async def forward(session_id: str, body: S.ForwardIn, request: Request) -> Response:
     """``output = net(input)``; the graph stays on the session for loss and backward."""
-    calls, tenant = context(request)
-    x = _tensor(body.input, calls.settings, ("body", "input"))
-    return _json(await calls.call(tenant=tenant, sid=session_id, op="forward", tensors={"input": x}))
+    x = _tensor(request, "input", body.input)
+    return await _run(request, session_id, "forward", tensors={"input": x})
 
 
-@router.post("/{session_id}/loss", response_class=Response, responses={200: {"model": S.LossPublic}})
+@router.post(
+    "/{session_id}/loss", response_class=Response, responses=_answers(S.LossPublic), openapi_extra=BINARY_REQUEST
+)
 async def loss(session_id: str, body: S.LossIn, request: Request) -> Response:
     """``loss = criterion(output, target)`` on the last forward's output."""
-    calls, tenant = context(request)
-    target = _tensor(body.target, calls.settings, ("body", "target"))
+    target = _tensor(request, "target", body.target)
     criterion = body.criterion.model_dump(mode="json", exclude_unset=True)
-    return _json(
-        await calls.call(
-            tenant=tenant, sid=session_id, op="loss", args={"criterion": criterion}, tensors={"target": target}
-        )
-    )
+    return await _run(request, session_id, "loss", args={"criterion": criterion}, tensors={"target": target})
 
 
-@router.post("/{session_id}/backward", response_class=Response, responses={200: {"model": S.BackwardPublic}})
+@router.post(
+    "/{session_id}/backward",
+    response_class=Response,
+    responses=_answers(S.BackwardPublic),
+    openapi_extra=BINARY_REQUEST,
+)
 async def backward(session_id: str, request: Request, body: S.BackwardIn | None = Body(default=None)) -> Response:
     """``loss.backward()``, or ``output.backward(gradient)``; gradients accumulate as in PyTorch."""
-    calls, tenant = context(request)
     body = body or S.BackwardIn()
     gradient = body.gradient
-    tensors = {} if gradient is None else {"gradient": _tensor(gradient, calls.settings, ("body", "gradient"))}
-    return _json(
-        await calls.call(
-            tenant=tenant, sid=session_id, op="backward", args={"retain_graph": body.retain_graph}, tensors=tensors
-        )
-    )
+    tensors = {} if gradient is None else {"gradient": _tensor(request, "gradient", gradient)}
+    return await _run(request, session_id, "backward", args={"retain_graph": body.retain_graph}, tensors=tensors)
 
 
-@router.post("/{session_id}/zero_grad", response_class=Response, responses={200: {"model": S.ZeroGradPublic}})
+@router.post("/{session_id}/zero_grad", response_class=Response, responses=_answers(S.ZeroGradPublic))
 async def zero_grad(session_id: str, request: Request, body: S.ZeroGradIn | None = Body(default=None)) -> Response:
     """``net.zero_grad(set_to_none=...)``: grads become None (default) or zeros."""
-    calls, tenant = context(request)
     body = body or S.ZeroGradIn()
-    return _json(
-        await calls.call(tenant=tenant, sid=session_id, op="zero_grad", args={"set_to_none": body.set_to_none})
-    )
+    return await _run(request, session_id, "zero_grad", args={"set_to_none": body.set_to_none})
 
 
-@router.get("/{session_id}/parameters/{name}", response_class=Response, responses={200: {"model": S.ParameterPublic}})
+@router.get("/{session_id}/parameters/{name}", response_class=Response, responses=_answers(S.ParameterPublic))
 async def parameter(session_id: str, name: str, request: Request) -> Response:
-    """A parameter's (or buffer's) data and grad; ``grad`` is null when it is None."""
-    calls, tenant = context(request)
-    return _json(await calls.call(tenant=tenant, sid=session_id, op="parameter", args={"name": name}))
+    """A parameter's (or buffer's) data and grad; ``grad`` is null when it is None (absent from safetensors)."""
+    return await _run(request, session_id, "parameter", args={"name": name})
 
 
-@router.post("/{session_id}/sgd_update", response_class=Response, responses={200: {"model": S.SgdUpdatePublic}})
+@router.post("/{session_id}/sgd_update", response_class=Response, responses=_answers(S.SgdUpdatePublic))
 async def sgd_update(session_id: str, body: S.SgdUpdateIn, request: Request) -> Response:
     """The tutorial's manual rule, ``p.data.sub_(p.grad.data * lr)`` for every parameter with a grad."""
-    calls, tenant = context(request)
-    return _json(await calls.call(tenant=tenant, sid=session_id, op="sgd_update", args={"lr": float(body.lr)}))
+    return await _run(request, session_id, "sgd_update", args={"lr": float(body.lr)})
 
 
-@router.post("/{session_id}/step", response_class=Response, responses={200: {"model": S.StepPublic}})
+@router.post("/{session_id}/step", response_class=Response, responses=_answers(S.StepPublic))
 async def step(session_id: str, request: Request) -> Response:
     """``optimizer.step()`` with the session's optimizer, whose state persists across calls."""
-    calls, tenant = context(request)
-    return _json(await calls.call(tenant=tenant, sid=session_id, op="step"))
+    return await _run(request, session_id, "step")
 
 
 @router.get(
@@ -262,8 +307,7 @@ async def get_state(session_id: str, request: Request) -> Response:
 )
 async def put_state(session_id: str, request: Request) -> Response:
     """``net.load_state_dict(...)`` from a safetensors file; names, shapes and dtypes must all match."""
-    calls, tenant = context(request)
     blob = await request.body()
     if not blob:
         raise InvalidInput("the body must be a safetensors file (the bytes GET .../state returns)", ("body",))
-    return _json(await calls.call(tenant=tenant, sid=session_id, op="put_state", blobs={"state": blob}))
+    return await _run(request, session_id, "put_state", blobs={"state": blob})

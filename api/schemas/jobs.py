@@ -42,7 +42,11 @@ class JobPublic(BaseModel):
     finished_at: float | None
     device: str = Field(description="As requested: auto, cpu or cuda.")
     device_used: str | None = None
+    threads: int | None = Field(default=None, description="PyTorch threads the worker computes with.")
     queue: str | None = None
+    queue_position: int | None = Field(
+        default=None, description="While queued: 1 means the next job a free worker of its queue takes."
+    )
     worker: str | None = None
     attempt: int | None = Field(default=None, description="Above 1 after a worker was lost and the job resumed.")
     checkpoint_step: int | None = None

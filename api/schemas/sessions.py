@@ -66,6 +66,7 @@ class ForwardPublic(BaseModel):
     dtype: str
     grad_fn: str | None
     warnings: list[str] | None = None
+    threads: int | None = Field(default=None, description="PyTorch threads that computed the numbers.")
 
 
 class LossIn(_In):
@@ -78,6 +79,7 @@ class LossPublic(BaseModel):
     shape: list[int]
     grad_fn: str | None
     warnings: list[str] | None = None
+    threads: int | None = Field(default=None, description="PyTorch threads that computed the numbers.")
 
 
 class BackwardIn(_In):
@@ -91,6 +93,7 @@ class BackwardPublic(BaseModel):
     backward_from: Literal["loss", "output"]
     retain_graph: bool
     parameters_with_grad: list[str]
+    threads: int | None = Field(default=None, description="PyTorch threads that computed the numbers.")
 
 
 class ZeroGradIn(_In):
@@ -108,11 +111,13 @@ class SgdUpdateIn(_In):
 class SgdUpdatePublic(BaseModel):
     lr: float
     updated: int
+    threads: int | None = Field(default=None, description="PyTorch threads that computed the numbers.")
 
 
 class StepPublic(BaseModel):
     optimizer: str
     updated: int
+    threads: int | None = Field(default=None, description="PyTorch threads that computed the numbers.")
 
 
 class ParameterPublic(BaseModel):
@@ -123,6 +128,7 @@ class ParameterPublic(BaseModel):
     data: Any
     grad: Any = Field(description="null when the parameter's grad is None.")
     requires_grad: bool
+    threads: int | None = Field(default=None, description="PyTorch threads that computed the numbers.")
 
 
 class GraphNode(BaseModel):

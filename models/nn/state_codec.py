@@ -8,7 +8,6 @@ the same next step as the one that was saved, and a ``TrainState`` resumes a run
 
 from __future__ import annotations
 
-import base64
 import json
 import math
 from collections import Counter
@@ -234,14 +233,3 @@ def weights_of(blob: bytes) -> bytes:
     state = unpack_train_state(blob)
     return pack_weights(state.model, state.step, state.epoch)
 
-
-# --- one tensor inside a task's JSON arguments --------------------------------------------------------------------
-
-
-def tensor_to_wire(tensor: torch.Tensor) -> str:
-    """Base64 safetensors: exact bits of any dtype, several times smaller than a nested JSON list."""
-    return base64.b64encode(to_safetensors({"t": tensor})).decode("ascii")
-
-
-def tensor_from_wire(text: str) -> torch.Tensor:
-    return from_safetensors(base64.b64decode(text))["t"]

@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from models.store.keys import JobPart, Keys, job_parts
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
-_INTS = ("step", "total_steps", "epoch", "attempt", "checkpoint_step", "resumed_from", "batch_size")
+_INTS = ("step", "total_steps", "epoch", "attempt", "checkpoint_step", "resumed_from", "batch_size", "threads")
 _FLOATS = (
     "loss",
     "accuracy",

@@ -137,7 +137,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
 
     redis_port, api_port = free_port(), free_port()
     redis_url = _local_redis_url(services["api"]["environment"]["REDIS_URL"], values["REDIS_PASSWORD"], redis_port)
-    for name in ("worker", "api"):
+    for name in ("worker", "worker-sessions", "api"):
         assert services[name]["environment"]["REDIS_URL"] == services["api"]["environment"]["REDIS_URL"]
     _fake_redis_binaries(tmp / "redis-bin", redis_port, tmp / "redis-data")
     envs = {
@@ -148,6 +148,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
         },
         "api": _container_env(services["api"], {"REDIS_URL": redis_url}, home),
         "worker": _container_env(services["worker"], {"REDIS_URL": redis_url}, home),
+        "worker-sessions": _container_env(services["worker-sessions"], {"REDIS_URL": redis_url}, home),
     }
     deployed = Deployed(
         url=f"http://127.0.0.1:{api_port}",
@@ -162,9 +163,11 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
         _start(deployed, "redis", services["redis"]["command"], tmp)
         _wait_healthy(deployed, "redis", 30)
         _start(deployed, "worker", services["worker"]["command"], tmp)
+        _start(deployed, "worker-sessions", services["worker-sessions"]["command"], tmp)
         _start(deployed, "api", api_argv, tmp)
         _wait_healthy(deployed, "api", 180, port_map={"8000": str(api_port)})
         _wait_healthy(deployed, "worker", 30)
+        _wait_healthy(deployed, "worker-sessions", 30)
         yield deployed
     finally:
         for proc in reversed(deployed.procs.values()):
@@ -207,6 +210,9 @@ def test_ready_with_the_compose_worker_and_keys_required(deployed: Deployed) -> 
         assert ready["status"] == "ready" and ready["single_user"] is False
         worker = next(w for w in ready["workers"] if w["name"] == f"cpu@{socket.gethostname()}")
         assert worker["queues"] == ["cpu"]
+        sessions = next(w for w in ready["workers"] if w["name"] == f"sessions@{socket.gethostname()}")
+        assert sessions["queues"] == ["sessions-cpu"] and sessions["threads"] == 1
+        assert ready["lanes"] == {"jobs": 1, "sessions": 1}
         assert httpx.post(f"{deployed.url}/v1/networks", json=LENET_SPEC).status_code == 401
         created = c.post("/v1/networks", json=LENET_SPEC)
         assert created.status_code == 201, created.text
@@ -278,8 +284,10 @@ def test_worker_stops_within_its_grace_period_and_readiness_follows(deployed: De
     """Runs last: a SIGTERM'd idle worker leaves well inside stop_grace_period, and the checks notice."""
     grace = deployed.services["worker"]["stop_grace_period"]
     grace_s = sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in re.findall(r"([\d.]+)([hms])", grace))
-    took = _stop(deployed.procs["worker"], grace_s)
-    assert took < grace_s, f"the worker took {took:.0f} s to stop; compose kills it after {grace}"
+    # Both lanes: here they share one host name, which in compose each container has to itself.
+    for name in ("worker", "worker-sessions"):
+        took = _stop(deployed.procs[name], grace_s)
+        assert took < grace_s, f"{name} took {took:.0f} s to stop; compose kills it after {grace}"
     assert deployed.healthcheck("worker").returncode == 1
     with deployed.client() as c:
         assert c.get("/readyz").status_code == 503

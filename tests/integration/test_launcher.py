@@ -56,7 +56,7 @@ def _alive(pids: set[int]) -> set[int]:
 @pytest.mark.parametrize("mode", ["embedded", "external"])
 def test_up_stops_everything_it_started(tmp_path: Path, service: Service, mode: str) -> None:
     extra = {"REDIS_URL": service.redis_url if mode == "external" else None}
-    stack = start_service(tmp_path, workers=1, extra_env=extra)
+    stack = start_service(tmp_path, workers=1, session_workers=1, extra_env=extra)
     try:
         log = stack.log.read_text()
         assert ("using Redis at" in log) == (mode == "external")

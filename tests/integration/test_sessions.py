@@ -12,6 +12,7 @@ from torch import nn, optim
 
 from tests.lenet import LENET_SPEC, Net
 
+pytestmark = pytest.mark.usefixtures("session_threads")
 SEED = 1234
 
 
@@ -70,6 +71,7 @@ def test_the_tutorial_step_by_step_bit_exact(client: httpx.Client) -> None:
     assert torch.equal(T(got["output"]), out)
     assert got["shape"] == [1, 10]
     assert got["grad_fn"] == type(out.grad_fn).__name__ == "AddmmBackward0"
+    assert got["threads"] == torch.get_num_threads()  # the count the local run was given (session_threads)
 
     # net.zero_grad(); out.backward(torch.randn(1, 10))
     net.zero_grad()

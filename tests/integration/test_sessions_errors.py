@@ -10,6 +10,7 @@ from tests.conftest import detail_of
 from tests.integration.test_sessions import SEED, T, call, new_session, param
 from tests.lenet import LENET_SPEC, Net
 
+pytestmark = pytest.mark.usefixtures("session_threads")
 X = torch.randn(1, 1, 32, 32, generator=torch.Generator().manual_seed(21))
 TARGET = torch.randn(1, 10, generator=torch.Generator().manual_seed(22))
 MSE = {"type": "MSELoss"}

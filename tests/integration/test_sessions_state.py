@@ -16,6 +16,8 @@ from tests.conftest import Service
 from tests.integration.test_sessions import SEED, T, assert_params_equal, call, new_session, param
 from tests.lenet import LENET_SPEC, RESIDUAL_SPEC, Net, ResBlock
 
+pytestmark = pytest.mark.usefixtures("session_threads")
+
 DROPOUT_SPEC = {
     "name": "Drop",
     "input_shape": [8],
@@ -76,10 +78,11 @@ def test_dropout_masks_follow_the_seeded_rng(client: httpx.Client) -> None:
 
 
 def _kill_all_workers(service: Service) -> None:
-    old = {w["pid"] for w in service.wait_workers(2)}
+    """Every session worker, so that none holds a live graph."""
+    old = {w["pid"] for w in service.wait_workers(2, lane="sessions")}
     for pid in old:
         os.kill(pid, signal.SIGKILL)
-    service.wait_workers(2, exclude_pids=old)
+    service.wait_workers(2, exclude_pids=old, lane="sessions")
 
 
 def test_worker_killed_between_forward_and_backward(service: Service, client: httpx.Client) -> None:

@@ -72,21 +72,24 @@ def test_api_and_workers_wire_up_as_documented(config: dict) -> None:
     assert [(p["target"], p["published"]) for p in api["ports"]] == [(8000, "8000")]
     assert api["healthcheck"]["test"][-4:] == ["launcher.healthcheck", "api", "--port", "8000"]
     assert api["command"][-2:] == ["--port", "8000"]
-    for name in ("api", "worker", "worker-gpu"):
+    for name in ("api", "worker", "worker-gpu", "worker-sessions", "worker-sessions-gpu"):
         service = services[name]
         assert service["depends_on"]["redis"]["condition"] == "service_healthy"
         assert service["environment"]["REDIS_URL"] == f"redis://:{password}@redis:6379/0"
-    for name, queue in (("worker", "cpu"), ("worker-gpu", "gpu")):
+    lanes = (("worker", "cpu"), ("worker-gpu", "gpu"), ("worker-sessions", "sessions-cpu"))
+    for name, queue in (*lanes, ("worker-sessions-gpu", "sessions-gpu")):
         worker = services[name]
         assert worker["command"][:2] == ["gradserve", "worker"]
         assert worker["command"][worker["command"].index("--queues") + 1] == queue
         assert worker["restart"] in {"unless-stopped", "always"}
         # Longer than a session call may take, so a warm shutdown finishes the call in hand.
         assert seconds(worker["stop_grace_period"]) > Settings().call_timeout_s
-    gpu = services["worker-gpu"]
-    assert gpu["profiles"] == ["gpu"]
-    device = gpu["deploy"]["resources"]["reservations"]["devices"][0]
-    assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
+    for name in ("worker-gpu", "worker-sessions-gpu"):
+        gpu = services[name]
+        assert gpu["profiles"] == ["gpu"]
+        device = gpu["deploy"]["resources"]["reservations"]["devices"][0]
+        assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
+    assert "profiles" not in services["worker-sessions"]
     assert services["flower"]["profiles"] == ["monitoring"]
     assert all(p.get("host_ip") == "127.0.0.1" for p in services["flower"]["ports"])
 

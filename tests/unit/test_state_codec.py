@@ -140,19 +140,3 @@ def test_rng_state_restores_the_same_draws() -> None:
     C.set_rng_state(C.unpack(C.pack(state))[0])
     assert torch.equal(torch.rand(5), first)
     assert C.same_rng(state, C.unpack(C.pack(state))[0]) and not C.same_rng(state, C.rng_state())
-
-
-@pytest.mark.parametrize(
-    "tensor",
-    [
-        torch.randn(3, 4),
-        torch.arange(6).view(2, 3),
-        torch.tensor(float("nan")),
-        torch.randn(2, dtype=torch.bfloat16),
-        torch.zeros(0, 3),
-    ],
-)
-def test_wire_tensor_roundtrip(tensor: torch.Tensor) -> None:
-    back = C.tensor_from_wire(C.tensor_to_wire(tensor))
-    assert back.dtype == tensor.dtype and back.shape == tensor.shape
-    assert torch.equal(back, tensor) or (tensor.isnan().all() and back.isnan().all())
