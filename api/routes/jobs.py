@@ -11,7 +11,7 @@ from fastapi import APIRouter, Body, Header, Query, status
 from fastapi.responses import StreamingResponse
 
 from api.deps import CeleryDep, SettingsDep, StoreDep, TenantDep
-from api.finite import null_columns, null_fields
+from api.finite import null_fields
 from api.job_submit import JobStoreDep, require_job, submit
 from api.listing import MAX_QUERY_INT, PagingDep, page_of
 from api.responses import TensorJSONResponse
@@ -128,8 +128,11 @@ async def get_metrics(
     body["eval"] = {"step": [r["step"] for r in evals], "val_loss": [r["val_loss"] for r in evals]}
     if any("val_accuracy" in r for r in evals):
         body["eval"]["val_accuracy"] = [r.get("val_accuracy") for r in evals]
-    body["non_finite"] = null_columns(body, body["step"], ("loss", "samples_per_s", "accuracy"))
-    body["non_finite"] += null_columns(body["eval"], body["eval"]["step"], ("val_loss", "val_accuracy"))
+    body["non_finite"] = [
+        {"step": r["step"], "column": name, "value": value}
+        for r in records
+        for name, value in r.get("non_finite", {}).items()
+    ]
     body["count"] = len(records)
     body["last_step"] = records[-1]["step"] if records else (since or 0)
     return TensorJSONResponse(body)
