@@ -10,9 +10,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, Query, status
 from fastapi.responses import StreamingResponse
 
-from api.deps import CeleryDep, SettingsDep, StoreDep, TenantDep
+from api.deps import SettingsDep, TenantDep
 from api.finite import null_fields
-from api.job_submit import JobStoreDep, require_job, submit
+from api.job_submit import JobStoreDep, SubmitterDep, require_job
 from api.listing import MAX_QUERY_INT, PagingDep, page_of
 from api.responses import TensorJSONResponse
 from api.schemas.jobs import CancelPublic, JobPublic, JobsPublic, JobStatus, JobSubmitted, MetricsPublic
@@ -44,15 +44,10 @@ JOB_NUMBERS = ("loss", "accuracy", "val_loss", "val_accuracy", "samples_per_s")
 async def create_job(
     req: JobCreate = Body(openapi_examples={"digits": {"summary": "LeNet on digits", "value": DIGITS_EXAMPLE}}),
     *,
-    settings: SettingsDep,
-    store: StoreDep,
-    jobs: JobStoreDep,
-    celery: CeleryDep,
-    tenant: TenantDep,
+    submitter: SubmitterDep,
 ) -> dict[str, Any]:
     """Check a training job against its network and the limits, and queue it."""
-    job_id = await submit(req, tenant=tenant, settings=settings, store=store, jobs=jobs, celery=celery)
-    return {"id": job_id, "status": "queued"}
+    return {"id": await submitter.submit(req), "status": "queued"}
 
 
 @router.get("", response_model=JobsPublic)
