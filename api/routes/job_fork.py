@@ -87,9 +87,7 @@ def _policy(parent: dict[str, Any], child: JobCreate, new_data: bool) -> dict[st
 
 
 async def _parent_data(jobs: JobStore, tenant: str, job_id: str) -> bytes:
-    source = await jobs.raw_field(tenant=tenant, job_id=job_id, name="source_key")
-    blob = None if source is None else await jobs.redis.hget(source.decode(), "data")
+    blob = await jobs.inline_data(tenant=tenant, job_id=job_id)
     if blob is None:
         raise InvalidInput(f"job '{job_id}''s inline dataset has expired; give changes.dataset", ("body", "changes"))
-    data: bytes = blob
-    return data
+    return blob
