@@ -1,8 +1,9 @@
 """Non-finite numbers leave the API as JSON ``null`` with the reason beside them.
 
-Redis and the metric stream hold them as the strings ``"nan"``, ``"inf"``, ``"-inf"``
+A job's hash and gradient statistics hold them as the strings ``"nan"``, ``"inf"``, ``"-inf"``
 (``models.wire.tensors.scalar``); a client reading ``loss`` then gets a number or ``null``, never a
-string, and ``non_finite`` says which value it was.
+string, and ``non_finite`` says which value it was. (Metric records are written that way already:
+``worker.recorder``.)
 """
 
 from __future__ import annotations
@@ -22,17 +23,3 @@ def null_fields(doc: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
     doc.update(dict.fromkeys(reasons))
     doc["non_finite"] = reasons
     return doc
-
-
-def null_columns(body: dict[str, Any], steps: list[int], columns: tuple[str, ...]) -> list[dict[str, Any]]:
-    """Null the non-finite entries of ``body``'s columns in place; return them as {step, column, value}."""
-    found = []
-    for column in columns:
-        values = body.get(column)
-        if not values:
-            continue
-        for i, value in enumerate(values):
-            if _is_non_finite(value):
-                found.append({"step": steps[i], "column": column, "value": str(value)})
-                values[i] = None
-    return found

@@ -12,6 +12,7 @@ from celery import Celery
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 
+from api.deps import CeleryDep, SettingsDep, StoreDep, TenantDep
 from models.errors import InvalidInput, NotFound, TooManyRequests
 from models.nn.build import NetworkSummary, validate_network
 from models.nn.job_plan import plan_job
@@ -36,6 +37,32 @@ def get_job_store(request: Request) -> JobStore:
 
 
 JobStoreDep = Annotated[JobStore, Depends(get_job_store)]
+
+
+@dataclass
+class Submitter:
+    """What queuing a job needs, resolved once per request (new jobs and forks)."""
+
+    settings: Settings
+    store: Store
+    jobs: JobStore
+    celery: Celery
+    tenant: str
+
+    async def submit(self, req: JobCreate, fork: ForkStart | None = None) -> str:
+        s = self
+        return await submit(
+            req, tenant=s.tenant, settings=s.settings, store=s.store, jobs=s.jobs, celery=s.celery, fork=fork
+        )
+
+
+def get_submitter(
+    settings: SettingsDep, store: StoreDep, jobs: JobStoreDep, celery: CeleryDep, tenant: TenantDep
+) -> Submitter:
+    return Submitter(settings, store, jobs, celery, tenant)
+
+
+SubmitterDep = Annotated[Submitter, Depends(get_submitter)]
 
 
 async def require_job(jobs: JobStore, tenant: str, job_id: str) -> dict[str, Any]:

@@ -9,6 +9,7 @@ recorded, which makes a resumed run's replay of steps idempotent.
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from typing import Any
@@ -168,7 +169,7 @@ class RedisHooks(Hooks):
             progress += ["first_step_at", batch[0]["t"]]
         args: list[Any] = [self.lease.token, self.ttl_s, self.maxlen, len(progress), *progress]
         for rec in batch:
-            args += [rec["step"], json.dumps({k: scalar(v) if isinstance(v, float) else v for k, v in rec.items()})]
+            args += [rec["step"], json.dumps(_finite_record(rec))]
         result = self._records(keys=[self.jk.job, self.jk.lease, self.jk.events, self.jk.cancel], args=args)
         if result == -1:
             self.lease.lost.set()
@@ -235,6 +236,12 @@ class RedisHooks(Hooks):
             *flat,
         ]
         return bool(self._state(keys=keys, args=args))
+
+
+def _finite_record(rec: dict[str, Any]) -> dict[str, Any]:
+    """Non-finite numbers as null, with the value beside them: ``{"loss": null, "non_finite": {"loss": "inf"}}``."""
+    bad = {k: str(v) for k, v in rec.items() if isinstance(v, float) and not math.isfinite(v)}
+    return {**rec, **dict.fromkeys(bad), "non_finite": bad} if bad else rec
 
 
 def _stats(g: torch.Tensor) -> torch.Tensor:

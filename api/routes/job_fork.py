@@ -8,8 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Body, status
 from pydantic import TypeAdapter
 
-from api.deps import CeleryDep, SettingsDep, StoreDep, TenantDep
-from api.job_submit import ForkStart, JobStoreDep, require_job, submit
+from api.job_submit import ForkStart, SubmitterDep, require_job
 from api.routes.job_captures import checkpoint_state
 from api.schemas.jobs import JobSubmitted
 from api.strict_json import StrictJsonRoute
@@ -31,13 +30,10 @@ async def fork_job(
         }
     ),
     *,
-    settings: SettingsDep,
-    store: StoreDep,
-    jobs: JobStoreDep,
-    celery: CeleryDep,
-    tenant: TenantDep,
+    submitter: SubmitterDep,
 ) -> dict[str, Any]:
     """Start a job from checkpoint ``step`` of this one with ``changes``; with none it repeats the parent exactly."""
+    jobs, tenant = submitter.jobs, submitter.tenant
     await require_job(jobs, tenant, job_id)
     state = await checkpoint_state(jobs, tenant, job_id, body.step)
     parent = json.loads(await jobs.raw_field(tenant=tenant, job_id=job_id, name="request") or b"{}")
@@ -70,8 +66,7 @@ async def fork_job(
 
     history = [r for r in await jobs.metric_records(tenant=tenant, job_id=job_id, since=None) if r["step"] <= body.step]
     fork = ForkStart(job_id, body.step, state, policy, history, data, check)
-    new_id = await submit(req, tenant=tenant, settings=settings, store=store, jobs=jobs, celery=celery, fork=fork)
-    return {"id": new_id, "status": "queued"}
+    return {"id": await submitter.submit(req, fork), "status": "queued"}
 
 
 def _policy(parent: dict[str, Any], child: JobCreate, new_data: bool) -> dict[str, Any]:
@@ -92,9 +87,7 @@ def _policy(parent: dict[str, Any], child: JobCreate, new_data: bool) -> dict[st
 
 
 async def _parent_data(jobs: JobStore, tenant: str, job_id: str) -> bytes:
-    source = await jobs.raw_field(tenant=tenant, job_id=job_id, name="source_key")
-    blob = None if source is None else await jobs.redis.hget(source.decode(), "data")
+    blob = await jobs.inline_data(tenant=tenant, job_id=job_id)
     if blob is None:
         raise InvalidInput(f"job '{job_id}''s inline dataset has expired; give changes.dataset", ("body", "changes"))
-    data: bytes = blob
-    return data
+    return blob

@@ -10,10 +10,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, Query, status
 from fastapi.responses import StreamingResponse
 
-from api.deps import CeleryDep, SettingsDep, StoreDep, TenantDep
-from api.finite import null_columns, null_fields
+from api.deps import SettingsDep, TenantDep
+from api.finite import null_fields
 from api.job_queue import place_in_line
-from api.job_submit import JobStoreDep, require_job, submit
+from api.job_submit import JobStoreDep, SubmitterDep, require_job
 from api.listing import MAX_QUERY_INT, PagingDep, page_of
 from api.responses import TensorJSONResponse
 from api.schemas.jobs import CancelPublic, JobPublic, JobsPublic, JobStatus, JobSubmitted, MetricsPublic
@@ -45,15 +45,10 @@ JOB_NUMBERS = ("loss", "accuracy", "val_loss", "val_accuracy", "samples_per_s")
 async def create_job(
     req: JobCreate = Body(openapi_examples={"digits": {"summary": "LeNet on digits", "value": DIGITS_EXAMPLE}}),
     *,
-    settings: SettingsDep,
-    store: StoreDep,
-    jobs: JobStoreDep,
-    celery: CeleryDep,
-    tenant: TenantDep,
+    submitter: SubmitterDep,
 ) -> dict[str, Any]:
     """Check a training job against its network and the limits, and queue it."""
-    job_id = await submit(req, tenant=tenant, settings=settings, store=store, jobs=jobs, celery=celery)
-    return {"id": job_id, "status": "queued"}
+    return {"id": await submitter.submit(req), "status": "queued"}
 
 
 @router.get("", response_model=JobsPublic)
@@ -131,8 +126,11 @@ async def get_metrics(
     body["eval"] = {"step": [r["step"] for r in evals], "val_loss": [r["val_loss"] for r in evals]}
     if any("val_accuracy" in r for r in evals):
         body["eval"]["val_accuracy"] = [r.get("val_accuracy") for r in evals]
-    body["non_finite"] = null_columns(body, body["step"], ("loss", "samples_per_s", "accuracy"))
-    body["non_finite"] += null_columns(body["eval"], body["eval"]["step"], ("val_loss", "val_accuracy"))
+    body["non_finite"] = [
+        {"step": r["step"], "column": name, "value": value}
+        for r in records
+        for name, value in r.get("non_finite", {}).items()
+    ]
     body["count"] = len(records)
     body["last_step"] = records[-1]["step"] if records else (since or 0)
     return TensorJSONResponse(body)

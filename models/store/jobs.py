@@ -231,6 +231,11 @@ class JobStore:
         raw: bytes | None = await self.redis.hget(self.keys.job(tenant, job_id), name)
         return raw
 
+    async def inline_data(self, *, tenant: str, job_id: str) -> bytes | None:
+        """The safetensors file of a job's inline dataset (kept under the job's own DATA part)."""
+        raw: bytes | None = await self.redis.hget(self.part(tenant, job_id, JobPart.DATA), "data")
+        return raw
+
     async def status(self, *, tenant: str, job_id: str) -> str | None:
         raw = await self.redis.hget(self.keys.job(tenant, job_id), "status")
         return None if raw is None else raw.decode()

@@ -79,3 +79,16 @@ def test_fork_changes_the_scheduler_and_checks_its_input(client: httpx.Client) -
     assert short.status_code == 422 and short.json()["detail"][0]["loc"] == ["body", "changes", "steps"]
     unknown = client.post(f"/v1/jobs/{parent}/fork", json={"step": N, "changes": {"network": {}}})
     assert unknown.status_code == 422
+
+
+def test_fork_of_an_inline_dataset_job_keeps_its_data(client: httpx.Client) -> None:
+    inline = {"source": "inline", "inputs": {"randn": [24, 6], "seed": 5}, "targets": {"randn": [24, 3], "seed": 6}}
+    parent = submit(client, mlp_job(dataset=inline, steps=12, capture={"checkpoint_every": 4}))
+    assert wait_final(client, parent)["status"] == "succeeded"
+    response = client.post(f"/v1/jobs/{parent}/fork", json={"step": 4})
+    assert response.status_code == 202, response.text
+    child = response.json()["id"]
+    assert wait_final(client, child)["status"] == "succeeded"
+    assert _metrics(client, child)["loss"] == _metrics(client, parent)["loss"]
+    wp, wc = _weights(client, parent), _weights(client, child)
+    assert all(torch.equal(wp[k], wc[k]) for k in wp)
