@@ -26,7 +26,7 @@ from api.broker import task_message
 from models.errors import GradserveError, NotFound, Timeout
 from models.settings import Settings
 from models.store.keys import Keys
-from models.tasks import SESSION_CALL
+from models.tasks import SESSION_CALL, broker_queue_key
 from models.wire.tensors import to_safetensors
 
 # Above this many bytes a tensor goes to Redis by key: the broker base64-encodes messages twice over.
@@ -141,7 +141,7 @@ class SessionCalls:
             )
             # Publish and wait in one round trip: BLPOP in a pipeline blocks like a lone BLPOP.
             pipe = self.redis.pipeline(transaction=False)
-            pipe.lpush(queue, message)
+            pipe.lpush(broker_queue_key(self.settings, queue), message)
             pipe.blpop([self.keys.reply(call_id)], timeout=self.settings.call_timeout_s)
             _, got = await pipe.execute()
         if got is None:

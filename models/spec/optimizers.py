@@ -4,84 +4,92 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import Field, StrictBool
+from pydantic import Field, StrictBool, StrictFloat
 
-from models.spec.types import Beta, NonNegFloat, PosFloat, Spec
+from models.spec.types import Beta, Prob, Spec
+
+# Hyper-parameters are bounded far above any useful value but well inside float range: lr=1e308 passed
+# validation and sent every weight to inf at the first step, a job that could only fail. A 422 says so
+# at submit time instead.
+MAX_HYPER = 1e4
+LearningRate = Annotated[StrictFloat, Field(gt=0.0, le=MAX_HYPER)]
+Coefficient = Annotated[StrictFloat, Field(ge=0.0, le=MAX_HYPER)]  # weight decay, momentum, lr decay
+Eps = Annotated[StrictFloat, Field(gt=0.0, le=1.0)]
 
 
 class SGD(Spec):
     type: Literal["SGD"]
-    lr: PosFloat = 1e-3
-    momentum: NonNegFloat = 0.0
-    dampening: NonNegFloat = 0.0
-    weight_decay: NonNegFloat = 0.0
+    lr: LearningRate = 1e-3
+    momentum: Coefficient = 0.0
+    dampening: Prob = 0.0
+    weight_decay: Coefficient = 0.0
     nesterov: StrictBool = False
     maximize: StrictBool = False
 
 
 class _AdamBase(Spec):
-    lr: PosFloat = 1e-3
+    lr: LearningRate = 1e-3
     betas: tuple[Beta, Beta] = (0.9, 0.999)
-    eps: PosFloat = 1e-8
+    eps: Eps = 1e-8
     maximize: StrictBool = False
 
 
 class Adam(_AdamBase):
     type: Literal["Adam"]
-    weight_decay: NonNegFloat = 0.0
+    weight_decay: Coefficient = 0.0
     amsgrad: StrictBool = False
 
 
 class AdamW(_AdamBase):
     type: Literal["AdamW"]
-    weight_decay: NonNegFloat = 1e-2
+    weight_decay: Coefficient = 1e-2
     amsgrad: StrictBool = False
 
 
 class Adamax(_AdamBase):
     type: Literal["Adamax"]
-    lr: PosFloat = 2e-3
-    weight_decay: NonNegFloat = 0.0
+    lr: LearningRate = 2e-3
+    weight_decay: Coefficient = 0.0
 
 
 class NAdam(_AdamBase):
     type: Literal["NAdam"]
-    lr: PosFloat = 2e-3
-    weight_decay: NonNegFloat = 0.0
+    lr: LearningRate = 2e-3
+    weight_decay: Coefficient = 0.0
 
 
 class RAdam(_AdamBase):
     type: Literal["RAdam"]
-    weight_decay: NonNegFloat = 0.0
+    weight_decay: Coefficient = 0.0
 
 
 class RMSprop(Spec):
     type: Literal["RMSprop"]
-    lr: PosFloat = 1e-2
+    lr: LearningRate = 1e-2
     alpha: Beta = 0.99
-    eps: PosFloat = 1e-8
-    weight_decay: NonNegFloat = 0.0
-    momentum: NonNegFloat = 0.0
+    eps: Eps = 1e-8
+    weight_decay: Coefficient = 0.0
+    momentum: Coefficient = 0.0
     centered: StrictBool = False
     maximize: StrictBool = False
 
 
 class Adagrad(Spec):
     type: Literal["Adagrad"]
-    lr: PosFloat = 1e-2
-    lr_decay: NonNegFloat = 0.0
-    weight_decay: NonNegFloat = 0.0
-    initial_accumulator_value: NonNegFloat = 0.0
-    eps: PosFloat = 1e-10
+    lr: LearningRate = 1e-2
+    lr_decay: Coefficient = 0.0
+    weight_decay: Coefficient = 0.0
+    initial_accumulator_value: Coefficient = 0.0
+    eps: Eps = 1e-10
     maximize: StrictBool = False
 
 
 class Adadelta(Spec):
     type: Literal["Adadelta"]
-    lr: PosFloat = 1.0
+    lr: LearningRate = 1.0
     rho: Beta = 0.9
-    eps: PosFloat = 1e-6
-    weight_decay: NonNegFloat = 0.0
+    eps: Eps = 1e-6
+    weight_decay: Coefficient = 0.0
     maximize: StrictBool = False
 
 
