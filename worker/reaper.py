@@ -118,6 +118,8 @@ class Reaper:
         while not self._stop.wait(self.settings.job_reaper_interval_s):
             try:
                 reap_once(self.client, self.keys, self.settings, self.app)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:  # an outage: one line, not a trace
+                log.warning("reaper pass skipped, Redis unreachable: %s", exc)
             except Exception:  # a failed pass must not end the loop; the next one retries
                 log.exception("reaper pass failed")
 

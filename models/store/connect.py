@@ -7,6 +7,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 from models.settings import Settings
 
+# Seconds a read may take beyond the longest blocking wait the service makes (a session call's BLPOP).
+READ_MARGIN_S = 15.0
+
 
 def redis_options(settings: Settings) -> dict[str, Any]:
     """Keyword arguments for ``Redis.from_url`` (sync or asyncio).
@@ -14,12 +17,15 @@ def redis_options(settings: Settings) -> dict[str, Any]:
     redis-py already retries a command on a fresh connection after a connection error (three times,
     with backoff); the health check adds a PING before reusing a connection idle past the interval,
     which catches the ones a Redis restart left half-open. The connect timeout makes an unreachable
-    host fail fast (a 503) instead of hanging the request. No read timeout: session calls block on
-    BLPOP for up to the call timeout.
+    host fail fast (a 503) instead of hanging the request. The read timeout must outlast the longest
+    wait: redis-py 8 defaults it to 5 s, which cut off a session call's BLPOP for its answer after
+    5 s (a 500 while the worker went on to apply the call); with its own margin it still ends a
+    read from a Redis that hangs.
     """
     return {
         "health_check_interval": settings.redis_health_check_interval_s,
         "socket_connect_timeout": settings.redis_connect_timeout_s,
+        "socket_timeout": settings.call_timeout_s + READ_MARGIN_S,
         "socket_keepalive": True,
     }
 
