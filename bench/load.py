@@ -30,16 +30,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.session_latency import bare_forward, pct, start_service  # noqa: E402
 from models.spec.network import LENET_EXAMPLE  # noqa: E402
+from tests.integration.jobs_helpers import MLP  # noqa: E402  (the test suite's small network)
 
-MLP = {
-    "name": "MLP",
-    "input_shape": [6],
-    "layers": [
-        {"name": "fc1", "type": "Linear", "in_features": 6, "out_features": 16},
-        {"type": "relu"},
-        {"name": "fc2", "type": "Linear", "in_features": 16, "out_features": 3},
-    ],
-}
 SAMPLES: dict[int, str] = {}  # the first answer of each error status, printed to say what went wrong
 JOB = {
     "network": MLP,

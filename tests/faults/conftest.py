@@ -58,7 +58,8 @@ class OwnRedis:
         self.proc.wait()
 
 
-@pytest.fixture(scope="session")
+# Package scope: the fault suite's service stops once its tests are done, not at the end of the whole run.
+@pytest.fixture(scope="package")
 def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnRedis]:
     server = OwnRedis(tmp_path_factory.mktemp("fault-redis"), free_port())
     server.start()
@@ -67,7 +68,7 @@ def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnRedis]:
         server.kill()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def fault_service(tmp_path_factory: pytest.TempPathFactory, own_redis: OwnRedis) -> Iterator[Service]:
     env = {
         "REDIS_URL": own_redis.url,
