@@ -11,7 +11,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from kombu.exceptions import OperationalError
-from redis.exceptions import BusyLoadingError, OutOfMemoryError, ResponseError
+from redis.exceptions import BusyLoadingError, MaxConnectionsError, OutOfMemoryError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -33,7 +33,9 @@ def outage_response(exc: BaseException, retry_after_s: int) -> JSONResponse | No
             },
             status_code=507,
         )
-    if isinstance(exc, BusyLoadingError):
+    if isinstance(exc, MaxConnectionsError):
+        why = "too many requests are waiting on the service's Redis (GRADSERVE_REDIS_MAX_CONNECTIONS)"
+    elif isinstance(exc, BusyLoadingError):
         why = "the service's Redis is loading its data after a restart"
     elif isinstance(exc, OUTAGES):
         why = "the service's Redis is unreachable"

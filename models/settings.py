@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     # fail the next request on each stale connection.
     redis_health_check_interval_s: int = 10
     redis_connect_timeout_s: float = 2.0
+    # Connections one process may hold: each session call in flight holds one while it waits for its
+    # answer (redis-py's default of 100 turned the 101st concurrent call into an error).
+    redis_max_connections: int = 1000
 
     @field_validator("api_keys")
     @classmethod

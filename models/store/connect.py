@@ -27,6 +27,7 @@ def redis_options(settings: Settings) -> dict[str, Any]:
         "socket_connect_timeout": settings.redis_connect_timeout_s,
         "socket_timeout": settings.call_timeout_s + READ_MARGIN_S,
         "socket_keepalive": True,
+        "max_connections": settings.redis_max_connections,
     }
 
 
