@@ -25,7 +25,7 @@ from api.broker import task_message
 from models.errors import NotFound, ServiceUnavailable, Timeout
 from models.settings import Settings
 from models.store.keys import Keys
-from models.tasks import SESSION_CALL
+from models.tasks import SESSION_CALL, broker_queue_key
 from models.wire.session import (
     ABANDONED,
     Reply,
@@ -164,7 +164,16 @@ class SessionCalls:
             # between slices the API looks at the call's worker.
             reply = self.keys.reply(attempt)
             pipe = self.redis.pipeline(transaction=False)
-            pipe.eval(ENQUEUE, 2, queue, reply, message, self.settings.session_queue_max, self._line_full, 60)
+            pipe.eval(
+                ENQUEUE,
+                2,
+                broker_queue_key(self.settings, queue),
+                reply,
+                message,
+                self.settings.session_queue_max,
+                self._line_full,
+                60,
+            )
             pipe.blpop([reply], timeout=self._slice_s)
             _, got = await pipe.execute()
             if got is None:

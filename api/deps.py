@@ -47,10 +47,15 @@ KeysDep = Annotated[Keys, Depends(get_keys)]
 
 def get_tenant(request: Request, settings: SettingsDep) -> str:
     """The tenant of the request's API key; single-user mode (no keys configured) has one tenant."""
+    return tenant_for(request.headers.get("authorization", ""), settings)
+
+
+def tenant_for(authorization: str, settings: Settings) -> str:
+    """The tenant an ``Authorization`` header's value names; Unauthorized when it names none."""
     tenants = settings.tenants_by_key
     if not tenants:
         return LOCAL_TENANT
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
     for key, tenant in tenants.items():

@@ -91,17 +91,38 @@ class BodySizeLimit:
             await self._refuse(scope, receive, send)
             return
         seen = 0
+        over = False
+        started = False
 
         async def counting_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, over
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
+                    over = True
                     raise PayloadTooLarge(self._msg())
             return message
 
-        await self.app(scope, counting_receive, send)
+        async def guarded_send(message: Message) -> None:
+            # FastAPI turns an exception raised while it reads the body into its own 400 ("error parsing
+            # the body"); whatever the app answers once the limit was passed is replaced by the 413.
+            nonlocal started
+            if over:
+                if message["type"] == "http.response.start" and not started:
+                    started = True
+                    await self._refuse(scope, receive, send)
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, guarded_send)
+        except PayloadTooLarge:
+            if started:
+                raise
+            started = True
+            await self._refuse(scope, receive, send)
 
     def _msg(self) -> str:
         return f"request body exceeds {self.limit:,} bytes (GRADSERVE_MAX_BODY_BYTES)"

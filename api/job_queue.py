@@ -12,9 +12,12 @@ from redis.asyncio import Redis
 MAX_SCANNED = 10_000
 
 
-async def place_in_line(redis: Redis, queue: str, job_id: str) -> int | None:
-    """1 for the next job a free worker takes; None when its message is not waiting in the queue."""
-    messages = await redis.lrange(queue, -MAX_SCANNED, -1)
+async def place_in_line(redis: Redis, queue_key: str, job_id: str) -> int | None:
+    """1 for the next job a free worker takes; None when its message is not waiting in the queue.
+
+    ``queue_key`` is the queue's Redis list (``models.tasks.broker_queue_key``), not its name.
+    """
+    messages = await redis.lrange(queue_key, -MAX_SCANNED, -1)
     needle = f'"{job_id}-'.encode()  # task ids are "<job id>-<attempt>"
     for index, message in enumerate(messages):
         if needle in message:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -11,9 +12,10 @@ from typing import Annotated, Any
 from celery import Celery
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
+from kombu.exceptions import OperationalError
 
 from api.deps import CeleryDep, SettingsDep, StoreDep, TenantDep
-from models.errors import InvalidInput, NotFound, TooManyRequests
+from models.errors import InvalidInput, NotFound
 from models.nn.build import NetworkSummary, validate_network
 from models.nn.job_plan import plan_job
 from models.settings import Settings
@@ -28,6 +30,7 @@ from models.wire.tensors import decode, describe_array, from_safetensors, to_saf
 # Shape inference of a network costs ~10 ms and its result depends on the spec alone (and the limits,
 # which are fixed per process), so repeated submissions of one network skip it.
 SUMMARY_CACHE = 256
+log = logging.getLogger(__name__)
 _summaries: dict[str, NetworkSummary] = {}
 
 
@@ -139,11 +142,6 @@ async def submit(
             "'cpu', or start a GPU worker",
             ("body", "device"),
         )
-    if await jobs.active_count(tenant=tenant) >= settings.max_concurrent_jobs:
-        raise TooManyRequests(
-            f"{settings.max_concurrent_jobs} jobs are already queued or running "
-            "(GRADSERVE_MAX_CONCURRENT_JOBS); wait for one to finish or cancel one"
-        )
     fields: dict[str, Any] = {
         "id": job_id,
         "status": "queued",
@@ -180,9 +178,35 @@ async def submit(
         max_records=settings.job_max_records,
         state=None if fork is None else fork.state,
         history=None if fork is None else fork.history,
+        max_concurrent=settings.max_concurrent_jobs,
+        storage_bytes=job_storage_bound(req, plan, summary, len(data or b""), settings),
+        quota=settings.tenant_storage_bytes,
     )
-    await run_in_threadpool(celery.send_task, JOB_RUN, args=[tenant, job_id], queue=queue, task_id=f"{job_id}-1")
+    try:
+        await run_in_threadpool(celery.send_task, JOB_RUN, args=[tenant, job_id], queue=queue, task_id=f"{job_id}-1")
+    except OperationalError:  # the job is stored: the workers' reaper sends it once it sees it unclaimed
+        log.warning("could not publish job %s now; the reaper will send it", job_id, exc_info=True)
     return job_id
+
+
+# Per metric record in the events stream, about: a JSON object of a few numbers and the stream's overhead.
+RECORD_BYTES = 160
+# A resume file holds the weights and at most three optimizer slots per parameter (RMSprop centered with
+# momentum, Adam with amsgrad), on top of the checkpoint's copy of the weights.
+RESUME_COPIES = 5
+
+
+def job_storage_bound(
+    req: JobCreate, plan: dict[str, Any], summary: NetworkSummary, data_bytes: int, settings: Settings
+) -> int:
+    """The most a job may write: its inline data, checkpoint and resume files, gradient snapshots (and
+    their statistics), and its metric records. Booked against the tenant's quota when it is submitted."""
+    weights = summary.num_elements * 4
+    every = req.capture.gradients_every or 0
+    total = int(plan["total_steps"])
+    snapshots = min(total // every, settings.max_gradient_snapshots) if every else 0
+    records = min(total, settings.job_max_records) + 16
+    return data_bytes + RESUME_COPIES * weights + 2 * snapshots * weights + records * RECORD_BYTES
 
 
 def _inline(ds: InlineDataset, settings: Settings) -> tuple[bytes, dict[str, dict[str, Any]]]:

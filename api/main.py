@@ -11,9 +11,24 @@ from redis.asyncio import Redis
 
 from api.calls import SessionCalls
 from api.errors import BodySizeLimit, install_error_handlers
+from api.idempotency import Idempotency
 from api.metrics import RequestMetrics
-from api.routes import datasets, health, job_captures, job_export, job_fork, jobs, networks, session_list, sessions
+from api.openapi import install_openapi
+from api.outages import install_outage_handlers
+from api.routes import (
+    datasets,
+    health,
+    job_captures,
+    job_export,
+    job_fork,
+    jobs,
+    networks,
+    session_list,
+    sessions,
+    usage,
+)
 from models.settings import Settings, get_settings
+from models.store.connect import redis_options
 from models.store.keys import Keys
 from models.store.redis import Store
 from models.tasks import celery_config
@@ -30,7 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.redis_url is None:
             raise RuntimeError("REDIS_URL is not set: start the service with `gradserve up`, or set REDIS_URL")
-        redis = Redis.from_url(settings.redis_url)
+        redis = Redis.from_url(settings.redis_url, **redis_options(settings))
         producer = Celery("gradserve-api")
         producer.conf.update(celery_config(settings))
         app.state.redis = redis
@@ -48,6 +63,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # every dependency on every request (~1.4 ms a call).
     app.state.settings = settings
     install_error_handlers(app)
+    install_outage_handlers(app, settings.retry_after_s)
+    install_openapi(app)
     app.include_router(health.router)
     app.include_router(networks.router)
     app.include_router(sessions.router)
@@ -57,6 +74,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(datasets.router)
     app.include_router(job_export.router)
     app.include_router(job_fork.router)
+    app.include_router(usage.router)
+    app.add_middleware(Idempotency, settings=settings)  # inside BodySizeLimit: it buffers bodies
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
     app.add_middleware(RequestMetrics)
     return app

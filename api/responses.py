@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse
 
 
-class TensorJSONResponse(Response):
+class TensorJSONResponse(JSONResponse):  # a JSONResponse, so OpenAPI documents the route's model
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:

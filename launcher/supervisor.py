@@ -28,6 +28,7 @@ from launcher.cli import refuse_open_single_user
 from launcher.embedded_redis import start_redis
 from launcher.threads import split_threads, usable_cores
 from models.settings import get_settings
+from models.store.connect import redacted
 from models.tasks import LANE_JOBS, LANE_SESSIONS
 
 READY_TIMEOUT_S = 180
@@ -94,8 +95,13 @@ class Stack:
 
     def ready_workers(self) -> int | None:
         """How many workers /readyz lists, or None while the API does not answer."""
+        # The workers' names are detail /readyz gives only to callers with an API key.
+        keys = list(get_settings().tenants_by_key)
+        request = urllib.request.Request(
+            f"{self.url}/readyz", headers={"Authorization": f"Bearer {keys[0]}"} if keys else {}
+        )
         try:
-            with urllib.request.urlopen(f"{self.url}/readyz", timeout=2) as response:
+            with urllib.request.urlopen(request, timeout=2) as response:
                 body = json.load(response)
         except urllib.error.HTTPError as exc:
             body = json.load(exc) if exc.code == 503 else {}
@@ -139,7 +145,7 @@ def run_up(*, host: str, port: int, workers: int, session_workers: int = 1, data
         env["REDIS_URL"] = url
         _say(f"embedded Redis at {url} (data in {Path(data_dir) / 'redis'})")
     else:
-        _say(f"using Redis at {settings.redis_url}")
+        _say(f"using Redis at {redacted(settings.redis_url)}")
     stack = Stack(host, port, workers, session_workers, env)
     try:
         stack.start_api()

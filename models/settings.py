@@ -65,6 +65,25 @@ class Settings(BaseSettings):
     checkpoint_keep_last: int = Field(default=10, ge=1)
     checkpoint_keep_every: int = Field(default=0, ge=0)
 
+    # Faults and bounds. A queued job no worker has claimed this long after its message went out (and
+    # with its queue drained) is sent again: a worker killed between taking a message and claiming the
+    # job loses it. The lease makes a duplicate message harmless.
+    job_requeue_after_s: float = 30.0
+    # Everything a tenant stores (networks, datasets, jobs with their checkpoints and captures, counted
+    # at their bound when submitted), checked before anything is written.
+    tenant_storage_bytes: int = 4 * 1024**3
+    # An Idempotency-Key's first answer is replayed to retries this long.
+    idempotency_ttl_s: int = 24 * 3600
+    # What 503 answers during a Redis outage ask clients to wait, in seconds.
+    retry_after_s: int = 2
+    # Pooled Redis connections idle this long are pinged before use, so one Redis restart does not
+    # fail the next request on each stale connection.
+    redis_health_check_interval_s: int = 10
+    redis_connect_timeout_s: float = 2.0
+    # Connections one process may hold: each session call in flight holds one while it waits for its
+    # answer (redis-py's default of 100 turned the 101st concurrent call into an error).
+    redis_max_connections: int = 1000
+
     @field_validator("api_keys")
     @classmethod
     def _keys_well_formed(cls, value: str) -> str:

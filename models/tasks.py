@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from models.settings import Settings
+from models.store.keys import Keys
 
 PING = "gradserve.ping"
 SESSION_CALL = "gradserve.session.call"
@@ -46,7 +47,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     return {
         "broker_url": settings.redis_url,
         "broker_connection_retry_on_startup": True,
-        "broker_transport_options": {"visibility_timeout": VISIBILITY_TIMEOUT_S},
+        # Celery's own keys (queues, ``unacked``) under our prefix too, so two deployments can share a Redis.
+        "broker_transport_options": {
+            "visibility_timeout": VISIBILITY_TIMEOUT_S,
+            "global_keyprefix": Keys(settings.key_prefix).celery_prefix(),
+        },
         "task_serializer": "json",
         "accept_content": ["json"],
         "result_serializer": "json",
@@ -60,3 +65,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_hijack_root_logger": False,
         "worker_send_task_events": False,
     }
+
+
+def broker_queue_key(settings: Settings, queue: str) -> str:
+    """The Redis list Celery's transport keeps a queue's messages in (priority 0, the only one we use)."""
+    return Keys(settings.key_prefix).celery_prefix() + queue

@@ -9,6 +9,7 @@ from celery import Celery
 from celery.signals import worker_ready, worker_shutdown
 
 from models.settings import get_settings
+from models.store.connect import redis_options
 from models.store.keys import Keys
 from models.tasks import celery_config
 from worker.heartbeat import Heartbeat
@@ -25,7 +26,7 @@ def redis_client() -> redis.Redis:
     """One connection pool per worker process, made on first use rather than at import."""
     if settings.redis_url is None:
         raise RuntimeError("REDIS_URL is not set: start the worker through `gradserve up` or set REDIS_URL")
-    return redis.Redis.from_url(settings.redis_url)
+    return redis.Redis.from_url(settings.redis_url, **redis_options(settings))
 
 
 keys = Keys(settings.key_prefix)

@@ -78,6 +78,11 @@ def run_job(client: redis.Redis, keys: Keys, settings: Settings, *, tenant: str,
             hooks.state("cancelled", final=True, finished_at=time.time(), step=trainer.step)
             return "cancelled"
         return "lease lost"
+    except (redis.ConnectionError, redis.TimeoutError):
+        # Redis went away, not the job: leave it running; its lease lapses and, once Redis is back, a
+        # reaper re-enqueues it to resume from its last checkpoint. Marking it failed would lose it.
+        log.warning("job %s lost Redis mid-run; it resumes from its checkpoint once Redis is back", job_id)
+        return "redis unreachable"
     except Exception as exc:  # any failure ends this job, never the worker
         error = _describe(exc, device)
         if not isinstance(exc, (NonFiniteLoss, DataError, GradserveError, torch.OutOfMemoryError)):

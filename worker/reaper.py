@@ -1,14 +1,22 @@
-"""Re-enqueue jobs whose worker died: their lease lapsed while their status still says running.
+"""Re-enqueue jobs whose worker died: their lease lapsed while their status still says running, or
+their message was lost before any worker claimed them.
 
 The broker would redeliver such a job's message only after its visibility timeout (an hour), so
 every worker runs this light loop. The check-and-requeue is one Lua script, so of all the reapers
 that see an orphan only one re-enqueues it; the new run resumes from the job's last checkpoint.
+
+A worker killed between taking a message off its queue and claiming the job (a window kombu does not
+close: the message is neither in the queue nor in ``unacked`` afterwards) loses the job outright. So a
+job still ``queued`` ``GRADSERVE_JOB_REQUEUE_AFTER_S`` after its message was sent, with no lease and
+its queue drained (its message is not waiting behind others), is sent again. A duplicate message is
+harmless: a run claims the job's lease before it starts, and a job that ended is not run again.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import redis
 from celery import Celery
@@ -16,7 +24,7 @@ from celery.signals import worker_ready, worker_shutdown
 
 from models.settings import Settings
 from models.store.keys import JobPart, Keys
-from models.tasks import JOB_RUN, QUEUE_CPU
+from models.tasks import JOB_RUN, QUEUE_CPU, broker_queue_key
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +37,22 @@ local from = tonumber(redis.call('HGET', KEYS[1], 'checkpoint_step') or '0')
 redis.call('HSET', KEYS[1], 'status', 'queued')
 redis.call('HINCRBY', KEYS[1], 'attempt', 1)
 redis.call('SREM', KEYS[3], ARGV[1])
+redis.call('ZADD', KEYS[5], ARGV[3], ARGV[1])
 local event = cjson.encode({status = 'queued', reason = 'worker lost (its lease lapsed)', resume_from = from})
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[2], '*', 'type', 'state', 'data', event)
 return 'requeue'
+"""
+
+# KEYS: job, lease, queued set, the queue's broker list. ARGV: member, cutoff (sent before it: lost), now.
+_RESEND = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= 'queued' then redis.call('ZREM', KEYS[3], ARGV[1]) return 'gone' end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 'leased' end
+local sent = redis.call('ZSCORE', KEYS[3], ARGV[1])
+if not sent or tonumber(sent) > tonumber(ARGV[2]) then return 'fresh' end
+if redis.call('LLEN', KEYS[4]) > 0 then return 'waiting' end
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+return redis.call('HINCRBY', KEYS[1], 'resent', 1)
 """
 
 
@@ -49,13 +70,36 @@ def reap_once(client: redis.Redis, keys: Keys, settings: Settings, app: Celery) 
             keys.jobs_running(),
             keys.job_part(tenant, job_id, JobPart.EVENTS),
         ]
-        if reap(keys=script_keys, args=[member, settings.job_max_records]) != b"requeue":
+        script_keys.append(keys.jobs_queued())
+        if reap(keys=script_keys, args=[member, settings.job_max_records, time.time()]) != b"requeue":
             continue
         queue = (client.hget(job_key, "queue") or QUEUE_CPU.encode()).decode()
         app.send_task(JOB_RUN, args=[tenant, job_id], queue=queue)
         log.warning("job %s lost its worker; re-enqueued on %s to resume from its checkpoint", job_id, queue)
         requeued.append(job_id)
-    return requeued
+    return requeued + resend_lost(client, keys, settings, app)
+
+
+def resend_lost(client: redis.Redis, keys: Keys, settings: Settings, app: Celery) -> list[str]:
+    """Send again every queued job whose message went out long ago and that nobody claimed."""
+    resend = client.register_script(_RESEND)
+    now = time.time()
+    cutoff = now - settings.job_requeue_after_s
+    resent = []
+    for raw in client.zrangebyscore(keys.jobs_queued(), "-inf", cutoff):
+        member = raw.decode()
+        tenant, _, job_id = member.rpartition("/")
+        job_key = keys.job(tenant, job_id)
+        queue = (client.hget(job_key, "queue") or QUEUE_CPU.encode()).decode()
+        lease = keys.job_part(tenant, job_id, JobPart.LEASE)
+        script_keys = [job_key, lease, keys.jobs_queued(), broker_queue_key(settings, queue)]
+        count = resend(keys=script_keys, args=[member, cutoff, now])
+        if not isinstance(count, int):
+            continue
+        app.send_task(JOB_RUN, args=[tenant, job_id], queue=queue, task_id=f"{job_id}-resent-{count}")
+        log.warning("job %s was never claimed (its message was lost); sent again on %s", job_id, queue)
+        resent.append(job_id)
+    return resent
 
 
 class Reaper:
@@ -74,6 +118,8 @@ class Reaper:
         while not self._stop.wait(self.settings.job_reaper_interval_s):
             try:
                 reap_once(self.client, self.keys, self.settings, self.app)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:  # an outage: one line, not a trace
+                log.warning("reaper pass skipped, Redis unreachable: %s", exc)
             except Exception:  # a failed pass must not end the loop; the next one retries
                 log.exception("reaper pass failed")
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from fastapi import APIRouter, Request, status
+from fastapi import APIRouter, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 
 from api.deps import SettingsDep, StoreDep, TenantDep
@@ -22,6 +22,7 @@ from api.schemas.jobs import DatasetPublic, DatasetsPublic
 from api.strict_json import StrictJsonRoute
 from models.errors import InvalidInput, NotFound, PayloadTooLarge
 from models.settings import Settings
+from models.wire.file_headers import npz_decoded_bytes, safetensors_decoded_bytes
 from models.wire.tensors import DTYPE_NAMES, describe_array, from_safetensors, to_safetensors
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], route_class=StrictJsonRoute)
@@ -62,7 +63,14 @@ async def upload_dataset(request: Request, jobs: JobStoreDep, tenant: TenantDep,
         "arrays": {k: describe_array(t) for k, t in tensors.items()},
         "created_at": time.time(),
     }
-    await jobs.put_dataset(tenant=tenant, dataset_id=dataset_id, meta=meta, data=stored, ttl_s=settings.job_ttl_s)
+    await jobs.put_dataset(
+        tenant=tenant,
+        dataset_id=dataset_id,
+        meta=meta,
+        data=stored,
+        ttl_s=settings.job_ttl_s,
+        quota=settings.tenant_storage_bytes,
+    )
     return meta
 
 
@@ -83,9 +91,26 @@ async def list_datasets(store: StoreDep, tenant: TenantDep, paging: PagingDep) -
     return newest_first([json.loads(meta) for (meta,) in rows if meta is not None], paging)
 
 
+@router.delete("/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_dataset(dataset_id: str, jobs: JobStoreDep, tenant: TenantDep) -> Response:
+    """Delete an uploaded dataset and free its bytes; a queued job that uses it then fails, saying so."""
+    if not await jobs.delete_dataset(tenant=tenant, dataset_id=dataset_id):
+        raise NotFound(f"dataset '{dataset_id}' not found")
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
 def parse_dataset(blob: bytes, settings: Settings) -> tuple[str, dict[str, torch.Tensor]]:
     """Read a safetensors or .npz file (never pickle) and check its arrays."""
-    if blob[:4] == b"PK\x03\x04":
+    npz = blob[:4] == b"PK\x03\x04"
+    sizes = npz_decoded_bytes(blob, loc=LOC) if npz else safetensors_decoded_bytes(blob, loc=LOC)
+    decoded = sum(sizes.values())
+    if decoded > settings.max_dataset_bytes:
+        raise PayloadTooLarge(
+            f"the {'.npz' if npz else 'safetensors'} file's arrays would take {decoded:,} bytes once decoded "
+            f"({', '.join(f'{k}: {v:,}' for k, v in sizes.items())}); the limit is "
+            f"{settings.max_dataset_bytes:,} (GRADSERVE_MAX_DATASET_BYTES)"
+        )
+    if npz:
         fmt, tensors = "npz", _npz(blob, max_bytes=settings.max_dataset_elements * 8)
     else:
         fmt, tensors = "safetensors", from_safetensors(blob, loc=LOC)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
-from api.deps import SettingsDep, StoreDep
+from api.deps import SettingsDep, StoreDep, tenant_for
 from api.strict_json import StrictJsonRoute
+from models.errors import Unauthorized
 from models.tasks import LANE_QUEUES
 
 router = APIRouter(tags=["operations"], route_class=StrictJsonRoute)
@@ -23,21 +24,27 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", responses={503: {"description": "Redis unreachable or no worker alive"}})
-async def readyz(store: StoreDep, settings: SettingsDep) -> Any:
-    """Ready to serve: Redis answers and at least one worker's heartbeat is fresh."""
+async def readyz(request: Request, store: StoreDep, settings: SettingsDep) -> Any:
+    """Ready to serve: Redis answers and at least one worker's heartbeat is fresh. The workers' names,
+    PIDs and hosts, and Redis's error, only for callers with an API key (or in single-user mode)."""
+    try:
+        tenant_for(request.headers.get("authorization", ""), settings)
+        detailed = True
+    except Unauthorized:
+        detailed = False
     try:
         await store.redis.ping()
         workers = await store.live_workers()
     except (RedisError, OSError) as exc:
-        return JSONResponse({"status": "unavailable", "redis": f"unreachable: {exc}", "workers": []}, 503)
-    body = {
-        "status": "ready" if workers else "unavailable",
-        "redis": "ok",
-        "workers": workers,
-        "single_user": settings.single_user,
-        # Live workers per lane: jobs (training) and sessions (interactive calls).
-        "lanes": {lane: sum(1 for w in workers if lane in w.get("lanes", [])) for lane in LANE_QUEUES},
-    }
+        body = {"status": "unavailable", "redis": f"unreachable: {exc}" if detailed else "unreachable"}
+        return JSONResponse({**body, "workers": []} if detailed else {**body, "workers_alive": 0}, 503)
+    body: dict[str, Any] = {"status": "ready" if workers else "unavailable", "redis": "ok"}
+    # Live workers per lane: jobs (training) and sessions (interactive calls).
+    body["lanes"] = {lane: sum(1 for w in workers if lane in w.get("lanes", [])) for lane in LANE_QUEUES}
+    if detailed:
+        body.update(workers=workers, single_user=settings.single_user)
+    else:
+        body["workers_alive"] = len(workers)
     return JSONResponse(body, 200 if workers else 503)
 
 

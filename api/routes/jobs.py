@@ -22,6 +22,7 @@ from models.errors import Conflict, InvalidInput, NotFound
 from models.spec.job import JobCreate
 from models.spec.network import LENET_EXAMPLE
 from models.store.jobs import TERMINAL, JobStore
+from models.tasks import broker_queue_key
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=StrictJsonRoute)
 
@@ -69,7 +70,7 @@ async def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobPublic)
-async def get_job(job_id: str, jobs: JobStoreDep, tenant: TenantDep) -> dict[str, Any]:
+async def get_job(job_id: str, jobs: JobStoreDep, tenant: TenantDep, settings: SettingsDep) -> dict[str, Any]:
     """A job's status and progress."""
     doc = await jobs.get_job(tenant=tenant, job_id=job_id, with_request=True)
     if doc is None:
@@ -77,7 +78,7 @@ async def get_job(job_id: str, jobs: JobStoreDep, tenant: TenantDep) -> dict[str
     if doc["status"] == "running":
         doc["cancel_requested"] = await jobs.cancel_requested(tenant=tenant, job_id=job_id)
     if doc["status"] == "queued" and doc.get("queue"):
-        doc["queue_position"] = await place_in_line(jobs.redis, doc["queue"], job_id)
+        doc["queue_position"] = await place_in_line(jobs.redis, broker_queue_key(settings, doc["queue"]), job_id)
     return null_fields(doc, JOB_NUMBERS)
 
 

@@ -37,7 +37,9 @@ async def create_network(
     """Validate a network by shape inference on the meta device and store it."""
     summary = await run_in_threadpool(validate_network, spec, settings)
     doc = network_doc(f"net_{uuid.uuid4().hex}", spec, summary.public())
-    await store.put_network(tenant=tenant, network_id=doc["id"], doc=doc, ttl_s=settings.network_ttl_s)
+    await store.put_network(
+        tenant=tenant, network_id=doc["id"], doc=doc, ttl_s=settings.network_ttl_s, quota=settings.tenant_storage_bytes
+    )
     return doc
 
 

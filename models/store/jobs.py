@@ -10,7 +10,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from models.errors import TooManyRequests
 from models.store.keys import JobPart, Keys, job_parts
+from models.store.usage import LEDGER_LUA, ledgers, over_quota, put_within_quota
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 _INTS = ("step", "total_steps", "epoch", "attempt", "checkpoint_step", "resumed_from", "batch_size", "threads")
@@ -57,6 +59,42 @@ return 'deleted'
 """
 
 
+# KEYS: the three usage ledgers, job, data, events, index, active set, queued set. ARGV: bytes to book,
+# quota, max concurrent, ttl, maxlen, queued event, created_at, member, job id, job key prefix, data, then
+# the job's field/value pairs. Returns {1, 0}, {2, active jobs} or {3, bytes used}.
+_ADMIT = (
+    LEDGER_LUA
+    + """
+local active = 0
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[8])) do
+  local status = redis.call('HGET', ARGV[10] .. id, 'status')
+  if status == 'queued' or status == 'running' then active = active + 1
+  else redis.call('SREM', KEYS[8], id) end
+end
+if active >= tonumber(ARGV[3]) then return {2, active} end
+local used = ledger_bytes(1, 3)
+if used + tonumber(ARGV[1]) > tonumber(ARGV[2]) then return {3, used} end
+local ttl = ARGV[4]
+redis.call('HSET', KEYS[4], unpack(ARGV, 12, #ARGV))
+redis.call('EXPIRE', KEYS[4], ttl)
+if ARGV[11] ~= '' then
+  redis.call('HSET', KEYS[5], 'data', ARGV[11])
+  redis.call('EXPIRE', KEYS[5], ttl)
+end
+redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[5], '*', 'type', 'state', 'data', ARGV[6])
+redis.call('EXPIRE', KEYS[6], ttl)
+redis.call('ZADD', KEYS[7], ARGV[7], ARGV[9])
+redis.call('EXPIRE', KEYS[7], ttl)
+redis.call('SADD', KEYS[8], ARGV[9])
+redis.call('EXPIRE', KEYS[8], ttl)
+redis.call('ZADD', KEYS[3], ARGV[1], KEYS[4])
+if redis.call('TTL', KEYS[3]) < tonumber(ttl) then redis.call('EXPIRE', KEYS[3], ttl) end
+redis.call('ZADD', KEYS[9], ARGV[7], ARGV[8])
+return {1, 0}
+"""
+)
+
+
 def _num(raw: bytes | None, kind: type) -> Any:
     if raw is None:
         return None
@@ -76,21 +114,6 @@ class JobStore:
         return self.keys.job_part(tenant, job_id, name)
 
     # --- jobs ---
-    async def active_count(self, *, tenant: str) -> int:
-        """Queued or running jobs of the tenant; members whose job ended or expired are dropped."""
-        key = self.keys.jobs_active(tenant)
-        members = [m.decode() for m in await self.redis.smembers(key)]
-        if not members:
-            return 0
-        pipe = self.redis.pipeline(transaction=False)
-        for m in members:
-            pipe.hget(self.keys.job(tenant, m), "status")
-        statuses = await pipe.execute()
-        stale = [m for m, s in zip(members, statuses, strict=True) if s is None or s.decode() in TERMINAL]
-        if stale:
-            await self.redis.srem(key, *stale)
-        return len(members) - len(stale)
-
     async def create_job(
         self,
         *,
@@ -100,30 +123,60 @@ class JobStore:
         data: bytes | None,
         ttl_s: int,
         max_records: int,
+        max_concurrent: int,
+        storage_bytes: int,
+        quota: int,
         state: bytes | None = None,
         history: list[dict[str, Any]] | None = None,
     ) -> None:
-        """Store a queued job; a fork also gets the state it starts from and its parent's records up to it."""
-        created = fields["created_at"]
+        """Take one of the tenant's concurrent-job slots and its storage, and create the job queued, all
+        in one script: of simultaneous submissions exactly the quota's worth get in (else 429 / 413).
+
+        A fork also gets the state it starts from and its parent's records up to it; they are written
+        after admission and before the job's message is sent, so its worker always finds them.
+        """
+        script = self.redis.register_script(_ADMIT)
+        pairs = [part for k, v in fields.items() if v is not None for part in (k, v)]
+        event = json.dumps({"status": "queued", "step": 0})
+        keys = [
+            *ledgers(self.keys, tenant),
+            self.keys.job(tenant, job_id),
+            self.part(tenant, job_id, JobPart.DATA),
+            self.part(tenant, job_id, JobPart.EVENTS),
+            self.keys.job_index(tenant),
+            self.keys.jobs_active(tenant),
+            self.keys.jobs_queued(),
+        ]
+        args = [
+            storage_bytes,
+            quota,
+            max_concurrent,
+            ttl_s,
+            max_records,
+            event,
+            fields["created_at"],
+            f"{tenant}/{job_id}",
+            job_id,
+            self.keys.job(tenant, ""),
+            data if data is not None else "",
+            *pairs,
+        ]
+        code, count = await script(keys=keys, args=args)
+        if code == 2:
+            raise TooManyRequests(
+                f"{count} jobs are already queued or running (GRADSERVE_MAX_CONCURRENT_JOBS is {max_concurrent}); "
+                "wait for one to finish or cancel one"
+            )
+        if code == 3:
+            raise over_quota(used=int(count), adding=storage_bytes, quota=quota, what="the job")
+        if state is None and not history:
+            return
         pipe = self.redis.pipeline(transaction=True)
-        key = self.keys.job(tenant, job_id)
-        pipe.hset(key, mapping={k: v for k, v in fields.items() if v is not None})
-        pipe.expire(key, ttl_s)
-        if data is not None:
-            pipe.hset(self.part(tenant, job_id, JobPart.DATA), "data", data)
-            pipe.expire(self.part(tenant, job_id, JobPart.DATA), ttl_s)
         if state is not None:
             pipe.set(self.part(tenant, job_id, JobPart.RESUME), state, ex=ttl_s)
         events = self.part(tenant, job_id, JobPart.EVENTS)
         for record in history or []:
             pipe.xadd(events, {"type": "metric", "data": json.dumps(record)}, maxlen=max_records, approximate=True)
-        event = json.dumps({"status": "queued", "step": fields.get("step", 0)})
-        pipe.xadd(events, {"type": "state", "data": event}, maxlen=max_records, approximate=True)
-        pipe.expire(events, ttl_s)
-        pipe.zadd(self.keys.job_index(tenant), {job_id: created})
-        pipe.expire(self.keys.job_index(tenant), ttl_s)
-        pipe.sadd(self.keys.jobs_active(tenant), job_id)
-        pipe.expire(self.keys.jobs_active(tenant), ttl_s)
         await pipe.execute()
 
     async def get_job(self, *, tenant: str, job_id: str, with_request: bool = False) -> dict[str, Any] | None:
@@ -275,12 +328,25 @@ class JobStore:
         await self.redis.pipeline(transaction=False).hset(key, name, blob).expire(key, ttl_s).execute()
 
     # --- datasets ---
-    async def put_dataset(self, *, tenant: str, dataset_id: str, meta: dict[str, Any], data: bytes, ttl_s: int) -> None:
-        key = self.keys.dataset(tenant, dataset_id)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(key, mapping={"meta": json.dumps(meta), "data": data})
-        pipe.expire(key, ttl_s)
-        await pipe.execute()
+    async def put_dataset(
+        self, *, tenant: str, dataset_id: str, meta: dict[str, Any], data: bytes, ttl_s: int, quota: int
+    ) -> None:
+        """Store a dataset within the tenant's storage quota (else 413)."""
+        await put_within_quota(
+            self.redis,
+            self.keys,
+            tenant=tenant,
+            kind="datasets",
+            key=self.keys.dataset(tenant, dataset_id),
+            value={"meta": json.dumps(meta), "data": data},
+            ttl_s=ttl_s,
+            quota=quota,
+            what=f"the dataset ({meta['bytes']:,} bytes as stored)",
+        )
+
+    async def delete_dataset(self, *, tenant: str, dataset_id: str) -> bool:
+        """Delete a dataset; False when there was none. Its ledger entry goes at the next sum."""
+        return bool(await self.redis.delete(self.keys.dataset(tenant, dataset_id)))
 
     async def dataset_meta(self, *, tenant: str, dataset_id: str) -> dict[str, Any] | None:
         raw = await self.redis.hget(self.keys.dataset(tenant, dataset_id), "meta")

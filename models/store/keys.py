@@ -79,6 +79,14 @@ class Keys:
         """Set of the tenant's queued or running job ids, for the concurrent-jobs limit."""
         return f"{self.prefix}:{tenant}:jobs:active"
 
+    def usage(self, tenant: str, kind: str) -> str:
+        """Sorted set: the Redis key of each object of one kind the tenant stores, scored by its bytes."""
+        return f"{self.prefix}:{tenant}:usage:{kind}"
+
+    def idempotency(self, tenant: str, key_digest: str) -> str:
+        """JSON: a POST's first answer under one Idempotency-Key (by its SHA-256), replayed to retries."""
+        return f"{self.prefix}:{tenant}:idem:{key_digest}"
+
     # --- service bookkeeping ---
     def worker(self, name: str) -> str:
         return f"{self.prefix}:sys:worker:{name}"
@@ -89,6 +97,14 @@ class Keys:
     def jobs_running(self) -> str:
         """Set of ``tenant/job_id`` of started jobs; reapers re-enqueue those whose lease lapsed."""
         return f"{self.prefix}:sys:jobs:running"
+
+    def jobs_queued(self) -> str:
+        """Sorted set of ``tenant/job_id`` of queued jobs, scored by when their message was last sent."""
+        return f"{self.prefix}:sys:jobs:queued"
+
+    def celery_prefix(self) -> str:
+        """Prefix of every key of Celery's Redis transport (its queues, ``unacked``, bindings)."""
+        return f"{self.prefix}:celery:"
 
     def reply(self, call_id: str) -> str:
         """List a worker pushes one answer onto; the API blocks on it with BLPOP."""

@@ -9,6 +9,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from models.store.keys import Keys
+from models.store.usage import put_within_quota
 
 
 class Store:
@@ -17,8 +18,21 @@ class Store:
         self.keys = keys
 
     # --- networks ---
-    async def put_network(self, *, tenant: str, network_id: str, doc: dict[str, Any], ttl_s: int) -> None:
-        await self.redis.set(self.keys.network(tenant, network_id), json.dumps(doc), ex=ttl_s)
+    async def put_network(self, *, tenant: str, network_id: str, doc: dict[str, Any], ttl_s: int, quota: int) -> None:
+        """Store a network within the tenant's storage quota (else 413)."""
+        key = self.keys.network(tenant, network_id)
+        text = json.dumps(doc)
+        await put_within_quota(
+            self.redis,
+            self.keys,
+            tenant=tenant,
+            kind="networks",
+            key=key,
+            value=text,
+            ttl_s=ttl_s,
+            quota=quota,
+            what="the network",
+        )
 
     async def get_network(self, *, tenant: str, network_id: str) -> dict[str, Any] | None:
         raw = await self.redis.get(self.keys.network(tenant, network_id))

@@ -13,7 +13,7 @@ from celery import Celery
 from api.broker import task_message
 from launcher.embedded_redis import start_redis
 from models.settings import Settings
-from models.tasks import QUEUE_CPU, SESSION_CALL, celery_config
+from models.tasks import QUEUE_CPU, SESSION_CALL, broker_queue_key, celery_config
 
 # Fields that differ on every message by design.
 _VOLATILE = {("properties", "delivery_tag"), ("properties", "reply_to"), ("headers", "origin")}
@@ -42,11 +42,16 @@ def test_message_matches_send_task(redis_url: str) -> None:
     client.flushdb()
     kwargs = {"call_id": "c1", "op": "forward", "args": {"x": [1.5, 2]}, "deadline": 1.0}
     celery = Celery("gradserve-api")
-    celery.conf.update(celery_config(Settings(redis_url=redis_url)))
+    settings = Settings(redis_url=redis_url)
+    celery.conf.update(celery_config(settings))
     celery.send_task(SESSION_CALL, kwargs=kwargs, queue=QUEUE_CPU, task_id="t1", argsrepr="()", kwargsrepr="r")
-    theirs = json.loads(client.rpop(QUEUE_CPU))
+    # Celery's keys live under GRADSERVE_KEY_PREFIX too, where api.calls pushes its messages.
+    queue_key = broker_queue_key(settings, QUEUE_CPU)
+    assert queue_key.startswith(f"{settings.key_prefix}:")
+    assert all(k.decode().startswith(f"{settings.key_prefix}:") for k in client.keys("*"))
+    theirs = json.loads(client.rpop(queue_key))
 
-    client.lpush(QUEUE_CPU, task_message(SESSION_CALL, kwargs, task_id="t1", queue=QUEUE_CPU, kwargsrepr="r"))
-    mine = json.loads(client.rpop(QUEUE_CPU))
+    client.lpush(queue_key, task_message(SESSION_CALL, kwargs, task_id="t1", queue=QUEUE_CPU, kwargsrepr="r"))
+    mine = json.loads(client.rpop(queue_key))
     assert _strip(mine) == _strip(theirs)
-    assert client.llen(QUEUE_CPU) == 0
+    assert client.llen(queue_key) == 0

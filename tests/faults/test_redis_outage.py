@@ -1,0 +1,53 @@
+"""Redis killed mid-job and restarted from its AOF: 503s with Retry-After while it is gone, the job
+finishes with every step once, no 500 afterwards; and what the service writes stays under its prefix."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.conftest import Service
+from tests.faults.conftest import PASSWORD, PREFIX, OwnRedis
+from tests.integration.jobs_helpers import MLP, mlp_job, submit, wait_final, wait_until
+
+pytestmark = [pytest.mark.faults, pytest.mark.integration]
+
+DURING_OUTAGE = [
+    ("GET", "/v1/jobs", None),
+    ("GET", "/v1/usage", None),
+    ("POST", "/v1/networks", MLP),
+    ("POST", "/v1/jobs", mlp_job(steps=3)),
+    ("POST", "/v1/sessions", {"network": MLP, "seed": 0}),
+]
+
+
+def test_redis_killed_and_restarted_mid_job(fault_service: Service, own_redis: OwnRedis) -> None:
+    with fault_service.client("alice") as alice:
+        fault_service.wait_workers(2)
+        job_id = submit(alice, mlp_job(steps=1500, capture={"checkpoint_every": 100}))
+        wait_until(alice, job_id, lambda d: d["status"] == "running" and d["step"] >= 100)
+        own_redis.kill()
+        try:
+            for method, path, body in [*DURING_OUTAGE, ("GET", f"/v1/jobs/{job_id}", None)]:
+                response = alice.request(method, path, json=body)
+                assert response.status_code == 503, (method, path, response.text)
+                assert "Redis" in response.json()["detail"] and int(response.headers["retry-after"]) > 0
+            assert alice.get("/readyz").status_code == 503
+            time.sleep(1)
+        finally:
+            own_redis.start()
+        done = wait_final(alice, job_id, timeout=120)
+        assert done["status"] == "succeeded", done
+        assert alice.get(f"/v1/jobs/{job_id}/metrics").json()["step"] == list(range(1, 1501))
+        codes = [alice.request(m, p, json=b).status_code for m, p, b in DURING_OUTAGE[:3] * 10]
+        assert all(c < 500 for c in codes), codes
+
+
+def test_every_key_under_the_prefix_and_url_redacted(fault_service: Service, own_redis: OwnRedis) -> None:
+    with fault_service.client("alice") as alice:
+        assert wait_final(alice, submit(alice, mlp_job(steps=3)))["status"] == "succeeded"
+    names = [k.decode() for k in own_redis.client().keys("*")]
+    assert names and all(n.startswith(f"{PREFIX}:") for n in names), [n for n in names if not n.startswith(PREFIX)]
+    log = fault_service.log.read_text()
+    assert "using Redis at redis://:***@127.0.0.1" in log and PASSWORD not in log
