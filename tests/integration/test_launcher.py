@@ -103,9 +103,10 @@ def test_single_user_api_needs_no_key_and_stays_on_loopback(service: Service) ->
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
-        created = httpx.post(f"{url}/v1/networks", json=LENET_SPEC)
+        # httpx's 5 s default is too short for a fresh API's first shape inference on a loaded box.
+        created = httpx.post(f"{url}/v1/networks", json=LENET_SPEC, timeout=60)
         assert created.status_code == 201
-        assert httpx.get(f"{url}/readyz").json()["single_user"] is True
+        assert httpx.get(f"{url}/readyz", timeout=60).json()["single_user"] is True
     finally:
         api.send_signal(signal.SIGTERM)
         api.wait(timeout=30)
