@@ -1,0 +1,493 @@
+"""A plain ``nn.Module`` as our network spec, by tracing its forward with ``torch.fx``.
+
+Modules of the catalogue become named layers (their constructor arguments read back from the instance),
+functional ops (``F.relu``, ``torch.flatten``, ``+``, ``torch.cat``, ``.view`` ...) become functional layers,
+and a layer's ``inputs`` name earlier layers where the data flow is not a plain chain. Whatever the
+catalogue cannot express is a ``SpecError`` naming the fx node, its source op and the nearest supported
+op, raised before anything is sent. The server validates the spec again; this side only emits JSON.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import operator
+from typing import Any
+
+import torch
+import torch.fx
+import torch.nn.functional as F
+from torch import nn
+
+from gradserve.errors import SpecError
+
+# --- modules ------------------------------------------------------------------------------------------------------
+
+_CONV = (
+    "in_channels",
+    "out_channels",
+    "kernel_size",
+    "stride",
+    "padding",
+    "dilation",
+    "groups",
+    "bias",
+    "padding_mode",
+)
+_CONV_T = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "output_padding", "groups", "bias")
+_MAXPOOL = ("kernel_size", "stride", "padding", "dilation", "ceil_mode")
+_AVGPOOL = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad")
+_BN = ("num_features", "eps", "momentum", "affine", "track_running_stats")
+_RNN = ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout", "bidirectional")
+
+# Catalogue module type -> the spec fields, read back from the instance's attributes of the same name.
+MODULE_FIELDS: dict[str, tuple[str, ...]] = {
+    "Linear": ("in_features", "out_features", "bias"),
+    "Conv1d": _CONV,
+    "Conv2d": _CONV,
+    "Conv3d": _CONV,
+    "ConvTranspose1d": (*_CONV_T, "dilation"),
+    "ConvTranspose2d": (*_CONV_T, "dilation"),
+    "MaxPool1d": _MAXPOOL,
+    "MaxPool2d": _MAXPOOL,
+    "AvgPool1d": _AVGPOOL,
+    "AvgPool2d": _AVGPOOL,
+    "AdaptiveAvgPool1d": ("output_size",),
+    "AdaptiveAvgPool2d": ("output_size",),
+    "AdaptiveMaxPool2d": ("output_size",),
+    "BatchNorm1d": _BN,
+    "BatchNorm2d": _BN,
+    "BatchNorm3d": _BN,
+    "LayerNorm": ("normalized_shape", "eps", "elementwise_affine", "bias"),
+    "GroupNorm": ("num_groups", "num_channels", "eps", "affine"),
+    "Dropout": ("p",),
+    "Dropout2d": ("p",),
+    "Embedding": ("num_embeddings", "embedding_dim", "padding_idx"),
+    "ReLU": (),
+    "ReLU6": (),
+    "LeakyReLU": ("negative_slope",),
+    "ELU": ("alpha",),
+    "GELU": ("approximate",),
+    "SiLU": (),
+    "Mish": (),
+    "Tanh": (),
+    "Sigmoid": (),
+    "Softplus": ("beta", "threshold"),
+    "Hardtanh": ("min_val", "max_val"),
+    "PReLU": ("num_parameters", "init"),
+    "Softmax": ("dim",),
+    "LogSoftmax": ("dim",),
+    "Flatten": ("start_dim", "end_dim"),
+    "Unflatten": ("dim", "unflattened_size"),
+    "Identity": (),
+    "RNN": (*_RNN, "nonlinearity"),
+    "LSTM": _RNN,
+    "GRU": _RNN,
+    "MultiheadAttention": ("embed_dim", "num_heads", "dropout", "bias", "kdim", "vdim", "batch_first"),
+}
+# Modules whose output is a tuple: the spec passes on element ``select``.
+TUPLE_MODULES = frozenset({"RNN", "LSTM", "GRU", "MultiheadAttention"})
+
+
+def _bias(module: nn.Module) -> bool:
+    if isinstance(module, nn.MultiheadAttention):
+        return module.in_proj_bias is not None
+    return getattr(module, "bias", None) is not None
+
+
+def _encoder_layer(m: nn.TransformerEncoderLayer) -> dict[str, Any]:
+    activation = getattr(m, "activation_relu_or_gelu", 0)
+    if activation not in (1, 2):
+        raise ValueError("its activation is neither relu nor gelu")
+    return {
+        "d_model": m.self_attn.embed_dim,
+        "nhead": m.self_attn.num_heads,
+        "dim_feedforward": m.linear1.out_features,
+        "dropout": m.dropout.p,
+        "activation": "relu" if activation == 1 else "gelu",
+        "layer_norm_eps": m.norm1.eps,
+        "batch_first": m.self_attn.batch_first,
+        "norm_first": m.norm_first,
+        "bias": m.linear1.bias is not None,
+    }
+
+
+def module_fields(module: nn.Module) -> dict[str, Any]:
+    """The spec fields of a catalogue module instance, as JSON values."""
+    kind = type(module).__name__
+    if isinstance(module, nn.TransformerEncoderLayer):
+        return _encoder_layer(module)
+    fields = {f: _bias(module) if f == "bias" else getattr(module, f) for f in MODULE_FIELDS[kind]}
+    defaults = {
+        name: p.default
+        for name, p in inspect.signature(type(module).__init__).parameters.items()
+        if p.default is not p.empty
+    }
+    return {k: _json(v) for k, v in fields.items() if k not in defaults or not _is_default(v, defaults[k])}
+
+
+def _is_default(value: Any, default: Any) -> bool:
+    """``stride=(1, 1)`` is the default ``1`` spread over the dimensions; leaving it out keeps specs short."""
+    if isinstance(value, (tuple, list)) and not isinstance(default, (tuple, list)):
+        return bool(value) and all(v == default for v in value)
+    return bool(value == default) and type(value) is type(default)
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, (tuple, list, torch.Size)):
+        return [_json(v) for v in value]
+    return value
+
+
+def _same_construction(module: nn.Module, fields: dict[str, Any]) -> str | None:
+    """Rebuilt from ``fields`` on the meta device, does the module print the same? (``inplace`` aside:
+    it changes no number). A difference means an argument the catalogue does not carry."""
+    cls = type(module)
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+    with torch.device("meta"):
+        rebuilt = cls(**kwargs)
+    want, got = repr(module).replace("inplace=True", ""), repr(rebuilt).replace("inplace=True", "")
+    norm = lambda s: s.replace(", )", ")").replace("(, ", "(").replace("()", "()")
+    return None if norm(want) == norm(got) else f"it prints as {repr(module)!s} but the spec can express {got}"
+
+
+# --- functional ops -----------------------------------------------------------------------------------------------
+
+# Spec type -> (parameter names of the torch call after the tensor input(s), spec fields among them).
+FUNCTION_OPS: dict[Any, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
+    F.relu: ("relu", ("inplace",), ()),
+    torch.relu: ("relu", (), ()),
+    F.relu6: ("relu6", ("inplace",), ()),
+    F.gelu: ("gelu", ("approximate",), ("approximate",)),
+    F.silu: ("silu", ("inplace",), ()),
+    torch.tanh: ("tanh", (), ()),
+    F.tanh: ("tanh", (), ()),
+    torch.sigmoid: ("sigmoid", (), ()),
+    F.sigmoid: ("sigmoid", (), ()),
+    F.leaky_relu: ("leaky_relu", ("negative_slope", "inplace"), ("negative_slope",)),
+    F.elu: ("elu", ("alpha", "inplace"), ("alpha",)),
+    F.softmax: ("softmax", ("dim", "_stacklevel", "dtype"), ("dim",)),
+    torch.softmax: ("softmax", ("dim", "dtype"), ("dim",)),
+    F.log_softmax: ("log_softmax", ("dim", "_stacklevel", "dtype"), ("dim",)),
+    torch.log_softmax: ("log_softmax", ("dim", "dtype"), ("dim",)),
+    F.max_pool1d: ("max_pool1d", (*_MAXPOOL, "return_indices"), _MAXPOOL),
+    F.max_pool2d: ("max_pool2d", (*_MAXPOOL, "return_indices"), _MAXPOOL),
+    F.avg_pool1d: ("avg_pool1d", _AVGPOOL, _AVGPOOL),
+    F.avg_pool2d: ("avg_pool2d", (*_AVGPOOL, "divisor_override"), _AVGPOOL),
+    F.adaptive_avg_pool2d: ("adaptive_avg_pool2d", ("output_size",), ("output_size",)),
+    torch.flatten: ("flatten", ("start_dim", "end_dim"), ("start_dim", "end_dim")),
+    torch.reshape: ("reshape", ("shape",), ("shape",)),
+    torch.permute: ("permute", ("dims",), ("dims",)),
+    torch.transpose: ("transpose", ("dim0", "dim1"), ("dim0", "dim1")),
+    torch.unsqueeze: ("unsqueeze", ("dim",), ("dim",)),
+    torch.squeeze: ("squeeze", ("dim",), ("dim",)),
+    torch.mean: ("mean", ("dim", "keepdim", "dtype"), ("dim", "keepdim")),
+    F.dropout: ("dropout", ("p", "training", "inplace"), ("p",)),
+    operator.add: ("add", (), ()),
+    torch.add: ("add", ("alpha",), ()),
+    operator.mul: ("mul", (), ()),
+    torch.mul: ("mul", (), ()),
+    operator.matmul: ("matmul", (), ()),
+    torch.matmul: ("matmul", (), ()),
+    torch.cat: ("cat", ("dim",), ("dim",)),
+}
+# Tensor methods: ``x.view(...)`` and the like. Shape arguments may come spread out (``x.view(-1, 400)``).
+METHOD_OPS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
+    "relu": ("relu", (), ()),
+    "tanh": ("tanh", (), ()),
+    "sigmoid": ("sigmoid", (), ()),
+    "softmax": ("softmax", ("dim",), ("dim",)),
+    "log_softmax": ("log_softmax", ("dim",), ("dim",)),
+    "flatten": ("flatten", ("start_dim", "end_dim"), ("start_dim", "end_dim")),
+    "view": ("view", ("*shape",), ("shape",)),
+    "reshape": ("reshape", ("*shape",), ("shape",)),
+    "permute": ("permute", ("*dims",), ("dims",)),
+    "transpose": ("transpose", ("dim0", "dim1"), ("dim0", "dim1")),
+    "unsqueeze": ("unsqueeze", ("dim",), ("dim",)),
+    "squeeze": ("squeeze", ("dim",), ("dim",)),
+    "mean": ("mean", ("dim", "keepdim", "dtype"), ("dim", "keepdim")),
+    "add": ("add", ("alpha",), ()),
+    "mul": ("mul", (), ()),
+    "matmul": ("matmul", (), ()),
+}
+# Arguments that change nothing in the numbers (``inplace``) or must keep their default to be expressible.
+_IGNORED = {"inplace": None, "_stacklevel": None, "training": None}
+_MUST_BE = {"return_indices": False, "dtype": None, "divisor_override": None, "alpha": 1}
+# Tensor inputs an op takes before its other arguments.
+_TENSOR_ARGS = {"add": 2, "mul": 2, "matmul": 2}
+_SUPPORTED_NAMES = sorted(
+    {getattr(f, "__name__", str(f)) for f in FUNCTION_OPS} | set(METHOD_OPS) | set(MODULE_FIELDS) | {"getitem"}
+)
+
+
+def _op_name(node: torch.fx.Node) -> str:
+    target = node.target
+    if node.op == "call_method":
+        return f"Tensor.{target}"
+    module = getattr(target, "__module__", None) or ""
+    name = getattr(target, "__name__", str(target))
+    prefix = {"torch.nn.functional": "F", "_operator": "operator", "operator": "operator"}.get(module, "torch")
+    return f"{prefix}.{name}"
+
+
+def _nearest(name: str) -> str:
+    bare = name.rsplit(".", 1)[-1].lower()
+    close = difflib.get_close_matches(bare, [n.lower() for n in _SUPPORTED_NAMES], n=1, cutoff=0.0)
+    lookup = {n.lower(): n for n in _SUPPORTED_NAMES}
+    return lookup[close[0]] if close else "relu"
+
+
+def _refuse(node: torch.fx.Node, why: str, source: str | None = None) -> SpecError:
+    source = source or _op_name(node)
+    return SpecError(
+        f"fx node '{node.name}' ({node.op} {source}) {why}; the nearest supported op is {_nearest(source)}",
+        node=node.name,
+        op=source,
+    )
+
+
+# --- tracing ------------------------------------------------------------------------------------------------------
+
+
+class _Tracer(torch.fx.Tracer):
+    """fx's tracer, with Python control flow on a traced value named by its node."""
+
+    def to_bool(self, obj: torch.fx.Proxy) -> bool:
+        raise _refuse(
+            obj.node,
+            "is used as a Python bool (an `if` or `while` on tensor values); the network must not branch on data",
+        )
+
+    def iter(self, obj: torch.fx.Proxy) -> Any:
+        raise _refuse(obj.node, "is iterated in Python; unpack shapes by index, e.g. x.size(0)")
+
+    def keys(self, obj: torch.fx.Proxy) -> Any:
+        raise _refuse(obj.node, "is used with ** unpacking")
+
+
+def trace(net: nn.Module) -> torch.fx.GraphModule:
+    tracer = _Tracer()
+    try:
+        graph = tracer.trace(net)
+    except SpecError:
+        raise
+    except Exception as exc:  # fx's own refusals (TraceError, TypeError on a Proxy) name no node
+        raise SpecError(f"torch.fx cannot trace {type(net).__name__}.forward: {exc}", node=None, op=None) from exc
+    gm = torch.fx.GraphModule(tracer.root, graph, type(net).__name__)
+    gm.graph.eliminate_dead_code()
+    return gm
+
+
+# --- the conversion -----------------------------------------------------------------------------------------------
+
+
+def _bind(
+    node: torch.fx.Node, params: tuple[str, ...], rest: tuple[Any, ...], kwargs: dict[str, Any], source: str
+) -> dict[str, Any]:
+    """The call's non-tensor arguments by parameter name; ``*shape`` takes the rest of the positionals."""
+    bound: dict[str, Any] = {}
+    if params and params[0].startswith("*"):
+        values = rest[0] if len(rest) == 1 and isinstance(rest[0], (tuple, list)) else rest
+        bound[params[0][1:]] = list(values) if values else kwargs.pop(params[0][1:], [])
+    else:
+        if len(rest) > len(params):
+            raise _refuse(node, f"has {len(rest)} positional arguments where the catalogue knows {len(params)}", source)
+        bound.update(zip(params, rest, strict=False))
+    for key, value in kwargs.items():
+        if key not in params and f"*{key}" not in params:
+            raise _refuse(node, f"takes an argument '{key}' the catalogue does not carry", source)
+        bound[key.lstrip("*")] = value
+    return bound
+
+
+def _size_batch(node: torch.fx.Node, value: Any) -> Any:
+    """``x.size(0)`` / ``x.shape[0]`` inside a shape: the batch dimension, which the spec writes -1."""
+    if isinstance(value, (list, tuple)):
+        return [_size_batch(node, v) for v in value]
+    if isinstance(value, torch.fx.Node):
+        batch = (value.op == "call_method" and value.target == "size" and value.args[1:] == (0,)) or (
+            value.op == "call_function"
+            and value.target is operator.getitem
+            and value.args[1] == 0
+            and isinstance(value.args[0], torch.fx.Node)
+            and value.args[0].op == "call_function"
+            and value.args[0].target is getattr
+            and value.args[0].args[1] == "shape"
+        )
+        if batch:
+            return -1
+        raise _refuse(node, f"takes the traced value '{value.name}' as an argument; use constants (or x.size(0))")
+    return value
+
+
+class _Converter:
+    def __init__(self, net: nn.Module, gm: torch.fx.GraphModule) -> None:
+        self.net = net
+        self.gm = gm
+        self.layers: list[dict[str, Any]] = []
+        self.names: dict[str, str] = {}  # fx node name -> the name its output has in the spec
+        self.used_modules: set[str] = set()
+        self.input_name = "input"
+
+    def convert(self) -> dict[str, Any]:
+        placeholders = [n for n in self.gm.graph.nodes if n.op == "placeholder"]
+        if len(placeholders) != 1:
+            raise SpecError(
+                f"{type(self.net).__name__}.forward takes {len(placeholders)} inputs; a network takes one tensor",
+                node=None,
+                op=None,
+            )
+        self.names[placeholders[0].name] = "input"
+        for node in self.gm.graph.nodes:
+            if node.op == "placeholder":
+                continue
+            if node.op == "output":
+                self._output(node)
+            elif node.op == "call_module":
+                self._module(node)
+            elif node.op in ("call_function", "call_method"):
+                self._function(node)
+            else:
+                raise _refuse(node, "reads a parameter or buffer outside any layer", f"self.{node.target}")
+        self._wire()
+        return {"name": type(self.net).__name__, "layers": self.layers}
+
+    def _output(self, node: torch.fx.Node) -> None:
+        value = node.args[0]
+        if not isinstance(value, torch.fx.Node):
+            raise _refuse(node, "returns more than one tensor; a network returns one", "return")
+        if not self.layers or self.names.get(value.name) != self.layers[-1]["_key"]:
+            raise _refuse(node, "returns a value that is not the last layer computed", "return")
+
+    def _inputs(self, node: torch.fx.Node, args: tuple[Any, ...]) -> list[str]:
+        keys = []
+        for arg in args:
+            if not isinstance(arg, torch.fx.Node) or arg.name not in self.names:
+                what = getattr(arg, "name", repr(arg))
+                raise _refuse(node, f"takes '{what}' as a tensor input, which is not the output of a layer")
+            keys.append(self.names[arg.name])
+        return keys
+
+    def _add(self, node: torch.fx.Node, layer: dict[str, Any], inputs: list[str]) -> None:
+        self.names[node.name] = node.name
+        self.layers.append({**layer, "_key": node.name, "_inputs": inputs})
+
+    def _module(self, node: torch.fx.Node) -> None:
+        target = str(node.target)
+        module = self.gm.get_submodule(target)
+        kind = type(module).__name__
+        if "." in target:
+            raise _refuse(
+                node,
+                f"is the module '{target}' inside a container or submodule; the spec holds modules as direct "
+                "attributes of the network (self.conv1 = ...), so define them on the network itself",
+                kind,
+            )
+        if kind not in MODULE_FIELDS and not isinstance(module, nn.TransformerEncoderLayer):
+            raise _refuse(node, f"is a {kind}, which is not in the catalogue", kind)
+        if target in self.used_modules:
+            raise _refuse(node, f"calls module '{target}' a second time; the spec has each module once", kind)
+        self.used_modules.add(target)
+        try:
+            fields = module_fields(module)
+        except ValueError as exc:
+            raise _refuse(node, f"cannot be expressed: {exc}", kind) from exc
+        difference = _same_construction(module, fields)
+        if difference:
+            raise _refuse(node, f"has arguments the catalogue does not carry: {difference}", kind)
+        if node.kwargs:
+            raise _refuse(node, f"is called with keyword arguments {sorted(node.kwargs)}", kind)
+        inputs = self._inputs(node, node.args)
+        self._add(node, {"name": target, "type": kind, **fields}, inputs)
+        self.names[node.name] = target
+        self.layers[-1]["_key"] = target
+
+    def _function(self, node: torch.fx.Node) -> None:
+        if node.op == "call_function" and node.target is operator.getitem:
+            return self._getitem(node)
+        if (node.op == "call_method" and node.target == "size") or node.target is getattr:
+            return self._shape_read(node)
+        table = METHOD_OPS.get(str(node.target)) if node.op == "call_method" else FUNCTION_OPS.get(node.target)
+        if table is None:
+            raise _refuse(node, "is not in the catalogue")
+        kind, params, fields = table
+        source = _op_name(node)
+        args = node.args
+        if kind == "cat":
+            tensors, rest = args[0], args[1:]
+            if not isinstance(tensors, (list, tuple)):
+                raise _refuse(node, "takes a sequence of tensors", source)
+            inputs = self._inputs(node, tuple(tensors))
+        else:
+            count = _TENSOR_ARGS.get(kind, 1)
+            inputs = self._inputs(node, args[:count])
+            rest = args[count:]
+        bound = _bind(node, params, tuple(rest), dict(node.kwargs), source)
+        layer: dict[str, Any] = {"type": kind}
+        for key, value in bound.items():
+            if key in _IGNORED:
+                continue
+            if key in _MUST_BE:
+                if value != _MUST_BE[key]:
+                    raise _refuse(node, f"sets {key}={value!r}, which the catalogue does not carry", source)
+                continue
+            if key in fields and value is not None:
+                layer[key] = _json(_size_batch(node, value))
+        if kind in ("view", "reshape") and layer["shape"].count(-1) > 1:
+            if layer["shape"] != [-1, -1]:
+                raise _refuse(node, "has two unknown (-1) dimensions besides the batch; spell the others out", source)
+            layer = {"type": "flatten", "start_dim": 1}  # x.view(x.size(0), -1): the same numbers
+        if kind in ("softmax", "log_softmax", "mean", "squeeze", "unsqueeze") and "dim" not in layer:
+            raise _refuse(node, "needs an explicit dim", source)
+        self._add(node, layer, inputs)
+
+    def _getitem(self, node: torch.fx.Node) -> None:
+        source, index = node.args[0], node.args[1]
+        if isinstance(source, torch.fx.Node) and source.op == "call_module":
+            layer = next((lay for lay in self.layers if lay.get("name") == source.target), None)
+            if layer is not None and layer["type"] in TUPLE_MODULES and isinstance(index, int):
+                if len(source.users) != 1 or self.layers[-1] is not layer:
+                    raise _refuse(node, "picks from a tuple output used more than once", "operator.getitem")
+                layer["select"] = index
+                self.names[node.name] = self.names[source.name]
+                return
+        if node.users and all(u.op != "output" for u in node.users) and source is not None:
+            return  # a shape read such as x.shape[0]: used only inside other ops' arguments
+        raise _refuse(node, "indexes a tensor; the catalogue has no slicing", "operator.getitem")
+
+    def _shape_read(self, node: torch.fx.Node) -> None:
+        """``x.size(0)`` or ``x.shape``: consumed where a shape argument is read (``_size_batch``)."""
+
+    def _wire(self) -> None:
+        """``inputs`` only where a layer does not take the previous layer's output; ``name`` where referenced."""
+        referenced: set[str] = set()
+        keys: list[str] = []
+        previous = "input"
+        for layer in self.layers:
+            inputs = layer.pop("_inputs")
+            keys.append(layer.pop("_key"))
+            if inputs != [previous]:
+                layer["inputs"] = inputs
+                referenced.update(inputs)
+            previous = keys[-1]
+        for layer, key in zip(self.layers, keys, strict=True):
+            if key in referenced and "name" not in layer:
+                layer["name"] = key
+
+
+def to_spec(net: nn.Module, input_shape: list[int] | None = None, input_dtype: str | None = None) -> dict[str, Any]:
+    """The network spec of ``net`` (``input_shape`` per sample, without the batch dimension)."""
+    if not isinstance(net, nn.Module):
+        raise TypeError(f"remote() takes an nn.Module instance, not {type(net).__name__}")
+    converter = _Converter(net, trace(net))
+    spec = converter.convert()
+    if input_shape is not None:
+        spec["input_shape"] = list(input_shape)
+    if input_dtype is None and spec["layers"] and spec["layers"][0]["type"] == "Embedding":
+        input_dtype = "int64"
+    if input_dtype is not None and input_dtype != "float32":
+        spec["input_dtype"] = input_dtype
+    return spec
+
+
+__all__ = ["MODULE_FIELDS", "SpecError", "module_fields", "to_spec", "trace"]
