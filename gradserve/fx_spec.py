@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import operator
+import re
 from typing import Any
 
 import torch
@@ -20,6 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from gradserve.errors import SpecError
+
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")  # a layer name, as the spec's pattern says
 
 # --- modules ------------------------------------------------------------------------------------------------------
 
@@ -237,10 +240,10 @@ def _nearest(name: str) -> str:
     return lookup[close[0]] if close else "relu"
 
 
-def _refuse(node: torch.fx.Node, why: str, source: str | None = None) -> SpecError:
+def _refuse(node: torch.fx.Node, why: str, source: str | None = None, nearest: str | None = None) -> SpecError:
     source = source or _op_name(node)
     return SpecError(
-        f"fx node '{node.name}' ({node.op} {source}) {why}; the nearest supported op is {_nearest(source)}",
+        f"fx node '{node.name}' ({node.op} {source}) {why}; the nearest supported op is {nearest or _nearest(source)}",
         node=node.name,
         op=source,
     )
@@ -348,7 +351,12 @@ class _Converter:
             elif node.op in ("call_function", "call_method"):
                 self._function(node)
             else:
-                raise _refuse(node, "reads a parameter or buffer outside any layer", f"self.{node.target}")
+                raise _refuse(
+                    node,
+                    "reads a parameter or buffer outside any layer (is the network itself one torch.nn layer?)",
+                    f"self.{node.target}",
+                    "a catalogue module holding it, e.g. Linear",
+                )
         self._wire()
         return {"name": type(self.net).__name__, "layers": self.layers}
 
@@ -376,11 +384,11 @@ class _Converter:
         target = str(node.target)
         module = self.gm.get_submodule(target)
         kind = type(module).__name__
-        if "." in target:
+        if not IDENTIFIER.match(target):
             raise _refuse(
                 node,
-                f"is the module '{target}' inside a container or submodule; the spec holds modules as direct "
-                "attributes of the network (self.conv1 = ...), so define them on the network itself",
+                f"is the module '{target}', inside a container or submodule or not a Python name; the spec holds "
+                "modules as direct attributes of the network (self.conv1 = ...), so define them on the network itself",
                 kind,
             )
         if kind not in MODULE_FIELDS and not isinstance(module, nn.TransformerEncoderLayer):

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import safetensors.torch
 import torch
 from torch import nn
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 POLL_S = 0.25
+RECONNECTS = 20  # a watch outlives this many dropped event streams
 
 
 @dataclass(frozen=True)
@@ -160,15 +163,27 @@ class Job:
 
         return watch(self, console)
 
-    def events(self) -> Any:
-        """The job's server-sent events as ``(event, data)`` pairs, ending with the final state."""
+    def events(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """The job's server-sent events as ``(event, data)`` pairs, ending with the final state; a dropped
+        connection is resumed from the last event seen (``Last-Event-ID``), so nothing is lost or repeated."""
+        from gradserve.client import check
         from gradserve.progress import sse_events
 
-        with self._client.http.stream("GET", f"/v1/jobs/{self.id}/events", timeout=None) as response:
-            from gradserve.client import check
-
-            check(response)
-            yield from sse_events(response.iter_lines())
+        last = "0-0"
+        for _ in range(RECONNECTS):
+            try:
+                headers = {"Last-Event-ID": last}
+                path = f"/v1/jobs/{self.id}/events"
+                with self._client.http.stream("GET", path, headers=headers, timeout=None) as response:
+                    check(response)
+                    for event_id, event, data in sse_events(response.iter_lines()):
+                        last = event_id or last
+                        yield event, data
+                        if event == "state" and data.get("status") in TERMINAL:
+                            return
+                return
+            except (httpx.RemoteProtocolError, httpx.ReadError):
+                time.sleep(POLL_S)
 
     def metrics(self, since: int | None = None, *, frame: bool = False) -> Any:
         """Per-step columns (``step``, ``loss``, ``lr``, ... and ``eval``); ``frame=True``: a pandas DataFrame."""

@@ -17,20 +17,20 @@ if TYPE_CHECKING:
 PLAIN_EVERY_S = 1.0  # plain lines (not a terminal): at most one progress line a second, plus epochs and states
 
 
-def sse_events(lines: Iterable[str]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """``(event, data)`` from server-sent event lines; comments (keep-alives) and ``retry`` are skipped."""
-    event, data = "message", []
+def sse_events(lines: Iterable[str]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """``(id, event, data)`` from server-sent event lines; comments (keep-alives) and ``retry`` are skipped."""
+    event_id, event, data = "", "message", []
     for line in lines:
         if not line:
             if data:
-                yield event, json.loads("\n".join(data))
+                yield event_id, event, json.loads("\n".join(data))
             event, data = "message", []
+        elif line.startswith("id:"):
+            event_id = line[3:].strip()
         elif line.startswith("event:"):
             event = line[6:].strip()
         elif line.startswith("data:"):
             data.append(line[5:].strip())
-    if data:
-        yield event, json.loads("\n".join(data))
 
 
 def _fmt(value: Any, spec: str) -> str:
