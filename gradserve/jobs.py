@@ -78,6 +78,22 @@ def job_body(
     return {**body, **extra}
 
 
+def job_request(
+    network: nn.Module | dict[str, Any] | str,
+    dataset: Dataset | dict[str, Any],
+    criterion: nn.Module | dict[str, Any] | str = "CrossEntropyLoss",
+    optimizer: dict[str, Any] | str | type[torch.optim.Optimizer] = "SGD",
+    *,
+    input_shape: list[int] | None = None,
+    lr: float | None = None,
+    **fields: Any,
+) -> tuple[dict[str, Any], nn.Module | None]:
+    """``jobs.submit``'s arguments as the request body, and the module to load trained weights into."""
+    args = {} if lr is None else {"lr": lr}
+    body = job_body(network, dataset, criterion, optimizer, input_shape=input_shape, optimizer_args=args, extra=fields)
+    return body, network if isinstance(network, nn.Module) else None
+
+
 def _dataset_input_shape(dataset: Dataset | dict[str, Any]) -> list[int] | None:
     if isinstance(dataset, Dataset):
         return dataset.input_shape
@@ -218,23 +234,11 @@ class Jobs:
     def __init__(self, client: Client) -> None:
         self._client = client
 
-    def submit(
-        self,
-        network: nn.Module | dict[str, Any] | str,
-        dataset: Dataset | dict[str, Any],
-        criterion: nn.Module | dict[str, Any] | str = "CrossEntropyLoss",
-        optimizer: dict[str, Any] | str | type[torch.optim.Optimizer] = "SGD",
-        *,
-        input_shape: list[int] | None = None,
-        lr: float | None = None,
-        **fields: Any,
-    ) -> Job:
-        """Queue a training job (``batch_size``, ``epochs`` or ``steps``, ``seed``, ``device``, ``capture`` ...)."""
-        args = {} if lr is None else {"lr": lr}
-        body = job_body(
-            network, dataset, criterion, optimizer, input_shape=input_shape, optimizer_args=args, extra=fields
-        )
-        return self.submit_body(body, module=network if isinstance(network, nn.Module) else None)
+    def submit(self, *args: Any, **kwargs: Any) -> Job:
+        """Queue a training job: ``submit(network, dataset, criterion, optimizer, lr=..., batch_size=...,
+        epochs=... or steps=..., seed=..., device=..., capture=...)``; see ``job_request``."""
+        body, module = job_request(*args, **kwargs)
+        return self.submit_body(body, module)
 
     def submit_body(self, body: dict[str, Any], module: nn.Module | None = None) -> Job:
         """Queue a job from a ready ``POST /v1/jobs`` body (what ``gradserve jobs submit FILE`` sends)."""

@@ -12,7 +12,7 @@ from torch import nn
 
 from gradserve import _wire
 from gradserve.errors import JobFailed
-from gradserve.jobs import POLL_S, TERMINAL, Dataset, dataset_file, job_body, local_module, metrics_frame
+from gradserve.jobs import POLL_S, TERMINAL, Dataset, dataset_file, job_request, local_module, metrics_frame
 
 if TYPE_CHECKING:
     from gradserve.client import AsyncClient
@@ -64,23 +64,11 @@ class AsyncJobs:
     def __init__(self, client: AsyncClient) -> None:
         self._client = client
 
-    async def submit(
-        self,
-        network: nn.Module | dict[str, Any] | str,
-        dataset: Dataset | dict[str, Any],
-        criterion: nn.Module | dict[str, Any] | str = "CrossEntropyLoss",
-        optimizer: dict[str, Any] | str | type[torch.optim.Optimizer] = "SGD",
-        *,
-        input_shape: list[int] | None = None,
-        lr: float | None = None,
-        **fields: Any,
-    ) -> AsyncJob:
-        args = {} if lr is None else {"lr": lr}
-        body = job_body(
-            network, dataset, criterion, optimizer, input_shape=input_shape, optimizer_args=args, extra=fields
-        )
+    async def submit(self, *args: Any, **kwargs: Any) -> AsyncJob:
+        """Queue a training job; the arguments of ``Client.jobs.submit``."""
+        body, module = job_request(*args, **kwargs)
         answer = (await self._client.request("POST", "/v1/jobs", json=body)).json()
-        job = AsyncJob(self._client, answer["id"], network if isinstance(network, nn.Module) else None)
+        job = AsyncJob(self._client, answer["id"], module)
         job.last = {"id": job.id, "status": "queued", "request": body}
         return job
 

@@ -145,6 +145,11 @@ class RemoteNet:
         """``optimizer.step()`` with the session's optimizer (``remote(net, torch.optim.SGD, lr=...)``)."""
         self._call("POST", "step")
 
+    @property
+    def optimizer(self) -> SessionOptimizer:
+        """The session's optimizer, for the tutorial's ``optimizer.zero_grad()`` ... ``optimizer.step()``."""
+        return SessionOptimizer(self)
+
     def parameter(self, name: str) -> dict[str, Any]:
         """A parameter's (or buffer's) ``data`` and ``grad`` (None where PyTorch's is), as local tensors."""
         answer: dict[str, Any] = self._call("GET", f"parameters/{name}", headers={"Accept": _wire.OCTET})
@@ -217,6 +222,19 @@ class RemoteNet:
         if self._public is not None:
             return str(self._public["repr"])
         return repr(self._module)  # what the service will print: fx_spec checked each module's repr
+
+
+class SessionOptimizer:
+    """``optimizer = rnet.optimizer``: ``zero_grad`` and ``step`` on the session (its state lives there)."""
+
+    def __init__(self, net: RemoteNet) -> None:
+        self._net = net
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self._net.zero_grad(set_to_none)
+
+    def step(self) -> None:
+        self._net.step()
 
 
 class RemoteModule:
