@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import torch
 from torch import nn
 
@@ -73,3 +76,13 @@ def test_url_and_key_options_anywhere() -> None:
         "ls",
         "--json",
     ]
+
+
+def test_the_client_imports_none_of_the_server() -> None:
+    probe = (
+        "import sys, gradserve, gradserve.remote, gradserve.jobs, gradserve.jobs_async, gradserve.cli;"
+        "server = ('api', 'worker', 'models', 'pydantic', 'fastapi', 'celery', 'redis', 'orjson');"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in server))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
