@@ -15,19 +15,40 @@ import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 import torch
 from redis.asyncio import Redis
 
 from api.broker import task_message
-from models.errors import NotFound, Timeout
+from models.errors import NotFound, ServiceUnavailable, Timeout
 from models.settings import Settings
 from models.store.keys import Keys
 from models.tasks import SESSION_CALL
-from models.wire.session import Reply, raw_ref, read_frame, tensor_ref
+from models.wire.session import (
+    ABANDONED,
+    Reply,
+    error_frame,
+    heartbeat_stale,
+    raw_ref,
+    read_frame,
+    stamp,
+    tensor_ref,
+)
 
 _ROUTES_KEPT = 100_000
+# Publish a call unless its queue already holds the most calls allowed to wait: then the refusal
+# goes straight onto the call's reply key, where the API's BLPOP (same round trip) finds it.
+ENQUEUE = """
+if redis.call('llen', KEYS[1]) >= tonumber(ARGV[2]) then
+  redis.call('lpush', KEYS[2], ARGV[3])
+  redis.call('expire', KEYS[2], ARGV[4])
+  return 0
+end
+redis.call('lpush', KEYS[1], ARGV[1])
+return 1
+"""
 
 
 class SessionCalls:
@@ -35,6 +56,16 @@ class SessionCalls:
         self.redis, self.keys, self.settings = redis, keys, settings
         self._locks: dict[tuple[str, str], tuple[asyncio.Lock, list[int]]] = {}
         self._queues: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._line_full = stamp(
+            error_frame(
+                ServiceUnavailable(
+                    f"{settings.session_queue_max} session calls are already waiting for a worker "
+                    "(GRADSERVE_SESSION_QUEUE_MAX); the call was not run; retry shortly",
+                    retry_after=1,
+                )
+            ),
+            0,
+        )
 
     # --- routing ---
     def remember(self, tenant: str, sid: str, queue: str) -> None:
@@ -83,34 +114,40 @@ class SessionCalls:
         queue: str | None = None,
         extra: dict[str, Any] | None = None,
         binary: bool = False,
+        call_id: str | None = None,
     ) -> Reply:
-        """Run ``op`` on a worker and return its answer; worker errors are re-raised with their status."""
+        """Run ``op`` on a worker and return its answer; worker errors are re-raised with their status.
+
+        ``call_id`` (the client's Idempotency-Key) makes a retry of an applied call answer as the first
+        time did; every send of the call is a fresh attempt, with its own reply key and claim.
+        """
         queue = queue or await self.queue_of(tenant, sid)
-        call_id = uuid.uuid4().hex
+        attempt = uuid.uuid4().hex
+        call_id = call_id or attempt
         refs: dict[str, dict[str, Any]] = {}
         uploads: dict[str, bytes] = {}
         for name, tensor in (tensors or {}).items():
-            refs[name], blob = tensor_ref(tensor, self.keys.call_blob(call_id, name))
+            refs[name], blob = tensor_ref(tensor, self.keys.call_blob(attempt, name))
             if blob is not None:
                 uploads[name] = blob
         for name, blob in (blobs or {}).items():
             uploads[name] = blob
-            refs[name] = raw_ref(self.keys.call_blob(call_id, name))
+            refs[name] = raw_ref(self.keys.call_blob(attempt, name))
         async with self.serial(tenant, sid):
             if uploads:
                 pipe = self.redis.pipeline(transaction=False)
                 for name, blob in uploads.items():
-                    pipe.set(self.keys.call_blob(call_id, name), blob, ex=int(self.settings.call_timeout_s) + 60)
+                    pipe.set(self.keys.call_blob(attempt, name), blob, ex=int(self.settings.call_timeout_s) + 60)
                 await pipe.execute()
-            deadline = time.time() + self.settings.call_timeout_s
             payload = {
                 "call_id": call_id,
+                "attempt": attempt,
                 "tenant": tenant,
                 "session_id": sid,
                 "op": op,
                 "args": args or {},
                 "tensors": refs,
-                "deadline": deadline,
+                "deadline": time.time() + self.settings.call_timeout_s,
                 "binary": binary,
                 **(extra or {}),
             }
@@ -118,18 +155,55 @@ class SessionCalls:
             message = task_message(
                 SESSION_CALL,
                 payload,
-                task_id=call_id,
+                task_id=attempt,
                 queue=queue,
                 kwargsrepr=f"{{'op': {op!r}, 'session_id': {sid!r}}}",
             )
-            # Publish and wait in one round trip: BLPOP in a pipeline blocks like a lone BLPOP.
+            # Publish (unless the line is full) and wait in one round trip: BLPOP in a pipeline blocks
+            # like a lone BLPOP. The wait is cut into slices, so no socket timeout ever cuts it, and
+            # between slices the API looks at the call's worker.
+            reply = self.keys.reply(attempt)
             pipe = self.redis.pipeline(transaction=False)
-            pipe.lpush(queue, message)
-            pipe.blpop([self.keys.reply(call_id)], timeout=self.settings.call_timeout_s)
+            pipe.eval(ENQUEUE, 2, queue, reply, message, self.settings.session_queue_max, self._line_full, 60)
+            pipe.blpop([reply], timeout=self._slice_s)
             _, got = await pipe.execute()
-        if got is None:
-            raise Timeout(
-                f"no worker answered '{op}' on session '{sid}' within {self.settings.call_timeout_s:g} s "
-                "(GRADSERVE_CALL_TIMEOUT_S); are the workers alive? see GET /readyz"
-            )
-        return read_frame(got[1], (time.perf_counter() - sent) * 1e3)
+            if got is None:
+                got = await self._wait(op, sid, attempt, sent)
+        return replace(read_frame(got[1], (time.perf_counter() - sent) * 1e3), call_id=call_id)
+
+    @property
+    def _slice_s(self) -> float:
+        return min(1.0, self.settings.worker_heartbeat_ttl_s / 6)
+
+    async def _wait(self, op: str, sid: str, attempt: str, sent: float) -> tuple[bytes, bytes]:
+        """Wait on for the answer, ending the call early when no worker takes it in time or its worker died."""
+        settings, reply, claim_key = self.settings, self.keys.reply(attempt), self.keys.call_claim(attempt)
+        while True:
+            waited = time.perf_counter() - sent
+            claim = await self.redis.get(claim_key)
+            if claim is None and waited >= min(settings.session_queue_wait_s, settings.call_timeout_s):
+                if await self.redis.set(claim_key, ABANDONED, nx=True, ex=int(settings.call_timeout_s) + 60):
+                    raise ServiceUnavailable(
+                        f"no session worker took '{op}' within {waited:.0f} s (GRADSERVE_SESSION_QUEUE_WAIT_S): "
+                        "all are busy or none is alive (see GET /readyz); the call was not run; retry shortly",
+                        retry_after=2,
+                    )
+                continue  # a worker took it just now
+            if claim is not None and claim.decode() != ABANDONED:
+                pttl = await self.redis.pttl(self.keys.worker(claim.decode()))
+                if heartbeat_stale(pttl, settings.worker_heartbeat_ttl_s):
+                    raise ServiceUnavailable(
+                        f"the worker running '{op}' on session '{sid}' died during the call (its heartbeat "
+                        "stopped); the session is as its last completed call left it; retry the call",
+                        retry_after=1,
+                    )
+            if waited >= settings.call_timeout_s:
+                raise Timeout(
+                    f"no answer to '{op}' on session '{sid}' within {settings.call_timeout_s:g} s "
+                    "(GRADSERVE_CALL_TIMEOUT_S); the call may still complete: retry it with the same "
+                    "Idempotency-Key to get its answer without applying it twice",
+                    retry_after=5,
+                )
+            got = await self.redis.blpop([reply], timeout=self._slice_s)
+            if got is not None:
+                return got

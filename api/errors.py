@@ -14,13 +14,20 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from models.errors import GradserveError, PayloadTooLarge
 
-_HEADERS = {401: {"WWW-Authenticate": "Bearer"}, 429: {"Retry-After": "5"}}
+_HEADERS = {
+    401: {"WWW-Authenticate": "Bearer"},
+    429: {"Retry-After": "5"},
+    503: {"Retry-After": "1"},
+    504: {"Retry-After": "5"},
+}
 
 
 async def _gradserve_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, GradserveError)
-    headers = _HEADERS.get(exc.status)
-    return JSONResponse({"detail": exc.detail()}, status_code=exc.status, headers=headers)
+    headers = dict(_HEADERS.get(exc.status, {}))
+    if "retry_after" in exc.extra:  # the error knows better how soon a retry can succeed
+        headers["Retry-After"] = str(math.ceil(exc.extra["retry_after"]))
+    return JSONResponse({"detail": exc.detail()}, status_code=exc.status, headers=headers or None)
 
 
 # FastAPI echoes each invalid value as ``input``; past this size (a big tensor, a whole spec) it is dropped.

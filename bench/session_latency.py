@@ -1,14 +1,16 @@
 """Latency of a session ``forward`` on LeNet (batch 1) over HTTP -> API -> Celery -> worker -> back,
-against the bare PyTorch forward, measured in the same run.
+against the bare PyTorch forward, measured in the same run; then a real batch of 256 sent as
+safetensors against the same call with a ``randn`` generator input (``binary_b256_ratio``), and
+batch-1 forwards while a training job runs on the job worker (``p99_during_job_ms``).
 
     python bench/session_latency.py            # 2000 calls
     python bench/session_latency.py --quick    # 500 calls, well under a minute
     python bench/session_latency.py --url http://127.0.0.1:8000   # against a running service
 
-Starts ``gradserve up`` (embedded Redis, single-user, loopback; 1 worker like its default,
-``--workers N``) unless ``--url`` is given. Also times ``GET /healthz`` (the HTTP + FastAPI floor),
-and reads each reply's Server-Timing, so the rest can be put down to the API, the queue hop and the
-worker. The last line printed is one JSON object.
+Starts ``gradserve up`` (embedded Redis, single-user, loopback; its default layout of 1 job worker
+and 1 session worker, ``--workers N --session-workers M``) unless ``--url`` is given. Also times
+``GET /healthz`` (the HTTP + FastAPI floor), and reads each reply's Server-Timing, so the rest can be
+put down to the API, the queue hop and the worker. The last line printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 from launcher.embedded_redis import free_port  # noqa: E402
 from models.nn.build import build_network  # noqa: E402
 from models.spec.network import LENET_EXAMPLE, NetworkSpec  # noqa: E402
+from models.wire.session import OCTET, binary_body  # noqa: E402
 
 
 def pct(samples: list[float], q: float) -> float:
@@ -63,7 +66,7 @@ def bare_forward(x: torch.Tensor, n: int) -> list[float]:
     return timed(lambda: net(x), n)
 
 
-def start_service(workers: int) -> tuple[subprocess.Popen, str]:
+def start_service(workers: int, session_workers: int) -> tuple[subprocess.Popen, str]:
     port = free_port()
     data = Path(tempfile.mkdtemp(prefix="gradserve-bench-"))
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "GRADSERVE_API_KEYS")}
@@ -78,6 +81,8 @@ def start_service(workers: int) -> tuple[subprocess.Popen, str]:
             str(port),
             "--workers",
             str(workers),
+            "--session-workers",
+            str(session_workers),
             "--data-dir",
             str(data),
         ],
@@ -95,11 +100,52 @@ def start_service(workers: int) -> tuple[subprocess.Popen, str]:
     return proc, f"http://127.0.0.1:{port}"
 
 
+def batch_256(client: httpx.Client, sid: str, n: int) -> dict[str, list[float]]:
+    """A real [256, 1, 32, 32] input as a safetensors body, against the same call with a generator input."""
+    x = torch.randn(256, 1, 32, 32, generator=torch.Generator().manual_seed(1))
+    binary = binary_body({"input": x})
+    generator = json.dumps({"input": {"randn": [256, 1, 32, 32], "seed": 1}}).encode()
+    both = {
+        "binary": ({"Content-Type": OCTET, "Accept": OCTET}, binary),
+        "generator": ({"Content-Type": "application/json", "Accept": OCTET}, generator),
+    }
+    out: dict[str, list[float]] = {"binary": [], "generator": []}
+    for _ in range(n):  # alternating, so both see the same noise
+        for name, (headers, content) in both.items():
+            t0 = time.perf_counter()
+            client.post(f"/v1/sessions/{sid}/forward", content=content, headers=headers).raise_for_status()
+            out[name].append(time.perf_counter() - t0)
+    return out
+
+
+def during_job(client: httpx.Client, sid: str, body: bytes, n: int) -> list[float]:
+    """Batch-1 forwards while a LeNet job trains at batch 64 on the job worker (cancelled after)."""
+    job = {
+        "network": LENET_EXAMPLE,
+        "dataset": {"source": "random", "num_samples": 1024, "num_classes": 10, "seed": 0},
+        "criterion": {"type": "CrossEntropyLoss"},
+        "optimizer": {"type": "SGD", "lr": 0.01},
+        "batch_size": 64,
+        "steps": 1_000_000,
+        "seed": 0,
+        "device": "cpu",
+    }
+    job_id = client.post("/v1/jobs", json=job).json()["id"]
+    try:
+        while client.get(f"/v1/jobs/{job_id}").json()["step"] < 5:
+            time.sleep(0.05)
+        headers = {"Content-Type": "application/json"}
+        return timed(lambda: client.post(f"/v1/sessions/{sid}/forward", content=body, headers=headers), n)
+    finally:
+        client.post(f"/v1/jobs/{job_id}/cancel")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="500 calls")
     parser.add_argument("--calls", type=int, default=None)
-    parser.add_argument("--workers", type=int, default=1, help="worker processes (gradserve up's default: 1)")
+    parser.add_argument("--workers", type=int, default=1, help="job worker processes (gradserve up's default: 1)")
+    parser.add_argument("--session-workers", type=int, default=1, help="session worker processes (default: 1)")
     parser.add_argument("--url", default=None, help="a running service (single-user, or set --key)")
     parser.add_argument("--key", default=None, help="API key for --url")
     args = parser.parse_args()
@@ -112,7 +158,7 @@ def main() -> int:
     proc = None
     url = args.url
     if url is None:
-        proc, url = start_service(args.workers)
+        proc, url = start_service(args.workers, args.session_workers)
     headers = {"Authorization": f"Bearer {args.key}"} if args.key else {}
     try:
         with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
@@ -134,12 +180,19 @@ def main() -> int:
             floor = timed(lambda: client.get("/healthz").raise_for_status(), min(n, 500))
             parts = {"worker": [], "call": []}
             http = timed(forward, n)
+            last = client.post(f"/v1/sessions/{sid}/forward", content=body, headers=json_headers)
+            threads = int(last.json()["threads"])
+            b256 = batch_256(client, sid, max(20, n // 25))
+            during = during_job(client, sid, body, max(100, n // 4))
             client.delete(f"/v1/sessions/{sid}")
     finally:
         if proc is not None:
             proc.terminate()
             proc.wait(timeout=60)
 
+    print(f"forward batch 256, safetensors body and answer: {ms(b256['binary'])}")
+    print(f"forward batch 256, randn generator input, safetensors answer: {ms(b256['generator'])}")
+    print(f"forward batch 1 while a job trains on the job worker: {ms(during)}")
     print(f"GET /healthz (HTTP + FastAPI floor): {ms(floor)}")
     print(f"POST forward over HTTP -> Celery -> worker ({n} calls, {args.workers} workers): {ms(http)}")
     print(f"  of which API enqueue -> reply (Server-Timing call): {ms(parts['call'])}")
@@ -151,9 +204,16 @@ def main() -> int:
         "healthz_p50_ms": ms(floor)["p50_ms"],
         "call_p50_ms": ms(parts["call"])["p50_ms"],
         "worker_p50_ms": ms(parts["worker"])["p50_ms"],
+        "binary_b256_ratio": round(pct(b256["binary"], 50) / pct(b256["generator"], 50), 3),
+        "binary_b256_p50_ms": ms(b256["binary"])["p50_ms"],
+        "generator_b256_p50_ms": ms(b256["generator"])["p50_ms"],
+        "p50_during_job_ms": ms(during)["p50_ms"],
+        "p99_during_job_ms": ms(during)["p99_ms"],
         "calls": n,
         "workers": args.workers,
+        "session_workers": args.session_workers,
         "threads": torch.get_num_threads(),
+        "session_threads": threads,
     }
     print(json.dumps(result))
     return 0

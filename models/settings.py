@@ -38,6 +38,13 @@ class Settings(BaseSettings):
 
     # How long the API waits for a worker to answer a session call before giving up with a 504.
     call_timeout_s: float = 60.0
+    # Back-pressure on the sessions lane: calls waiting in a session queue beyond this many, or for a
+    # worker longer than this, are answered 503 with Retry-After (and never run).
+    session_queue_max: int = Field(default=1000, ge=1)
+    session_queue_wait_s: float = Field(default=30.0, gt=0)
+    # How long a session call's answer is kept for a retry with the same Idempotency-Key.
+    session_call_record_ttl_s: int = Field(default=3600, ge=1)
+    max_sessions: int = Field(default=100, ge=1)  # live sessions per tenant
     # A worker is "alive" while its heartbeat key exists; it refreshes it every third of this.
     worker_heartbeat_ttl_s: int = 15
     # PyTorch intra-op threads per worker process; 0 keeps PyTorch's default (one per core). The

@@ -12,8 +12,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -114,6 +116,16 @@ def stop_service(service: Service) -> None:
         service.proc.wait(timeout=60)
     except subprocess.TimeoutExpired:
         service.proc.kill()
+
+
+@contextmanager
+def running_service(tmp: Path, **kwargs: Any) -> Iterator[Service]:
+    """A `gradserve up` of a module's own (``start_service``'s options), stopped afterwards."""
+    svc = start_service(tmp, **kwargs)
+    try:
+        yield svc
+    finally:
+        stop_service(svc)
 
 
 @pytest.fixture(scope="session")

@@ -29,40 +29,47 @@ log = logging.getLogger("gradserve.sessions")
 cache = SessionCache()
 # Ops whose answers carry numbers a thread count can change (reductions split across threads).
 NUMERIC_OPS = frozenset({"forward", "loss", "backward", "parameter", "sgd_update", "step"})
+# Ops that change the session: their answers are recorded by call id, so a retry is not applied twice.
+RECORDED_OPS = frozenset({"forward", "loss", "backward", "zero_grad", "sgd_update", "step", "put_state"})
 
 
-def handle(client: redis.Redis, keys: Keys, settings: Settings, call: dict[str, Any]) -> None:
+def handle(client: redis.Redis, keys: Keys, settings: Settings, call: dict[str, Any], worker: str = "") -> None:
     started = time.perf_counter()
     tenant, sid, op, call_id = call["tenant"], call["session_id"], call["op"], call["call_id"]
+    attempt = call.get("attempt", call_id)
     if time.time() > call["deadline"]:
         # The API gave up on this call (e.g. it was redelivered long after): running it now would
         # change a session behind its owner's back.
-        log.warning("dropping session call %s (%s): past its deadline", call_id, op)
+        log.warning("dropping session call %s (%s): past its deadline", attempt, op)
         return
     binary = bool(call.get("binary"))
     pipe = client.pipeline(transaction=True)
-    locked = False
+    token = None
     try:
         if op == "create":
-            s = ops.build_live(tenant, sid, call["meta"], seed=call["args"]["seed"])
-            store.write_new(pipe, keys, s, call["queue"], settings.session_ttl_s)
-            frame = answer_frame(call["meta"]["public"], binary=binary)
-            cache.put(s)
+            store.claim(client, keys, attempt, worker, settings.call_timeout_s + 60)
+            frame = _create(client, keys, settings, pipe, call, binary)
         else:
             hold_s = max(1.0, call["deadline"] - time.time())
-            version, stamps = store.acquire(
-                client, keys, tenant, sid, call_id, hold_s=hold_s, deadline=call["deadline"]
-            )
-            locked = True
-            s = store.load(client, keys, cache, tenant, sid, version, stamps)
-            outcome = _run(s, op, _args(client, call), settings)
-            if outcome.parts:
-                store.write(pipe, keys, s, outcome.parts, settings.session_ttl_s)
+            got = store.acquire(client, keys, settings, call, worker=worker, hold_s=hold_s, recorded=op in RECORDED_OPS)
+            if isinstance(got, store.Recorded):
+                frame = got.frame
             else:
-                pipe.expire(keys.session(tenant, sid), settings.session_ttl_s)
-            if op in NUMERIC_OPS:
-                outcome.body["threads"] = torch.get_num_threads()
-            frame = answer_frame(outcome.body, media=outcome.media, binary=binary)
+                version, stamps, token = got
+                s = store.load(client, keys, cache, tenant, sid, version, stamps)
+                outcome = _run(s, op, _args(client, call), settings)
+                if outcome.parts:
+                    store.write(pipe, keys, s, outcome.parts, settings.session_ttl_s)
+                else:
+                    pipe.expire(keys.session(tenant, sid), settings.session_ttl_s)
+                if op in NUMERIC_OPS:
+                    outcome.body["threads"] = torch.get_num_threads()
+                frame = answer_frame(outcome.body, media=outcome.media, binary=binary)
+                if op in RECORDED_OPS:
+                    store.record(pipe, keys, s, call_id, op, frame, settings.session_call_record_ttl_s)
+    except store.Abandoned:
+        log.warning("dropping session call %s (%s): the API gave up on it before it was taken", attempt, op)
+        return
     except GradserveError as exc:
         pipe.reset()
         cache.drop(tenant, sid)  # the live objects may be half-changed; the store is not
@@ -70,14 +77,27 @@ def handle(client: redis.Redis, keys: Keys, settings: Settings, call: dict[str, 
     except Exception as exc:  # a bug or an exotic torch error must reach the caller, not kill the worker
         pipe.reset()
         cache.drop(tenant, sid)
-        log.error("session call %s (%s) failed:\n%s", call_id, op, traceback.format_exc())
+        log.error("session call %s (%s) failed:\n%s", attempt, op, traceback.format_exc())
         frame = error_frame(GradserveError(f"the worker failed on '{op}': {type(exc).__name__}: {exc}"))
-    if locked:
-        store.release(pipe, keys, tenant, sid, call_id)
-    reply = keys.reply(call_id)
+    if token is not None:
+        store.release(pipe, keys, tenant, sid, token)
+    reply = keys.reply(attempt)
     pipe.lpush(reply, stamp(frame, (time.perf_counter() - started) * 1e3))
     pipe.expire(reply, settings.reply_ttl_s)
     pipe.execute()
+
+
+def _create(
+    client: redis.Redis, keys: Keys, settings: Settings, pipe: Any, call: dict[str, Any], binary: bool
+) -> bytes:
+    """Build and store a new session; a retried create (same Idempotency-Key, so same id) answers as the first."""
+    tenant, sid = call["tenant"], call["session_id"]
+    if client.exists(keys.session(tenant, sid)):
+        return answer_frame(call["meta"]["public"], binary=binary)
+    s = ops.build_live(tenant, sid, call["meta"], seed=call["args"]["seed"])
+    store.write_new(pipe, keys, s, call["queue"], settings.session_ttl_s)
+    cache.put(s)
+    return answer_frame(call["meta"]["public"], binary=binary)
 
 
 def _run(s: ops.LiveSession, op: str, args: dict[str, Any], settings: Settings) -> ops.Outcome:

@@ -17,32 +17,60 @@ worker changed since, so calls that alternate between workers stay cheap.
 from __future__ import annotations
 
 import json
-import time
+import logging
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 import redis
 
-from models.errors import NotFound, Timeout
+from models.errors import Conflict, NotFound, ServiceUnavailable
 from models.nn import state_codec
+from models.settings import Settings
 from models.store.keys import Keys
+from models.wire.session import heartbeat_stale
 from worker.sessions import ForwardRecord, LiveSession, LossRecord, build_live
 
 PARTS = ("params", "buffers", "grads", "optim", "rng", "fwd", "fwd_params", "loss", "graph")
 # Live sessions a worker keeps; LeNet's is ~1 MB, so this bounds memory for ordinary networks.
 CACHE_SIZE = 32
-LOCK_POLL_S = 0.002
+log = logging.getLogger("gradserve.sessions")
 
-# Take the session's lock and say where it stands, in one round trip: -1 no such session, -2 busy.
+# Claim the call's attempt, then take the session's lock and say where it stands, in one round trip:
+# -3 the attempt is another's (the API gave up on it), -1 no such session, -4 the call was applied
+# already (its recorded answer follows), -2 busy (the holder follows), else the version and stamps.
 ACQUIRE = """
+if not redis.call('set', KEYS[3], ARGV[3], 'NX', 'PX', ARGV[4]) and redis.call('get', KEYS[3]) ~= ARGV[3] then
+  return {-3, false}
+end
 local v = redis.call('hget', KEYS[1], 'version')
 if not v then return {-1, false} end
-if redis.call('set', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return {tonumber(v), redis.call('hget', KEYS[1], 'stamps')}
+if ARGV[5] == '1' then
+  local rec = redis.call('hmget', KEYS[4], 'frame', 'op')
+  if rec[1] then return {-4, rec[1], rec[2]} end
 end
-return {-2, false}
+local held = redis.call('get', KEYS[2])
+if held and held ~= ARGV[1] then return {-2, held} end
+redis.call('set', KEYS[2], ARGV[1], 'PX', ARGV[2])
+return {tonumber(v), redis.call('hget', KEYS[1], 'stamps')}
+"""
+CLAIM = "return redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) or redis.call('get', KEYS[1]) == ARGV[1]"
+STEAL = """
+if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('set', KEYS[1], ARGV[2], 'PX', ARGV[3]) return 1 end
+return 0
 """
 RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+
+
+class Abandoned(Exception):
+    """The API gave up on this attempt of the call before a worker took it: it must not run."""
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """The call was applied already (a retry or a redelivery): its answer as first given."""
+
+    frame: bytes
 
 
 class SessionCache:
@@ -66,21 +94,67 @@ class SessionCache:
         self._items.pop((tenant, sid), None)
 
 
+def claim(client: redis.Redis, keys: Keys, attempt: str, worker: str, ttl_s: float) -> None:
+    """Take this attempt of a call for ``worker``; ``Abandoned`` when the API already gave up on it."""
+    if not client.eval(CLAIM, 1, keys.call_claim(attempt), worker, int(ttl_s * 1000)):
+        raise Abandoned(attempt)
+
+
 def acquire(
-    client: redis.Redis, keys: Keys, tenant: str, sid: str, token: str, *, hold_s: float, deadline: float
-) -> tuple[int, dict[str, int]]:
-    """Lock the session for this call; its version and part stamps. Waits while another call holds it."""
-    while True:
-        code, stamps = client.eval(
-            ACQUIRE, 2, keys.session(tenant, sid), keys.session_lock(tenant, sid), token, int(hold_s * 1000)
-        )
+    client: redis.Redis,
+    keys: Keys,
+    settings: Settings,
+    call: dict[str, Any],
+    *,
+    worker: str,
+    hold_s: float,
+    recorded: bool,
+) -> tuple[int, dict[str, int], str] | Recorded:
+    """Claim the call and lock its session: the version, part stamps and lock token, or the recorded answer.
+
+    Never waits for the lock: a session locked by a live worker is a 503 with Retry-After (the API
+    serialises one client's calls, so this takes calls from several API processes at once), and a
+    lock whose holder's heartbeat went stale is taken over, since its holder will never release it.
+    """
+    tenant, sid, call_id = call["tenant"], call["session_id"], call["call_id"]
+    attempt = call.get("attempt", call_id)
+    token = f"{worker}|{attempt}"
+    lock = keys.session_lock(tenant, sid)
+    call_keys = (keys.session(tenant, sid), lock, keys.call_claim(attempt), keys.session_call(tenant, sid, call_id))
+    claim_ms = int((settings.call_timeout_s + 60) * 1000)
+    for _ in range(2):
+        code, *rest = client.eval(ACQUIRE, 4, *call_keys, token, int(hold_s * 1000), worker, claim_ms, int(recorded))
+        if code == -3:
+            raise Abandoned(attempt)
         if code == -1:
             raise NotFound(f"session '{sid}' not found")
+        if code == -4:
+            frame, op = rest
+            if op.decode() != call["op"]:
+                raise Conflict(
+                    f"Idempotency-Key '{call_id}' was already used for '{op.decode()}' on this session; "
+                    f"use a new key for this '{call['op']}'"
+                )
+            return Recorded(frame)
         if code >= 0:
-            return int(code), json.loads(stamps)
-        if time.time() > deadline:
-            raise Timeout(f"session '{sid}' stayed busy with another call until the call timed out")
-        time.sleep(LOCK_POLL_S)
+            return int(code), json.loads(rest[0]), token
+        holder = rest[0]
+        holder_worker = holder.decode().partition("|")[0]
+        if not heartbeat_stale(client.pttl(keys.worker(holder_worker)), settings.worker_heartbeat_ttl_s):
+            break
+        log.warning("session %s: taking over the lock of dead worker %s", sid, holder_worker)
+        client.eval(STEAL, 1, lock, holder, token, int(hold_s * 1000))
+    raise ServiceUnavailable(
+        f"session '{sid}' is busy with another call; send calls on one session one at a time, or retry",
+        retry_after=1,
+    )
+
+
+def record(pipe: Any, keys: Keys, s: LiveSession, call_id: str, op: str, frame: bytes, ttl_s: int) -> None:
+    """Queue on ``pipe`` the call's answer under its call id, with the version it left the session at."""
+    key = keys.session_call(s.tenant, s.sid, call_id)
+    pipe.hset(key, mapping={"frame": frame, "op": op, "version": s.version})
+    pipe.expire(key, ttl_s)
 
 
 def load(

@@ -17,10 +17,10 @@ def ping() -> dict[str, int]:
     return {"pid": os.getpid()}
 
 
-@app.task(name=names.SESSION_CALL)
-def session_call(**call: Any) -> None:
+@app.task(name=names.SESSION_CALL, bind=True)
+def session_call(self: Any, **call: Any) -> None:
     """One call on a session; the answer goes to the caller's reply key, not to Celery's result backend."""
-    handle_session_call(redis_client(), keys, settings, call)
+    handle_session_call(redis_client(), keys, settings, call, worker=self.request.hostname or "")
 
 
 @app.task(name=names.JOB_RUN, bind=True)

@@ -6,7 +6,9 @@ worker's answer through as it came, so tensor-carrying bodies are serialised onc
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import time
 import uuid
 from typing import Annotated, Any, Literal
@@ -15,6 +17,7 @@ import torch
 from fastapi import APIRouter, Body, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 
+from api import session_quota
 from api.binary_route import BINARY_ANSWER, BINARY_REQUEST, BinaryBodyRoute, binary_tensors, wants_binary
 from api.calls import SessionCalls
 from api.deps import get_tenant
@@ -27,7 +30,7 @@ from models.settings import Settings
 from models.spec.network import NetworkSpec
 from models.store.redis import Store
 from models.tasks import QUEUE_SESSIONS_CPU, QUEUE_SESSIONS_GPU
-from models.wire.session import Reply
+from models.wire.session import CALL_ID_PATTERN, Reply
 from models.wire.tensors import decode
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"], route_class=BinaryBodyRoute)
@@ -42,9 +45,19 @@ def context(request: Request) -> tuple[SessionCalls, str]:
 
 def _json(reply: Reply, status_code: int = 200) -> Response:
     """The worker's body as it came; Server-Timing says how much of the wait was the worker's."""
-    return Response(
-        reply.body, status_code=status_code, media_type=reply.media, headers={"Server-Timing": reply.server_timing}
-    )
+    headers = {"Server-Timing": reply.server_timing, "Call-Id": reply.call_id}
+    return Response(reply.body, status_code=status_code, media_type=reply.media, headers=headers)
+
+
+def _call_id(request: Request) -> str | None:
+    """The client's ``Idempotency-Key``: a retry carrying it gets the first answer, never a second application."""
+    key = request.headers.get("idempotency-key")
+    if key is not None and not re.fullmatch(CALL_ID_PATTERN, key):
+        raise InvalidInput(
+            "Idempotency-Key must be 1 to 128 characters of letters, digits and . _ : - (e.g. a UUID)",
+            ("header", "Idempotency-Key"),
+        )
+    return key
 
 
 def _tensor(request: Request, name: str, value: Any) -> torch.Tensor:
@@ -59,7 +72,8 @@ def _tensor(request: Request, name: str, value: Any) -> torch.Tensor:
 async def _run(request: Request, session_id: str, op: str, **kwargs: Any) -> Response:
     """One call on the session, answered in the form the request's ``Accept`` asks for."""
     calls, tenant = context(request)
-    return _json(await calls.call(tenant=tenant, sid=session_id, op=op, binary=wants_binary(request), **kwargs))
+    binary, call_id = wants_binary(request), _call_id(request)
+    return _json(await calls.call(tenant=tenant, sid=session_id, op=op, binary=binary, call_id=call_id, **kwargs))
 
 
 def _answers(model: type) -> dict[int | str, dict[str, Any]]:
@@ -85,7 +99,11 @@ async def create_session(body: S.SessionCreate, request: Request) -> Response:
         spec = body.network
     summary = await run_in_threadpool(_validate, spec, body, settings)
     device, queue = await _place(body.device, store)
-    sid = f"sess_{uuid.uuid4().hex}"
+    call_id = _call_id(request)
+    # A retried create (same Idempotency-Key) names the same session, which the worker then does not build twice.
+    key_hash = None if call_id is None else hashlib.sha256(f"{tenant}\0{call_id}".encode()).hexdigest()
+    sid = f"sess_{key_hash[:32] if key_hash else uuid.uuid4().hex}"
+    await session_quota.admit(store.redis, store.keys, settings, tenant, sid)
     optimizer = None if body.optimizer is None else body.optimizer.model_dump(mode="json", exclude_unset=True)
     public = {
         "id": sid,
@@ -110,9 +128,20 @@ async def create_session(body: S.SessionCreate, request: Request) -> Response:
         "created_at": time.time(),
         "public": public,
     }
-    reply = await calls.call(
-        tenant=tenant, sid=sid, op="create", args={"seed": body.seed}, queue=queue, extra={"meta": meta, "queue": queue}
-    )
+    try:
+        reply = await calls.call(
+            tenant=tenant,
+            sid=sid,
+            op="create",
+            args={"seed": body.seed},
+            queue=queue,
+            extra={"meta": meta, "queue": queue},
+            call_id=call_id,
+        )
+    except BaseException:
+        if not await store.redis.exists(store.keys.session(tenant, sid)):
+            await session_quota.release(store.redis, store.keys, tenant, sid)
+        raise
     calls.remember(tenant, sid, queue)
     return _json(reply, status.HTTP_201_CREATED)
 
@@ -161,6 +190,7 @@ async def delete_session(session_id: str, request: Request) -> Response:
     async with calls.serial(tenant, session_id):
         deleted = await store.redis.delete(store.keys.session(tenant, session_id))
     calls.forget(tenant, session_id)
+    await session_quota.release(store.redis, store.keys, tenant, session_id)
     if not deleted:
         raise NotFound(f"session '{session_id}' not found")
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -277,8 +307,7 @@ async def get_state(session_id: str, request: Request) -> Response:
 )
 async def put_state(session_id: str, request: Request) -> Response:
     """``net.load_state_dict(...)`` from a safetensors file; names, shapes and dtypes must all match."""
-    calls, tenant = context(request)
     blob = await request.body()
     if not blob:
         raise InvalidInput("the body must be a safetensors file (the bytes GET .../state returns)", ("body",))
-    return _json(await calls.call(tenant=tenant, sid=session_id, op="put_state", blobs={"state": blob}))
+    return await _run(request, session_id, "put_state", blobs={"state": blob})

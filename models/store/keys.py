@@ -38,6 +38,15 @@ class Keys:
     def session_lock(self, tenant: str, session_id: str) -> str:
         return f"{self.prefix}:{tenant}:sess:{session_id}:lock"
 
+    def session_call(self, tenant: str, session_id: str, call_id: str) -> str:
+        """Hash: a call applied to the session (``op``, ``version`` after it, ``frame``: its answer), so a
+        retry with the same call id (``Idempotency-Key``) gets that answer instead of applying it again."""
+        return f"{self.prefix}:{tenant}:sess:{session_id}:call:{call_id}"
+
+    def sessions_index(self, tenant: str) -> str:
+        """Set of the tenant's session ids, for the sessions-per-tenant quota (pruned as sessions expire)."""
+        return f"{self.prefix}:{tenant}:sessions"
+
     def job(self, tenant: str, job_id: str) -> str:
         return f"{self.prefix}:{tenant}:job:{job_id}"
 
@@ -71,6 +80,11 @@ class Keys:
     def reply(self, call_id: str) -> str:
         """List a worker pushes one answer onto; the API blocks on it with BLPOP."""
         return f"{self.prefix}:sys:reply:{call_id}"
+
+    def call_claim(self, attempt: str) -> str:
+        """Who took one attempt of a session call: the worker's name, or ``abandoned`` once the API gave up
+        on it (whoever sets it first wins, so an attempt the API answered is never applied later)."""
+        return f"{self.prefix}:sys:call:{attempt}:claim"
 
     def call_blob(self, call_id: str, name: str) -> str:
         """A session call's large argument (a tensor, an uploaded state), kept out of the broker."""

@@ -5,6 +5,11 @@
 - **Reply frames** are what a worker pushes onto ``Keys.reply``: a kind byte, the milliseconds the
   worker spent (ASCII) and a newline, then ``j`` a JSON body, ``r`` a media type line and raw bytes,
   or ``e`` a ``GradserveError.to_dict()``.
+- **Claims and call ids**: a call has a call id (the client's ``Idempotency-Key``, or a fresh one)
+  and each time the API sends it, an attempt id. The worker that takes an attempt claims it by
+  writing its name under ``Keys.call_claim``; an API that gives up on an attempt not yet taken
+  claims it as ``ABANDONED`` first, so an attempt is either run or answered as not run, never both.
+  A worker counts as dead once its heartbeat is older than two beats (``heartbeat_stale``).
 - **Binary bodies** are the ``application/octet-stream`` form of a call or an answer: a safetensors
   file with the tensors under their argument (or field) names and everything else as a JSON object
   in the metadata, under ``args`` in a request and ``json`` in an answer.
@@ -31,6 +36,18 @@ JSON_KEY = "json"  # answer metadata: the rest of the JSON answer
 INLINE_MAX_BYTES = 64 * 1024
 # The tensor-valued arguments a session call may take, in any request form.
 TENSOR_ARGS = ("input", "target", "gradient")
+ABANDONED = "abandoned"
+# What an Idempotency-Key may be: it becomes part of Redis keys.
+CALL_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+
+
+def heartbeat_stale(pttl_ms: int, ttl_s: float) -> bool:
+    """A worker is dead once its heartbeat key (``pttl_ms`` left of ``ttl_s``; negative: gone) has gone
+    unrenewed for two beats; it renews every third of its TTL."""
+    if pttl_ms < 0:
+        return True
+    return ttl_s * 1000 - pttl_ms > 2 * ttl_s / 3 * 1000
+
 
 # --- tensor references -------------------------------------------------------------------------------------------
 
@@ -69,6 +86,7 @@ class Reply:
     media: str = "application/json"
     worker_ms: float = 0.0  # time the worker spent on the call
     call_ms: float = 0.0  # enqueue to answer, as the API saw it
+    call_id: str = ""
 
     @property
     def server_timing(self) -> str:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from launcher.threads import split_threads, usable_cores
-from tests.conftest import Service, start_service, stop_service
+from tests.conftest import Service, running_service
 from tests.integration.jobs_helpers import lenet_job, submit, wait_until
 from tests.integration.test_sessions import test_the_tutorial_step_by_step_bit_exact as tutorial
 
@@ -19,9 +19,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def default_layout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    svc = start_service(tmp_path_factory.mktemp("lanes"), workers=1, session_workers=1)
-    yield svc
-    stop_service(svc)
+    with running_service(tmp_path_factory.mktemp("lanes"), workers=1, session_workers=1) as svc:
+        yield svc
 
 
 @pytest.fixture

@@ -80,3 +80,11 @@ def test_binary_body_refusals(blob: bytes, loc: tuple, msg: str) -> None:
     with pytest.raises(GradserveError, match=msg) as err:
         W.read_binary_body(blob, ["input"])
     assert err.value.status == 422 and err.value.loc == loc
+
+
+@pytest.mark.parametrize(
+    ("pttl_ms", "ttl_s", "stale"),
+    [(-2, 15, True), (15_000, 15, False), (6_000, 15, False), (4_000, 15, True), (1_500, 3, False), (900, 3, True)],
+)
+def test_heartbeat_stale_after_two_beats(pttl_ms: int, ttl_s: float, stale: bool) -> None:
+    assert W.heartbeat_stale(pttl_ms, ttl_s) is stale
