@@ -6,6 +6,8 @@ The base URL and API key come from the arguments, else ``GRADSERVE_URL`` and ``G
 from __future__ import annotations
 
 import os
+import time
+import uuid
 from typing import Any
 
 import httpx
@@ -16,6 +18,7 @@ from gradserve.errors import APIError
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 TIMEOUT_S = 120.0
+SESSION_RETRIES = 5
 
 
 def _settings(base_url: str | None, api_key: str | None) -> tuple[str, dict[str, str]]:
@@ -61,6 +64,23 @@ class Client:
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         return check(self.http.request(method, path, **kwargs))
+
+    def session_call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """A session call under one ``Idempotency-Key``, retried after ``Retry-After`` while the service
+        says busy (503) or timed out (504), or the answer was lost: the service applies it at most once."""
+        headers = {**kwargs.pop("headers", {}), "Idempotency-Key": uuid.uuid4().hex}
+        for attempt in range(SESSION_RETRIES):
+            try:
+                response = self.http.request(method, path, headers=headers, **kwargs)
+            except (httpx.RemoteProtocolError, httpx.ReadError):
+                if attempt == SESSION_RETRIES - 1:
+                    raise
+                time.sleep(1.0)
+                continue
+            if response.status_code not in (503, 504) or attempt == SESSION_RETRIES - 1:
+                return check(response)
+            time.sleep(min(float(response.headers.get("Retry-After", "1")), 30.0))
+        raise AssertionError("unreachable")
 
     def remote(
         self,

@@ -81,7 +81,7 @@ class RemoteNet:
         if dtype is not None and dtype != torch.float32 and "input_dtype" not in spec:
             spec["input_dtype"] = _DTYPES.get(dtype, str(dtype).removeprefix("torch."))
         body = {"network": spec, "seed": self._seed, "device": self._device, "optimizer": self._optimizer}
-        self._public = self._client.request("POST", "/v1/sessions", json=body).json()
+        self._public = self._client.session_call("POST", "/v1/sessions", json=body).json()
         if self._weights is not None:  # the module's own weights, not the seed's
             self._call("PUT", "state", content=self._weights, headers={"Content-Type": _wire.OCTET})
 
@@ -94,7 +94,7 @@ class RemoteNet:
         return self._public
 
     def _call(self, method: str, op: str, **kwargs: Any) -> Any:
-        response = self._client.request(method, f"/v1/sessions/{self.id}/{op}", **kwargs)
+        response = self._client.session_call(method, f"/v1/sessions/{self.id}/{op}", **kwargs)
         if response.headers.get("content-type", "").startswith(_wire.OCTET):
             return response.content if op == "state" else _wire.unpack(response.content)
         body = response.json()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import httpx
 import torch
 from torch import nn
 
@@ -86,3 +87,18 @@ def test_the_client_imports_none_of_the_server() -> None:
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_busy_session_call_is_retried_under_one_idempotency_key() -> None:
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if len(seen) < 3:
+            return httpx.Response(503 if len(seen) == 1 else 504, headers={"Retry-After": "0"}, json={"detail": "busy"})
+        return httpx.Response(200, json={"ok": True})
+
+    with gradserve.Client("http://gradserve.test", transport=httpx.MockTransport(answer)) as c:
+        assert c.session_call("POST", "/v1/sessions/s/step").json() == {"ok": True}
+    keys = {r.headers["Idempotency-Key"] for r in seen}
+    assert len(seen) == 3 and len(keys) == 1
