@@ -93,17 +93,26 @@ def test_the_tutorial_through_remote(gs: gradserve.Client, session_threads: int)
     rnet.delete()
 
 
-def test_residual_net_with_batchnorm_cat_and_dropout(gs: gradserve.Client, session_threads: int) -> None:
+@pytest.mark.parametrize(
+    ("dropout", "optimizer", "args", "criterion"),
+    [
+        (0.25, torch.optim.SGD, {"lr": 0.05, "momentum": 0.9}, nn.CrossEntropyLoss(label_smoothing=0.1)),
+        (0.0, torch.optim.Adam, {"lr": 0.01}, nn.CrossEntropyLoss()),
+    ],
+)
+def test_residual_net_with_batchnorm_cat_and_dropout(
+    gs: gradserve.Client, session_threads: int, dropout: float, optimizer: type, args: dict, criterion: nn.Module
+) -> None:
     # The session builds the network under torch.manual_seed(seed), as this does: the same modules in the
     # same order draw the same numbers, so the RNG states after it agree and dropout draws the same masks.
     torch.manual_seed(0)
     net = CatNet()
+    net.drop.p = dropout
     local = copy.deepcopy(net)
-    rnet = gs.remote(net, optimizer=torch.optim.SGD, lr=0.05, momentum=0.9, input_shape=[3, 8, 8], seed=0)
+    rnet = gs.remote(net, optimizer, input_shape=[3, 8, 8], seed=0, **args)
     g = torch.Generator().manual_seed(5)
     x, y = torch.randn(4, 3, 8, 8, generator=g), torch.tensor([0, 3, 1, 4])
-    optimizer = torch.optim.SGD(local.parameters(), lr=0.05, momentum=0.9)
-    criterion = nn.CrossEntropyLoss(label_smoothing=0.1)
+    local_optimizer = optimizer(local.parameters(), **args)
     for _ in range(2):
         out, want = rnet(x), local(x)
         assert torch.equal(out.fetch(), want)
@@ -111,36 +120,12 @@ def test_residual_net_with_batchnorm_cat_and_dropout(gs: gradserve.Client, sessi
         assert loss.item() == local_loss.item() and loss.grad_fn.name == local_loss.grad_fn.name()
         loss.backward()
         local_loss.backward()
-        rnet.step()
-        optimizer.step()
-        rnet.zero_grad()
-        optimizer.zero_grad()
-    for name, value in local.state_dict().items():
-        assert torch.equal(rnet.state_dict()[name], value), name
-
-
-def test_residual_net_bit_for_bit_without_dropout(gs: gradserve.Client, session_threads: int) -> None:
-    torch.manual_seed(2)
-    net = CatNet()
-    net.drop.p = 0.0
-    local = copy.deepcopy(net)
-    rnet = gs.remote(net, optimizer="Adam", lr=0.01)
-    x, y = torch.randn(4, 3, 8, 8), torch.tensor([0, 3, 1, 4])
-    optimizer = torch.optim.Adam(local.parameters(), lr=0.01)
-    criterion = nn.CrossEntropyLoss()
-    for _ in range(2):
-        out, want = rnet(x), local(x)
-        assert torch.equal(out.fetch(), want)
-        loss, local_loss = criterion(out, y), criterion(want, y)
-        assert loss.item() == local_loss.item()
-        loss.backward()
-        local_loss.backward()
         assert torch.equal(rnet.bn2.weight.grad, local.bn2.weight.grad)
         assert torch.equal(rnet.conv2.weight.grad, local.conv2.weight.grad)
         rnet.step()
-        optimizer.step()
+        local_optimizer.step()
         rnet.zero_grad()
-        optimizer.zero_grad()
+        local_optimizer.zero_grad()
     for name, value in local.state_dict().items():
         assert torch.equal(rnet.state_dict()[name], value), name
     assert torch.equal(rnet.bn1.running_var.data, local.bn1.running_var)
