@@ -25,6 +25,7 @@ COPY api /src/api
 COPY models /src/models
 COPY worker /src/worker
 COPY launcher /src/launcher
+COPY gradserve /src/gradserve
 RUN pip install --no-deps /src && pip check
 
 FROM ${PYTHON_IMAGE} AS runtime

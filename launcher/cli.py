@@ -15,11 +15,14 @@ from models.settings import get_settings
 from models.tasks import LANE_JOBS, LANE_QUEUES, LANE_SESSIONS, lane_queues
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+CLIENT_COMMANDS = ("jobs", "sessions")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gradserve", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    for name in CLIENT_COMMANDS:  # listed in --help; gradserve.cli parses their arguments
+        sub.add_parser(name, help=f"the client: gradserve {name} --help")
 
     up = sub.add_parser("up", help="API + workers (+ an embedded Redis when REDIS_URL is unset)")
     up.add_argument("--host", default="127.0.0.1")
@@ -54,6 +57,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in CLIENT_COMMANDS:  # the client's commands: gradserve jobs ..., gradserve sessions ...
+        from gradserve.cli import main as client_main
+
+        return client_main(argv)
     args = _parser().parse_args(argv)
     if args.command == "up":
         from launcher.supervisor import run_up

@@ -1,0 +1,291 @@
+"""Jobs, datasets and sessions from Python: ``client.jobs.submit(...)`` gives a ``Job`` to wait on, watch,
+read metrics and checkpoints from, or cancel. The request bodies are built by pure functions shared
+with the async twin (``gradserve.jobs_async``)."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import safetensors.torch
+import torch
+from torch import nn
+
+from gradserve import _wire
+from gradserve.errors import JobFailed
+from gradserve.fx_spec import to_spec
+
+if TYPE_CHECKING:
+    from gradserve.client import Client
+
+TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+POLL_S = 0.25
+RECONNECTS = 20  # a watch outlives this many dropped event streams
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """An uploaded dataset: pass it as ``dataset=`` to ``jobs.submit``."""
+
+    id: str
+    num_samples: int
+    arrays: dict[str, Any]
+
+    def spec(self) -> dict[str, Any]:
+        return {"source": "upload", "id": self.id}
+
+    @property
+    def input_shape(self) -> list[int]:
+        return list(self.arrays["inputs"]["shape"][1:])
+
+
+# --- request bodies ----------------------------------------------------------------------------------------------
+
+
+def dataset_file(arrays: dict[str, Any]) -> bytes:
+    """Tensors or numpy arrays (None left out) as the safetensors file ``POST /v1/datasets`` takes."""
+    return _wire.state_bytes({k: torch.as_tensor(v) for k, v in arrays.items() if v is not None})
+
+
+def job_body(
+    network: nn.Module | dict[str, Any] | str,
+    dataset: Dataset | dict[str, Any],
+    criterion: nn.Module | dict[str, Any] | str,
+    optimizer: dict[str, Any] | str | type[torch.optim.Optimizer],
+    *,
+    input_shape: list[int] | None,
+    optimizer_args: dict[str, Any],
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    """The ``POST /v1/jobs`` body. ``network``: a module (traced), a spec, or a network id."""
+    from gradserve.client import optimizer_spec
+
+    data = dataset.spec() if isinstance(dataset, Dataset) else dict(dataset)
+    body: dict[str, Any] = {"dataset": data, "criterion": criterion_spec(criterion)}
+    body["optimizer"] = optimizer_spec(optimizer, optimizer_args)
+    if isinstance(network, str):
+        body["network_id"] = network
+    else:
+        spec = to_spec(network) if isinstance(network, nn.Module) else dict(network)
+        shape = input_shape or spec.get("input_shape") or _dataset_input_shape(dataset)
+        if shape is None:
+            raise ValueError("give input_shape=[...] (one sample's shape): the dataset does not say it")
+        body["network"] = {**spec, "input_shape": list(shape)}
+    return {**body, **extra}
+
+
+def job_request(
+    network: nn.Module | dict[str, Any] | str,
+    dataset: Dataset | dict[str, Any],
+    criterion: nn.Module | dict[str, Any] | str = "CrossEntropyLoss",
+    optimizer: dict[str, Any] | str | type[torch.optim.Optimizer] = "SGD",
+    *,
+    input_shape: list[int] | None = None,
+    lr: float | None = None,
+    **fields: Any,
+) -> tuple[dict[str, Any], nn.Module | None]:
+    """``jobs.submit``'s arguments as the request body, and the module to load trained weights into."""
+    args = {} if lr is None else {"lr": lr}
+    body = job_body(network, dataset, criterion, optimizer, input_shape=input_shape, optimizer_args=args, extra=fields)
+    return body, network if isinstance(network, nn.Module) else None
+
+
+def _dataset_input_shape(dataset: Dataset | dict[str, Any]) -> list[int] | None:
+    if isinstance(dataset, Dataset):
+        return dataset.input_shape
+    if dataset.get("source") == "digits":
+        size = dataset.get("image_size", 8)
+        return [1, size, size]
+    if dataset.get("source") == "random":
+        return dataset.get("input_shape")
+    if dataset.get("source") == "inline":
+        return list(torch.as_tensor(dataset["inputs"]).shape[1:])
+    return None
+
+
+def criterion_spec(criterion: nn.Module | dict[str, Any] | str) -> dict[str, Any]:
+    """``nn.CrossEntropyLoss()``, ``"CrossEntropyLoss"`` or a ready dict, as our criterion spec."""
+    if isinstance(criterion, str):
+        return {"type": criterion}
+    if isinstance(criterion, dict):
+        return dict(criterion)
+    spec: dict[str, Any] = {"type": type(criterion).__name__, "reduction": getattr(criterion, "reduction", "mean")}
+    for name in ("ignore_index", "label_smoothing", "beta", "delta", "log_target"):
+        if hasattr(criterion, name):
+            spec[name] = getattr(criterion, name)
+    return spec
+
+
+def metrics_frame(columns: dict[str, Any]) -> Any:
+    """Per-step columns as a pandas DataFrame indexed by step (pandas is optional)."""
+    import pandas as pd
+
+    per_step = {k: v for k, v in columns.items() if isinstance(v, list) and len(v) == len(columns["step"])}
+    return pd.DataFrame(per_step).set_index("step")
+
+
+def local_module(job: dict[str, Any], module: nn.Module | None, network: dict[str, Any] | None) -> nn.Module:
+    """A module to load a job's weights into: a copy of the submitted one, else built from the spec."""
+    if module is not None:
+        return copy.deepcopy(module)
+    from models.nn.build import build_network  # the server's builder, only when no module was given
+    from models.spec.network import NetworkSpec
+
+    spec = network or (job.get("request") or {}).get("network")
+    if spec is None:
+        raise ValueError("the job's network spec is unknown here; pass the module: job.to_local(module)")
+    return build_network(NetworkSpec.model_validate(spec))
+
+
+# --- sync resources ----------------------------------------------------------------------------------------------
+
+
+class Job:
+    """A training job on the service."""
+
+    def __init__(self, client: Client, job_id: str, module: nn.Module | None = None) -> None:
+        self._client = client
+        self.id = job_id
+        self.module = module
+        self.last: dict[str, Any] = {}
+
+    def refresh(self) -> dict[str, Any]:
+        """The job's status and progress (``GET /v1/jobs/{id}``)."""
+        self.last = self._client.request("GET", f"/v1/jobs/{self.id}").json()
+        return self.last
+
+    @property
+    def status(self) -> str:
+        return str(self.refresh()["status"])
+
+    def wait(self, timeout: float | None = None, *, check: bool = True) -> dict[str, Any]:
+        """Block until the job ends; ``JobFailed`` when it failed or was cancelled (unless ``check=False``)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (doc := self.refresh())["status"] not in TERMINAL:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {self.id} still {doc['status']} after {timeout} s")
+            time.sleep(POLL_S)
+        if check and doc["status"] != "succeeded":
+            raise JobFailed(doc)
+        return doc
+
+    def watch(self, console: Any = None) -> dict[str, Any]:
+        """Follow the job live (a progress bar on a terminal, plain lines otherwise); returns its final state."""
+        from gradserve.progress import watch
+
+        return watch(self, console)
+
+    def events(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """The job's server-sent events as ``(event, data)`` pairs, ending with the final state; a dropped
+        connection is resumed from the last event seen (``Last-Event-ID``), so nothing is lost or repeated."""
+        from gradserve.client import check
+        from gradserve.progress import sse_events
+
+        last = "0-0"
+        for _ in range(RECONNECTS):
+            try:
+                headers = {"Last-Event-ID": last}
+                path = f"/v1/jobs/{self.id}/events"
+                with self._client.http.stream("GET", path, headers=headers, timeout=None) as response:
+                    check(response)
+                    for event_id, event, data in sse_events(response.iter_lines()):
+                        last = event_id or last
+                        yield event, data
+                        if event == "state" and data.get("status") in TERMINAL:
+                            return
+                return
+            except (httpx.RemoteProtocolError, httpx.ReadError):
+                time.sleep(POLL_S)
+
+    def metrics(self, since: int | None = None, *, frame: bool = False) -> Any:
+        """Per-step columns (``step``, ``loss``, ``lr``, ... and ``eval``); ``frame=True``: a pandas DataFrame."""
+        params = {} if since is None else {"since": since}
+        columns = self._client.request("GET", f"/v1/jobs/{self.id}/metrics", params=params).json()
+        return metrics_frame(columns) if frame else columns
+
+    def checkpoint(self, step: int | None = None) -> dict[str, torch.Tensor]:
+        """The job's weights (the last checkpoint, or ``step``'s) as a state_dict."""
+        return safetensors.torch.load(self.checkpoint_bytes(step))
+
+    def checkpoint_bytes(self, step: int | None = None) -> bytes:
+        params = {} if step is None else {"step": step}
+        return self._client.request("GET", f"/v1/jobs/{self.id}/checkpoint", params=params).content
+
+    def to_local(self, module: nn.Module | None = None) -> nn.Module:
+        """An ordinary ``nn.Module`` holding the job's trained weights."""
+        doc = self.last if "request" in self.last else self.refresh()
+        local = local_module(doc, module or self.module, None)
+        local.load_state_dict(self.checkpoint())
+        return local
+
+    def cancel(self) -> dict[str, Any]:
+        cancelled: dict[str, Any] = self._client.request("POST", f"/v1/jobs/{self.id}/cancel").json()
+        return cancelled
+
+    def __repr__(self) -> str:
+        return f"Job('{self.id}', status={self.last.get('status', '?')!r})"
+
+
+class Jobs:
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def submit(self, *args: Any, **kwargs: Any) -> Job:
+        """Queue a training job: ``submit(network, dataset, criterion, optimizer, lr=..., batch_size=...,
+        epochs=... or steps=..., seed=..., device=..., capture=...)``; see ``job_request``."""
+        body, module = job_request(*args, **kwargs)
+        return self.submit_body(body, module)
+
+    def submit_body(self, body: dict[str, Any], module: nn.Module | None = None) -> Job:
+        """Queue a job from a ready ``POST /v1/jobs`` body (what ``gradserve jobs submit FILE`` sends)."""
+        job = Job(self._client, self._client.request("POST", "/v1/jobs", json=body).json()["id"], module)
+        job.last = {"id": job.id, "status": "queued", "request": body}
+        return job
+
+    def get(self, job_id: str) -> Job:
+        job = Job(self._client, job_id)
+        job.refresh()
+        return job
+
+    def list(self, status: str | None = None, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+        """The tenant's jobs, newest first."""
+        params: dict[str, Any] = {"limit": limit, "offset": offset}
+        if status is not None:
+            params["status"] = status
+        data: list[dict[str, Any]] = self._client.request("GET", "/v1/jobs", params=params).json()["data"]
+        return data
+
+
+class Datasets:
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def upload(self, inputs: Any, targets: Any, test_inputs: Any = None, test_targets: Any = None) -> Dataset:
+        """Upload tensors or numpy arrays (one sample per row) as a dataset for jobs."""
+        blob = dataset_file(
+            {"inputs": inputs, "targets": targets, "test_inputs": test_inputs, "test_targets": test_targets}
+        )
+        meta = self._client.request("POST", "/v1/datasets", content=blob, headers={"Content-Type": _wire.OCTET}).json()
+        return Dataset(meta["id"], meta["num_samples"], meta["arrays"])
+
+
+class Sessions:
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def list(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+        """The tenant's sessions (``GET /v1/sessions``)."""
+        params = {"limit": limit, "offset": offset}
+        data: list[dict[str, Any]] = self._client.request("GET", "/v1/sessions", params=params).json()["data"]
+        return data
+
+    def get(self, session_id: str) -> dict[str, Any]:
+        doc: dict[str, Any] = self._client.request("GET", f"/v1/sessions/{session_id}").json()
+        return doc
+
+    def delete(self, session_id: str) -> None:
+        self._client.request("DELETE", f"/v1/sessions/{session_id}")

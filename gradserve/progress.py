@@ -1,0 +1,113 @@
+"""``job.watch()``: the job's event stream drawn as a live progress bar (step/total, loss, accuracy,
+samples/s, ETA) on a terminal, or as plain lines elsewhere; it ends with the job's final state."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+if TYPE_CHECKING:
+    from gradserve.jobs import Job
+
+PLAIN_EVERY_S = 1.0  # plain lines (not a terminal): at most one progress line a second, plus epochs and states
+
+
+def sse_events(lines: Iterable[str]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """``(id, event, data)`` from server-sent event lines; comments (keep-alives) and ``retry`` are skipped."""
+    event_id, event, data = "", "message", []
+    for line in lines:
+        if not line:
+            if data:
+                yield event_id, event, json.loads("\n".join(data))
+            event, data = "message", []
+        elif line.startswith("id:"):
+            event_id = line[3:].strip()
+        elif line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].strip())
+
+
+def _fmt(value: Any, spec: str) -> str:
+    try:
+        return format(float(value), spec)
+    except (TypeError, ValueError):
+        return "-"
+
+
+def describe(rec: dict[str, Any]) -> str:
+    """One metric record as the text beside the bar: loss, accuracy, samples/s."""
+    parts = [f"loss {_fmt(rec.get('loss'), '.4f')}"]
+    if rec.get("accuracy") is not None:
+        parts.append(f"acc {_fmt(rec['accuracy'], '.3f')}")
+    if rec.get("val_accuracy") is not None:
+        parts.append(f"val_acc {_fmt(rec['val_accuracy'], '.3f')}")
+    if rec.get("samples_per_s") is not None:
+        parts.append(f"{_fmt(rec['samples_per_s'], ',.0f')} samples/s")
+    return "  ".join(parts)
+
+
+def final_line(doc: dict[str, Any]) -> str:
+    """The job's final state in one line (what ``gradserve jobs watch`` ends with)."""
+    line = f"job {doc['id']} {doc['status']}: step {doc.get('step')}/{doc.get('total_steps')}"
+    for name in ("loss", "val_loss", "val_accuracy"):
+        if doc.get(name) is not None:
+            line += f"  {name} {_fmt(doc[name], '.4f')}"
+    if doc.get("error"):
+        line += f"  error: {doc['error']}"
+    return line
+
+
+def watch(job: Job, console: Console | None = None) -> dict[str, Any]:
+    console = console or Console()
+    total = job.refresh().get("total_steps")
+    if console.is_terminal:
+        _watch_bar(job, console, total)
+    else:
+        _watch_lines(job, console, total)
+    doc = job.refresh()
+    console.print(final_line(doc), highlight=False, soft_wrap=True)
+    return doc
+
+
+def _watch_bar(job: Job, console: Console, total: int | None) -> None:
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[stats]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task(f"{job.id[:12]} queued", total=total, stats="")
+        for event, data in job.events():
+            if event == "metric":
+                bar.update(task, completed=data.get("step", 0), stats=describe(data))
+            elif event == "state":
+                bar.update(task, description=f"{job.id[:12]} {data.get('status')}")
+
+
+def _watch_lines(job: Job, console: Console, total: int | None) -> None:
+    last_print = 0.0
+    epoch = None
+    for event, data in job.events():
+        if event == "state":
+            console.print(f"{job.id} {data.get('status')}", highlight=False)
+            continue
+        if event != "metric":
+            continue
+        now = time.monotonic()
+        new_epoch = data.get("epoch") != epoch
+        epoch = data.get("epoch")
+        if now - last_print >= PLAIN_EVERY_S or new_epoch or data.get("val_loss") is not None:
+            last_print = now
+            console.print(
+                f"step {data.get('step')}/{total} epoch {epoch}  {describe(data)}", highlight=False, soft_wrap=True
+            )

@@ -1,0 +1,406 @@
+"""The session proxy: ``rnet = client.remote(net)`` answers the tutorial's own lines, each a call on a worker.
+
+``rnet(x)`` gives a ``RemoteTensor`` (the output's values came back with the call; its graph stays on
+the session); a loss module applied to it goes through ``__torch_function__`` to the session's ``loss``
+call; ``backward``, ``zero_grad``, ``sgd_update`` and ``step`` run remotely; parameters, grads and the
+autograd graph are fetched when read. Tensors travel as safetensors bytes.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import safetensors.torch
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gradserve import _wire
+from gradserve.fx_spec import to_spec
+from gradserve.graph import GradFn, graph_root
+
+if TYPE_CHECKING:
+    from gradserve.client import Client
+
+BINARY = {"Content-Type": _wire.OCTET, "Accept": _wire.OCTET}
+_DTYPES = {torch.float32: "float32", torch.float64: "float64", torch.int64: "int64"}
+# torch.nn.functional loss -> (our criterion type, the keyword arguments it carries).
+LOSSES: dict[Any, tuple[str, tuple[str, ...]]] = {
+    F.mse_loss: ("MSELoss", ()),
+    F.l1_loss: ("L1Loss", ()),
+    F.smooth_l1_loss: ("SmoothL1Loss", ("beta",)),
+    F.huber_loss: ("HuberLoss", ("delta",)),
+    F.cross_entropy: ("CrossEntropyLoss", ("weight", "ignore_index", "label_smoothing")),
+    F.nll_loss: ("NLLLoss", ("weight", "ignore_index")),
+    F.binary_cross_entropy: ("BCELoss", ("weight",)),
+    F.binary_cross_entropy_with_logits: ("BCEWithLogitsLoss", ("weight", "pos_weight")),
+    F.kl_div: ("KLDivLoss", ("log_target",)),
+    F.soft_margin_loss: ("SoftMarginLoss", ()),
+    F.poisson_nll_loss: ("PoissonNLLLoss", ("log_input", "full", "eps")),
+}
+
+
+class RemoteNet:
+    """A session on the service standing in for ``net``; see the module docstring."""
+
+    def __init__(
+        self,
+        client: Client,
+        net: nn.Module | dict[str, Any],
+        optimizer: dict[str, Any] | None,
+        *,
+        input_shape: list[int] | tuple[int, ...] | None,
+        seed: int,
+        device: str,
+    ) -> None:
+        self._client = client
+        self._module = net if isinstance(net, nn.Module) else None
+        self._spec = to_spec(net) if isinstance(net, nn.Module) else dict(net)  # refuses before any request
+        self._weights = None if self._module is None else _wire.state_bytes(self._module.state_dict())
+        self._optimizer = optimizer
+        self._seed = seed
+        self._device = device
+        self._public: dict[str, Any] | None = None
+        self._threads: int | None = None
+        self.generation = 0  # bumped by each forward: older outputs and losses are stale
+        self.loss_generation = 0
+        if input_shape is not None or "input_shape" in self._spec:
+            self._create(list(input_shape or self._spec["input_shape"]), None)
+
+    # --- the session ---------------------------------------------------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        return self._session()["id"]
+
+    def _create(self, input_shape: list[int], dtype: torch.dtype | None) -> None:
+        spec = {**self._spec, "input_shape": input_shape}
+        if dtype is not None and dtype != torch.float32 and "input_dtype" not in spec:
+            spec["input_dtype"] = _DTYPES.get(dtype, str(dtype).removeprefix("torch."))
+        body = {"network": spec, "seed": self._seed, "device": self._device, "optimizer": self._optimizer}
+        self._public = self._client.session_call("POST", "/v1/sessions", json=body).json()
+        if self._weights is not None:  # the module's own weights, not the seed's
+            self._call("PUT", "state", content=self._weights, headers={"Content-Type": _wire.OCTET})
+
+    def _session(self) -> dict[str, Any]:
+        if self._public is None:
+            raise RuntimeError(
+                "the session starts at the first call rnet(input), which gives the input shape; "
+                "or pass input_shape=[...] (one sample's shape) to remote()"
+            )
+        return self._public
+
+    def _call(self, method: str, op: str, **kwargs: Any) -> Any:
+        response = self._client.session_call(method, f"/v1/sessions/{self.id}/{op}", **kwargs)
+        if response.headers.get("content-type", "").startswith(_wire.OCTET):
+            return response.content if op == "state" else _wire.unpack(response.content)
+        body = response.json()
+        if isinstance(body, dict) and "threads" in body:
+            self._threads = int(body["threads"])
+        return body
+
+    def _binary(self, method: str, op: str, tensors: dict[str, torch.Tensor], args: dict[str, Any]) -> Any:
+        body = self._call(method, op, content=_wire.pack(tensors, args), headers=BINARY)
+        if "threads" in body:
+            self._threads = int(body["threads"])
+        return body
+
+    # --- what the tutorial calls ---------------------------------------------------------------------------------
+
+    def __call__(self, x: torch.Tensor) -> RemoteTensor:
+        x = torch.as_tensor(x)
+        if self._public is None:
+            self._create(list(x.shape[1:]), x.dtype)
+        answer = self._binary("POST", "forward", {"input": x}, {})
+        self.generation += 1
+        return RemoteTensor(self, answer["output"], answer.get("grad_fn"), "output", self.generation)
+
+    forward = __call__
+
+    def loss(self, criterion: dict[str, Any], output: RemoteTensor, target: torch.Tensor) -> RemoteTensor:
+        """``criterion(output, target)`` on the session (what a loss module applied to ``output`` calls)."""
+        output.check_fresh()
+        answer = self._binary("POST", "loss", {"target": torch.as_tensor(target)}, {"criterion": criterion})
+        value = answer["loss"]
+        if not isinstance(value, torch.Tensor):
+            value = torch.tensor(float(value), dtype=output.dtype)
+        self.loss_generation = self.generation
+        return RemoteTensor(self, value, answer.get("grad_fn"), "loss", self.generation)
+
+    def backward(self, gradient: torch.Tensor | None = None, retain_graph: bool = False) -> None:
+        tensors = {} if gradient is None else {"gradient": torch.as_tensor(gradient)}
+        self._binary("POST", "backward", tensors, {"retain_graph": retain_graph})
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self._call("POST", "zero_grad", json={"set_to_none": set_to_none})
+
+    def sgd_update(self, lr: float) -> None:
+        """The tutorial's manual rule, ``f.data.sub_(f.grad.data * lr)`` for every parameter."""
+        self._call("POST", "sgd_update", json={"lr": float(lr)})
+
+    def step(self) -> None:
+        """``optimizer.step()`` with the session's optimizer (``remote(net, torch.optim.SGD, lr=...)``)."""
+        self._call("POST", "step")
+
+    @property
+    def optimizer(self) -> SessionOptimizer:
+        """The session's optimizer, for the tutorial's ``optimizer.zero_grad()`` ... ``optimizer.step()``."""
+        return SessionOptimizer(self)
+
+    def parameter(self, name: str) -> dict[str, Any]:
+        """A parameter's (or buffer's) ``data`` and ``grad`` (None where PyTorch's is), as local tensors."""
+        answer: dict[str, Any] = self._call("GET", f"parameters/{name}", headers={"Accept": _wire.OCTET})
+        answer.setdefault("grad", None)
+        if "threads" in answer:
+            self._threads = int(answer["threads"])
+        return answer
+
+    def graph(self, root: str = "auto", max_nodes: int = 500) -> dict[str, Any]:
+        """The autograd graph of the last loss (or output) as the service dumps it."""
+        params = {"root": root, "max_nodes": max_nodes}
+        graph: dict[str, Any] = self._call("GET", "graph", params=params)
+        return graph
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return safetensors.torch.load(self._call("GET", "state"))
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self._call("PUT", "state", content=_wire.state_bytes(state), headers={"Content-Type": _wire.OCTET})
+
+    def to_local(self) -> nn.Module:
+        """An ordinary module with the remote weights: a copy of the original, else built from the spec."""
+        if self._module is not None:
+            local = copy.deepcopy(self._module)
+        else:
+            from models.nn.build import build_network  # the server's builder: only needed without a module
+            from models.spec.network import NetworkSpec
+
+            local = build_network(NetworkSpec.model_validate(self._spec))
+        local.load_state_dict(self.state_dict())
+        return local
+
+    def delete(self) -> None:
+        """Forget the session on the service."""
+        if self._public is not None:
+            self._client.request("DELETE", f"/v1/sessions/{self.id}")
+            self._public = None
+
+    @property
+    def threads(self) -> int:
+        """PyTorch threads the session's worker computes with: ``torch.set_num_threads(rnet.threads)``
+        before a local run gives the same bits."""
+        if self._threads is None:
+            first = self._named_shapes()[0][0]
+            self._threads = int(self.parameter(first)["threads"])
+        return self._threads
+
+    # --- parameters, as nn.Module shows them ---------------------------------------------------------------------
+
+    def _named_shapes(self) -> list[tuple[str, list[int]]]:
+        if self._public is not None:
+            return [(p["name"], p["shape"]) for p in self._public["parameters"]]
+        assert self._module is not None, "a session from a spec is created at once"
+        return [(n, list(p.shape)) for n, p in self._module.named_parameters()]
+
+    def named_parameters(self) -> Iterator[tuple[str, RemoteParameter]]:
+        for name, shape in self._named_shapes():
+            yield name, RemoteParameter(self, name, shape)
+
+    def parameters(self) -> Iterator[RemoteParameter]:
+        for _, p in self.named_parameters():
+            yield p
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return RemoteModule(self, name).resolve()
+
+    def __repr__(self) -> str:
+        if self._public is not None:
+            return str(self._public["repr"])
+        return repr(self._module)  # what the service will print: fx_spec checked each module's repr
+
+
+class SessionOptimizer:
+    """``optimizer = rnet.optimizer``: ``zero_grad`` and ``step`` on the session (its state lives there)."""
+
+    def __init__(self, net: RemoteNet) -> None:
+        self._net = net
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self._net.zero_grad(set_to_none)
+
+    def step(self) -> None:
+        self._net.step()
+
+
+class RemoteModule:
+    """``rnet.conv1``: a child of the remote network, whose parameters are read by name."""
+
+    def __init__(self, net: RemoteNet, prefix: str) -> None:
+        self._net = net
+        self._prefix = prefix
+
+    def resolve(self) -> Any:
+        names = [n for n, _ in self._net._named_shapes()]
+        if self._prefix in names:
+            return RemoteParameter(self._net, self._prefix, dict(self._net._named_shapes())[self._prefix])
+        if not any(n.startswith(self._prefix + ".") for n in names) and not self._is_module():
+            raise AttributeError(f"the remote network has no attribute '{self._prefix}'")
+        return self
+
+    def _is_module(self) -> bool:
+        module = self._net._module
+        return module is not None and isinstance(getattr(module, self._prefix, None), nn.Module)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        full = f"{self._prefix}.{name}"
+        shapes = dict(self._net._named_shapes())
+        return RemoteParameter(self._net, full, shapes.get(full))
+
+    def __repr__(self) -> str:
+        return f"RemoteModule('{self._prefix}')"
+
+
+class RemoteParameter:
+    """A parameter (or buffer) of the remote network: ``.data`` and ``.grad`` are fetched on each read."""
+
+    def __init__(self, net: RemoteNet, name: str, shape: list[int] | None) -> None:
+        self._net = net
+        self.name = name
+        self._shape = shape
+
+    @property
+    def data(self) -> torch.Tensor:
+        data: torch.Tensor = self._net.parameter(self.name)["data"]
+        return data
+
+    @property
+    def grad(self) -> torch.Tensor | None:
+        grad: torch.Tensor | None = self._net.parameter(self.name)["grad"]
+        return grad
+
+    @property
+    def shape(self) -> torch.Size:
+        if self._shape is None:
+            self._shape = list(self._net.parameter(self.name)["shape"])
+        return torch.Size(self._shape)
+
+    def size(self, dim: int | None = None) -> torch.Size | int:
+        return self.shape if dim is None else self.shape[dim]
+
+    def __repr__(self) -> str:
+        return f"RemoteParameter('{self.name}', shape={list(self.shape)})"
+
+
+class RemoteTensor:
+    """The output (or loss) of the session's last forward. Values came with the call; the graph stays remote."""
+
+    def __init__(self, net: RemoteNet, value: torch.Tensor, grad_fn: str | None, of: str, generation: int) -> None:
+        self._net = net
+        self._value = value
+        self._grad_fn_name = grad_fn
+        self._grad_fn: GradFn | None = None
+        self.of = of  # "output" or "loss": what backward() and grad_fn start from
+        self._generation = generation
+
+    def check_fresh(self) -> None:
+        if self._generation != self._net.generation or (
+            self.of == "loss" and self._generation != self._net.loss_generation
+        ):
+            raise RuntimeError(
+                f"this {self.of} is from an earlier forward; the session keeps only the last one: call rnet(x) again"
+            )
+
+    def fetch(self) -> torch.Tensor:
+        return self._value.clone()
+
+    def item(self) -> float | int | bool:
+        return self._value.item()
+
+    def tolist(self) -> Any:
+        return self._value.tolist()
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> Any:
+        return self._value.numpy() if dtype is None else self._value.numpy().astype(dtype)
+
+    @property
+    def shape(self) -> torch.Size:
+        return self._value.shape
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._value.dtype
+
+    def size(self, dim: int | None = None) -> torch.Size | int:
+        return self._value.size() if dim is None else self._value.size(dim)
+
+    def dim(self) -> int:
+        return self._value.dim()
+
+    @property
+    def requires_grad(self) -> bool:
+        return self._grad_fn_name is not None
+
+    @property
+    def grad_fn(self) -> GradFn | None:
+        """The autograd graph's root node, dumped by the service and walked like PyTorch's."""
+        if self._grad_fn_name is None:
+            return None
+        if self._grad_fn is None:
+            self.check_fresh()
+            self._grad_fn = graph_root(self._net.graph(root=self.of, max_nodes=5000), self._net)
+        return self._grad_fn
+
+    def backward(self, gradient: torch.Tensor | None = None, retain_graph: bool = False) -> None:
+        """``loss.backward()``, or ``output.backward(gradient)``, on the session."""
+        self.check_fresh()
+        if self.of == "output":
+            if gradient is None:
+                raise RuntimeError("grad can be implicitly created only for scalar outputs: pass a gradient")
+            self._net.backward(gradient, retain_graph)
+        else:
+            self._net.backward(gradient if gradient is not None and self._value.dim() else None, retain_graph)
+
+    def __repr__(self) -> str:
+        text = repr(self._value)
+        if self._grad_fn_name is None:
+            return text
+        return f"{text[:-1]}, grad_fn=<{self._grad_fn_name}>)"
+
+    @classmethod
+    def __torch_function__(
+        cls, func: Any, types: tuple[type, ...], args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
+    ) -> Any:
+        kwargs = kwargs or {}
+        if func in LOSSES and args and isinstance(args[0], RemoteTensor):
+            criterion, target = _criterion(func, args, kwargs)
+            return args[0]._net.loss(criterion, args[0], target)
+        # Anything else (torch.as_tensor, torch.equal, ...) runs locally on the fetched values.
+        local = [a.fetch() if isinstance(a, RemoteTensor) else a for a in args]
+        return func(*local, **{k: v.fetch() if isinstance(v, RemoteTensor) else v for k, v in kwargs.items()})
+
+
+def _criterion(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[dict[str, Any], torch.Tensor]:
+    """A functional loss call as our criterion spec and its target."""
+    kind, carried = LOSSES[func]
+    bound = inspect.signature(func).bind(*args, **kwargs).arguments
+    for legacy in ("size_average", "reduce"):
+        if bound.get(legacy) is not None:
+            raise TypeError(f"{kind}: the legacy '{legacy}' argument is not supported; use reduction=")
+    criterion: dict[str, Any] = {"type": kind, "reduction": bound.get("reduction", "mean")}
+    for name in carried:
+        value = bound.get(name)
+        if isinstance(value, torch.Tensor):
+            value = value.tolist()
+        if value is not None:
+            criterion[name] = value
+    target = bound.get("target")
+    if target is None:
+        raise TypeError(f"{kind} needs a target tensor")
+    return criterion, torch.as_tensor(target)

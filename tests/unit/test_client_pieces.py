@@ -1,0 +1,104 @@
+"""Pure pieces of the client: its public surface, the wire form, event parsing, specs from torch objects."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import httpx
+import torch
+from torch import nn
+
+import gradserve
+from gradserve import _wire
+from gradserve.cli import _global_first
+from gradserve.client import optimizer_spec
+from gradserve.jobs import criterion_spec
+from gradserve.progress import sse_events
+from gradserve.remote import _criterion
+from models.wire.session import read_binary_body
+
+
+def test_public_surface() -> None:
+    assert sorted(gradserve.__all__) == [
+        "APIError",
+        "AsyncClient",
+        "Client",
+        "GradserveError",
+        "JobFailed",
+        "SpecError",
+        "to_spec",
+    ]
+
+
+def test_a_call_body_reads_back_on_the_server_side() -> None:
+    x = torch.randn(2, 3, dtype=torch.float64)
+    tensors, args = read_binary_body(_wire.pack({"input": x}, {"retain_graph": True}), ("input",))
+    assert torch.equal(tensors["input"], x) and args == {"retain_graph": True}
+
+
+def test_server_sent_events_with_ids_and_keepalives() -> None:
+    lines = ["retry: 1000", "", ": keep-alive", "", "id: 1-0", "event: metric", 'data: {"step": 1}', ""]
+    lines += ["id: 2-0", "event: state", 'data: {"status": "succeeded"}', ""]
+    assert list(sse_events(lines)) == [("1-0", "metric", {"step": 1}), ("2-0", "state", {"status": "succeeded"})]
+
+
+def test_specs_from_torch_objects() -> None:
+    assert optimizer_spec(torch.optim.SGD, {"lr": 0.1, "betas": (0.9, 0.99)}) == {
+        "type": "SGD",
+        "lr": 0.1,
+        "betas": [0.9, 0.99],
+    }
+    assert criterion_spec(nn.CrossEntropyLoss(label_smoothing=0.1))["label_smoothing"] == 0.1
+    loss = nn.CrossEntropyLoss(weight=torch.tensor([1.0, 2.0]), reduction="sum")
+    captured = {}
+
+    class Spy:
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            captured["spec"] = _criterion(func, args, kwargs or {})[0]
+            return None
+
+    loss(Spy(), torch.tensor([0, 1]))
+    assert captured["spec"] == {
+        "type": "CrossEntropyLoss",
+        "reduction": "sum",
+        "weight": [1.0, 2.0],
+        "ignore_index": -100,
+        "label_smoothing": 0.0,
+    }
+
+
+def test_url_and_key_options_anywhere() -> None:
+    assert _global_first(["ls", "--url", "http://h:1", "--json", "--api-key=k"]) == [
+        "--url",
+        "http://h:1",
+        "--api-key=k",
+        "ls",
+        "--json",
+    ]
+
+
+def test_the_client_imports_none_of_the_server() -> None:
+    probe = (
+        "import sys, gradserve, gradserve.remote, gradserve.jobs, gradserve.jobs_async, gradserve.cli;"
+        "server = ('api', 'worker', 'models', 'pydantic', 'fastapi', 'celery', 'redis', 'orjson');"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in server))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_a_busy_session_call_is_retried_under_one_idempotency_key() -> None:
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if len(seen) < 3:
+            return httpx.Response(503 if len(seen) == 1 else 504, headers={"Retry-After": "0"}, json={"detail": "busy"})
+        return httpx.Response(200, json={"ok": True})
+
+    with gradserve.Client("http://gradserve.test", transport=httpx.MockTransport(answer)) as c:
+        assert c.session_call("POST", "/v1/sessions/s/step").json() == {"ok": True}
+    keys = {r.headers["Idempotency-Key"] for r in seen}
+    assert len(seen) == 3 and len(keys) == 1
