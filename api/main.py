@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 from api.calls import SessionCalls
 from api.errors import BodySizeLimit, install_error_handlers
 from api.metrics import RequestMetrics
-from api.routes import datasets, health, job_captures, jobs, networks, sessions
+from api.routes import datasets, health, job_captures, job_export, job_views, jobs, networks, sessions, ui
 from models.settings import Settings, get_settings
 from models.store.keys import Keys
 from models.store.redis import Store
@@ -43,7 +43,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             producer.close()
             await redis.aclose()
 
-    app = FastAPI(title="gradserve", version="1.0.0", description=DESCRIPTION, lifespan=lifespan)
+    # /docs is served by api.routes.ui from vendored files (FastAPI's own page loads Swagger UI from a CDN).
+    app = FastAPI(
+        title="gradserve", version="1.0.0", description=DESCRIPTION, lifespan=lifespan, docs_url=None, redoc_url=None
+    )
     # On the app rather than a dependency override: with any override present, FastAPI re-inspects
     # every dependency on every request (~1.4 ms a call).
     app.state.settings = settings
@@ -54,6 +57,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(job_captures.router)
     app.include_router(datasets.router)
+    app.include_router(job_views.router)
+    app.include_router(job_export.router)
+    ui.install(app)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
     app.add_middleware(RequestMetrics)
     return app

@@ -99,3 +99,34 @@ class DatasetPublic(BaseModel):
     num_samples: int
     bytes: int
     arrays: dict[str, DatasetArray]
+
+
+class SeriesPublic(BaseModel):
+    """``/metrics``'s columns at most ``points`` long: the steps kept are each bucket's extremes of the loss."""
+
+    id: str
+    step: list[int]
+    epoch: list[int]
+    loss: list[Number]
+    lr: list[float]
+    samples_per_s: list[Number | None]
+    t: list[float]
+    accuracy: list[Number | None] | None = None
+    eval: dict[str, list[Any]] = Field(default_factory=dict)
+    count: int = Field(description="Records in the whole series.")
+    points: int = Field(description="Records kept here.")
+    last_step: int
+
+
+class GradientColumns(BaseModel):
+    shape: list[int]
+    norm: list[Number | None]
+    mean: list[Number | None]
+    std: list[Number | None]
+    min: list[Number | None]
+    max: list[Number | None]
+
+
+class GradientHistoryPublic(BaseModel):
+    steps: list[int] = Field(description="Every step with a snapshot; each column has one entry per step.")
+    parameters: dict[str, GradientColumns]
