@@ -7,7 +7,6 @@ Screenshots go to .gradserve/screenshots/ (git-ignored) for a person to look at.
 from __future__ import annotations
 
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -119,9 +118,7 @@ def test_jobs_list_shows_progress_live_and_cancels(tab: Tab, service: Service, c
     assert wait_final(client, job_id)["status"] == "cancelled"
 
 
-def test_job_page_curves_grow_live_and_show_what_was_captured(
-    tab: Tab, service: Service, client: httpx.Client
-) -> None:
+def test_job_page_curves_grow_live_and_show_what_was_captured(tab: Tab, service: Service, client: httpx.Client) -> None:
     # A job far longer than the test, cancelled once the page has shown its curves growing: nothing here
     # depends on how fast the machine trains.
     capture = {"gradients_every": 20, "graph": True, "checkpoint_every": 20}
@@ -150,7 +147,8 @@ def test_job_page_curves_grow_live_and_show_what_was_captured(
         page.wait_for_selector("#graph-message")
         assert "Graphviz" in page.inner_text("#graph-message")
     checkpoint_step = client.get(f"/v1/jobs/{job_id}").json()["checkpoint_step"]
-    page.wait_for_function("n => document.querySelector('#checkpoint-table tbody td')?.textContent === n", arg=str(checkpoint_step))
+    shown_step = "n => document.querySelector('#checkpoint-table tbody td')?.textContent === n"
+    page.wait_for_function(shown_step, arg=str(checkpoint_step))
     assert '"Conv2d"' in page.inner_text("#job-request")
     assert page.is_hidden("#job-error")
     tab.shot("job")
