@@ -101,21 +101,12 @@ class DatasetPublic(BaseModel):
     arrays: dict[str, DatasetArray]
 
 
-class SeriesPublic(BaseModel):
+class SeriesPublic(MetricsPublic):
     """``/metrics``'s columns at most ``points`` long: the steps kept are each bucket's extremes of the loss."""
 
     id: str
-    step: list[int]
-    epoch: list[int]
-    loss: list[Number]
-    lr: list[float]
-    samples_per_s: list[Number | None]
-    t: list[float]
-    accuracy: list[Number | None] | None = None
-    eval: dict[str, list[Any]] = Field(default_factory=dict)
     count: int = Field(description="Records in the whole series.")
     points: int = Field(description="Records kept here.")
-    last_step: int
 
 
 class GradientColumns(BaseModel):

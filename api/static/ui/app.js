@@ -119,7 +119,9 @@ function streamEvents(path, onEvent, isDone) {
 // ---------- charts ----------
 // A uPlot chart that redraws at most once per animation frame however fast data arrives.
 class Chart {
+  static live = new Set();  // the charts on the page, for tools that measure drawing (bench/ui_compare.py)
   constructor(container, { id, title, series, xLabel = "step", xTime = false }) {
+    Chart.live.add(this);
     this.box = h("div", { class: "chart", id, "data-points": "0", "data-series": String(series.length) }, h("h3", { text: title }));
     container.append(this.box);
     this.data = [[], ...series.map(() => [])];
@@ -148,7 +150,7 @@ class Chart {
       this.box.setAttribute("data-points", String(this.points));
     }), 150);
   }
-  destroy() { window.removeEventListener("resize", this.resize); this.plot.destroy(); }
+  destroy() { Chart.live.delete(this); window.removeEventListener("resize", this.resize); this.plot.destroy(); }
 }
 
 // ---------- shell: key, errors, routing ----------
@@ -177,7 +179,7 @@ function route() {
   view().replaceChildren();
   let page;
   if (parts[0] === "jobs" && parts[1]) page = jobPage(decodeURIComponent(parts[1]));
-  else if (parts[0] === "compare") page = comparePage((params.get("ids") || "").split(",").filter(Boolean), params.get("x") || "step");
+  else if (parts[0] === "compare") page = comparePage((params.get("ids") || "").split(",").filter(Boolean), params.get("x") || "step", Number(params.get("points")) || 0);
   else if (parts[0] === "sessions" && parts[1]) page = sessionPage(decodeURIComponent(parts[1]));
   else if (parts[0] === "sessions") page = sessionPicker();
   else page = jobsList(params.get("status") || "");
@@ -397,7 +399,7 @@ function loadCheckpoints(id, doc, box) {
 }
 
 // ---------- compare ----------
-async function comparePage(ids, xMode) {
+async function comparePage(ids, xMode, pointsWanted) {
   const root = view();
   const idsInput = h("input", { id: "compare-ids", size: 60, value: ids.join(","), placeholder: "job ids, comma separated" });
   const xPick = h("select", { id: "compare-x" }, h("option", { value: "step", selected: xMode === "step", text: "by step" }), h("option", { value: "time", selected: xMode === "time", text: "by time (s)" }));
@@ -406,7 +408,8 @@ async function comparePage(ids, xMode) {
   root.append(h("h1", { text: "Compare runs" }), h("div", { class: "toolbar" }, idsInput, xPick, h("button", { class: "primary", onclick: go }, "Show")));
   if (!ids.length) { root.append(h("div", { class: "notice", text: "Select jobs in the list, or type their ids." })); return; }
   // Long series come downsampled by the server (each bucket's extremes), so 20 runs of any length draw at once.
-  const points = Math.max(200, Math.min(2000, Math.floor(40000 / ids.length)));
+  // (#/compare?...&points=N asks for another budget per run, e.g. 100000 to draw everything)
+  const points = pointsWanted || Math.max(200, Math.min(2000, Math.floor(40000 / ids.length)));
   const runs = await Promise.all(ids.map((id) => api.json(`/v1/jobs/${encodeURIComponent(id)}/series?points=${points}`)));
   const tables = runs.map((r) => {
     const t0 = r.t.length ? r.t[0] : 0;
