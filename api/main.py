@@ -21,10 +21,13 @@ from api.routes import (
     job_captures,
     job_export,
     job_fork,
+    job_tensorboard,
+    job_views,
     jobs,
     networks,
     session_list,
     sessions,
+    ui,
     usage,
 )
 from models.settings import Settings, get_settings
@@ -58,7 +61,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             producer.close()
             await redis.aclose()
 
-    app = FastAPI(title="gradserve", version="1.0.0", description=DESCRIPTION, lifespan=lifespan)
+    # /docs is served by api.routes.ui from vendored files (FastAPI's own page loads Swagger UI from a CDN).
+    app = FastAPI(
+        title="gradserve", version="1.0.0", description=DESCRIPTION, lifespan=lifespan, docs_url=None, redoc_url=None
+    )
     # On the app rather than a dependency override: with any override present, FastAPI re-inspects
     # every dependency on every request (~1.4 ms a call).
     app.state.settings = settings
@@ -76,6 +82,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(job_fork.router)
     app.include_router(usage.router)
     app.add_middleware(Idempotency, settings=settings)  # inside BodySizeLimit: it buffers bodies
+    app.include_router(job_views.router)
+    app.include_router(job_tensorboard.router)
+    ui.install(app)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
     app.add_middleware(RequestMetrics)
     return app

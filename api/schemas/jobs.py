@@ -142,3 +142,25 @@ class DatasetsPublic(BaseModel):
     count: int
     total: int
     next_offset: int | None = None
+
+
+class SeriesPublic(MetricsPublic):
+    """``/metrics``'s columns at most ``points`` long: the steps kept are each bucket's extremes of the loss."""
+
+    id: str
+    count: int = Field(description="Records in the whole series.")
+    points: int = Field(description="Records kept here.")
+
+
+class GradientColumns(BaseModel):
+    shape: list[int]
+    norm: list[Number | None]
+    mean: list[Number | None]
+    std: list[Number | None]
+    min: list[Number | None]
+    max: list[Number | None]
+
+
+class GradientHistoryPublic(BaseModel):
+    steps: list[int] = Field(description="Every step with a snapshot; each column has one entry per step.")
+    parameters: dict[str, GradientColumns]

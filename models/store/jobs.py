@@ -304,6 +304,11 @@ class JobStore:
     async def gradient_file(self, *, tenant: str, job_id: str, step: int) -> bytes | None:
         return await self.redis.hget(self.part(tenant, job_id, JobPart.GRADS), str(step))
 
+    async def all_gradient_stats(self, *, tenant: str, job_id: str) -> dict[int, dict[str, Any]]:
+        """Every captured step's per-parameter statistics, by step."""
+        raw = await self.redis.hgetall(self.part(tenant, job_id, JobPart.GRAD_STATS))
+        return {int(step): json.loads(stats) for step, stats in raw.items()}
+
     async def graph(self, *, tenant: str, job_id: str) -> dict[str, Any] | None:
         raw = await self.redis.get(self.part(tenant, job_id, JobPart.GRAPH))
         return None if raw is None else json.loads(raw)

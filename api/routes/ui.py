@@ -1,0 +1,62 @@
+"""The dashboard at ``/ui/`` and Swagger UI at ``/docs``, every asset served from ``api/static`` (no CDN).
+
+The pages are static: they hold no data and need no key. Their scripts call the ``/v1`` API with the key the
+user types once (kept in the browser's sessionStorage), so a tenant sees exactly what its key sees.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+
+from api.docs_examples import enrich
+
+STATIC = Path(__file__).resolve().parent.parent / "static"
+UPLOT = "uplot-1.6.32"
+SWAGGER_UI = "swagger-ui-5.35.0"
+_NO_CACHE = {"Cache-Control": "no-cache"}
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/ui")
+async def ui_redirect() -> RedirectResponse:
+    return RedirectResponse("/ui/")
+
+
+@router.get("/ui/")
+async def ui_index() -> FileResponse:
+    """The dashboard's single page; it routes by the URL's #fragment."""
+    return FileResponse(STATIC / "ui" / "index.html", media_type="text/html", headers=_NO_CACHE)
+
+
+def install(app: FastAPI) -> None:
+    """Serve the dashboard, its assets and an offline ``/docs`` (create the app with ``docs_url=None``)."""
+    app.include_router(router)
+    app.mount("/ui/static", StaticFiles(directory=STATIC), name="ui-static")
+    vendor = f"/ui/static/vendor/{SWAGGER_UI}"
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} - API",
+            swagger_js_url=f"{vendor}/swagger-ui-bundle.js",
+            swagger_css_url=f"{vendor}/swagger-ui.css",
+            swagger_favicon_url="/ui/static/ui/favicon.svg",
+            swagger_ui_parameters={"persistAuthorization": True, "tryItOutEnabled": False},
+        )
+
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = enrich(generate())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

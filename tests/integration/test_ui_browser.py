@@ -1,0 +1,225 @@
+"""The dashboard in a real headless Chromium (Debian's package, driven by Playwright) against the live service.
+
+Every page blocks requests that leave the service, so these tests also show the pages work offline.
+Screenshots go to .gradserve/screenshots/ (git-ignored) for a person to look at.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT, Service
+from tests.integration.jobs_helpers import lenet_job, mlp_job, submit, wait_final, wait_until
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SHOTS = ROOT / ".gradserve" / "screenshots"
+WAIT_MS = 60_000
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"Chromium is missing at {CHROMIUM}: install Debian's package (apt-get install -y chromium)")
+    from playwright.sync_api import sync_playwright
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield chromium
+        chromium.close()
+
+
+class Tab:
+    """A browser page on the dashboard; it refuses every request that leaves the service and keeps JS errors."""
+
+    def __init__(self, browser: Any, service: Service) -> None:
+        self.service = service
+        self.context = browser.new_context(viewport={"width": 1280, "height": 1000})
+        self.outside: list[str] = []
+        self.errors: list[str] = []
+        self.context.route("**/*", self._only_the_service)
+        self.page = self.context.new_page()
+        self.page.set_default_timeout(WAIT_MS)
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+
+    def _only_the_service(self, route: Any) -> None:
+        if route.request.url.startswith(self.service.url):
+            route.continue_()
+        else:
+            self.outside.append(route.request.url)
+            route.abort()
+
+    def open(self, fragment: str, key: str | None) -> Any:
+        self.page.goto(f"{self.service.url}/ui/{fragment}")
+        if key is not None:
+            self.page.fill("#key-input", key)
+            self.page.click("#key-save")
+        return self.page
+
+    def points(self, selector: str) -> int:
+        return int(self.page.get_attribute(selector, "data-points") or 0)
+
+    def shot(self, name: str) -> None:
+        self.page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+    def close(self) -> None:
+        self.context.close()
+        assert not self.outside, f"the page asked for outside resources: {self.outside}"
+        assert not self.errors, f"JavaScript errors: {self.errors}"
+
+
+@pytest.fixture
+def tab(browser: Any, service: Service) -> Iterator[Tab]:
+    t = Tab(browser, service)
+    yield t
+    t.close()
+
+
+def test_wrong_key_shows_a_clear_message_and_no_data(tab: Tab, client: httpx.Client) -> None:
+    wait_final(client, submit(client, mlp_job()))  # alice has a job the page must not show
+    page = tab.open("#/jobs", "not-a-key")
+    page.wait_for_selector("#auth-error:not([hidden])")
+    assert "unknown API key" in page.inner_text("#auth-error")
+    assert page.locator("#jobs-body tr").count() == 0
+    tab.shot("wrong-key")
+
+
+def test_jobs_list_shows_progress_live_and_cancels(tab: Tab, service: Service, client: httpx.Client) -> None:
+    job_id = submit(client, lenet_job(steps=20_000))
+    wait_until(client, job_id, lambda d: d["status"] == "running" and d["step"] > 0)
+    page = tab.open("#/jobs", service.keys["alice"])
+    row = f'tr[data-job-id="{job_id}"]'
+    page.wait_for_selector(f'{row} .badge[data-status="running"]')
+    first = int(page.get_attribute(f"{row} .progress", "data-step") or 0)
+    page.wait_for_function(  # no reload: the same document, its row updated in place
+        "([sel, n]) => Number(document.querySelector(sel)?.dataset.step) > n", arg=[f"{row} .progress", first]
+    )
+    tab.shot("jobs-list")
+    page.click(f"{row} button.cancel")
+    page.wait_for_selector(f'{row} .badge[data-status="cancelled"]')
+    assert wait_final(client, job_id)["status"] == "cancelled"
+
+
+def test_job_page_curves_grow_live_and_show_what_was_captured(tab: Tab, service: Service, client: httpx.Client) -> None:
+    # A job far longer than the test, cancelled once the page has shown its curves growing: nothing here
+    # depends on how fast the machine trains.
+    capture = {"gradients_every": 20, "graph": True, "checkpoint_every": 20}
+    job_id = submit(client, lenet_job(steps=4000, capture=capture))
+    page = tab.open(f"#/jobs/{job_id}", service.keys["alice"])
+    page.wait_for_function("() => Number(document.querySelector('#chart-loss')?.dataset.points) > 0")
+    first = tab.points("#chart-loss")
+    page.wait_for_function("n => Number(document.querySelector('#chart-loss').dataset.points) > n", arg=first)
+    assert page.locator('#job-status .badge[data-status="running"]').count() == 1
+    page.wait_for_selector("#grad-table tbody tr")  # a snapshot shown while the job runs
+    page.click("#job-cancel")
+    page.wait_for_selector('#job-status .badge[data-status="cancelled"]')
+    count = client.get(f"/v1/jobs/{job_id}/metrics").json()["count"]
+    assert 0 < count < 4000
+    page.wait_for_function("n => Number(document.querySelector('#chart-loss').dataset.points) === n", arg=count)
+    assert tab.points("#chart-accuracy") == count and tab.points("#chart-lr") == count
+    snapshots = client.get(f"/v1/jobs/{job_id}/gradients").json()["steps"]
+    page.wait_for_function(
+        "n => Number(document.querySelector('#chart-grad-norms')?.dataset.points) === n", arg=len(snapshots)
+    )
+    assert page.locator("#grad-table tbody tr").count() == 10  # LeNet's ten parameters
+    if shutil.which("dot"):
+        page.wait_for_selector("#graph svg")
+        assert "AccumulateGrad" in page.inner_text("#graph")
+    else:
+        page.wait_for_selector("#graph-message")
+        assert "Graphviz" in page.inner_text("#graph-message")
+    checkpoint_step = client.get(f"/v1/jobs/{job_id}").json()["checkpoint_step"]
+    shown_step = "n => document.querySelector('#checkpoint-table tbody td')?.textContent === n"
+    page.wait_for_function(shown_step, arg=str(checkpoint_step))
+    assert '"Conv2d"' in page.inner_text("#job-request")
+    assert page.is_hidden("#job-error")
+    tab.shot("job")
+
+
+def test_a_failed_jobs_error_is_prominent(tab: Tab, service: Service, client: httpx.Client) -> None:
+    job_id = submit(client, mlp_job(optimizer={"type": "SGD", "lr": 1e30}, steps=50))
+    assert wait_final(client, job_id)["status"] == "failed"
+    page = tab.open(f"#/jobs/{job_id}", service.keys["alice"])
+    page.wait_for_selector("#job-error:not([hidden])")
+    assert "failed" in page.inner_text("#job-error") and "loss" in page.inner_text("#job-error")
+    tab.shot("job-failed")
+
+
+def test_compare_overlays_two_jobs(tab: Tab, service: Service, client: httpx.Client) -> None:
+    ids = [submit(client, mlp_job(seed=seed)) for seed in (1, 2)]
+    for job_id in ids:
+        assert wait_final(client, job_id)["status"] == "succeeded"
+    page = tab.open(f"#/compare?ids={','.join(ids)}", service.keys["alice"])
+    page.wait_for_function("() => Number(document.querySelector('#compare-loss')?.dataset.points) > 0")
+    assert page.get_attribute("#compare-loss", "data-series") == "2"
+    assert tab.points("#compare-loss") == 40  # 20 steps each, drawn in full
+    assert page.locator("#compare-runs tbody tr").count() == 2
+    page.select_option("#compare-x", "time")
+    page.wait_for_function("() => location.hash.includes('x=time')")
+    page.wait_for_function("() => Number(document.querySelector('#compare-loss')?.dataset.points) === 40")
+    tab.shot("compare")
+
+
+def test_another_tenants_job_is_not_reachable(tab: Tab, service: Service, client: httpx.Client) -> None:
+    job_id = submit(client, mlp_job())
+    page = tab.open(f"#/jobs/{job_id}", service.keys["bob"])
+    page.wait_for_selector("#view-error")
+    assert "404" in page.inner_text("#view-error") and "not found" in page.inner_text("#view-error")
+    assert page.locator(".chart").count() == 0
+    page.goto(f"{service.url}/ui/#/jobs")
+    page.wait_for_selector("#jobs-body tr")
+    assert page.locator(f'tr[data-job-id="{job_id}"]').count() == 0
+
+
+def test_session_page(tab: Tab, service: Service, client: httpx.Client) -> None:
+    from tests.integration.jobs_helpers import MLP
+
+    sid = client.post("/v1/sessions", json={"network": MLP, "seed": 0, "device": "cpu"}).json()["id"]
+    assert client.post(f"/v1/sessions/{sid}/forward", json={"input": {"randn": [4, 6], "seed": 1}}).status_code == 200
+    loss = client.post(
+        f"/v1/sessions/{sid}/loss", json={"criterion": {"type": "MSELoss"}, "target": {"randn": [4, 3], "seed": 2}}
+    )
+    assert loss.status_code == 200, loss.text
+    assert client.post(f"/v1/sessions/{sid}/backward", json={}).status_code == 200
+    grad = client.get(f"/v1/sessions/{sid}/parameters/fc2.bias").json()["grad"]
+
+    page = tab.open(f"#/sessions/{sid}", service.keys["alice"])
+    page.wait_for_selector('#session-last [data-root="loss"]')
+    page.wait_for_selector('#session-last [data-root="output"]')
+    assert "in_features=6, out_features=16" in page.inner_text("#session-repr")
+    assert "MseLossBackward0" in page.inner_text('#session-last [data-root="loss"]')
+    assert "AddmmBackward0" in page.inner_text('#session-last [data-root="output"]')
+    page.wait_for_selector('tr[data-param="fc2.bias"] .grad-norm')
+    shown = float(page.inner_text('tr[data-param="fc2.bias"] .grad-norm'))
+    assert shown == pytest.approx(sum(g * g for g in grad) ** 0.5, rel=1e-3)
+    assert page.locator("#session-params tbody tr").count() == 4
+    page.wait_for_selector("#graph svg, #graph-message")
+    tab.shot("session")
+
+
+def test_docs_work_offline_with_examples(tab: Tab) -> None:
+    page = tab.page
+    page.goto(f"{tab.service.url}/docs")
+    page.wait_for_selector(".swagger-ui .opblock")
+    assert page.locator(".swagger-ui .opblock").count() > 20
+    page.click("#operations-sessions-forward_v1_sessions__session_id__forward_post .opblock-summary")
+    page.wait_for_selector("#operations-sessions-forward_v1_sessions__session_id__forward_post .examples-select")
+    tab.shot("docs")
