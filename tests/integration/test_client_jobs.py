@@ -147,7 +147,7 @@ def test_cli_exit_codes_for_succeeded_failed_and_cancelled(service: Service, gs:
     assert f"job {job_id} succeeded: step 20/20" in ok.stdout
 
     bad = tmp_path / "nan.json"
-    bad.write_text(json.dumps(mlp_job(optimizer={"type": "SGD", "lr": 1e30}, steps=50)))
+    bad.write_text(json.dumps(mlp_job(optimizer={"type": "SGD", "lr": 1e4}, steps=50)))
     failed = _cli(service, "jobs", "submit", str(bad), "--watch")
     assert failed.returncode == 1 and "failed" in failed.stdout and "loss is" in failed.stdout, (
         failed.stdout,

@@ -121,8 +121,8 @@ def test_jobs_list_shows_progress_live_and_cancels(tab: Tab, service: Service, c
 def test_job_page_curves_grow_live_and_show_what_was_captured(tab: Tab, service: Service, client: httpx.Client) -> None:
     # A job far longer than the test, cancelled once the page has shown its curves growing: nothing here
     # depends on how fast the machine trains.
-    capture = {"gradients_every": 20, "graph": True, "checkpoint_every": 20}
-    job_id = submit(client, lenet_job(steps=4000, capture=capture))
+    capture = {"gradients_every": 500, "graph": True, "checkpoint_every": 500}
+    job_id = submit(client, lenet_job(steps=100_000, capture=capture))
     page = tab.open(f"#/jobs/{job_id}", service.keys["alice"])
     page.wait_for_function("() => Number(document.querySelector('#chart-loss')?.dataset.points) > 0")
     first = tab.points("#chart-loss")
@@ -132,7 +132,7 @@ def test_job_page_curves_grow_live_and_show_what_was_captured(tab: Tab, service:
     page.click("#job-cancel")
     page.wait_for_selector('#job-status .badge[data-status="cancelled"]')
     count = client.get(f"/v1/jobs/{job_id}/metrics").json()["count"]
-    assert 0 < count < 4000
+    assert 0 < count < 100_000
     page.wait_for_function("n => Number(document.querySelector('#chart-loss').dataset.points) === n", arg=count)
     assert tab.points("#chart-accuracy") == count and tab.points("#chart-lr") == count
     snapshots = client.get(f"/v1/jobs/{job_id}/gradients").json()["steps"]
@@ -155,7 +155,7 @@ def test_job_page_curves_grow_live_and_show_what_was_captured(tab: Tab, service:
 
 
 def test_a_failed_jobs_error_is_prominent(tab: Tab, service: Service, client: httpx.Client) -> None:
-    job_id = submit(client, mlp_job(optimizer={"type": "SGD", "lr": 1e30}, steps=50))
+    job_id = submit(client, mlp_job(optimizer={"type": "SGD", "lr": 1e4}, steps=50))
     assert wait_final(client, job_id)["status"] == "failed"
     page = tab.open(f"#/jobs/{job_id}", service.keys["alice"])
     page.wait_for_selector("#job-error:not([hidden])")
