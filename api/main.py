@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -13,6 +14,8 @@ from api.calls import SessionCalls
 from api.errors import BodySizeLimit, install_error_handlers
 from api.metrics import RequestMetrics
 from api.routes import datasets, health, job_captures, job_export, job_fork, jobs, networks, session_list, sessions
+from api.routes import sweeps as sweep_routes
+from api.sweep_controller import SweepController
 from models.settings import Settings, get_settings
 from models.store.keys import Keys
 from models.store.redis import Store
@@ -37,9 +40,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.store = Store(redis, Keys(settings.key_prefix))
         app.state.celery = producer
         app.state.session_calls = SessionCalls(redis, app.state.store.keys, settings)
+        # Every API process drives the sweeps whose lease it holds: no controller process to deploy.
+        sweeper = asyncio.create_task(SweepController(redis, app.state.store, producer, settings).run())
         try:
             yield
         finally:
+            sweeper.cancel()
             producer.close()
             await redis.aclose()
 
@@ -57,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(datasets.router)
     app.include_router(job_export.router)
     app.include_router(job_fork.router)
+    app.include_router(sweep_routes.router)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
     app.add_middleware(RequestMetrics)
     return app

@@ -232,4 +232,3 @@ def weights_of(blob: bytes) -> bytes:
     """The ``pack_weights`` file of a ``pack_train_state`` one."""
     state = unpack_train_state(blob)
     return pack_weights(state.model, state.step, state.epoch)
-
