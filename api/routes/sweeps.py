@@ -22,25 +22,26 @@ from models.store.sweeps import SweepStore, best_trial
 
 router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"], route_class=StrictJsonRoute)
 
-EXAMPLE = {
+EXAMPLE: dict[str, Any] = {
     "template": {
         "network": {
+            "input_shape": [1, 8, 8],
             "layers": [
                 {"type": "Flatten"},
-                {"type": "Linear", "in_features": 64, "out_features": 64},
+                {"type": "Linear", "in_features": 64, "out_features": 32},
                 {"type": "ReLU"},
-                {"type": "Linear", "in_features": 64, "out_features": 10},
-            ]
+                {"type": "Linear", "in_features": 32, "out_features": 10},
+            ],
         },
         "dataset": {"source": "digits"},
         "criterion": {"type": "CrossEntropyLoss"},
         "optimizer": {"type": "SGD", "lr": 0.05},
-        "batch_size": 32,
-        "epochs": 8,
+        "batch_size": 16,
+        "epochs": 6,
     },
     "space": {
-        "optimizer.lr": {"type": "float", "low": 0.0005, "high": 0.3, "log": True},
-        "optimizer.momentum": {"type": "float", "low": 0.0, "high": 0.95},
+        "optimizer.lr": {"type": "float", "low": 0.0003, "high": 0.3, "log": True},
+        "optimizer.momentum": {"type": "float", "low": 0.0, "high": 0.9},
     },
     "objective": {"metric": "val_accuracy", "direction": "maximize"},
     "max_trials": 12,

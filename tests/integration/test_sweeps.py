@@ -2,57 +2,29 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from api.routes.sweeps import EXAMPLE
 from tests.conftest import Service, detail_of, start_service, stop_service
-
-DIGITS_MLP = {
-    "input_shape": [1, 8, 8],
-    "layers": [
-        {"type": "Flatten"},
-        {"type": "Linear", "in_features": 64, "out_features": 32},
-        {"type": "ReLU"},
-        {"type": "Linear", "in_features": 32, "out_features": 10},
-    ],
-}
+from tests.integration.jobs_helpers import wait_for
 
 
 def sweep_body(**overrides: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "template": {
-            "network": DIGITS_MLP,
-            "dataset": {"source": "digits"},
-            "criterion": {"type": "CrossEntropyLoss"},
-            "optimizer": {"type": "SGD", "lr": 0.05},
-            "batch_size": 16,
-            "epochs": 6,
-            "capture": {"graph": False},
-        },
-        "space": {
-            "optimizer.lr": {"type": "float", "low": 0.0003, "high": 0.3, "log": True},
-            "optimizer.momentum": {"type": "float", "low": 0.0, "high": 0.9},
-        },
-        "objective": {"metric": "val_accuracy", "direction": "maximize"},
-        "max_trials": 12,
-        "parallelism": 2,
-        "pruner": {"type": "median", "n_startup_trials": 2, "n_warmup_steps": 1},
-    }
+    """The API's documented example (digits, lr and momentum), with ``overrides``."""
+    body = copy.deepcopy(EXAMPLE)
+    body["template"]["capture"] = {"graph": False}
+    body["pruner"] = {"type": "median", "n_startup_trials": 2, "n_warmup_steps": 1}
     body.update(overrides)
     return body
 
 
 def wait_sweep(client: httpx.Client, sweep_id: str, until: Any, timeout: float = 180) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        doc = client.get(f"/v1/sweeps/{sweep_id}").json()
-        if until(doc):
-            return doc
-        assert time.monotonic() < deadline, doc
-        time.sleep(0.3)
+    return wait_for(client, f"/v1/sweeps/{sweep_id}", until, timeout, pause=0.3)
 
 
 def test_sweep_prunes_and_finds_a_good_configuration(client: httpx.Client) -> None:
