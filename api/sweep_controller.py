@@ -129,6 +129,9 @@ class SweepController:
         if status in _ENDED:
             trial["state"], state = _ENDED[status]
             value = job.get(metric) if job else None
+            if state == TrialState.COMPLETE and not isinstance(value, float):  # none recorded, or not finite
+                trial["state"], state = "failed", TrialState.FAIL
+                trial["error"] = f"the job ended without a finite {metric} (is there a held-out split?)"
             trial["value"] = value if state == TrialState.COMPLETE else None
             await asyncio.to_thread(opt.tell, study, trial["optuna_number"], state, trial["value"])
         elif should_prune and not trial.get("prune_requested"):
