@@ -9,6 +9,7 @@ import pytest
 from models.errors import InvalidInput
 from models.spec.sweep import SweepCreate
 from models.spec.sweep_space import apply_params, check_space, trial_template
+from models.store.sweeps import best_trial
 
 TEMPLATE: dict[str, Any] = {
     "network": {
@@ -67,3 +68,15 @@ def test_a_bad_space_names_its_path(space: dict[str, Any], path: str) -> None:
     with pytest.raises(InvalidInput) as err:
         check_space(sweep(space))
     assert err.value.loc == ("body", "space", path)
+
+
+def test_the_best_trial_follows_the_direction_and_skips_unfinished_ones() -> None:
+    trials = [
+        {"number": 0, "state": "complete", "value": 0.5},
+        {"number": 1, "state": "pruned", "value": None},
+        {"number": 2, "state": "complete", "value": 0.9},
+        {"number": 3, "state": "running", "value": None},
+    ]
+    assert best_trial(trials, "maximize")["number"] == 2  # type: ignore[index]
+    assert best_trial(trials, "minimize")["number"] == 0  # type: ignore[index]
+    assert best_trial(trials[1:2], "maximize") is None
