@@ -7,6 +7,7 @@ import os
 import signal
 
 import httpx
+import pytest
 import torch
 from torch import nn, optim
 
