@@ -97,6 +97,7 @@ async def submit(
     jobs: JobStore,
     celery: Celery,
     fork: ForkStart | None = None,
+    sweep: str | None = None,
 ) -> str:
     """Validate, store and enqueue a job; return its id. Raises a 4xx error for anything that cannot run."""
     network_id = req.network_id
@@ -159,6 +160,7 @@ async def submit(
         "source_key": source_key,
         "name": req.name,
         "tags": json.dumps(req.tags),
+        "sweep": sweep,  # the sweep this job is a trial of
     }
     if fork is not None:
         last = fork.history[-1] if fork.history else {}

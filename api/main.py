@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -30,6 +31,8 @@ from api.routes import (
     ui,
     usage,
 )
+from api.routes import sweeps as sweep_routes
+from api.sweep_controller import SweepController
 from models.settings import Settings, get_settings
 from models.store.connect import redis_options
 from models.store.keys import Keys
@@ -55,9 +58,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.store = Store(redis, Keys(settings.key_prefix))
         app.state.celery = producer
         app.state.session_calls = SessionCalls(redis, app.state.store.keys, settings)
+        # Every API process drives the sweeps whose lease it holds: no controller process to deploy.
+        sweeper = asyncio.create_task(SweepController(redis, app.state.store, producer, settings).run())
         try:
             yield
         finally:
+            sweeper.cancel()
             producer.close()
             await redis.aclose()
 
@@ -85,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(job_views.router)
     app.include_router(job_tensorboard.router)
     ui.install(app)
+    app.include_router(sweep_routes.router)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
     app.add_middleware(RequestMetrics)
     return app

@@ -75,8 +75,9 @@ def run_job(client: redis.Redis, keys: Keys, settings: Settings, *, tenant: str,
             return "succeeded"
         if hooks.cancelled and not lease.lost.is_set():
             hooks.checkpoint(trainer.state())
-            hooks.state("cancelled", final=True, finished_at=time.time(), step=trainer.step)
-            return "cancelled"
+            ended = "pruned" if client.exists(jk.prune) else "cancelled"  # a sweep's pruner stopped it
+            hooks.state(ended, final=True, finished_at=time.time(), step=trainer.step)
+            return ended
         return "lease lost"
     except (redis.ConnectionError, redis.TimeoutError):
         # Redis went away, not the job: leave it running; its lease lapses and, once Redis is back, a

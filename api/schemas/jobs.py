@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled", "pruned"]
 Number = float  # non-finite values are null, with the reason in ``non_finite`` (api.finite)
 
 
@@ -25,6 +25,7 @@ class JobPublic(BaseModel):
     name: str | None = None
     tags: list[str] = Field(default_factory=list)
     parent: ParentLink | None = Field(default=None, description="Set on a fork: the job and step it started from.")
+    sweep: str | None = Field(default=None, description="Set on a sweep's trial: the sweep's id.")
     status: JobStatus
     cancel_requested: bool | None = Field(default=None, description="True while a running job winds down.")
     step: int = Field(description="Steps done (and recorded); for a failed job, the step it failed at.")

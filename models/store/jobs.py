@@ -14,7 +14,7 @@ from models.errors import TooManyRequests
 from models.store.keys import JobPart, Keys, job_parts
 from models.store.usage import LEDGER_LUA, ledgers, over_quota, put_within_quota
 
-TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+TERMINAL = frozenset({"succeeded", "failed", "cancelled", "pruned"})
 _INTS = ("step", "total_steps", "epoch", "attempt", "checkpoint_step", "resumed_from", "batch_size", "threads")
 _FLOATS = (
     "loss",
@@ -27,7 +27,7 @@ _FLOATS = (
     "finished_at",
     "first_step_at",
 )
-_TEXT = ("id", "status", "error", "device", "device_used", "queue", "worker", "network_id", "name")
+_TEXT = ("id", "status", "error", "device", "device_used", "queue", "worker", "network_id", "name", "sweep")
 _JSON = ("tags", "parent")
 
 _CANCEL = """

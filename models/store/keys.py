@@ -24,6 +24,7 @@ class JobPart:
     CHECKPOINTS = "ckpts"  # hash: step -> the full state at that step (as RESUME), as retention keeps them
     CHECKPOINT_INDEX = "ckptindex"  # hash: step -> JSON {step, epoch, time, bytes} of each kept checkpoint
     EXPORTS = "exports"  # hash: "{format}:{step}" -> an exported model file, made on first request
+    PRUNE = "prune"  # flag set with CANCEL by a sweep's pruner: the job then ends "pruned", not "cancelled"
 
 
 def job_parts() -> list[str]:
@@ -87,7 +88,32 @@ class Keys:
         """JSON: a POST's first answer under one Idempotency-Key (by its SHA-256), replayed to retries."""
         return f"{self.prefix}:{tenant}:idem:{key_digest}"
 
+    def sweep(self, tenant: str, sweep_id: str) -> str:
+        """Hash: the sweep's request, status, times, importances (JSON where structured)."""
+        return f"{self.prefix}:{tenant}:sweep:{sweep_id}"
+
+    def sweep_trials(self, tenant: str, sweep_id: str) -> str:
+        """Hash: trial number -> JSON {number, job_id, params, state, value, reported_epoch}."""
+        return f"{self.prefix}:{tenant}:sweep:{sweep_id}:trials"
+
+    def sweep_index(self, tenant: str) -> str:
+        """Sorted set of the tenant's sweep ids, scored by creation time."""
+        return f"{self.prefix}:{tenant}:sweeps"
+
     # --- service bookkeeping ---
+    def sweeps_active(self) -> str:
+        """Set of ``tenant/sweep_id`` of sweeps that still need driving (by any API process)."""
+        return f"{self.prefix}:sys:sweeps:active"
+
+    def sweep_lease(self, member: str) -> str:
+        """The token of the API process driving sweep ``tenant/sweep_id``; it lapses when that process dies."""
+        return f"{self.prefix}:sys:sweeps:lease:{member}"
+
+    def optuna_journal(self) -> str:
+        """Prefix of Optuna's JournalRedisBackend: it writes ``{this}:log_number``, ``{this}:log:{n}`` and
+        ``{this}:snapshot``. One journal holds every sweep's study (named ``tenant/sweep_id``)."""
+        return f"{self.prefix}:sys:optuna"
+
     def worker(self, name: str) -> str:
         return f"{self.prefix}:sys:worker:{name}"
 

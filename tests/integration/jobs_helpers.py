@@ -58,13 +58,18 @@ def submit(client: httpx.Client, body: dict[str, Any]) -> str:
 
 
 def wait_until(client: httpx.Client, job_id: str, predicate: Any, timeout: float = 120) -> dict[str, Any]:
+    return wait_for(client, f"/v1/jobs/{job_id}", predicate, timeout)
+
+
+def wait_for(client: httpx.Client, url: str, predicate: Any, timeout: float, pause: float = 0.05) -> dict[str, Any]:
+    """GET ``url`` until ``predicate`` holds for its JSON; return that JSON."""
     deadline = time.monotonic() + timeout
     while True:
-        doc = client.get(f"/v1/jobs/{job_id}").json()
+        doc = client.get(url).json()
         if predicate(doc):
             return doc
-        assert time.monotonic() < deadline, f"timed out waiting on job {job_id}: {doc}"
-        time.sleep(0.05)
+        assert time.monotonic() < deadline, f"timed out waiting on {url}: {doc}"
+        time.sleep(pause)
 
 
 def wait_final(client: httpx.Client, job_id: str, timeout: float = 120) -> dict[str, Any]:

@@ -1,0 +1,135 @@
+"""Sweeps: hyperparameter search on Optuna, each trial an ordinary job (see api/sweep_controller.py)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Request, status
+from fastapi.concurrency import run_in_threadpool
+
+from api.deps import SettingsDep, TenantDep
+from api.job_submit import JobStoreDep
+from api.listing import PagingDep, newest_first
+from api.schemas.sweeps import SweepPublic, SweepsPublic, SweepSubmitted
+from api.strict_json import StrictJsonRoute
+from models.errors import Conflict, InvalidInput, NotFound
+from models.nn.build import validate_network
+from models.settings import Settings
+from models.spec.sweep import SweepCreate
+from models.spec.sweep_space import check_space
+from models.store.sweeps import SweepStore, best_trial
+
+router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"], route_class=StrictJsonRoute)
+
+EXAMPLE: dict[str, Any] = {
+    "template": {
+        "network": {
+            "input_shape": [1, 8, 8],
+            "layers": [
+                {"type": "Flatten"},
+                {"type": "Linear", "in_features": 64, "out_features": 32},
+                {"type": "ReLU"},
+                {"type": "Linear", "in_features": 32, "out_features": 10},
+            ],
+        },
+        "dataset": {"source": "digits"},
+        "criterion": {"type": "CrossEntropyLoss"},
+        "optimizer": {"type": "SGD", "lr": 0.05},
+        "batch_size": 16,
+        "epochs": 6,
+    },
+    "space": {
+        "optimizer.lr": {"type": "float", "low": 0.0003, "high": 0.3, "log": True},
+        "optimizer.momentum": {"type": "float", "low": 0.0, "high": 0.9},
+    },
+    "objective": {"metric": "val_accuracy", "direction": "maximize"},
+    "max_trials": 12,
+    "parallelism": 2,
+    "pruner": {"type": "median"},
+}
+
+
+def get_sweep_store(request: Request) -> SweepStore:
+    store, settings = request.app.state.store, request.app.state.settings
+    return SweepStore(store.redis, store.keys, settings.sweep_ttl_s)
+
+
+SweepStoreDep = Annotated[SweepStore, Depends(get_sweep_store)]
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=SweepSubmitted)
+async def create_sweep(
+    sweeps: SweepStoreDep,
+    tenant: TenantDep,
+    settings: SettingsDep,
+    body: SweepCreate = Body(openapi_examples={"digits": {"summary": "lr and momentum on digits", "value": EXAMPLE}}),
+) -> dict[str, Any]:
+    """Check the template and every corner of the space, then start the sweep (its trials start within a poll)."""
+    if body.parallelism > settings.max_concurrent_jobs:
+        raise InvalidInput(
+            f"parallelism {body.parallelism} exceeds the {settings.max_concurrent_jobs} jobs a tenant may run at "
+            "once (GRADSERVE_MAX_CONCURRENT_JOBS)",
+            ("body", "parallelism"),
+        )
+    await run_in_threadpool(_check, body, settings)
+    sweep_id = f"swp_{uuid.uuid4().hex}"
+    await sweeps.create(tenant=tenant, sweep_id=sweep_id, name=body.name, request=body.model_dump_json())
+    return {"id": sweep_id, "status": "running"}
+
+
+def _check(body: SweepCreate, settings: Settings) -> None:
+    if body.template.network_id is not None:
+        return  # a stored network is checked as each trial is submitted
+    seen = set()
+    for req in check_space(body):
+        assert req.network is not None
+        if (key := req.network.model_dump_json()) not in seen:
+            seen.add(key)
+            validate_network(req.network, settings, ("body", "template", "network"))
+
+
+@router.get("", response_model=SweepsPublic)
+async def list_sweeps(sweeps: SweepStoreDep, tenant: TenantDep, paging: PagingDep) -> dict[str, Any]:
+    """The tenant's sweeps, newest first."""
+    docs = [d for i in await sweeps.ids(tenant=tenant) if (d := await sweeps.get(tenant=tenant, sweep_id=i))]
+    return newest_first(docs, paging)
+
+
+@router.get("/{sweep_id}", response_model=SweepPublic)
+async def get_sweep(sweep_id: str, sweeps: SweepStoreDep, tenant: TenantDep) -> dict[str, Any]:
+    """Status, every trial (job id, params, value, state), the best so far and parameter importances."""
+    doc = await _require(sweeps, tenant, sweep_id)
+    trials = await sweeps.trials(tenant=tenant, sweep_id=sweep_id)
+    req = doc["request"]
+    return {
+        **doc,
+        "objective": req["objective"],
+        "max_trials": req["max_trials"],
+        "parallelism": req["parallelism"],
+        "trials": trials,
+        "best": best_trial(trials, req["objective"]["direction"]),
+    }
+
+
+@router.post("/{sweep_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=SweepSubmitted)
+async def cancel_sweep(
+    sweep_id: str, sweeps: SweepStoreDep, jobs: JobStoreDep, tenant: TenantDep, settings: SettingsDep
+) -> dict[str, Any]:
+    """Start no more trials and cancel every running one (each stops after its current step)."""
+    doc = await _require(sweeps, tenant, sweep_id)
+    if not await sweeps.set_status(tenant=tenant, sweep_id=sweep_id, status="cancelled", only_from="running"):
+        raise Conflict(f"sweep '{sweep_id}' has already ended ({doc['status']})")
+    for trial in await sweeps.trials(tenant=tenant, sweep_id=sweep_id):
+        if trial["state"] == "running" and trial["job_id"]:
+            await jobs.cancel(
+                tenant=tenant, job_id=trial["job_id"], ttl_s=settings.job_ttl_s, max_records=settings.job_max_records
+            )
+    return {"id": sweep_id, "status": "cancelled"}
+
+
+async def _require(sweeps: SweepStore, tenant: str, sweep_id: str) -> dict[str, Any]:
+    doc = await sweeps.get(tenant=tenant, sweep_id=sweep_id)
+    if doc is None:
+        raise NotFound(f"sweep '{sweep_id}' not found")
+    return doc

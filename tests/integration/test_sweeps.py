@@ -1,0 +1,113 @@
+"""Sweeps against the live service: Optuna trials as ordinary jobs, pruning, cancel, an API restart."""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from api.routes.sweeps import EXAMPLE
+from tests.conftest import Service, detail_of, start_service, stop_service
+from tests.integration.jobs_helpers import wait_for
+
+
+def sweep_body(**overrides: Any) -> dict[str, Any]:
+    """The API's documented example (digits, lr and momentum), with ``overrides``."""
+    body = copy.deepcopy(EXAMPLE)
+    body["template"]["capture"] = {"graph": False}
+    body["pruner"] = {"type": "median", "n_startup_trials": 2, "n_warmup_steps": 1}
+    body.update(overrides)
+    return body
+
+
+def wait_sweep(client: httpx.Client, sweep_id: str, until: Any, timeout: float = 180) -> dict[str, Any]:
+    return wait_for(client, f"/v1/sweeps/{sweep_id}", until, timeout, pause=0.3)
+
+
+def test_sweep_prunes_and_finds_a_good_configuration(client: httpx.Client) -> None:
+    r = client.post("/v1/sweeps", json=sweep_body(name="lr-momentum"))
+    assert r.status_code == 202, r.text
+    sweep_id = r.json()["id"]
+    doc = wait_sweep(client, sweep_id, lambda d: d["status"] != "running")
+    assert doc["status"] == "succeeded", doc
+    trials = doc["trials"]
+    assert len(trials) == 12 and {t["state"] for t in trials} <= {"complete", "pruned"}, trials
+    pruned = [t for t in trials if t["state"] == "pruned"]
+    assert pruned, trials
+    assert doc["best"]["value"] >= 0.95, doc["best"]
+    assert set(doc["importances"]) == {"optimizer.lr", "optimizer.momentum"}
+    # A trial is an ordinary job, tagged with its sweep; a pruned one ends "pruned" there too.
+    job = client.get(f"/v1/jobs/{pruned[0]['job_id']}").json()
+    assert job["status"] == "pruned" and job["sweep"] == sweep_id, job
+    assert job["step"] < job["total_steps"]
+    best_job = client.get(f"/v1/jobs/{doc['best']['job_id']}").json()
+    assert best_job["status"] == "succeeded" and best_job["val_accuracy"] == doc["best"]["value"]
+    tagged = client.get("/v1/jobs", params={"tag": f"sweep={sweep_id}", "limit": 50}).json()
+    assert tagged["total"] == 12
+    listed = client.get("/v1/sweeps").json()["data"]
+    assert sweep_id in [s["id"] for s in listed]
+
+
+def test_cancelling_a_sweep_cancels_its_running_trials(client: httpx.Client) -> None:
+    body = sweep_body(pruner={"type": "none"}, max_trials=6)
+    body["template"]["epochs"] = 200  # far longer than the test waits
+    sweep_id = client.post("/v1/sweeps", json=body).json()["id"]
+    wait_sweep(client, sweep_id, lambda d: sum(t["job_id"] is not None for t in d["trials"]) == 2, timeout=60)
+    r = client.post(f"/v1/sweeps/{sweep_id}/cancel")
+    assert r.status_code == 202 and r.json()["status"] == "cancelled", r.text
+    doc = wait_sweep(client, sweep_id, lambda d: all(t["state"] != "running" for t in d["trials"]), timeout=60)
+    assert doc["status"] == "cancelled" and len(doc["trials"]) == 2, doc
+    for trial in doc["trials"]:
+        assert trial["state"] == "cancelled"
+        assert client.get(f"/v1/jobs/{trial['job_id']}").json()["status"] == "cancelled"
+    assert client.post(f"/v1/sweeps/{sweep_id}/cancel").status_code == 409
+    time.sleep(1)  # the controller starts nothing more
+    assert len(client.get(f"/v1/sweeps/{sweep_id}").json()["trials"]) == 2
+
+
+def test_a_bad_space_is_a_422_naming_the_path(client: httpx.Client) -> None:
+    body = sweep_body(space={"optimizer.momentun": {"type": "float", "low": 0, "high": 0.9}})
+    body["template"]["optimizer"] = {"type": "Adam", "lr": 0.01}
+    r = client.post("/v1/sweeps", json=body)
+    assert r.status_code == 422, r.text
+    assert "optimizer.momentun" in detail_of(r)["msg"]
+    r = client.post("/v1/sweeps", json=sweep_body(space={"lr_scheduler.gamma": {"type": "float", "low": 0, "high": 1}}))
+    assert r.status_code == 422 and detail_of(r)["loc"] == ["body", "space", "lr_scheduler.gamma"], r.text
+    # A width range keeps the next Linear consistent, so it is valid; a width of 0 is not.
+    ok = sweep_body(space={"network.layers.1.out_features": {"type": "int", "low": 8, "high": 64}}, max_trials=1)
+    bad = sweep_body(space={"network.layers.1.out_features": {"type": "int", "low": 0, "high": 64}})
+    assert client.post("/v1/sweeps", json=bad).status_code == 422
+    sweep_id = client.post("/v1/sweeps", json=ok).json()["id"]
+    client.post(f"/v1/sweeps/{sweep_id}/cancel")
+    r = client.post("/v1/sweeps", json=sweep_body(parallelism=50))
+    assert r.status_code == 422 and detail_of(r)["loc"] == ["body", "parallelism"], r.text
+
+
+def test_a_sweep_survives_an_api_restart(tmp_path: Path) -> None:
+    """Its state is in Redis (ours and Optuna's journal): a new API process takes it over and finishes it."""
+    body = sweep_body(max_trials=3, parallelism=1, pruner={"type": "none"})
+    body["template"].update(epochs=2, batch_size=64)
+    svc: Service = start_service(tmp_path, workers=1, session_workers=1)
+    try:
+        with svc.client() as c:
+            sweep_id = c.post("/v1/sweeps", json=body).json()["id"]
+            before = wait_sweep(c, sweep_id, lambda d: any(t["state"] == "complete" for t in d["trials"]))
+    finally:
+        stop_service(svc)
+    assert before["status"] == "running", before
+    svc = start_service(tmp_path, workers=1, session_workers=1)  # same data dir: Redis reloads its AOF
+    try:
+        with svc.client() as c:
+            doc = wait_sweep(c, sweep_id, lambda d: d["status"] != "running")
+    finally:
+        stop_service(svc)
+    assert doc["status"] == "succeeded", doc
+    assert [t["number"] for t in doc["trials"]] == [0, 1, 2]
+    assert all(t["state"] == "complete" for t in doc["trials"]), doc["trials"]
+    # The trials finished before the restart are kept as they were.
+    for old in before["trials"]:
+        if old["state"] == "complete":
+            assert doc["trials"][old["number"]] == old
