@@ -11,7 +11,6 @@ from redis.asyncio import Redis
 
 from models.errors import Unauthorized
 from models.settings import LOCAL_TENANT, Settings
-from models.store.keys import Keys
 from models.store.redis import Store
 
 
@@ -35,14 +34,9 @@ def get_celery(request: Request) -> Celery:
     return request.app.state.celery
 
 
-def get_keys(request: Request) -> Keys:
-    return request.app.state.store.keys
-
-
 RedisDep = Annotated[Redis, Depends(get_redis)]
 StoreDep = Annotated[Store, Depends(get_store)]
 CeleryDep = Annotated[Celery, Depends(get_celery)]
-KeysDep = Annotated[Keys, Depends(get_keys)]
 
 
 def get_tenant(request: Request, settings: SettingsDep) -> str:

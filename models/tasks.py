@@ -11,7 +11,6 @@ from typing import Any
 from models.settings import Settings
 from models.store.keys import Keys
 
-PING = "gradserve.ping"
 SESSION_CALL = "gradserve.session.call"
 JOB_RUN = "gradserve.job.run"
 

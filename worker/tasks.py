@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from models import tasks as names
@@ -10,11 +9,6 @@ from worker import reaper  # noqa: F401  (connects the orphaned-job reaper to wo
 from worker.celery_app import app, keys, redis_client, settings
 from worker.jobs import run_job as _run_job
 from worker.session_calls import handle as handle_session_call
-
-
-@app.task(name=names.PING)
-def ping() -> dict[str, int]:
-    return {"pid": os.getpid()}
 
 
 @app.task(name=names.SESSION_CALL, bind=True)

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from pydantic import TypeAdapter
 
-from models.errors import InvalidInput, first_line
+from models.errors import InvalidInput, Loc, first_line
 from models.nn.build import NetworkSummary, check_activation_memory, check_indices
 from models.nn.objectives import build_loss, build_optimizer, build_scheduler
 from models.settings import Settings
@@ -25,8 +25,8 @@ from models.spec.losses import CLASS_INDEX_LOSSES, LossSpec
 from models.spec.network import NetworkSpec
 
 DIGITS_SAMPLES, DIGITS_CLASSES = 1797, 10
-B = ("body",)
-DS = (*B, "dataset")
+B: Loc = ("body",)
+DS: Loc = (*B, "dataset")
 
 
 def plan_job(
@@ -35,7 +35,7 @@ def plan_job(
     summary: NetworkSummary,
     settings: Settings,
     arrays: dict[str, dict[str, Any]] | None = None,
-    arrays_loc: tuple = DS,
+    arrays_loc: Loc = DS,
 ) -> dict[str, Any]:
     """The plan of a valid job, or ``InvalidInput``. ``arrays``: shapes and dtypes of inline/uploaded data,
     whose errors point at ``arrays_loc`` (the request's dataset, or its upload id)."""
@@ -59,7 +59,8 @@ def plan_job(
     ctx = _Ctx(net, out_shape, class_loss, plan, settings, arrays, arrays_loc)
     n, val = PLANNERS[req.dataset.source](req.dataset, ctx)
     steps_per_epoch = math.ceil(n / req.batch_size)
-    total = req.steps if req.steps is not None else req.epochs * steps_per_epoch
+    epochs = req.epochs if req.epochs is not None else 0  # the request's validator gave one of the two
+    total = req.steps if req.steps is not None else epochs * steps_per_epoch
     if total > settings.max_steps:
         field = "steps" if req.steps is not None else "epochs"
         raise InvalidInput(
@@ -89,7 +90,7 @@ class _Ctx:
     plan: dict[str, Any]
     settings: Settings
     arrays: dict[str, dict[str, Any]] | None
-    arrays_loc: tuple
+    arrays_loc: Loc
 
 
 def _plan_random(ds: RandomDataset, c: _Ctx) -> tuple[int, int]:
@@ -116,7 +117,12 @@ PLANNERS: dict[str, Callable[[Any, _Ctx], tuple[int, int]]] = {
 
 
 def _random(
-    ds: RandomDataset, net: NetworkSpec, out_shape: list[int], class_loss: bool, plan: dict, settings: Settings
+    ds: RandomDataset,
+    net: NetworkSpec,
+    out_shape: list[int],
+    class_loss: bool,
+    plan: dict[str, Any],
+    settings: Settings,
 ) -> int:
     if ds.input_shape is not None and list(ds.input_shape) != list(net.input_shape):
         raise InvalidInput(
@@ -147,7 +153,9 @@ def _random(
     return ds.num_samples
 
 
-def _digits(ds: DigitsDataset, net: NetworkSpec, out_shape: list[int], class_loss: bool, plan: dict) -> tuple[int, int]:
+def _digits(
+    ds: DigitsDataset, net: NetworkSpec, out_shape: list[int], class_loss: bool, plan: dict[str, Any]
+) -> tuple[int, int]:
     pixels = ds.image_size**2
     if math.prod(net.input_shape) != pixels:
         hint = " (use image_size 32 for LeNet)" if math.prod(net.input_shape) == 1024 else ""
@@ -161,7 +169,7 @@ def _digits(ds: DigitsDataset, net: NetworkSpec, out_shape: list[int], class_los
     return DIGITS_SAMPLES - test, test
 
 
-def _classes_fit(classes: int, out_shape: list[int], class_loss: bool, plan: dict, loc: tuple) -> None:
+def _classes_fit(classes: int, out_shape: list[int], class_loss: bool, plan: dict[str, Any], loc: Loc) -> None:
     """Class labels train a network whose output is one score per class (one-hot for non-class losses)."""
     if len(out_shape) != 1 or out_shape[0] < classes:
         raise InvalidInput(
@@ -178,15 +186,18 @@ def _classes_fit(classes: int, out_shape: list[int], class_loss: bool, plan: dic
 
 def _arrays(
     arrays: dict[str, dict[str, Any]],
-    loc: tuple,
+    loc: Loc,
     net: NetworkSpec,
     out_shape: list[int],
     class_loss: bool,
-    plan: dict,
+    plan: dict[str, Any],
     settings: Settings,
 ) -> tuple[int, int]:
     """``arrays``: ``{"inputs": {"shape", "dtype"}, "targets": ..., "test_inputs"?, "test_targets"?}``."""
-    field = (lambda name: (*loc, name)) if loc == DS else (lambda name: loc)
+
+    def field(name: str) -> Loc:
+        return (*loc, name) if loc == DS else loc
+
     total, counts = 0, {}
     for prefix in ("", "test_"):
         xs, ys = arrays.get(prefix + "inputs"), arrays.get(prefix + "targets")
@@ -240,7 +251,7 @@ def _arrays(
     return counts[""], counts.get("test_", 0)
 
 
-def _labels_fit(ys: dict[str, Any], classes: int, loc: tuple, prefix: str) -> None:
+def _labels_fit(ys: dict[str, Any], classes: int, loc: Loc, prefix: str) -> None:
     """Refuse labels that are not class indices now, rather than fail the job on its worker.
     (Arrays described before value statistics were recorded carry none; the worker still checks them.)"""
     if ys.get("integral") is False:

@@ -12,6 +12,7 @@ from models.spec.types import NonNegFloat, PosFloat, Prob, Reduction, Spec
 
 class _Loss(Spec):
     torch_class: ClassVar[type[nn.Module]]
+    type: str  # every concrete loss narrows it to its own Literal, the union's discriminator
     reduction: Reduction = "mean"
 
 

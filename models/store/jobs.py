@@ -114,6 +114,17 @@ class JobStore:
         return self.keys.job_part(tenant, job_id, name)
 
     # --- jobs ---
+    async def active_count(self, *, tenant: str) -> int:
+        """Queued or running jobs of the tenant, read only: admission itself counts (and prunes) in its script."""
+        members = [m.decode() for m in await self.redis.smembers(self.keys.jobs_active(tenant))]
+        if not members:
+            return 0
+        pipe = self.redis.pipeline(transaction=False)
+        for m in members:
+            pipe.hget(self.keys.job(tenant, m), "status")
+        statuses = await pipe.execute()
+        return sum(1 for s in statuses if s is not None and s.decode() in {"queued", "running"})
+
     async def create_job(
         self,
         *,

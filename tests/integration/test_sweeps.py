@@ -18,6 +18,9 @@ def sweep_body(**overrides: Any) -> dict[str, Any]:
     """The API's documented example (digits, lr and momentum), with ``overrides``."""
     body = copy.deepcopy(EXAMPLE)
     body["template"]["capture"] = {"graph": False}
+    # Long enough (~1-2 s a trial here) that the controller sees held-out records between epochs: a trial
+    # that ends before any poll can only be told complete, never pruned.
+    body["template"]["epochs"] = 30
     body["pruner"] = {"type": "median", "n_startup_trials": 2, "n_warmup_steps": 1}
     body.update(overrides)
     return body
