@@ -31,7 +31,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from launcher.embedded_redis import free_port  # noqa: E402
+from launcher.spawn import spawn_up  # noqa: E402
 from models.nn.build import build_network  # noqa: E402
 from models.spec.network import LENET_EXAMPLE, NetworkSpec  # noqa: E402
 from models.wire.session import OCTET, binary_body  # noqa: E402
@@ -66,38 +66,13 @@ def bare_forward(x: torch.Tensor, n: int) -> list[float]:
     return timed(lambda: net(x), n)
 
 
-def start_service(workers: int, session_workers: int) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    data = Path(tempfile.mkdtemp(prefix="gradserve-bench-"))
+def start_service(workers: int = 1, session_workers: int = 1) -> tuple[subprocess.Popen[bytes], str]:
+    """``gradserve up`` in single-user mode on its own embedded Redis, in a fresh temporary folder."""
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "GRADSERVE_API_KEYS")}
-    log = (data / "up.log").open("w")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "launcher",
-            "up",
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-            "--session-workers",
-            str(session_workers),
-            "--data-dir",
-            str(data),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
+    up = spawn_up(
+        Path(tempfile.mkdtemp(prefix="gradserve-bench-")), workers=workers, session_workers=session_workers, env=env
     )
-    deadline = time.monotonic() + 180
-    while "ready at" not in (data / "up.log").read_text():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise SystemExit(f"gradserve up did not start:\n{(data / 'up.log').read_text()[-3000:]}")
-        time.sleep(0.2)
-    return proc, f"http://127.0.0.1:{port}"
+    return up.proc, up.url
 
 
 def batch_256(client: httpx.Client, sid: str, n: int) -> dict[str, list[float]]:

@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,7 +30,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from launcher.embedded_redis import free_port  # noqa: E402
+from bench.session_latency import start_service  # noqa: E402
 from launcher.tuning import keep_freed_memory  # noqa: E402
 from models.spec.network import LENET_EXAMPLE  # noqa: E402
 
@@ -131,37 +129,6 @@ def first_step_latencies(client: httpx.Client, count: int, device: str) -> list[
     return out
 
 
-def start_service(tmp: Path) -> tuple[subprocess.Popen, str, Path]:
-    port = free_port()
-    log = tmp / "gradserve-up.log"
-    env = {k: v for k, v in os.environ.items() if k not in {"GRADSERVE_API_KEYS", "REDIS_URL"}}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "launcher",
-            "up",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--data-dir",
-            str(tmp / "data"),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 180
-    while "ready at" not in log.read_text():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            sys.exit(f"gradserve up did not start:\n{log.read_text()[-3000:]}")
-        time.sleep(0.2)
-    return proc, f"http://127.0.0.1:{port}", log
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps and repeats (under 90 s)")
@@ -177,7 +144,7 @@ def main() -> None:
         f"{'quick' if args.quick else 'full'} run",
         flush=True,
     )
-    proc, url, _ = start_service(Path(tempfile.mkdtemp(prefix="gradserve-bench-")))
+    proc, url = start_service()  # one job worker and one session worker: the default layout
     figures: dict[str, float] = {}
     try:
         with httpx.Client(base_url=url, timeout=300) as client:

@@ -32,6 +32,8 @@ from models.store.connect import redacted
 from models.tasks import LANE_JOBS, LANE_SESSIONS
 
 READY_TIMEOUT_S = 180
+# The line `gradserve up` prints once everything answers; launcher/spawn.py waits for it.
+READY = "ready at"
 STOP_GRACE_S = 20
 _PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
 
@@ -158,7 +160,7 @@ def run_up(*, host: str, port: int, workers: int, session_workers: int = 1, data
                 return 1
             time.sleep(0.2)
         mode = "single-user mode (no API keys), loopback only" if settings.single_user else "API keys required"
-        _say(f"ready at {stack.url} with {stack.layout()}; {mode}; docs at {stack.url}/docs")
+        _say(f"{READY} {stack.url} with {stack.layout()}; {mode}; docs at {stack.url}/docs")
         return _supervise(stack, stop, redis_proc)
     finally:
         stack.stop()

@@ -9,7 +9,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +20,7 @@ import httpx
 import pytest
 import torch
 
-from launcher.embedded_redis import free_port
+from launcher.spawn import spawn_up
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEYS = {"alice": "key-alice-0123456789", "bob": "key-bob-0123456789"}
@@ -75,39 +74,22 @@ def start_service(
     extra_env: dict[str, str | None] | None = None,
 ) -> Service:
     """Start `gradserve up`; ``extra_env`` values of None remove that variable."""
-    port = free_port()
-    log = tmp / "gradserve-up.log"
     env = {
         **os.environ,
         "GRADSERVE_API_KEYS": ",".join(f"{k}:{t}" for t, k in API_KEYS.items()),
         "PYTHONUNBUFFERED": "1",
         **(extra_env or {}),
     }
-    env = {k: v for k, v in env.items() if v is not None}
-    argv = [
-        sys.executable,
-        "-m",
-        "launcher",
-        "up",
-        "--port",
-        str(port),
-        "--workers",
-        str(workers),
-        "--session-workers",
-        str(session_workers),
-        "--data-dir",
-        str(tmp / "data"),
-    ]
-    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 180
-    while "ready at" not in log.read_text():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"gradserve up did not start:\n{log.read_text()[-5000:]}")
-        time.sleep(0.2)
+    up = spawn_up(
+        tmp,
+        workers=workers,
+        session_workers=session_workers,
+        env={k: v for k, v in env.items() if v is not None},
+    )
+    proc, log = up.proc, up.log
     text = log.read_text()
     found = re.search(r"(?:embedded Redis at|using Redis at) (\S+)", text)
-    return Service(url=f"http://127.0.0.1:{port}", redis_url=found.group(1) if found else "", proc=proc, log=log)
+    return Service(url=up.url, redis_url=found.group(1) if found else "", proc=proc, log=log)
 
 
 def stop_service(service: Service) -> None:
