@@ -151,9 +151,10 @@ def _attribute_probe() -> SpecNet:
 
 
 def _make_call(layer: LayerBase, module: nn.Module | None) -> Callable[[nn.Module, Tensors], torch.Tensor]:
-    if module is None:
+    if isinstance(layer, L._Op):
         op, kw = layer.apply, torch_kwargs(layer)
         return lambda net, xs: op(net, xs, kw)
+    assert module is not None, f"{layer.type} is a module: built before its call is made"
     if isinstance(layer, L.MultiheadAttention):
         select = layer.select
         return lambda net, xs: module(*(xs if len(xs) == 3 else (xs[0], xs[0], xs[0])))[select]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import operator
+from abc import abstractmethod
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
 
@@ -51,9 +52,13 @@ class _Layer(BaseModel):
         if "type" in cls.__annotations__:
             _CATALOGUE.append(cls)
 
+
+class _Op(_Layer):
+    """A functional op: no parameters, absent from the repr; the builder calls its ``apply``."""
+
+    @abstractmethod
     def apply(self, net: nn.Module, xs: Tensors, kw: dict[str, Any]) -> torch.Tensor:
-        """The functional op itself (``net`` gives ``training``); modules are called, not applied."""
-        raise NotImplementedError(f"{self.type} is a module: build it from its torch_class")
+        """The op on its inputs ``xs`` with the spec's keywords ``kw`` (``net`` gives ``training``)."""
 
 
 class _Module(_Layer):
@@ -409,7 +414,7 @@ class TransformerEncoderLayer(_Module):
 # --- functional ops ---------------------------------------------------------------------------------------------
 
 
-class _Activation(_Layer):
+class _Activation(_Op):
     pass
 
 
@@ -476,7 +481,7 @@ class elu(_Activation):
         return F.elu(xs[0], **kw)
 
 
-class softmax(_Layer):
+class softmax(_Op):
     type: Literal["softmax"]
     dim: Dim
 
@@ -484,7 +489,7 @@ class softmax(_Layer):
         return F.softmax(xs[0], **kw)
 
 
-class log_softmax(_Layer):
+class log_softmax(_Op):
     type: Literal["log_softmax"]
     dim: Dim
 
@@ -492,7 +497,7 @@ class log_softmax(_Layer):
         return F.log_softmax(xs[0], **kw)
 
 
-class max_pool1d(_Layer):
+class max_pool1d(_Op):
     type: Literal["max_pool1d"]
     kernel_size: Size
     stride: Size | None = None
@@ -505,7 +510,7 @@ class max_pool1d(_Layer):
         return out
 
 
-class max_pool2d(_Layer):
+class max_pool2d(_Op):
     type: Literal["max_pool2d"]
     takes_int = True
     kernel_size: Size
@@ -519,7 +524,7 @@ class max_pool2d(_Layer):
         return out
 
 
-class avg_pool1d(_Layer):
+class avg_pool1d(_Op):
     type: Literal["avg_pool1d"]
     kernel_size: Size
     stride: Size | None = None
@@ -531,7 +536,7 @@ class avg_pool1d(_Layer):
         return F.avg_pool1d(xs[0], **kw)
 
 
-class avg_pool2d(_Layer):
+class avg_pool2d(_Op):
     type: Literal["avg_pool2d"]
     kernel_size: Size
     stride: Size | None = None
@@ -543,7 +548,7 @@ class avg_pool2d(_Layer):
         return F.avg_pool2d(xs[0], **kw)
 
 
-class adaptive_avg_pool2d(_Layer):
+class adaptive_avg_pool2d(_Op):
     type: Literal["adaptive_avg_pool2d"]
     output_size: Size
 
@@ -551,7 +556,7 @@ class adaptive_avg_pool2d(_Layer):
         return F.adaptive_avg_pool2d(xs[0], **kw)
 
 
-class flatten(_Layer):
+class flatten(_Op):
     """``torch.flatten``: like PyTorch, ``start_dim`` defaults to 0, which also flattens the batch."""
 
     type: Literal["flatten"]
@@ -563,7 +568,7 @@ class flatten(_Layer):
         return torch.flatten(xs[0], **kw)
 
 
-class reshape(_Layer):
+class reshape(_Op):
     """The whole tensor's new shape, batch dimension included (use -1 for it), as ``x.reshape(shape)``."""
 
     type: Literal["reshape"]
@@ -574,7 +579,7 @@ class reshape(_Layer):
         return xs[0].reshape(kw["shape"])
 
 
-class view(_Layer):
+class view(_Op):
     type: Literal["view"]
     takes_int = True
     shape: tuple[Annotated[StrictInt, Field(ge=-1, le=MAX_SIZE)], ...]
@@ -583,7 +588,7 @@ class view(_Layer):
         return xs[0].view(kw["shape"])
 
 
-class permute(_Layer):
+class permute(_Op):
     type: Literal["permute"]
     takes_int = True
     dims: tuple[Dim, ...]
@@ -592,7 +597,7 @@ class permute(_Layer):
         return xs[0].permute(kw["dims"])
 
 
-class transpose(_Layer):
+class transpose(_Op):
     type: Literal["transpose"]
     takes_int = True
     dim0: Dim
@@ -602,7 +607,7 @@ class transpose(_Layer):
         return torch.transpose(xs[0], **kw)
 
 
-class unsqueeze(_Layer):
+class unsqueeze(_Op):
     type: Literal["unsqueeze"]
     takes_int = True
     dim: Dim
@@ -611,7 +616,7 @@ class unsqueeze(_Layer):
         return torch.unsqueeze(xs[0], **kw)
 
 
-class squeeze(_Layer):
+class squeeze(_Op):
     type: Literal["squeeze"]
     takes_int = True
     dim: Dim
@@ -620,7 +625,7 @@ class squeeze(_Layer):
         return torch.squeeze(xs[0], **kw)
 
 
-class mean(_Layer):
+class mean(_Op):
     type: Literal["mean"]
     dim: Dim | tuple[Dim, ...]
     keepdim: StrictBool = False
@@ -629,7 +634,7 @@ class mean(_Layer):
         return torch.mean(xs[0], **kw)
 
 
-class dropout(_Layer):
+class dropout(_Op):
     """``F.dropout(x, p, training=self.training)``: off in eval mode, like the module."""
 
     type: Literal["dropout"]
@@ -639,7 +644,7 @@ class dropout(_Layer):
         return F.dropout(xs[0], training=net.training, **kw)
 
 
-class add(_Layer):
+class add(_Op):
     arity: ClassVar[tuple[int, int | None]] = (2, None)
     type: Literal["add"]
     takes_int = True
@@ -648,7 +653,7 @@ class add(_Layer):
         return functools.reduce(operator.add, xs)
 
 
-class mul(_Layer):
+class mul(_Op):
     arity: ClassVar[tuple[int, int | None]] = (2, None)
     type: Literal["mul"]
     takes_int = True
@@ -657,7 +662,7 @@ class mul(_Layer):
         return functools.reduce(operator.mul, xs)
 
 
-class matmul(_Layer):
+class matmul(_Op):
     arity: ClassVar[tuple[int, int | None]] = (2, 2)
     type: Literal["matmul"]
 
@@ -665,7 +670,7 @@ class matmul(_Layer):
         return torch.matmul(xs[0], xs[1])
 
 
-class cat(_Layer):
+class cat(_Op):
     arity: ClassVar[tuple[int, int | None]] = (2, None)
     type: Literal["cat"]
     takes_int = True
