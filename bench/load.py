@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from collections import Counter
@@ -132,11 +133,14 @@ def main() -> int:
     print(f"bare LeNet forward (batch 1, {torch.get_num_threads()} threads): {bare_per_s:,.0f}/s", flush=True)
     body = json.dumps({"input": x.tolist()}).encode()
 
+    counts = [int(c) for c in args.clients.split(",")]
+    # Every client holds its own session, all in one tenant: the service it starts allows that many.
+    os.environ.setdefault("GRADSERVE_MAX_SESSIONS", str(2 * max(counts)))
     proc, url = (None, args.url) if args.url else start_service(args.workers)
     headers = {"Authorization": f"Bearer {args.key}"} if args.key else {}
     result: dict[str, object] = {"workers": args.workers, "seconds": seconds, "bare_forward_per_s": round(bare_per_s)}
     try:
-        for n in (int(c) for c in args.clients.split(",")):
+        for n in counts:
             got = asyncio.run(run(url, headers, n, seconds, body))
             print(f"{n} clients: {got}", flush=True)
             for code, text in sorted(SAMPLES.items()):
