@@ -135,9 +135,8 @@ class SweepController:
             trial["value"] = value if state == TrialState.COMPLETE else None
             await asyncio.to_thread(opt.tell, study, trial["optuna_number"], state, trial["value"])
         elif should_prune and not trial.get("prune_requested"):
-            ttl = self.settings.job_ttl_s
-            await self.redis.set(self.jobs.part(tenant, job_id, JobPart.PRUNE), "1", ex=ttl)
-            await self.jobs.cancel(tenant=tenant, job_id=job_id, ttl_s=ttl, max_records=self.settings.job_max_records)
+            await self.redis.set(self.jobs.part(tenant, job_id, JobPart.PRUNE), "1", ex=self.settings.job_ttl_s)
+            await self._cancel(tenant, job_id)
             trial["prune_requested"] = True
         await self.sweeps.put_trial(tenant=tenant, sweep_id=sweep_id, trial=trial)
         return trial["state"] != "running"
@@ -167,4 +166,14 @@ class SweepController:
             trial.update(state="failed", error=getattr(exc, "msg", str(exc)))
             await asyncio.to_thread(opt.tell, study, optuna_number, TrialState.FAIL)
         await self.sweeps.put_trial(tenant=tenant, sweep_id=sweep_id, trial=trial)
+        # A cancel that landed while this trial was being submitted read the trials before it was stored,
+        # so it could not cancel it: the cancel sets the status before reading the trials, and this reads
+        # the status after storing the trial, so one of the two always sees the other.
+        latest = await self.sweeps.get(tenant=tenant, sweep_id=sweep_id)
+        if trial["job_id"] and (latest is None or latest["status"] != "running"):
+            await self._cancel(tenant, trial["job_id"])
         return trial
+
+    async def _cancel(self, tenant: str, job_id: str) -> None:
+        s = self.settings
+        await self.jobs.cancel(tenant=tenant, job_id=job_id, ttl_s=s.job_ttl_s, max_records=s.job_max_records)

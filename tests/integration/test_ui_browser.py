@@ -6,6 +6,7 @@ Screenshots go to .gradserve/screenshots/ (git-ignored) for a person to look at.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,13 +56,17 @@ class Tab:
         self.context = browser.new_context(viewport={"width": 1280, "height": 1000})
         self.outside: list[str] = []
         self.errors: list[str] = []
+        self.hold: Any = None  # a predicate on requests to keep unanswered until a test lets them go
+        self.held: list[Any] = []
         self.context.route("**/*", self._only_the_service)
         self.page = self.context.new_page()
         self.page.set_default_timeout(WAIT_MS)
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
 
     def _only_the_service(self, route: Any) -> None:
-        if route.request.url.startswith(self.service.url):
+        if self.hold is not None and self.hold(route.request):
+            self.held.append(route)
+        elif route.request.url.startswith(self.service.url):
             route.continue_()
         else:
             self.outside.append(route.request.url)
@@ -116,6 +121,28 @@ def test_jobs_list_shows_progress_live_and_cancels(tab: Tab, service: Service, c
     page.click(f"{row} button.cancel")
     page.wait_for_selector(f'{row} .badge[data-status="cancelled"]')
     assert wait_final(client, job_id)["status"] == "cancelled"
+
+
+def test_an_answer_for_a_page_left_never_lands_on_the_next(tab: Tab, service: Service, client: httpx.Client) -> None:
+    # The page asks for the job before any key is saved; its 401 is held back until the page, asked again with
+    # the key, shows the job. That late 401 once wiped the shown job (and its live curves) off the screen.
+    job_id = submit(client, mlp_job())
+    assert wait_final(client, job_id)["status"] == "succeeded"
+    tab.hold = lambda request: f"/v1/jobs/{job_id}" in request.url and "authorization" not in request.headers
+    page = tab.open(f"#/jobs/{job_id}", None)
+    page.wait_for_function("() => true")  # lets Playwright see the held request
+    assert len(tab.held) == 1, [r.request.url for r in tab.held]
+    tab.hold = None
+    page.fill("#key-input", service.keys["alice"])
+    page.click("#key-save")
+    page.wait_for_function("() => Number(document.querySelector('#chart-loss')?.dataset.points) === 20")
+    from playwright.sync_api import Error as PlaywrightError
+
+    with contextlib.suppress(PlaywrightError):  # raised when the page has already dropped the request
+        tab.held[0].continue_()  # the stale request goes out now
+    page.wait_for_timeout(1000)
+    assert page.is_hidden("#auth-error"), page.inner_text("#auth-error")
+    assert tab.points("#chart-loss") == 20 and page.locator("#view-error").count() == 0
 
 
 def test_job_page_curves_grow_live_and_show_what_was_captured(tab: Tab, service: Service, client: httpx.Client) -> None:

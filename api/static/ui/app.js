@@ -54,10 +54,15 @@ class ApiError extends Error {
     return new ApiError(response.status, detail);
   }
 }
+// Every request a page makes is tied to the route that made it: leaving the route aborts them, so an answer
+// meant for a page already gone (a 401 sent before the key was saved, a slow list) never lands on the next.
+let routeControl = new AbortController();
+const isAbort = (err) => err instanceof DOMException && err.name === "AbortError";
 const api = {
   headers() { const k = sessionStorage.getItem(KEY); return k ? { Authorization: `Bearer ${k}` } : {}; },
   async fetch(path, init = {}) {
-    const response = await fetch(path, { ...init, headers: { ...this.headers(), ...(init.headers || {}) } });
+    const signal = init.signal ? AbortSignal.any([init.signal, routeControl.signal]) : routeControl.signal;
+    const response = await fetch(path, { ...init, signal, headers: { ...this.headers(), ...(init.headers || {}) } });
     if (!response.ok) throw await ApiError.of(response);
     return response;
   },
@@ -107,8 +112,9 @@ function streamEvents(path, onEvent, isDone) {
         }
         if (isDone()) return;
       } catch (err) {
-        if (control.signal.aborted) return;
-        if (err instanceof ApiError) { showError(err); return; }
+        if (control.signal.aborted || isAbort(err)) return;
+        // a refusal (401, 404) is final; an outage (503 with Retry-After) or a busy service is worth waiting out
+        if (err instanceof ApiError && err.status < 500 && err.status !== 429) { showError(err); return; }
       }
       await new Promise((r) => setTimeout(r, 1000));
     }
@@ -158,6 +164,7 @@ const view = () => document.getElementById("view");
 let disposers = [];
 function onDispose(fn) { disposers.push(fn); }
 function showError(err) {
+  if (isAbort(err)) return;  // its page is gone: nothing to tell
   const box = document.getElementById("auth-error");
   if (err instanceof ApiError && err.status === 401) {
     view().replaceChildren();  // a refused key shows no data at all
@@ -172,6 +179,8 @@ function showError(err) {
 function route() {
   for (const fn of disposers) { try { fn(); } catch (_) { /* already gone */ } }
   disposers = [];
+  routeControl.abort();
+  routeControl = new AbortController();
   document.getElementById("auth-error").hidden = true;
   const [path, query] = (location.hash.slice(1) || "/jobs").split("?");
   const params = new URLSearchParams(query || "");
