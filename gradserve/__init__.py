@@ -1,8 +1,9 @@
 """gradserve's Python client: ``Client``/``AsyncClient``, ``client.remote(net)`` (your own ``nn.Module``
-driven on the service), ``client.jobs`` and ``client.datasets``. Needs only httpx, torch and safetensors."""
+driven on the service), ``client.jobs``, ``client.datasets`` and ``client.sweeps``. Needs only httpx,
+torch and safetensors (rich draws ``watch``)."""
 
 from gradserve.client import AsyncClient, Client
-from gradserve.errors import APIError, GradserveError, JobFailed, SpecError
+from gradserve.errors import APIError, GradserveError, JobFailed, SpecError, SweepEnded
 from gradserve.fx_spec import to_spec
 
-__all__ = ["APIError", "AsyncClient", "Client", "GradserveError", "JobFailed", "SpecError", "to_spec"]
+__all__ = ["APIError", "AsyncClient", "Client", "GradserveError", "JobFailed", "SpecError", "SweepEnded", "to_spec"]

@@ -1,7 +1,8 @@
-"""``gradserve jobs ...`` and ``gradserve sessions ...``: the client from a shell.
+"""``gradserve jobs ...``, ``gradserve sweeps ...`` and ``gradserve sessions ...``: the client from a shell.
 
-Exit codes a script can rely on: 0 the job succeeded (or the command did what it said), 1 the job
-failed, 3 it was cancelled, 4 the service refused the request (the message says why), 2 bad usage.
+Exit codes a script can rely on: 0 the job (or sweep) succeeded, or the command did what it said; 1 it
+failed; 3 it was cancelled (a job also when its sweep pruned it); 4 the service refused the request (the
+message says why); 2 bad usage.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from rich.table import Table
 from gradserve.client import Client
 from gradserve.errors import APIError
 
-EXIT = {"succeeded": 0, "failed": 1, "cancelled": 3}
+EXIT = {"succeeded": 0, "failed": 1, "cancelled": 3, "pruned": 3}
 EXIT_API = 4
 
 
@@ -57,17 +58,28 @@ def sessions(ctx: click.Context, url: str, api_key: str | None) -> None:
     ctx.obj = ctx.with_resource(Client(url, api_key))
 
 
-def read_job_file(path: Path) -> dict[str, Any]:
-    """A job request from a .json or .yaml file (the body of POST /v1/jobs)."""
-    text = path.read_text()
-    if path.suffix.lower() in (".yaml", ".yml"):
-        import yaml
+@click.group(cls=_Group)
+@_client_options
+@click.pass_context
+def sweeps(ctx: click.Context, url: str, api_key: str | None) -> None:
+    """Hyperparameter sweeps: create, watch (a live table of trials), list, cancel, delete."""
+    ctx.obj = ctx.with_resource(Client(url, api_key))
 
-        body = yaml.safe_load(text)
-    else:
-        body = json.loads(text)
+
+def read_job_file(path: Path, what: str = "the job request") -> dict[str, Any]:
+    """A request body from a .json or .yaml file (POST /v1/jobs, POST /v1/sweeps)."""
+    text = path.read_text()
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            body = yaml.safe_load(text)
+        else:
+            body = json.loads(text)
+    except ValueError as exc:  # yaml's errors are ValueErrors too
+        raise click.BadParameter(f"{path} is not valid {path.suffix[1:] or 'JSON'}: {exc}", param_hint="FILE") from exc
     if not isinstance(body, dict):
-        raise click.BadParameter(f"{path} must hold one object (the job request)", param_hint="FILE")
+        raise click.BadParameter(f"{path} must hold one object ({what})", param_hint="FILE")
     return body
 
 
@@ -88,6 +100,44 @@ def submit(client: Client, file: Path, watch: bool) -> None:
         sys.exit(_watch(client, job.id))
 
 
+@jobs.command("fork")
+@click.argument("job_id")
+@click.option("--step", type=int, default=None, help="A checkpoint the job keeps (default: its last).")
+@click.option("--lr", type=float, default=None, help="The parent's optimizer with this learning rate.")
+@click.option("--epochs", type=int, default=None, help="Epochs in all, counting the parent's up to the fork.")
+@click.option("--steps", type=int, default=None, help="Steps in all, counting the parent's up to the fork.")
+@click.option("--name", default=None, help="The fork's name.")
+@click.option("--changes", "changes_json", default=None, help="More changes as JSON: '{\"optimizer\": {...}}'.")
+@click.option("--watch", is_flag=True, help="Follow it to the end; the exit code is then the fork's outcome.")
+@click.pass_obj
+def fork(
+    client: Client,
+    job_id: str,
+    step: int | None,
+    lr: float | None,
+    epochs: int | None,
+    steps: int | None,
+    name: str | None,
+    changes_json: str | None,
+    watch: bool,
+) -> None:
+    """Start a job from one of JOB_ID's checkpoints, with changes; with none it repeats the parent exactly."""
+    changes: dict[str, Any] = {}
+    if changes_json:
+        try:
+            changes = json.loads(changes_json)
+        except ValueError as exc:
+            raise click.BadParameter(f"not JSON: {exc}", param_hint="--changes") from exc
+        if not isinstance(changes, dict):
+            raise click.BadParameter("must be one JSON object", param_hint="--changes")
+    given = {"lr": lr, "epochs": epochs, "steps": steps, "name": name}
+    changes.update({k: v for k, v in given.items() if v is not None})
+    child = client.jobs.get(job_id).fork(step, **changes)
+    click.echo(child.id)
+    if watch:
+        sys.exit(_watch(client, child.id))
+
+
 @jobs.command("watch")
 @click.argument("job_id")
 @click.pass_obj
@@ -97,7 +147,7 @@ def watch_job(client: Client, job_id: str) -> None:
 
 
 @jobs.command("ls")
-@click.option("--status", type=click.Choice(["queued", "running", "succeeded", "failed", "cancelled"]))
+@click.option("--status", type=click.Choice(["queued", "running", "succeeded", "failed", "cancelled", "pruned"]))
 @click.option("--limit", type=int, default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="The raw list, one JSON document.")
 @click.pass_obj
@@ -144,6 +194,86 @@ def checkpoint(client: Client, job_id: str, output: Path, step: int | None) -> N
     click.echo(f"{output} ({len(blob):,} bytes)")
 
 
+SWEEP_EXIT = {"succeeded": 0, "failed": 1, "cancelled": 3}
+
+
+def _watch_sweep(client: Client, sweep_id: str) -> int:
+    doc = client.sweeps.get(sweep_id).watch(Console())
+    return SWEEP_EXIT.get(doc["status"], 1)
+
+
+@sweeps.command("create")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--watch", is_flag=True, help="Follow it to the end; the exit code is then the sweep's outcome.")
+@click.pass_obj
+def create_sweep(client: Client, file: Path, watch: bool) -> None:
+    """Start the sweep in FILE (.json or .yaml: template, space, objective, max_trials, parallelism, pruner)."""
+    sweep = client.sweeps.create_body(read_job_file(file, "the sweep request"))
+    click.echo(sweep.id)
+    if watch:
+        sys.exit(_watch_sweep(client, sweep.id))
+
+
+@sweeps.command("watch")
+@click.argument("sweep_id")
+@click.pass_obj
+def watch_sweep(client: Client, sweep_id: str) -> None:
+    """A live table of the sweep's trials; exits 0 if it succeeded, 3 if cancelled, 1 if it failed."""
+    sys.exit(_watch_sweep(client, sweep_id))
+
+
+@sweeps.command("show")
+@click.argument("sweep_id")
+@click.option("--json", "as_json", is_flag=True, help="The raw document (GET /v1/sweeps/{id}).")
+@click.pass_obj
+def show_sweep(client: Client, sweep_id: str, as_json: bool) -> None:
+    """The sweep's trials, best trial and parameter importances, once."""
+    from gradserve.sweep_view import table
+
+    doc = client.sweeps.get(sweep_id).last
+    if as_json:
+        click.echo(json.dumps(doc))
+        return
+    console = Console(width=200)
+    console.print(table(doc))
+    for param, weight in sorted((doc.get("importances") or {}).items(), key=lambda kv: -kv[1]):
+        console.print(f"importance {param}: {weight:.3f}", highlight=False)
+
+
+@sweeps.command("ls")
+@click.option("--limit", type=int, default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="The raw list, one JSON document.")
+@click.pass_obj
+def list_sweeps(client: Client, limit: int, as_json: bool) -> None:
+    """The tenant's sweeps, newest first."""
+    data = client.sweeps.list(limit=limit)
+    if as_json:
+        click.echo(json.dumps(data))
+        return
+    table = Table("id", "name", "status")
+    for doc in data:
+        table.add_row(doc["id"], doc.get("name") or "", doc["status"])
+    Console(width=200).print(table)
+
+
+@sweeps.command("cancel")
+@click.argument("sweep_id")
+@click.pass_obj
+def cancel_sweep(client: Client, sweep_id: str) -> None:
+    """Start no more trials and cancel the running ones."""
+    click.echo(f"{sweep_id} {client.sweeps.get(sweep_id).cancel()['status']}")
+
+
+@sweeps.command("rm")
+@click.argument("sweep_ids", nargs=-1, required=True)
+@click.pass_obj
+def remove_sweeps(client: Client, sweep_ids: tuple[str, ...]) -> None:
+    """Delete ended sweeps (their trials stay, as jobs)."""
+    for sid in sweep_ids:
+        client.sweeps.get(sid).delete()
+        click.echo(f"{sid} deleted")
+
+
 @sessions.command("ls")
 @click.option("--json", "as_json", is_flag=True, help="The raw list, one JSON document.")
 @click.pass_obj
@@ -170,7 +300,7 @@ def remove_sessions(client: Client, session_ids: tuple[str, ...]) -> None:
         click.echo(f"{sid} deleted")
 
 
-COMMANDS = {"jobs": jobs, "sessions": sessions}
+COMMANDS = {"jobs": jobs, "sweeps": sweeps, "sessions": sessions}
 _GLOBAL = ("--url", "--api-key")
 
 
@@ -191,7 +321,7 @@ def _global_first(args: list[str]) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    """Run ``gradserve jobs|sessions ...`` (``argv`` from the word after ``gradserve``)."""
+    """Run ``gradserve jobs|sweeps|sessions ...`` (``argv`` from the word after ``gradserve``)."""
     group = COMMANDS[argv[0]]
     try:
         group.main(args=_global_first(argv[1:]), prog_name=f"gradserve {argv[0]}", standalone_mode=True)

@@ -40,7 +40,7 @@ def check(response: httpx.Response) -> httpx.Response:
 
 class Client:
     """``Client(base_url="http://127.0.0.1:8000", api_key=None)``; ``client.jobs``, ``client.datasets``,
-    ``client.sessions``, ``client.remote(net)``."""
+    ``client.sessions``, ``client.sweeps``, ``client.remote(net)``."""
 
     def __init__(
         self,
@@ -51,12 +51,14 @@ class Client:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         from gradserve.jobs import Datasets, Jobs, Sessions
+        from gradserve.sweeps import Sweeps
 
         url, headers = _settings(base_url, api_key)
         self.http = httpx.Client(base_url=url, headers=headers, timeout=timeout, transport=transport)
         self.jobs = Jobs(self)
         self.datasets = Datasets(self)
         self.sessions = Sessions(self)
+        self.sweeps = Sweeps(self)
 
     @property
     def base_url(self) -> str:

@@ -3,7 +3,8 @@
 GradserveError
 ├── SpecError       a module the catalogue cannot express (raised before any request)
 ├── APIError        the service answered 4xx/5xx (``status``, ``detail``)
-└── JobFailed       a job waited on ended failed or cancelled (``job``)
+├── JobFailed       a job waited on ended failed or cancelled (``job``)
+└── SweepEnded      a sweep waited on ended cancelled or failed (``sweep``)
 """
 
 from __future__ import annotations
@@ -35,6 +36,12 @@ class JobFailed(GradserveError):
     def __init__(self, job: dict[str, Any]) -> None:
         self.job = job
         super().__init__(f"job {job.get('id')} ended {job.get('status')}: {job.get('error') or 'no error recorded'}")
+
+
+class SweepEnded(GradserveError):
+    def __init__(self, sweep: dict[str, Any]) -> None:
+        self.sweep = sweep
+        super().__init__(f"sweep {sweep.get('id')} ended {sweep.get('status')}")
 
 
 def _message(detail: Any) -> str:

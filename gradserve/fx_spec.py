@@ -33,7 +33,9 @@ from gradserve.fx_catalogue import (
     same_construction,
 )
 
-IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")  # a layer name, as the spec's pattern says
+# A layer name, as models.spec.types.LAYER_NAME says (a unit test keeps the two equal): the client does not
+# import the server's models, which need pydantic.
+IDENTIFIER = re.compile(r"^([A-Za-z_][A-Za-z0-9_]{0,63}|[0-9]{1,4})$")
 
 
 def _op_name(node: torch.fx.Node) -> str:
@@ -201,7 +203,8 @@ class _Converter:
             raise _refuse(
                 node,
                 f"is the module '{target}', inside a container or submodule or not a Python name; the spec holds "
-                "modules as direct attributes of the network (self.conv1 = ...), so define them on the network itself",
+                "modules as direct attributes of the network (self.conv1 = ...) or as the items of one top-level "
+                "nn.Sequential, so define them on the network itself",
                 kind,
             )
         if kind not in MODULE_FIELDS and not isinstance(module, nn.TransformerEncoderLayer):

@@ -16,13 +16,13 @@ import torch
 from torch import nn
 
 from gradserve import _wire
-from gradserve.errors import JobFailed
+from gradserve.errors import GradserveError, JobFailed
 from gradserve.fx_spec import to_spec
 
 if TYPE_CHECKING:
     from gradserve.client import Client
 
-TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+TERMINAL = frozenset({"succeeded", "failed", "cancelled", "pruned"})  # pruned: a sweep stopped the trial
 POLL_S = 0.25
 RECONNECTS = 20  # a watch outlives this many dropped event streams
 
@@ -118,6 +118,30 @@ def criterion_spec(criterion: nn.Module | dict[str, Any] | str) -> dict[str, Any
         if hasattr(criterion, name):
             spec[name] = getattr(criterion, name)
     return spec
+
+
+def fork_changes(changes: dict[str, Any]) -> dict[str, Any]:
+    """``job.fork``'s keyword changes as the fork request's ``changes``: an optimizer given as a class or
+    name (with ``lr`` beside it) becomes its spec, an uploaded ``Dataset`` its reference; ``lr_scheduler=None``
+    stays, since it removes the parent's scheduler."""
+    from gradserve.client import optimizer_spec
+
+    out = dict(changes)
+    if out.get("optimizer") is not None:
+        args = {"lr": out.pop("lr")} if "lr" in out else {}
+        out["optimizer"] = optimizer_spec(out["optimizer"], args)
+    if isinstance(out.get("dataset"), Dataset):
+        out["dataset"] = out["dataset"].spec()
+    return out
+
+
+def fork_step(doc: dict[str, Any], step: int | None) -> int:
+    """The step to fork at: the one asked for, else the job's last checkpoint."""
+    if step is not None:
+        return step
+    if not doc.get("checkpoint_step"):
+        raise GradserveError(f"job {doc['id']} has no checkpoint yet to fork from (it is {doc['status']})")
+    return int(doc["checkpoint_step"])
 
 
 def metrics_frame(columns: dict[str, Any]) -> Any:
@@ -225,6 +249,19 @@ class Job:
     def cancel(self) -> dict[str, Any]:
         cancelled: dict[str, Any] = self._client.request("POST", f"/v1/jobs/{self.id}/cancel").json()
         return cancelled
+
+    def request(self) -> dict[str, Any]:
+        """The job's request as the service keeps it: a sweep's template, or a body to submit again."""
+        doc = self.last if "request" in self.last else self.refresh()
+        return dict(doc["request"])
+
+    def fork(self, step: int | None = None, **changes: Any) -> Job:
+        """A new job from this one's checkpoint ``step`` (default: its last) with ``changes`` (``lr``,
+        ``optimizer``, ``lr_scheduler``, ``epochs``/``steps``, ``dataset``, ``clip_grad_norm``, ``name``, ``tags``).
+        It keeps this job's history up to ``step``; with no changes it repeats this job's steps bit for bit."""
+        body = {"step": fork_step(self.refresh(), step), "changes": fork_changes(changes)}
+        answer = self._client.request("POST", f"/v1/jobs/{self.id}/fork", json=body).json()
+        return Job(self._client, answer["id"], self.module)
 
     def __repr__(self) -> str:
         return f"Job('{self.id}', status={self.last.get('status', '?')!r})"

@@ -12,7 +12,17 @@ from torch import nn
 
 from gradserve import _wire
 from gradserve.errors import JobFailed
-from gradserve.jobs import POLL_S, TERMINAL, Dataset, dataset_file, job_request, local_module, metrics_frame
+from gradserve.jobs import (
+    POLL_S,
+    TERMINAL,
+    Dataset,
+    dataset_file,
+    fork_changes,
+    fork_step,
+    job_request,
+    local_module,
+    metrics_frame,
+)
 
 if TYPE_CHECKING:
     from gradserve.client import AsyncClient
@@ -58,6 +68,12 @@ class AsyncJob:
     async def cancel(self) -> dict[str, Any]:
         cancelled: dict[str, Any] = (await self._client.request("POST", f"/v1/jobs/{self.id}/cancel")).json()
         return cancelled
+
+    async def fork(self, step: int | None = None, **changes: Any) -> AsyncJob:
+        """A new job from checkpoint ``step`` (default: the last) with ``changes``; see ``Job.fork``."""
+        body = {"step": fork_step(await self.refresh(), step), "changes": fork_changes(changes)}
+        answer = (await self._client.request("POST", f"/v1/jobs/{self.id}/fork", json=body)).json()
+        return AsyncJob(self._client, answer["id"], self.module)
 
 
 class AsyncJobs:

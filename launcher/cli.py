@@ -15,7 +15,7 @@ from models.settings import get_settings
 from models.tasks import LANE_JOBS, LANE_QUEUES, LANE_SESSIONS, lane_queues
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-CLIENT_COMMANDS = ("jobs", "sessions")
+CLIENT_COMMANDS = ("jobs", "sweeps", "sessions")
 
 
 def _parser() -> argparse.ArgumentParser:

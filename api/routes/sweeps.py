@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Request, status
+from fastapi import APIRouter, Body, Depends, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 
 from api.deps import SettingsDep, TenantDep
@@ -126,6 +126,18 @@ async def cancel_sweep(
                 tenant=tenant, job_id=trial["job_id"], ttl_s=settings.job_ttl_s, max_records=settings.job_max_records
             )
     return {"id": sweep_id, "status": "cancelled"}
+
+
+@router.delete("/{sweep_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_sweep(sweep_id: str, sweeps: SweepStoreDep, tenant: TenantDep) -> Response:
+    """Forget an ended sweep and its trial list; its trials stay, as the ordinary jobs they are
+    (``GET /v1/jobs?tag=sweep=<id>``, each deleted with ``DELETE /v1/jobs/{id}``)."""
+    doc = await _require(sweeps, tenant, sweep_id)
+    if await sweeps.active(tenant=tenant, sweep_id=sweep_id):
+        why = "cancel it first" if doc["status"] == "running" else "its trials are still stopping; retry shortly"
+        raise Conflict(f"sweep '{sweep_id}' is {doc['status']}: {why}")
+    await sweeps.delete(tenant=tenant, sweep_id=sweep_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 async def _require(sweeps: SweepStore, tenant: str, sweep_id: str) -> dict[str, Any]:

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
 from torch import nn
 
-from models.spec.types import MAX_SIZE, Dim, Identifier, NonNeg, Pad, Pos, PosFloat, Prob, Size
+from models.spec.types import MAX_SIZE, Dim, LayerName, NonNeg, Pad, Pos, PosFloat, Prob, Size
 
 Tensors = Sequence[torch.Tensor]
 # Filled as the classes below are defined, in their order: the discriminated union is built from it.
@@ -41,8 +41,8 @@ class _Layer(BaseModel):
     takes_int: ClassVar[bool] = False
 
     type: str  # every concrete layer narrows it to its own Literal, the union's discriminator
-    name: Identifier | None = Field(default=None, description="Labels the output; for a module, its attribute name.")
-    inputs: tuple[Identifier, ...] | None = Field(
+    name: LayerName | None = Field(default=None, description="Labels the output; for a module, its attribute name.")
+    inputs: tuple[LayerName, ...] | None = Field(
         default=None, description='Earlier layer names (or "input"); default: the previous layer\'s output.'
     )
 

@@ -6,7 +6,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
-Identifier = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
+# A layer's name: a Python name (``self.conv1 = ...``), or a small number, as ``nn.Sequential`` names its children.
+LAYER_NAME = r"^([A-Za-z_][A-Za-z0-9_]{0,63}|[0-9]{1,4})$"
+LayerName = Annotated[str, Field(pattern=LAYER_NAME)]
 # Bounded so that an absurd size is a clean 422 on its field, not an overflow deep inside PyTorch
 # (whose message then carries a C++ stack trace); the limits in settings refuse far smaller ones.
 MAX_SIZE = 2**31 - 1

@@ -71,6 +71,18 @@ class SweepStore:
         """No more driving: the sweep leaves the active set."""
         await self.redis.srem(self.keys.sweeps_active(), f"{tenant}/{sweep_id}")
 
+    async def active(self, *, tenant: str, sweep_id: str) -> bool:
+        """Whether the sweep is still driven: running, or cancelled with trials still stopping."""
+        return bool(await self.redis.sismember(self.keys.sweeps_active(), f"{tenant}/{sweep_id}"))
+
+    async def delete(self, *, tenant: str, sweep_id: str) -> bool:
+        """Forget the sweep and its trial list (the trials' jobs stay). Whether it existed."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(self.keys.sweep(tenant, sweep_id), self.keys.sweep_trials(tenant, sweep_id))
+        pipe.zrem(self.keys.sweep_index(tenant), sweep_id)
+        deleted, _ = await pipe.execute()
+        return bool(deleted)
+
     # --- trials ---
     async def trials(self, *, tenant: str, sweep_id: str) -> list[dict[str, Any]]:
         raw = await self.redis.hgetall(self.keys.sweep_trials(tenant, sweep_id))

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 
+from tests.conftest import API_KEYS, ROOT, Service
 from tests.lenet import LENET_SPEC
 
-FINAL = {"succeeded", "failed", "cancelled"}
+FINAL = {"succeeded", "failed", "cancelled", "pruned"}
 MLP = {
     "name": "MLP",
     "input_shape": [6],
@@ -87,3 +91,11 @@ def sse(response: httpx.Response) -> Iterator[dict[str, str]]:
         elif not line.startswith(":"):
             name, _, value = line.partition(":")
             event[name] = value.removeprefix(" ")
+
+
+def gradserve_cli(service: Service, *args: str) -> subprocess.CompletedProcess[str]:
+    """``gradserve ARGS...`` as a user runs it, as alice (exit code, stdout and stderr kept)."""
+    env = {**os.environ, "GRADSERVE_URL": service.url, "GRADSERVE_API_KEY": API_KEYS["alice"]}
+    return subprocess.run(
+        [sys.executable, "-m", "launcher", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )

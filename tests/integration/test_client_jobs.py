@@ -6,9 +6,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,8 +18,8 @@ from rich.console import Console
 from torch import nn
 
 import gradserve
-from tests.conftest import API_KEYS, ROOT, Service
-from tests.integration.jobs_helpers import mlp_job
+from tests.conftest import API_KEYS, Service
+from tests.integration.jobs_helpers import gradserve_cli, mlp_job
 from worker.datasets import _digits
 
 pytestmark = pytest.mark.integration
@@ -80,7 +77,7 @@ def test_watch_as_plain_lines_and_a_dataset_from_numpy(gs: gradserve.Client) -> 
     targets = (inputs[:, 0] > 0).astype(np.int64)
     data = gs.datasets.upload(inputs, targets, test_inputs=inputs[:32], test_targets=targets[:32])
     assert data.num_samples == 96 and data.input_shape == [4]
-    net = nn.Sequential(nn.Linear(4, 2))  # its layer "0" is no Python name: refused before any request
+    net = nn.Sequential(nn.Sequential(nn.Linear(4, 2)))  # a container in a container: refused before any request
     with pytest.raises(gradserve.SpecError, match="direct attributes"):
         gs.jobs.submit(net, data, batch_size=16, steps=1)
     spec = {"name": "Tiny", "layers": [{"name": "fc", "type": "Linear", "in_features": 4, "out_features": 2}]}
@@ -104,13 +101,6 @@ def test_async_client_submits_and_waits(service: Service) -> None:
 
     out = asyncio.run(run())
     assert out["done"]["status"] == "succeeded" and out["keys"] == ["fc1.bias", "fc1.weight", "fc2.bias", "fc2.weight"]
-
-
-def _cli(service: Service, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "GRADSERVE_URL": service.url, "GRADSERVE_API_KEY": API_KEYS["alice"]}
-    return subprocess.run(
-        [sys.executable, "-m", "launcher", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
 
 
 def _job_file(tmp_path: Path, name: str, **changes: object) -> Path:
@@ -141,14 +131,14 @@ def _job_file(tmp_path: Path, name: str, **changes: object) -> Path:
 
 
 def test_cli_exit_codes_for_succeeded_failed_and_cancelled(service: Service, gs: gradserve.Client, tmp_path) -> None:
-    ok = _cli(service, "jobs", "submit", str(_job_file(tmp_path, "ok.yaml")), "--watch")
+    ok = gradserve_cli(service, "jobs", "submit", str(_job_file(tmp_path, "ok.yaml")), "--watch")
     assert ok.returncode == 0, ok.stderr
     job_id = ok.stdout.splitlines()[0]
     assert f"job {job_id} succeeded: step 20/20" in ok.stdout
 
     bad = tmp_path / "nan.json"
     bad.write_text(json.dumps(mlp_job(optimizer={"type": "SGD", "lr": 1e4}, steps=50)))
-    failed = _cli(service, "jobs", "submit", str(bad), "--watch")
+    failed = gradserve_cli(service, "jobs", "submit", str(bad), "--watch")
     assert failed.returncode == 1 and "failed" in failed.stdout and "loss is" in failed.stdout, (
         failed.stdout,
         failed.stderr,
@@ -156,27 +146,27 @@ def test_cli_exit_codes_for_succeeded_failed_and_cancelled(service: Service, gs:
 
     long_job = gs.jobs.submit_body(json.loads(_job_file(tmp_path, "long.json", steps=200_000).read_text()))
     long_job.cancel()
-    cancelled = _cli(service, "jobs", "watch", long_job.id)
+    cancelled = gradserve_cli(service, "jobs", "watch", long_job.id)
     assert cancelled.returncode == 3 and f"job {long_job.id} cancelled" in cancelled.stdout, cancelled.stdout
 
-    listed = _cli(service, "jobs", "ls", "--json", "--limit", "50")
+    listed = gradserve_cli(service, "jobs", "ls", "--json", "--limit", "50")
     statuses = {j["id"]: j["status"] for j in json.loads(listed.stdout)}
     assert statuses[job_id] == "succeeded" and statuses[long_job.id] == "cancelled"
 
     out = tmp_path / "w.safetensors"
-    saved = _cli(service, "jobs", "checkpoint", job_id, "-o", str(out))
+    saved = gradserve_cli(service, "jobs", "checkpoint", job_id, "-o", str(out))
     assert saved.returncode == 0 and sorted(safetensors.torch.load_file(out)) == ["fc1.bias", "fc1.weight"]
 
-    missing = _cli(service, "jobs", "watch", "job_nope", "--url", service.url)
+    missing = gradserve_cli(service, "jobs", "watch", "job_nope", "--url", service.url)
     assert missing.returncode == 4 and "404" in missing.stderr
-    denied = _cli(service, "jobs", "ls", "--api-key", "wrong-key")
+    denied = gradserve_cli(service, "jobs", "ls", "--api-key", "wrong-key")
     assert denied.returncode == 4 and "401" in denied.stderr
 
 
 def test_cli_sessions_rm(service: Service, gs: gradserve.Client) -> None:
     rnet = gs.remote(Mlp(), input_shape=[64])
     sid = rnet.id
-    removed = _cli(service, "sessions", "rm", sid)
+    removed = gradserve_cli(service, "sessions", "rm", sid)
     assert removed.returncode == 0 and f"{sid} deleted" in removed.stdout
-    again = _cli(service, "sessions", "rm", sid)
+    again = gradserve_cli(service, "sessions", "rm", sid)
     assert again.returncode == 4 and "404" in again.stderr

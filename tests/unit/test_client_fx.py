@@ -75,6 +75,18 @@ def test_lenet_traces_to_the_readme_spec() -> None:
     assert spec["name"] == "Net" and "inputs" not in str(spec)
 
 
+def test_a_top_level_sequential_keeps_its_numbered_children() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 10))
+    spec = _same_as_builder(net, torch.randn(2, 1, 8, 8))
+    assert spec["name"] == "Sequential" and [lay["name"] for lay in spec["layers"]] == ["0", "1", "2", "3"]
+    torch.manual_seed(5)
+    local = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 10))
+    torch.manual_seed(5)
+    built = build_network(NetworkSpec.model_validate(spec))
+    assert all(torch.equal(a, b) for a, b in zip(built.state_dict().values(), local.state_dict().values(), strict=True))
+
+
 def test_residual_nets_with_batchnorm_and_cat() -> None:
     torch.manual_seed(0)
     spec = _same_as_builder(ResBlock(), torch.randn(2, 3, 8, 8))

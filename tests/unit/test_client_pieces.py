@@ -27,6 +27,7 @@ def test_public_surface() -> None:
         "GradserveError",
         "JobFailed",
         "SpecError",
+        "SweepEnded",
         "to_spec",
     ]
 
@@ -102,3 +103,71 @@ def test_a_busy_session_call_is_retried_under_one_idempotency_key() -> None:
         assert c.session_call("POST", "/v1/sessions/s/step").json() == {"ok": True}
     keys = {r.headers["Idempotency-Key"] for r in seen}
     assert len(seen) == 3 and len(keys) == 1
+
+
+def test_fork_changes_fold_an_optimizer_class_and_its_lr_and_keep_a_removed_scheduler() -> None:
+    from gradserve.jobs import Dataset, fork_changes
+
+    assert fork_changes({"lr": 0.01, "epochs": 9}) == {"lr": 0.01, "epochs": 9}
+    changed = fork_changes({"optimizer": torch.optim.Adam, "lr": 1e-3, "lr_scheduler": None})
+    assert changed == {"optimizer": {"type": "Adam", "lr": 1e-3}, "lr_scheduler": None}
+    data = Dataset("data_1", 10, {"inputs": {"shape": [10, 4]}})
+    assert fork_changes({"dataset": data}) == {"dataset": {"source": "upload", "id": "data_1"}}
+
+
+def test_fork_step_defaults_to_the_last_checkpoint_and_says_when_there_is_none() -> None:
+    import pytest
+
+    from gradserve.errors import GradserveError
+    from gradserve.jobs import fork_step
+
+    assert fork_step({"id": "j", "status": "succeeded", "checkpoint_step": 40}, None) == 40
+    assert fork_step({"id": "j", "status": "running", "checkpoint_step": 40}, 12) == 12
+    with pytest.raises(GradserveError, match="no checkpoint yet"):
+        fork_step({"id": "j", "status": "queued", "checkpoint_step": None}, None)
+
+
+def test_sweep_body_picks_the_direction_from_the_metric() -> None:
+    from gradserve.sweeps import sweep_body
+
+    space = {"optimizer.lr": {"type": "float", "low": 0.001, "high": 0.1, "log": True}}
+    body = sweep_body({"steps": 5}, space, objective="val_loss", pruner="none", max_trials=3, name="s")
+    assert body["objective"] == {"metric": "val_loss", "direction": "minimize"}
+    assert body["pruner"] == {"type": "none"} and body["max_trials"] == 3 and body["name"] == "s"
+    assert sweep_body({}, space)["objective"] == {"metric": "val_accuracy", "direction": "maximize"}
+
+
+def test_sweep_table_marks_each_state_and_the_best_trial() -> None:
+    import io
+
+    from rich.console import Console
+
+    from gradserve.sweep_view import final_line, table
+
+    trial = {"job_id": "job_a", "params": {"optimizer.lr": 0.0123456}, "error": None}
+    doc = {
+        "id": "swp_1",
+        "name": None,
+        "status": "succeeded",
+        "max_trials": 3,
+        "objective": {"metric": "val_accuracy", "direction": "maximize"},
+        "trials": [
+            {**trial, "number": 0, "state": "complete", "value": 0.9, "intermediate": {"1": 0.5, "2": 0.9}},
+            {**trial, "number": 1, "state": "pruned", "value": None, "intermediate": {"1": 0.1}},
+            {**trial, "number": 2, "state": "failed", "value": None, "job_id": None, "error": "bad lr"},
+        ],
+        "best": {**trial, "number": 0, "value": 0.9},
+    }
+    screen = io.StringIO()
+    Console(file=screen, width=160).print(table(doc))
+    drawn = screen.getvalue()
+    assert "1 complete, 1 pruned, 1 failed" in drawn and "0.9 @ 2" in drawn and "bad lr" in drawn
+    assert "optimizer.lr=0.01235" in drawn
+    assert final_line(doc).endswith("best val_accuracy 0.9 (trial 0: optimizer.lr=0.01235)")
+
+
+def test_the_client_checks_layer_names_as_the_spec_does() -> None:
+    from gradserve.fx_spec import IDENTIFIER
+    from models.spec.types import LAYER_NAME
+
+    assert IDENTIFIER.pattern == LAYER_NAME
