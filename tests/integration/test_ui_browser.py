@@ -205,6 +205,31 @@ def test_compare_overlays_two_jobs(tab: Tab, service: Service, client: httpx.Cli
     tab.shot("compare")
 
 
+def test_a_sweeps_trials_curves_and_best_are_shown(tab: Tab, service: Service, client: httpx.Client) -> None:
+    from api.routes.sweeps import EXAMPLE
+
+    template = {**EXAMPLE["template"], "epochs": 3, "batch_size": 64, "capture": {"graph": False}}
+    space = {"optimizer.lr": {"type": "float", "low": 0.01, "high": 0.5, "log": True}}
+    body = {"name": "ui", "template": template, "space": space, "max_trials": 3, "pruner": {"type": "none"}}
+    sweep_id = client.post("/v1/sweeps", json=body).json()["id"]
+    page = tab.open(f"#/sweeps/{sweep_id}", service.keys["alice"])
+    # the page follows the sweep to its end without a reload
+    page.wait_for_selector('#sweep-status .badge[data-status="succeeded"]')
+    page.wait_for_function("() => Number(document.querySelector('#chart-trials')?.dataset.points) === 3")
+    doc = client.get(f"/v1/sweeps/{sweep_id}").json()
+    assert page.locator('#trials tbody tr .badge[data-status="complete"]').count() == 3
+    assert page.get_attribute("tr.best", "data-trial") == str(doc["best"]["number"])
+    page.wait_for_function("() => Number(document.querySelector('#chart-sweep-epochs')?.dataset.points) === 9")
+    assert page.get_attribute("#chart-sweep-epochs", "data-series") == "3"  # one curve per trial, 3 epochs each
+    assert page.is_hidden("#sweep-cancel")
+    href = page.get_attribute("#sweep-compare", "href") or ""
+    assert sorted(href.split("ids=")[1].split(",")) == sorted(t["job_id"] for t in doc["trials"])
+    page.wait_for_selector('#sweep-importances [data-param="optimizer.lr"]')
+    tab.shot("sweep")
+    page.goto(f"{service.url}/ui/#/sweeps")
+    page.wait_for_selector(f'tr[data-sweep-id="{sweep_id}"] .badge[data-status="succeeded"]')
+
+
 def test_another_tenants_job_is_not_reachable(tab: Tab, service: Service, client: httpx.Client) -> None:
     job_id = submit(client, mlp_job())
     page = tab.open(f"#/jobs/{job_id}", service.keys["bob"])

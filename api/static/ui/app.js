@@ -126,7 +126,7 @@ function streamEvents(path, onEvent, isDone) {
 // A uPlot chart that redraws at most once per animation frame however fast data arrives.
 class Chart {
   static live = new Set();  // the charts on the page, for tools that measure drawing (bench/ui_compare.py)
-  constructor(container, { id, title, series, xLabel = "step", xTime = false }) {
+  constructor(container, { id, title, series, xLabel = "step", xTime = false, xWhole = false }) {
     Chart.live.add(this);
     this.box = h("div", { class: "chart", id, "data-points": "0", "data-series": String(series.length) }, h("h3", { text: title }));
     container.append(this.box);
@@ -135,14 +135,20 @@ class Chart {
     const opts = {
       width: Math.max(300, this.box.clientWidth - 16 || 500), height: 220,
       scales: { x: { time: xTime } },
-      axes: [{ label: xLabel }, {}],
+      // trial numbers and epochs are whole: ticks at whole steps only
+      axes: [{ label: xLabel, ...(xWhole ? { incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000] } : {}) }, {}],
       series: [{ label: xLabel }, ...series.map((s, i) => ({ label: s.label, stroke: s.color || COLORS[i % COLORS.length],
-        width: 1.5, spanGaps: true, points: { show: s.points || false } }))],
+        width: 1.5, spanGaps: true, points: { show: s.points || false }, ...(s.line === false ? { paths: () => null } : {}) }))],
       legend: { live: true },
     };
     this.plot = new uPlot(opts, this.data, this.box);
-    this.resize = () => this.plot.setSize({ width: Math.max(300, this.box.clientWidth - 16), height: 220 });
-    window.addEventListener("resize", this.resize);
+    // Follow the box, not the window: a chart placed first in a grid is sized before its neighbours arrive.
+    this.width = 0;
+    this.observer = new ResizeObserver(() => {
+      const width = Math.max(300, this.box.clientWidth - 16);
+      if (width !== this.width) { this.width = width; this.plot.setSize({ width, height: 220 }); }
+    });
+    this.observer.observe(this.box);
     this.pending = false;
   }
   set(data, points) { this.data = data; this.points = points; this.schedule(); }
@@ -156,7 +162,7 @@ class Chart {
       this.box.setAttribute("data-points", String(this.points));
     }), 150);
   }
-  destroy() { Chart.live.delete(this); window.removeEventListener("resize", this.resize); this.plot.destroy(); }
+  destroy() { Chart.live.delete(this); this.observer.disconnect(); this.plot.destroy(); }
 }
 
 // ---------- shell: key, errors, routing ----------
@@ -189,6 +195,8 @@ function route() {
   let page;
   if (parts[0] === "jobs" && parts[1]) page = jobPage(decodeURIComponent(parts[1]));
   else if (parts[0] === "compare") page = comparePage((params.get("ids") || "").split(",").filter(Boolean), params.get("x") || "step", Number(params.get("points")) || 0);
+  else if (parts[0] === "sweeps" && parts[1]) page = sweepPage(decodeURIComponent(parts[1]));
+  else if (parts[0] === "sweeps") page = sweepsList();
   else if (parts[0] === "sessions" && parts[1]) page = sessionPage(decodeURIComponent(parts[1]));
   else if (parts[0] === "sessions") page = sessionPicker();
   else page = jobsList(params.get("status") || "");
@@ -208,7 +216,7 @@ window.addEventListener("hashchange", route);
 async function jobsList(status) {
   const selected = new Set();
   const filter = h("select", { id: "status-filter", onchange: (e) => { location.hash = `#/jobs${e.target.value ? `?status=${e.target.value}` : ""}`; } },
-    ...["", "queued", "running", "succeeded", "failed", "cancelled"].map((s) => h("option", { value: s, selected: s === status, text: s || "all statuses" })));
+    ...["", "queued", "running", "succeeded", "failed", "cancelled", "pruned"].map((s) => h("option", { value: s, selected: s === status, text: s || "all statuses" })));
   const compare = h("button", { id: "compare-selected", class: "primary", disabled: true,
     onclick: () => { location.hash = `#/compare?ids=${[...selected].join(",")}`; } }, "Compare selected");
   const body = h("tbody", { id: "jobs-body" });
@@ -436,6 +444,91 @@ async function comparePage(ids, xMode, pointsWanted) {
     h("tbody", {}, ...runs.map((r, i) => h("tr", { "data-job-id": r.id }, h("td", {}, h("span", { style: `color:${COLORS[i % COLORS.length]}`, text: "■" })),
       h("td", {}, h("a", { href: `#/jobs/${r.id}`, text: r.id })), h("td", { class: "num", text: r.count }), h("td", { class: "num", text: r.points }),
       h("td", { class: "num", text: fmt(r.loss[r.loss.length - 1]) }))))));
+}
+
+// ---------- sweeps ----------
+// A sweep has no event stream: its page re-reads the sweep once a second while it runs.
+function poll(ms, load) {
+  let timer = null;
+  let alive = true;
+  onDispose(() => { alive = false; clearTimeout(timer); });
+  const tick = async () => {
+    const done = await load();
+    if (alive && !done) timer = setTimeout(() => tick().catch(showError), ms);
+  };
+  return tick();
+}
+async function sweepsList() {
+  const body = h("tbody", { id: "sweeps-body" });
+  view().append(h("h1", { text: "Sweeps" }), h("table", { id: "sweeps" },
+    h("thead", {}, h("tr", {}, ...["sweep", "name", "status", "age"].map((t) => h("th", { text: t })))), body));
+  await poll(2000, async () => {
+    const page = await api.json("/v1/sweeps?limit=100");
+    body.replaceChildren(...page.data.map((s) => h("tr", { "data-sweep-id": s.id },
+      h("td", {}, h("a", { href: `#/sweeps/${s.id}`, text: s.id })), h("td", { text: s.name || "—" }),
+      h("td", {}, badge(s.status)), h("td", { text: age(s.created_at) }))));
+    if (!page.data.length) body.append(h("tr", {}, h("td", { colspan: 4, class: "muted", text: "No sweeps." })));
+    return !page.data.some((s) => s.status === "running");
+  });
+}
+const MAX_CURVES = 20;  // a legend of more trials than this is unreadable
+const paramsText = (params) => Object.entries(params).map(([k, v]) => `${k}=${typeof v === "number" ? fmt(v, 4) : v}`).join("  ");
+async function sweepPage(id) {
+  const base = `/v1/sweeps/${encodeURIComponent(id)}`;
+  const first = await api.json(base);
+  const root = view();
+  const metric = first.objective.metric;
+  const status = h("span", { id: "sweep-status" });
+  const cancel = h("button", { class: "danger", id: "sweep-cancel",
+    onclick: () => api.json(`${base}/cancel`, { method: "POST" }).catch(showError) }, "Cancel");
+  const compare = h("a", { id: "sweep-compare" }, "compare trials…");
+  const facts = h("div", { class: "facts", id: "sweep-facts" });
+  const importances = h("div", { class: "facts", id: "sweep-importances" });
+  const charts = h("div", { class: "charts" });
+  const rows = h("tbody");
+  root.append(h("h1", {}, `Sweep ${first.name ? `${first.name} ` : ""}`, status),
+    h("div", { class: "toolbar" }, cancel, compare), facts, charts,
+    h("h2", { text: "Parameter importances" }), importances,
+    h("h2", { text: "Trials" }), h("table", { id: "trials" }, h("thead", {}, h("tr", {},
+      ...["#", "state", "params", `${metric} by epoch`, metric, "job"].map((t) => h("th", { text: t })))), rows));
+  // Both charts exist from the start, side by side, so neither is sized before the other takes its place.
+  const values = new Chart(charts, { id: "chart-trials", title: `${metric} of each complete trial`, xLabel: "trial",
+    xWhole: true, series: [{ label: metric, points: true, line: false }] });
+  const shown = Math.min(first.max_trials, MAX_CURVES);
+  const curves = new Chart(charts, { id: "chart-sweep-epochs", xLabel: "epoch", xWhole: true,
+    title: `${metric} by epoch, what the pruner saw${first.max_trials > shown ? ` (trials 0-${shown - 1})` : ""}`,
+    series: Array.from({ length: shown }, (_, n) => ({ label: `trial ${n}` })) });
+  onDispose(() => { values.destroy(); curves.destroy(); });
+  const show = (doc) => {
+    status.replaceChildren(badge(doc.status));
+    cancel.hidden = doc.status !== "running";
+    const jobs = doc.trials.map((t) => t.job_id).filter(Boolean);
+    compare.href = `#/compare?ids=${jobs.join(",")}`;
+    const best = doc.best ? doc.best.number : null;
+    facts.replaceChildren(...[["objective", `${doc.objective.direction} ${metric}`], ["trials", `${doc.trials.length}/${doc.max_trials}`],
+      ["parallelism", doc.parallelism], ["best", doc.best ? `${fmt(doc.best.value, 4)} (trial ${best})` : "—"],
+      ["created", `${age(doc.created_at)} ago`]].map(([k, v]) => h("span", {}, `${k} `, h("b", { text: String(v) }))));
+    const weights = Object.entries(doc.importances || {}).sort((a, b) => b[1] - a[1]);
+    importances.replaceChildren(...(weights.length ? weights.map(([k, v]) => h("span", { "data-param": k }, `${k} `, h("b", { text: fmt(v, 3) })))
+      : [h("span", { class: "muted", text: "Once two trials have completed." })]));
+    rows.replaceChildren(...doc.trials.map((t) => {
+      const epochs = Object.keys(t.intermediate || {}).map(Number).sort((a, b) => a - b);
+      const last = epochs.length ? `${fmt(t.intermediate[epochs[epochs.length - 1]], 4)} @ ${epochs[epochs.length - 1]}` : "—";
+      return h("tr", { "data-trial": t.number, class: t.number === best ? "best" : null },
+        h("td", { text: t.number }), h("td", {}, badge(t.state)), h("td", { text: paramsText(t.params) }),
+        h("td", { class: "num", text: last }), h("td", { class: "num", text: fmt(t.value, 4) }),
+        h("td", {}, t.job_id ? h("a", { href: `#/jobs/${t.job_id}`, text: t.job_id }) : h("span", { class: "muted", text: t.error || "—" })));
+    }));
+    const done = doc.trials.filter((t) => t.value !== null && t.value !== undefined);
+    values.set([done.map((t) => t.number), done.map((t) => t.value)], done.length);
+    // one series per trial (by number), aligned on the epochs any of them reported
+    const seen = doc.trials.filter((t) => t.number < shown).map((t) => t.intermediate || {});
+    const epochs = [...new Set(seen.flatMap((m) => Object.keys(m).map(Number)))].sort((a, b) => a - b);
+    const columns = Array.from({ length: shown }, (_, n) => epochs.map((e) => finite((seen[n] || {})[e])));
+    curves.set([epochs, ...columns], columns.reduce((a, c) => a + c.filter((v) => v !== null).length, 0));
+    return doc.status !== "running" && !doc.trials.some((t) => t.state === "running");
+  };
+  await poll(1000, async () => show(await api.json(base)));
 }
 
 // ---------- a session ----------
