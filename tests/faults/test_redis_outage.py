@@ -37,7 +37,8 @@ def test_redis_killed_and_restarted_mid_job(fault_service: Service, own_redis: O
                 response = alice.request(method, path, json=body)
                 assert response.status_code == 503, (method, path, response.text)
                 assert "Redis" in response.json()["detail"] and int(response.headers["retry-after"]) > 0
-            assert alice.get("/readyz").status_code == 503
+            ready = alice.get("/readyz")
+            assert ready.status_code == 503 and int(ready.headers["retry-after"]) > 0, ready.text
             time.sleep(1)
         finally:
             own_redis.start()
