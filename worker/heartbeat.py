@@ -24,6 +24,9 @@ def describe_device() -> dict[str, object]:
     return {"device": "cpu", "gpus": []}
 
 
+RETRY_S = 0.5
+
+
 class Heartbeat:
     def __init__(self, client: redis.Redis, keys: Keys, *, name: str, queues: list[str], ttl_s: int) -> None:
         self.client = client
@@ -55,8 +58,13 @@ class Heartbeat:
             self.client.delete(self.key)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.ttl_s / 3):
+        pause = self.ttl_s / 3
+        while not self._stop.wait(pause):
             try:
                 self.beat()
+                pause = self.ttl_s / 3
             except redis.RedisError:
-                continue  # Redis may come back; the TTL says we are gone meanwhile
+                # Redis is away (the TTL says we are gone meanwhile): try again soon, so that once it is
+                # back the API sees this worker within a moment, not a third of the TTL later, and does
+                # not refuse sessions with "no session worker is alive" while workers wait to beat.
+                pause = RETRY_S
