@@ -169,4 +169,6 @@ def _json(status: int, body: object, headers: dict[str, str] | None = None) -> R
 
 
 def _outage(exc: RedisError, settings: Settings) -> Response:
-    return outage_response(exc, settings.retry_after_s) or _json(503, {"detail": f"Redis error: {exc}"})
+    # Not an outage (a full Redis, a refused script): still a 503 a client may retry, so it says when.
+    retry = {"Retry-After": str(settings.retry_after_s)}
+    return outage_response(exc, settings.retry_after_s) or _json(503, {"detail": f"Redis error: {exc}"}, retry)
