@@ -24,6 +24,13 @@ def opt_bytes(value: Reply | None) -> bytes | None:
     return None if value is None else as_bytes(value)
 
 
+def required(value: Reply | None, what: str) -> bytes:
+    """A field every record of its kind is written with: its absence means the record is corrupt."""
+    if value is None:
+        raise ValueError(f"{what} is missing")
+    return as_bytes(value)
+
+
 def text(value: Reply) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
