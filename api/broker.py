@@ -25,7 +25,7 @@ _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
 def task_message(name: str, kwargs: dict[str, Any], *, task_id: str, queue: str, kwargsrepr: str) -> bytes:
     body = orjson.dumps([[], kwargs, _EMBED])
-    headers = {
+    headers: dict[str, Any] = {
         "lang": "py",
         "task": name,
         "id": task_id,

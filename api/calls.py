@@ -25,6 +25,7 @@ from api.broker import task_message
 from models.errors import NotFound, ServiceUnavailable, Timeout
 from models.settings import Settings
 from models.store.keys import Keys
+from models.store.replies import as_bytes, text
 from models.tasks import SESSION_CALL, broker_queue_key
 from models.wire.session import (
     ABANDONED,
@@ -83,7 +84,7 @@ class SessionCalls:
             raw = await self.redis.hget(self.keys.session(tenant, sid), "queue")
             if raw is None:
                 raise NotFound(f"session '{sid}' not found")
-            queue = raw.decode()
+            queue = text(raw)
             self.remember(tenant, sid, queue)
         return queue
 
@@ -198,8 +199,8 @@ class SessionCalls:
                         retry_after=2,
                     )
                 continue  # a worker took it just now
-            if claim is not None and claim.decode() != ABANDONED:
-                pttl = await self.redis.pttl(self.keys.worker(claim.decode()))
+            if claim is not None and text(claim) != ABANDONED:
+                pttl = await self.redis.pttl(self.keys.worker(text(claim)))
                 if heartbeat_stale(pttl, settings.worker_heartbeat_ttl_s):
                     raise ServiceUnavailable(
                         f"the worker running '{op}' on session '{sid}' died during the call (its heartbeat "
@@ -215,4 +216,5 @@ class SessionCalls:
                 )
             got = await self.redis.blpop([reply], timeout=self._slice_s)
             if got is not None:
-                return got
+                key, frame = got
+                return as_bytes(key), as_bytes(frame)

@@ -16,18 +16,21 @@ from models.store.redis import Store
 
 def get_app_settings(request: Request) -> Settings:
     """The settings ``create_app`` was given (tests pass their own), read from the app."""
-    return request.app.state.settings
+    settings: Settings = request.app.state.settings
+    return settings
 
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 
 
 def get_redis(request: Request) -> Redis:
-    return request.app.state.redis
+    redis: Redis = request.app.state.redis
+    return redis
 
 
 def get_store(request: Request) -> Store:
-    return request.app.state.store
+    store: Store = request.app.state.store
+    return store
 
 
 def get_celery(request: Request) -> Celery:

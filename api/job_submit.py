@@ -15,7 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 from kombu.exceptions import OperationalError
 
 from api.deps import CeleryDep, SettingsDep, StoreDep, TenantDep
-from models.errors import InvalidInput, NotFound
+from models.errors import InvalidInput, Loc, NotFound
 from models.nn.build import NetworkSummary, validate_network
 from models.nn.job_plan import plan_job
 from models.settings import Settings
@@ -104,6 +104,7 @@ async def submit(
     if req.network is not None:
         spec = req.network
     else:
+        assert network_id is not None  # JobCreate's validator: exactly one of network, network_id
         doc = await store.get_network(tenant=tenant, network_id=network_id)
         if doc is None:
             raise NotFound(f"network '{network_id}' not found (body.network_id)")
@@ -117,7 +118,7 @@ async def submit(
     arrays, data, source_key = None, None, None
     job_id = f"job_{uuid.uuid4().hex}"
     request_doc = req.model_dump(mode="json", exclude_unset=True)
-    arrays_loc: tuple = ("body", "dataset")
+    arrays_loc: Loc = ("body", "dataset")
     if isinstance(req.dataset, InlineDataset) and fork is not None and fork.data is not None:
         data = fork.data
         arrays = {k: describe_array(t) for k, t in from_safetensors(data).items()}

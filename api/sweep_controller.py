@@ -29,6 +29,7 @@ from models.spec.sweep_space import apply_params, trial_template
 from models.store.jobs import JobStore
 from models.store.keys import JobPart
 from models.store.redis import Store
+from models.store.replies import text
 from models.store.sweeps import SweepStore
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ class SweepController:
 
     async def tick(self) -> None:
         for raw in await self.redis.smembers(self.keys.sweeps_active()):
-            member = raw.decode()
+            member = text(raw)
             ttl_ms = int(self.settings.sweep_lease_ttl_s * 1000)
             if await self._hold(keys=[self.keys.sweep_lease(member)], args=[self.token, ttl_ms]):
                 tenant, _, sweep_id = member.partition("/")
@@ -99,11 +100,11 @@ class SweepController:
         running = sum(t["state"] == "running" for t in trials)
         if doc["status"] == "running":
             while running < sweep.parallelism and len(trials) < sweep.max_trials:
-                trial = await self._start(tenant, sweep_id, sweep, study, number=len(trials))
-                if trial is None:
+                started = await self._start(tenant, sweep_id, sweep, study, number=len(trials))
+                if started is None:
                     break  # the tenant is at its job limit: try again next tick
-                trials.append(trial)
-                running += trial["state"] == "running"
+                trials.append(started)
+                running += started["state"] == "running"
         if ended_one:
             found = await asyncio.to_thread(opt.importances, study)
             if found is not None:
@@ -139,7 +140,7 @@ class SweepController:
             await self._cancel(tenant, job_id)
             trial["prune_requested"] = True
         await self.sweeps.put_trial(tenant=tenant, sweep_id=sweep_id, trial=trial)
-        return trial["state"] != "running"
+        return bool(trial["state"] != "running")
 
     async def _start(
         self, tenant: str, sweep_id: str, sweep: SweepCreate, study: optuna.Study, *, number: int

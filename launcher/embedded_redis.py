@@ -22,10 +22,11 @@ def redis_server_binary() -> Path:
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
-def start_redis(data_dir: Path, *, port: int | None = None, **popen: object) -> tuple[subprocess.Popen, str]:
+def start_redis(data_dir: Path, *, port: int | None = None, **popen: object) -> tuple[subprocess.Popen[bytes], str]:
     """Start redis-server with AOF persistence in ``data_dir``; return the process and its URL once it answers."""
     data_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()

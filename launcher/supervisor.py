@@ -43,7 +43,7 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+def _spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, process_group=0, preexec_fn=_die_with_parent)
 
 
@@ -59,10 +59,10 @@ class Stack:
         self.host, self.port, self.env = host, port, env
         self.run_id = uuid.uuid4().hex[:6]
         self.generation = 0
-        self.api: subprocess.Popen | None = None
+        self.api: subprocess.Popen[bytes] | None = None
         # Slot i: job workers first, then session workers; a dead worker is restarted in its slot.
         self.lanes = [LANE_JOBS] * workers + [LANE_SESSIONS] * session_workers
-        self.workers: list[subprocess.Popen | None] = [None] * len(self.lanes)
+        self.workers: list[subprocess.Popen[bytes] | None] = [None] * len(self.lanes)
         per_job, per_session = split_threads(usable_cores(), workers, session_workers)
         # GRADSERVE_WORKER_THREADS set by the user overrides the split, for every worker.
         fixed = env.get(THREADS_ENV, "0") not in ("", "0")
@@ -75,10 +75,11 @@ class Stack:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start_api(self) -> None:
+    def start_api(self) -> subprocess.Popen[bytes]:
         self.api = _spawn(
             [sys.executable, "-m", "launcher", "api", "--host", self.host, "--port", str(self.port)], self.env
         )
+        return self.api
 
     def start_worker(self, index: int) -> None:
         self.generation += 1
@@ -111,7 +112,7 @@ class Stack:
             return None
         return sum(1 for w in body.get("workers", []) if f"gradserve-{self.run_id}-" in w.get("name", ""))
 
-    def children(self) -> list[subprocess.Popen]:
+    def children(self) -> list[subprocess.Popen[bytes]]:
         return [p for p in (self.api, *self.workers) if p is not None]
 
     def stop(self) -> None:
@@ -150,12 +151,12 @@ def run_up(*, host: str, port: int, workers: int, session_workers: int = 1, data
         _say(f"using Redis at {redacted(settings.redis_url)}")
     stack = Stack(host, port, workers, session_workers, env)
     try:
-        stack.start_api()
+        api = stack.start_api()
         for i in range(len(stack.workers)):
             stack.start_worker(i)
         deadline = time.monotonic() + READY_TIMEOUT_S
         while (stack.ready_workers() or 0) < len(stack.workers):
-            if stop.is_set() or time.monotonic() > deadline or stack.api.poll() is not None:
+            if stop.is_set() or time.monotonic() > deadline or api.poll() is not None:
                 _say("did not become ready; stopping")
                 return 1
             time.sleep(0.2)
@@ -173,7 +174,7 @@ def run_up(*, host: str, port: int, workers: int, session_workers: int = 1, data
         _say("stopped")
 
 
-def _supervise(stack: Stack, stop: threading.Event, redis_proc: subprocess.Popen | None) -> int:
+def _supervise(stack: Stack, stop: threading.Event, redis_proc: subprocess.Popen[bytes] | None) -> int:
     while not stop.wait(0.5):
         if stack.api is not None and stack.api.poll() is not None:
             _say(f"the API exited with {stack.api.returncode}; stopping")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
 import redis
 from celery import Celery
@@ -34,7 +35,7 @@ _heartbeat: Heartbeat | None = None
 
 
 @worker_ready.connect
-def _start_heartbeat(sender, **_: object) -> None:
+def _start_heartbeat(sender: Any, **_: object) -> None:
     global _heartbeat
     queues = sorted(q.name for q in sender.app.amqp.queues.consume_from.values()) if sender else []
     _heartbeat = Heartbeat(

@@ -109,7 +109,9 @@ def _random(
 
 
 @lru_cache(maxsize=4)
-def _digits(image_size: int, test_fraction: float, split_seed: int, normalize: bool) -> tuple[torch.Tensor, ...]:
+def _digits(
+    image_size: int, test_fraction: float, split_seed: int, normalize: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 

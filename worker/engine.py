@@ -50,8 +50,10 @@ class Data:
     num_classes: int | None = None
 
     def to(self, device: torch.device) -> Data:
-        move = lambda t: None if t is None else t.to(device)
-        return Data(move(self.x), move(self.y), move(self.x_val), move(self.y_val), self.num_classes)
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device)
+
+        return Data(self.x.to(device), self.y.to(device), move(self.x_val), move(self.y_val), self.num_classes)
 
 
 class Hooks:
@@ -144,7 +146,7 @@ class Trainer:
         self.order: torch.Tensor | None = None
         # A generator of its own, so the data order depends on the seed alone and not on dropout draws.
         self.shuffler = torch.Generator().manual_seed(cfg.seed)
-        self._pending: list[tuple] = []
+        self._pending: list[tuple[Any, ...]] = []
         self._evals: dict[int, dict[str, float]] = {}
 
     # --- state ---------------------------------------------------------------------------------------------------
@@ -188,6 +190,7 @@ class Trainer:
                 self.order = torch.randperm(n, generator=self.shuffler).to(self.device)
             end = min(self.cursor + cfg.batch_size, n)
             if cfg.shuffle:
+                assert self.order is not None  # drawn at cursor 0, or restored with the cursor by load_state
                 idx = self.order[self.cursor : end]
                 x, y = x_all[idx], y_all[idx]  # (B, *input_shape), (B, ...)
             else:
@@ -198,7 +201,7 @@ class Trainer:
             loss = self.criterion(out, y)  # loss
             if step == 1 and cfg.graph:
                 hooks.graph(loss, net)
-            loss.backward()  # backward
+            loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
             if cfg.clip_grad_norm is not None:
                 nn.utils.clip_grad_norm_(net.parameters(), cfg.clip_grad_norm)
             if cfg.gradients_every and step % cfg.gradients_every == 0:

@@ -31,7 +31,7 @@ def start_fork(trainer: Trainer, state: TrainState, policy: dict[str, Any], req:
         if "lr" in overrides:
             group["initial_lr"] = overrides["lr"]
     if trainer.scheduler is not None and keep_scheduler and "lr" in overrides:
-        trainer.scheduler.base_lrs = [overrides["lr"]] * len(groups)  # type: ignore[union-attr]
+        trainer.scheduler.base_lrs = [overrides["lr"]] * len(groups)
     if not keep_scheduler:  # a new, changed or removed scheduler: the rate starts again from the spec's
         for group in groups:
             group["lr"] = req.optimizer.lr

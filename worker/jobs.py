@@ -22,6 +22,7 @@ from models.settings import Settings
 from models.spec.job import JobCreate
 from models.spec.network import NetworkSpec
 from models.store.keys import Keys
+from models.store.replies import opt_bytes, required
 from worker.datasets import DataError, materialize
 from worker.engine import NonFiniteLoss, TrainConfig, Trainer, choose_device
 from worker.fork import start_fork
@@ -51,13 +52,14 @@ def run_job(client: redis.Redis, keys: Keys, settings: Settings, *, tenant: str,
     trainer: Trainer | None = None
     device = torch.device("cpu")
     try:
-        raw = client.hmget(jk.job, "request", "network", "plan", "attempt", "source_key", "fork", "checkpoint_step")
-        req = JobCreate.model_validate_json(raw[0])
-        spec = NetworkSpec.model_validate_json(raw[1])
-        plan: dict[str, Any] = json.loads(raw[2])
+        fields = ("request", "network", "plan", "attempt", "source_key", "fork", "checkpoint_step")
+        raw = [opt_bytes(v) for v in client.hmget(jk.job, list(fields))]
+        req = JobCreate.model_validate_json(required(raw[0], "the job's request"))
+        spec = NetworkSpec.model_validate_json(required(raw[1], "the job's network"))
+        plan: dict[str, Any] = json.loads(required(raw[2], "the job's plan"))
         device = choose_device(req.device, torch.cuda.is_available())
         trainer = _build(client, req, spec, plan, device, raw[4].decode() if raw[4] else None)
-        blob = client.get(jk.resume)
+        blob = opt_bytes(client.get(jk.resume))
         if blob is not None and raw[5] is not None and raw[6] is None:  # a fork's first start, from its parent
             start_fork(trainer, unpack_train_state(blob), json.loads(raw[5]), req)
         elif blob is not None:
@@ -109,7 +111,7 @@ def _build(
     source_key: str | None,
 ) -> Trainer:
     # Inline and uploaded data live in a hash under field "data" (the job's own, or the dataset's).
-    blob = client.hget(source_key, "data") if source_key else None
+    blob = opt_bytes(client.hget(source_key, "data")) if source_key else None
     data = materialize(req.dataset.model_dump(), plan, blob).to(device)
     torch.manual_seed(req.seed)
     net = build_network(spec).to(device)

@@ -24,6 +24,7 @@ from celery.signals import worker_ready, worker_shutdown
 
 from models.settings import Settings
 from models.store.keys import JobPart, Keys
+from models.store.replies import members, opt_text, text
 from models.tasks import JOB_RUN, QUEUE_CPU, broker_queue_key
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ def reap_once(client: redis.Redis, keys: Keys, settings: Settings, app: Celery) 
     reap = client.register_script(_REAP)
     requeued = []
     for raw in client.smembers(keys.jobs_running()):
-        member = raw.decode()
+        member = text(raw)
         tenant, _, job_id = member.rpartition("/")
         job_key = keys.job(tenant, job_id)
         script_keys = [
@@ -73,7 +74,7 @@ def reap_once(client: redis.Redis, keys: Keys, settings: Settings, app: Celery) 
         script_keys.append(keys.jobs_queued())
         if reap(keys=script_keys, args=[member, settings.job_max_records, time.time()]) != b"requeue":
             continue
-        queue = (client.hget(job_key, "queue") or QUEUE_CPU.encode()).decode()
+        queue = opt_text(client.hget(job_key, "queue")) or QUEUE_CPU
         app.send_task(JOB_RUN, args=[tenant, job_id], queue=queue)
         log.warning("job %s lost its worker; re-enqueued on %s to resume from its checkpoint", job_id, queue)
         requeued.append(job_id)
@@ -86,11 +87,10 @@ def resend_lost(client: redis.Redis, keys: Keys, settings: Settings, app: Celery
     now = time.time()
     cutoff = now - settings.job_requeue_after_s
     resent = []
-    for raw in client.zrangebyscore(keys.jobs_queued(), "-inf", cutoff):
-        member = raw.decode()
+    for member in members(client.zrangebyscore(keys.jobs_queued(), "-inf", cutoff)):
         tenant, _, job_id = member.rpartition("/")
         job_key = keys.job(tenant, job_id)
-        queue = (client.hget(job_key, "queue") or QUEUE_CPU.encode()).decode()
+        queue = opt_text(client.hget(job_key, "queue")) or QUEUE_CPU
         lease = keys.job_part(tenant, job_id, JobPart.LEASE)
         script_keys = [job_key, lease, keys.jobs_queued(), broker_queue_key(settings, queue)]
         count = resend(keys=script_keys, args=[member, cutoff, now])

@@ -16,6 +16,7 @@ from typing import Any
 
 import redis
 import torch
+from redis.typing import EncodableT
 from torch import nn
 
 from models.nn.state_codec import TrainState, pack_train_state, pack_weights
@@ -98,7 +99,10 @@ class JobKeys:
         self.member = f"{tenant}/{job_id}"
         self.running = keys.jobs_running()
         self.active = keys.jobs_active(tenant)
-        part = lambda name: keys.job_part(tenant, job_id, name)
+
+        def part(name: str) -> str:
+            return keys.job_part(tenant, job_id, name)
+
         self.events, self.lease, self.cancel = part(JobPart.EVENTS), part(JobPart.LEASE), part(JobPart.CANCEL)
         self.checkpoint, self.resume = part(JobPart.CHECKPOINT), part(JobPart.RESUME)
         self.grads, self.grad_stats, self.graph = part(JobPart.GRADS), part(JobPart.GRAD_STATS), part(JobPart.GRAPH)
@@ -193,7 +197,8 @@ class RedisHooks(Hooks):
         pipe = self.client.pipeline(transaction=False)
         pipe.hset(self.jk.grads, str(step), to_safetensors(grads, metadata={"step": str(step)}))
         pipe.hset(self.jk.grad_stats, str(step), json.dumps(stats))
-        pipe.expire(self.jk.grads, self.ttl_s).expire(self.jk.grad_stats, self.ttl_s)
+        pipe.expire(self.jk.grads, self.ttl_s)
+        pipe.expire(self.jk.grad_stats, self.ttl_s)
         pipe.execute()
 
     def graph(self, loss: torch.Tensor, net: nn.Module) -> None:
@@ -210,7 +215,7 @@ class RedisHooks(Hooks):
         keys = [self.jk.lease, self.jk.checkpoint, self.jk.resume, self.jk.job, self.jk.checkpoints]
         keys.append(self.jk.checkpoint_index)
         weights = pack_weights(state.model, state.step, state.epoch)
-        args = [self.lease.token, self.ttl_s, weights, blob, state.step, entry, *drop]
+        args: list[EncodableT] = [self.lease.token, self.ttl_s, weights, blob, state.step, entry, *drop]
         if not self._checkpoint(keys=keys, args=args):
             self.lease.lost.set()
 

@@ -19,6 +19,7 @@ import torch
 from models.errors import GradserveError, InvalidInput
 from models.settings import Settings
 from models.store.keys import Keys
+from models.store.replies import opt_bytes
 from models.wire.session import answer_frame, error_frame, read_ref, stamp
 from models.wire.tensors import from_safetensors
 from worker import session_store as store
@@ -128,5 +129,5 @@ def _args(client: redis.Redis, call: dict[str, Any]) -> dict[str, Any]:
     """The call's arguments with its tensor references resolved (large ones are taken out of Redis)."""
     args = dict(call["args"])
     for name, ref in call.get("tensors", {}).items():
-        args[name] = read_ref(name, ref, client.getdel)
+        args[name] = read_ref(name, ref, lambda key: opt_bytes(client.getdel(key)))
     return args

@@ -28,6 +28,7 @@ from models.errors import Conflict, NotFound, ServiceUnavailable
 from models.nn import state_codec
 from models.settings import Settings
 from models.store.keys import Keys
+from models.store.replies import opt_bytes
 from models.wire.session import heartbeat_stale
 from worker.sessions import ForwardRecord, LiveSession, LossRecord, build_live
 
@@ -175,7 +176,7 @@ def load(
         changed = [p for p in PARTS if stamps.get(p) != s.stamps.get(p)]
     if changed:
         for part, blob in zip(changed, client.hmget(key, changed), strict=True):
-            apply_part(s, part, blob)
+            apply_part(s, part, opt_bytes(blob))
     s.version, s.stamps = version, dict(stamps)
     cache.put(s)
     return s
@@ -184,6 +185,7 @@ def load(
 def apply_part(s: LiveSession, part: str, blob: bytes | None) -> None:
     """Bring one part of a live session to what the store holds (``None``: the part is absent)."""
     if part in ("params", "buffers"):
+        assert blob is not None  # encode_part always writes params, buffers and rng
         tensors, _ = state_codec.unpack(blob)
         s.net.load_state_dict(tensors, strict=False)
     elif part == "grads":
@@ -192,6 +194,7 @@ def apply_part(s: LiveSession, part: str, blob: bytes | None) -> None:
         if s.optimizer is not None and blob:
             state_codec.load_optimizer(s.optimizer, blob)
     elif part == "rng":
+        assert blob is not None
         s.rng = state_codec.unpack(blob)[0]
     elif part == "fwd":
         s.fwd = _decode_fwd(blob) if blob else None

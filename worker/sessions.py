@@ -28,7 +28,7 @@ from models.settings import Settings
 from models.spec.losses import LossSpec
 from models.spec.network import NetworkSpec
 from models.spec.optimizers import OptimizerSpec
-from models.wire.tensors import dtype_name, scalar
+from models.wire.tensors import dtype_name, scalar, to_safetensors
 from worker.session_checks import check_class_targets, check_input
 
 _LOSS = TypeAdapter(LossSpec)
@@ -137,14 +137,15 @@ def loss(s: LiveSession, criterion: dict[str, Any], target: torch.Tensor) -> Out
         raise Conflict("no output to compute a loss on: call forward first")
     spec = _LOSS.validate_python(criterion)
     ensure_graph(s, with_loss=False)
-    check_class_targets(spec, s.fwd.output, target)
+    output = _live(s.fwd.output)
+    check_class_targets(spec, output, target)
     target = target.to(s.device)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            value = build_loss(spec, s.device)(s.fwd.output, target)
+            value = build_loss(spec, s.device)(output, target)
     except (RuntimeError, ValueError, IndexError) as exc:
-        got = f"output {fmt_shape(s.fwd.output.shape)} {dtype_name(s.fwd.output)}"
+        got = f"output {fmt_shape(output.shape)} {dtype_name(output)}"
         raise InvalidInput(
             f"{spec.type} failed on {got} and target {fmt_shape(target.shape)} {dtype_name(target)}: {first_line(exc)}",
             ("body", "target"),
@@ -167,14 +168,14 @@ def backward(s: LiveSession, gradient: torch.Tensor | None, retain_graph: bool) 
         raise Conflict(FREED_MSG)
     ensure_graph(s, with_loss=gradient is None)
     if gradient is None:
-        root, source = s.loss.value, "loss"
+        root, source = _live(s.loss.value if s.loss else None), "loss"
         if root.numel() != 1:
             raise Conflict(
                 f"the last loss has shape {fmt_shape(root.shape)} (reduction='none'), and backward "
                 'without a gradient needs a scalar; pass a "gradient" of that shape'
             )
     else:
-        root, source = s.fwd.output, "output"
+        root, source = _live(s.fwd.output), "output"
         if list(gradient.shape) != list(root.shape):
             raise InvalidInput(
                 f"gradient has shape {fmt_shape(gradient.shape)} but the output has shape "
@@ -185,7 +186,7 @@ def backward(s: LiveSession, gradient: torch.Tensor | None, retain_graph: bool) 
     if root.grad_fn is None:
         raise Conflict(f"nothing to backprop: the {source} does not depend on any parameter")
     try:
-        root.backward(gradient, retain_graph=retain_graph)
+        root.backward(gradient, retain_graph=retain_graph)  # type: ignore[no-untyped-call]  # unannotated in torch
     except RuntimeError as exc:
         text = str(exc)
         if "backward through the graph a second time" in text:
@@ -247,13 +248,13 @@ def parameter(s: LiveSession, name: str) -> Outcome:
 
 def sgd_update(s: LiveSession, lr: float) -> Outcome:
     """The tutorial's manual rule: ``f.data.sub_(f.grad.data * learning_rate)`` for every parameter."""
-    params = [p for p in s.net.parameters() if p.grad is not None]
+    params = [(p, p.grad) for p in s.net.parameters() if p.grad is not None]
     if not params:
         raise Conflict("no parameter has a gradient: call backward before sgd_update")
     snapshot = _keep_params_for_graph(s)
     with torch.no_grad():
-        for p in params:
-            p.sub_(p.grad * lr)
+        for p, grad in params:
+            p.sub_(grad * lr)
     return Outcome({"lr": lr, "updated": len(params)}, frozenset({"params"} | snapshot))
 
 
@@ -278,7 +279,7 @@ def graph(s: LiveSession, fmt: str, max_nodes: int, root: str) -> Outcome:
     if use_loss and s.loss is None:
         raise Conflict("no loss yet: call loss first, or ask for root=output")
     replayed = ensure_graph(s, with_loss=use_loss)
-    tensor = s.loss.value if use_loss else s.fwd.output
+    tensor = _live(s.loss.value if use_loss and s.loss else s.fwd.output)
     dump = trace(tensor, dict(s.net.named_parameters()), max_nodes)
     if replayed and s.freed:
         dump = mark_freed(dump)
@@ -292,7 +293,7 @@ def graph(s: LiveSession, fmt: str, max_nodes: int, root: str) -> Outcome:
 
 
 def get_state(s: LiveSession) -> Outcome:
-    blob = state_codec.to_safetensors(s.net.state_dict())
+    blob = to_safetensors(s.net.state_dict())
     return Outcome(blob, media="application/octet-stream")
 
 
@@ -335,6 +336,12 @@ def ensure_graph(s: LiveSession, *, with_loss: bool) -> bool:
     return replayed
 
 
+def _live(tensor: torch.Tensor | None) -> torch.Tensor:
+    """A record's output or loss, which ensure_graph has made live."""
+    assert tensor is not None, "ensure_graph runs first"
+    return tensor
+
+
 def _replay(s: LiveSession, rec: ForwardRecord) -> torch.Tensor:
     """Run the recorded forward again exactly as it first ran, then put today's state back.
 
@@ -356,7 +363,7 @@ def _replay(s: LiveSession, rec: ForwardRecord) -> torch.Tensor:
         for k, b in buffers.items():
             b.copy_(rec.buffers_before[k])
     state_codec.set_rng_state(rec.rng_before, s.device)
-    out = s.net(rec.input.to(s.device))
+    out: torch.Tensor = s.net(rec.input.to(s.device))
     with torch.no_grad():
         # Buffers come out of the replay as they were after the first run; copying them anyway would
         # bump the version of running stats that BatchNorm saved, and break this graph's backward.

@@ -121,7 +121,7 @@ def parse_dataset(blob: bytes, settings: Settings) -> tuple[str, dict[str, torch
         x, y = tensors.get(prefix + "inputs"), tensors.get(prefix + "targets")
         if (x is None) != (y is None) or (prefix == "" and x is None):
             raise InvalidInput(f"the file needs arrays '{prefix}inputs' and '{prefix}targets' together", LOC)
-        if x is None:
+        if x is None or y is None:
             continue
         if x.dim() == 0 or y.dim() == 0 or x.shape[0] != y.shape[0] or x.shape[0] == 0:
             raise InvalidInput(

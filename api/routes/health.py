@@ -36,11 +36,11 @@ async def readyz(request: Request, store: StoreDep, settings: SettingsDep) -> An
         await store.redis.ping()
         workers = await store.live_workers()
     except (RedisError, OSError) as exc:
-        body = {"status": "unavailable", "redis": f"unreachable: {exc}" if detailed else "unreachable"}
+        body: dict[str, Any] = {"status": "unavailable", "redis": f"unreachable: {exc}" if detailed else "unreachable"}
         # Like every other answer during a Redis outage (api.outages), this 503 says when to ask again.
         headers = {"Retry-After": str(settings.retry_after_s)}
         return JSONResponse({**body, "workers": []} if detailed else {**body, "workers_alive": 0}, 503, headers)
-    body: dict[str, Any] = {"status": "ready" if workers else "unavailable", "redis": "ok"}
+    body = {"status": "ready" if workers else "unavailable", "redis": "ok"}
     # Live workers per lane: jobs (training) and sessions (interactive calls).
     body["lanes"] = {lane: sum(1 for w in workers if lane in w.get("lanes", [])) for lane in LANE_QUEUES}
     if detailed:

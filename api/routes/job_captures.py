@@ -10,7 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from api.deps import TenantDep
 from api.finite import null_fields
 from api.job_submit import JobStoreDep, require_job
-from api.routes.jobs import MAX_QUERY_INT
+from api.listing import MAX_QUERY_INT
 from api.schemas.jobs import CheckpointsPublic, GradientsPublic
 from api.strict_json import StrictJsonRoute
 from models.errors import NotFound

@@ -96,6 +96,7 @@ async def create_session(body: S.SessionCreate, request: Request) -> Response:
             raise NotFound(f"network '{network_id}' not found")
         spec = NetworkSpec.model_validate(doc["spec"])
     else:
+        assert body.network is not None  # SessionCreate's validator: exactly one of network, network_id
         spec = body.network
     summary = await run_in_threadpool(_validate, spec, body, settings)
     device, queue = await _place(body.device, store)

@@ -20,6 +20,8 @@ Eps = Annotated[StrictFloat, Field(gt=0.0, le=1.0)]
 
 class _Optimizer(Spec):
     torch_class: ClassVar[type[optim.Optimizer]]
+    if TYPE_CHECKING:  # each optimizer declares its own, with its own default
+        lr: float
 
 
 class SGD(_Optimizer):
@@ -109,6 +111,6 @@ class Adadelta(_Optimizer):
 
 OPTIMIZER_TYPES = (SGD, Adam, AdamW, Adamax, NAdam, RAdam, RMSprop, Adagrad, Adadelta)
 if TYPE_CHECKING:
-    OptimizerSpec = Spec  # statically the base class; at run time the discriminated union
+    OptimizerSpec = _Optimizer  # statically the base class; at run time the discriminated union
 else:
     OptimizerSpec = Annotated[Union[OPTIMIZER_TYPES], Field(discriminator="type")]  # noqa: UP007 - a Union of a tuple

@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 
 from models.errors import TooManyRequests
 from models.store.keys import JobPart, Keys, job_parts
+from models.store.replies import Entry, byte_fields, first_stream, members, opt_bytes, opt_text, stream_entries, text
 from models.store.usage import LEDGER_LUA, ledgers, over_quota, put_within_quota
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled", "pruned"})
@@ -95,14 +96,14 @@ return {1, 0}
 )
 
 
-def _num(raw: bytes | None, kind: type) -> Any:
+def _num(raw: bytes | None, kind: type[int | float]) -> Any:
     if raw is None:
         return None
-    text = raw.decode()
+    value = raw.decode()
     try:
-        return kind(text) if kind is int else (float(text) if text not in {"nan", "inf", "-inf"} else text)
+        return kind(value) if kind is int else (float(value) if value not in {"nan", "inf", "-inf"} else value)
     except ValueError:
-        return text
+        return value
 
 
 class JobStore:
@@ -116,14 +117,14 @@ class JobStore:
     # --- jobs ---
     async def active_count(self, *, tenant: str) -> int:
         """Queued or running jobs of the tenant, read only: admission itself counts (and prunes) in its script."""
-        members = [m.decode() for m in await self.redis.smembers(self.keys.jobs_active(tenant))]
-        if not members:
+        ids = [text(m) for m in await self.redis.smembers(self.keys.jobs_active(tenant))]
+        if not ids:
             return 0
         pipe = self.redis.pipeline(transaction=False)
-        for m in members:
+        for m in ids:
             pipe.hget(self.keys.job(tenant, m), "status")
         statuses = await pipe.execute()
-        return sum(1 for s in statuses if s is not None and s.decode() in {"queued", "running"})
+        return sum(1 for s in statuses if opt_text(s) in {"queued", "running"})
 
     async def create_job(
         self,
@@ -192,7 +193,7 @@ class JobStore:
 
     async def get_job(self, *, tenant: str, job_id: str, with_request: bool = False) -> dict[str, Any] | None:
         raw = await self.redis.hgetall(self.keys.job(tenant, job_id))
-        return None if not raw else self._public(raw, with_request)
+        return None if not raw else self._public(byte_fields(raw), with_request)
 
     @staticmethod
     def _public(raw: dict[bytes, bytes], with_request: bool) -> dict[str, Any]:
@@ -211,17 +212,18 @@ class JobStore:
     ) -> tuple[list[dict[str, Any]], int]:
         """Newest first, those matching every filter given. Returns (one page, how many match in all)."""
         index = self.keys.job_index(tenant)
-        ids = [i.decode() for i in await self.redis.zrevrange(index, 0, -1)]
+        ids = members(await self.redis.zrevrange(index, 0, -1))
         pipe = self.redis.pipeline(transaction=False)
         for job_id in ids:
             pipe.hmget(self.keys.job(tenant, job_id), "status", "name", "tags")
-        matches, gone = [], []
+        matches: list[str] = []
+        gone: list[str] = []
         for job_id, (st, nm, tg) in zip(ids, await pipe.execute(), strict=True):
             if st is None:
                 gone.append(job_id)
             elif (
-                (status is None or st.decode() == status)
-                and (name is None or (nm is not None and nm.decode() == name))
+                (status is None or text(st) == status)
+                and (name is None or opt_text(nm) == name)
                 and (not tags or set(tags) <= set(json.loads(tg or b"[]")))
             ):
                 matches.append(job_id)
@@ -230,7 +232,7 @@ class JobStore:
         pipe = self.redis.pipeline(transaction=False)
         for job_id in matches[offset : offset + limit]:
             pipe.hgetall(self.keys.job(tenant, job_id))
-        page = [self._public(raw, False) for raw in await pipe.execute() if raw]
+        page = [self._public(byte_fields(raw), False) for raw in await pipe.execute() if raw]
         return page, len(matches)
 
     async def delete(self, *, tenant: str, job_id: str) -> str:
@@ -262,12 +264,13 @@ class JobStore:
     async def metric_records(self, *, tenant: str, job_id: str, since: int | None) -> list[dict[str, Any]]:
         """Metric records in step order, only those after step ``since`` when given."""
         key = self.part(tenant, job_id, JobPart.EVENTS)
+        entries: list[Entry]
         if since is None:
-            entries = await self.redis.xrange(key)
+            entries = stream_entries(await self.redis.xrange(key))
         else:  # polling: read backwards only as far as needed
             entries, upper = [], "+"
             while True:
-                page = await self.redis.xrevrange(key, max=upper, count=1000)
+                page = stream_entries(await self.redis.xrevrange(key, max=upper, count=1000))
                 if not page:
                     break
                 done = False
@@ -278,31 +281,26 @@ class JobStore:
                     entries.append((entry_id, fields))
                 if done or len(page) < 1000:
                     break
-                upper = "(" + page[-1][0].decode()
+                upper = "(" + page[-1][0]
             entries.reverse()
         return [json.loads(f[b"data"]) for _, f in entries if f[b"type"] == b"metric"]
 
     async def events(self, *, tenant: str, job_id: str, after: str, block_ms: int) -> list[tuple[str, str, str]]:
         """Stream entries after id ``after``: (id, type, JSON data); waits up to ``block_ms`` for the first."""
         key = self.part(tenant, job_id, JobPart.EVENTS)
-        got = await self.redis.xread({key: after}, count=1000, block=block_ms or None)
-        if not got:
-            return []
-        return [(i.decode(), f[b"type"].decode(), f[b"data"].decode()) for i, f in got[0][1]]
+        got = first_stream(await self.redis.xread({key: after}, count=1000, block=block_ms or None))
+        return [(i, f[b"type"].decode(), f[b"data"].decode()) for i, f in got]
 
     async def raw_field(self, *, tenant: str, job_id: str, name: str) -> bytes | None:
         """One field of the job hash as stored (``network``, ``request``, ``plan``: JSON)."""
-        raw: bytes | None = await self.redis.hget(self.keys.job(tenant, job_id), name)
-        return raw
+        return opt_bytes(await self.redis.hget(self.keys.job(tenant, job_id), name))
 
     async def inline_data(self, *, tenant: str, job_id: str) -> bytes | None:
         """The safetensors file of a job's inline dataset (kept under the job's own DATA part)."""
-        raw: bytes | None = await self.redis.hget(self.part(tenant, job_id, JobPart.DATA), "data")
-        return raw
+        return opt_bytes(await self.redis.hget(self.part(tenant, job_id, JobPart.DATA), "data"))
 
     async def status(self, *, tenant: str, job_id: str) -> str | None:
-        raw = await self.redis.hget(self.keys.job(tenant, job_id), "status")
-        return None if raw is None else raw.decode()
+        return opt_text(await self.redis.hget(self.keys.job(tenant, job_id), "status"))
 
     # --- captures ---
     async def gradient_steps(self, *, tenant: str, job_id: str) -> list[int]:
@@ -313,7 +311,7 @@ class JobStore:
         return None if raw is None else json.loads(raw)
 
     async def gradient_file(self, *, tenant: str, job_id: str, step: int) -> bytes | None:
-        return await self.redis.hget(self.part(tenant, job_id, JobPart.GRADS), str(step))
+        return opt_bytes(await self.redis.hget(self.part(tenant, job_id, JobPart.GRADS), str(step)))
 
     async def all_gradient_stats(self, *, tenant: str, job_id: str) -> dict[int, dict[str, Any]]:
         """Every captured step's per-parameter statistics, by step."""
@@ -325,7 +323,7 @@ class JobStore:
         return None if raw is None else json.loads(raw)
 
     async def checkpoint(self, *, tenant: str, job_id: str) -> bytes | None:
-        return await self.redis.get(self.part(tenant, job_id, JobPart.CHECKPOINT))
+        return opt_bytes(await self.redis.get(self.part(tenant, job_id, JobPart.CHECKPOINT)))
 
     async def checkpoints(self, *, tenant: str, job_id: str) -> list[dict[str, Any]]:
         """Every kept checkpoint ({step, epoch, time, bytes}), in step order."""
@@ -334,14 +332,17 @@ class JobStore:
 
     async def checkpoint_state(self, *, tenant: str, job_id: str, step: int) -> bytes | None:
         """The full training state (models.nn.state_codec.pack_train_state) kept at ``step``."""
-        return await self.redis.hget(self.part(tenant, job_id, JobPart.CHECKPOINTS), str(step))
+        return opt_bytes(await self.redis.hget(self.part(tenant, job_id, JobPart.CHECKPOINTS), str(step)))
 
     async def export_file(self, *, tenant: str, job_id: str, name: str) -> bytes | None:
-        return await self.redis.hget(self.part(tenant, job_id, JobPart.EXPORTS), name)
+        return opt_bytes(await self.redis.hget(self.part(tenant, job_id, JobPart.EXPORTS), name))
 
     async def put_export(self, *, tenant: str, job_id: str, name: str, blob: bytes, ttl_s: int) -> None:
         key = self.part(tenant, job_id, JobPart.EXPORTS)
-        await self.redis.pipeline(transaction=False).hset(key, name, blob).expire(key, ttl_s).execute()
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(key, name, blob)
+        pipe.expire(key, ttl_s)
+        await pipe.execute()
 
     # --- datasets ---
     async def put_dataset(
