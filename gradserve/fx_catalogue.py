@@ -129,6 +129,11 @@ def json_value(value: Any) -> Any:
     return value
 
 
+def _norm(text: str) -> str:
+    """A repr without the empty-argument leftovers a rebuilt module may print differently."""
+    return text.replace(", )", ")").replace("(, ", "(")
+
+
 def same_construction(module: nn.Module, fields: dict[str, Any]) -> str | None:
     """Rebuilt from ``fields`` on the meta device, does the module print the same? (``inplace`` aside:
     it changes no number). A difference means an argument the catalogue does not carry."""
@@ -137,8 +142,7 @@ def same_construction(module: nn.Module, fields: dict[str, Any]) -> str | None:
     with torch.device("meta"):
         rebuilt = cls(**kwargs)
     want, got = repr(module).replace("inplace=True", ""), repr(rebuilt).replace("inplace=True", "")
-    norm = lambda s: s.replace(", )", ")").replace("(, ", "(").replace("()", "()")
-    return None if norm(want) == norm(got) else f"it prints as {repr(module)!s} but the spec can express {got}"
+    return None if _norm(want) == _norm(got) else f"it prints as {repr(module)!s} but the spec can express {got}"
 
 
 # --- functional ops -----------------------------------------------------------------------------------------------

@@ -19,7 +19,8 @@ PLAIN_EVERY_S = 1.0  # plain lines (not a terminal): at most one progress line a
 
 def sse_events(lines: Iterable[str]) -> Iterator[tuple[str, str, dict[str, Any]]]:
     """``(id, event, data)`` from server-sent event lines; comments (keep-alives) and ``retry`` are skipped."""
-    event_id, event, data = "", "message", []
+    event_id, event = "", "message"
+    data: list[str] = []
     for line in lines:
         if not line:
             if data:

@@ -74,7 +74,7 @@ class RemoteNet:
 
     @property
     def id(self) -> str:
-        return self._session()["id"]
+        return str(self._session()["id"])
 
     def _create(self, input_shape: list[int], dtype: torch.dtype | None) -> None:
         spec = {**self._spec, "input_shape": input_shape}

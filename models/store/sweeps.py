@@ -11,6 +11,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from models.store.keys import Keys
+from models.store.replies import members, text
 
 SWEEP_TERMINAL = frozenset({"succeeded", "cancelled", "failed"})
 
@@ -45,7 +46,7 @@ class SweepStore:
         raw = await self.redis.hgetall(self.keys.sweep(tenant, sweep_id))
         if not raw:
             return None
-        doc: dict[str, Any] = {_text(k): _text(v) for k, v in raw.items()}
+        doc: dict[str, Any] = {text(k): text(v) for k, v in raw.items()}
         doc["created_at"] = float(doc["created_at"])
         doc["finished_at"] = float(doc["finished_at"]) if "finished_at" in doc else None
         doc["request"] = json.loads(doc["request"])
@@ -65,7 +66,7 @@ class SweepStore:
         return bool(await script(keys=[self.keys.sweep(tenant, sweep_id)], args=[only_from, status, finished]))
 
     async def ids(self, *, tenant: str) -> list[str]:
-        return [_text(i) for i in await self.redis.zrevrange(self.keys.sweep_index(tenant), 0, -1)]
+        return members(await self.redis.zrevrange(self.keys.sweep_index(tenant), 0, -1))
 
     async def finish(self, *, tenant: str, sweep_id: str) -> None:
         """No more driving: the sweep leaves the active set."""
@@ -94,10 +95,6 @@ class SweepStore:
         pipe.hset(key, str(trial["number"]), json.dumps(trial))
         pipe.expire(key, self.ttl_s)
         await pipe.execute()
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def best_trial(trials: list[dict[str, Any]], direction: str) -> dict[str, Any] | None:
