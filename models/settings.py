@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     # How long a session call's answer is kept for a retry with the same Idempotency-Key.
     session_call_record_ttl_s: int = Field(default=3600, ge=1)
     max_sessions: int = Field(default=100, ge=1)  # live sessions per tenant
+    # Memory a session worker spends keeping sessions live between calls (each estimated as four copies
+    # of its weights, plus buffers); beyond it the least recently used are rebuilt from Redis when called.
+    session_cache_mb: int = Field(default=512, ge=0)
     # A worker is "alive" while its heartbeat key exists; it refreshes it every third of this.
     worker_heartbeat_ttl_s: int = 15
     # PyTorch intra-op threads per worker process; 0 keeps PyTorch's default (one per core). The

@@ -17,7 +17,7 @@ import redis
 import torch
 
 from models.errors import GradserveError, InvalidInput
-from models.settings import Settings
+from models.settings import Settings, get_settings
 from models.store.keys import Keys
 from models.store.replies import opt_bytes
 from models.wire.session import answer_frame, error_frame, read_ref, stamp
@@ -27,7 +27,7 @@ from worker import sessions as ops
 from worker.session_store import SessionCache
 
 log = logging.getLogger("gradserve.sessions")
-cache = SessionCache()
+cache = SessionCache(get_settings().session_cache_mb * 1024 * 1024)
 # Ops whose answers carry numbers a thread count can change (reductions split across threads).
 NUMERIC_OPS = frozenset({"forward", "loss", "backward", "parameter", "sgd_update", "step"})
 # Ops that change the session: their answers are recorded by call id, so a retry is not applied twice.

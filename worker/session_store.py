@@ -33,8 +33,6 @@ from models.wire.session import heartbeat_stale
 from worker.sessions import ForwardRecord, LiveSession, LossRecord, build_live
 
 PARTS = ("params", "buffers", "grads", "optim", "rng", "fwd", "fwd_params", "loss", "graph")
-# Live sessions a worker keeps; LeNet's is ~1 MB, so this bounds memory for ordinary networks.
-CACHE_SIZE = 32
 log = logging.getLogger("gradserve.sessions")
 
 # Claim the call's attempt, then take the session's lock and say where it stands, in one round trip:
@@ -74,25 +72,47 @@ class Recorded:
     frame: bytes
 
 
+def footprint(s: LiveSession) -> int:
+    """Bytes a live session holds, estimated: its weights, their grads and two optimizer moments (Adam's),
+    and its buffers."""
+    params = sum(p.numel() * p.element_size() for p in s.net.parameters())
+    return 4 * params + sum(b.numel() * b.element_size() for b in s.net.buffers())
+
+
 class SessionCache:
-    def __init__(self, size: int = CACHE_SIZE) -> None:
-        self.size = size
-        self._items: OrderedDict[tuple[str, str], LiveSession] = OrderedDict()
+    """Live sessions in least-recently-used order, within a memory budget. A session left out is rebuilt
+    from Redis on its next call (a few ms for LeNet), so the budget trades memory for the latency of
+    many clients taking turns: a count of 32 made every call of 200 clients a rebuild."""
+
+    def __init__(self, budget_bytes: int) -> None:
+        self.budget = budget_bytes
+        self.used = 0
+        self._items: OrderedDict[tuple[str, str], tuple[LiveSession, int]] = OrderedDict()
 
     def get(self, tenant: str, sid: str) -> LiveSession | None:
-        s = self._items.get((tenant, sid))
-        if s is not None:
-            self._items.move_to_end((tenant, sid))
-        return s
+        got = self._items.get((tenant, sid))
+        if got is None:
+            return None
+        self._items.move_to_end((tenant, sid))
+        return got[0]
 
     def put(self, s: LiveSession) -> None:
-        self._items[(s.tenant, s.sid)] = s
-        self._items.move_to_end((s.tenant, s.sid))
-        while len(self._items) > self.size:
-            self._items.popitem(last=False)
+        key = (s.tenant, s.sid)
+        old = self._items.pop(key, None)
+        cost = old[1] if old is not None and old[0] is s else footprint(s)
+        self.used += cost - (old[1] if old is not None else 0)
+        self._items[key] = (s, cost)
+        while self.used > self.budget and len(self._items) > 1:  # the session in use always stays
+            _, (_, freed) = self._items.popitem(last=False)
+            self.used -= freed
 
     def drop(self, tenant: str, sid: str) -> None:
-        self._items.pop((tenant, sid), None)
+        got = self._items.pop((tenant, sid), None)
+        if got is not None:
+            self.used -= got[1]
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 def claim(client: redis.Redis, keys: Keys, attempt: str, worker: str, ttl_s: float) -> None:
