@@ -32,6 +32,20 @@ def _errors(path: str, method: str) -> dict[int, str]:
     return out
 
 
+def _idempotency_key(path: str) -> dict[str, Any]:
+    session = path.startswith("/v1/sessions")
+    return {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string", "maxLength": 128, "pattern": r"^[A-Za-z0-9._:-]+$"}
+        if session
+        else {"type": "string", "minLength": 1, "maxLength": 255},
+        "description": "A retry carrying the same key gets the first answer instead of doing the work twice "
+        "(e.g. a UUID per logical request).",
+    }
+
+
 def install_openapi(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is not None:
@@ -44,6 +58,8 @@ def install_openapi(app: FastAPI) -> None:
                     continue
                 for status, text in _errors(path, method).items():
                     operation["responses"].setdefault(str(status), {"description": text, "content": _ERROR})
+                if method == "post":  # read by api.idempotency (or, for session calls, by the route itself)
+                    operation.setdefault("parameters", []).append(_idempotency_key(path))
         schema["paths"][METRICS_PATH] = {
             "get": {
                 "tags": ["operations"],

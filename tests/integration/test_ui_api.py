@@ -143,4 +143,7 @@ def test_openapi_has_examples_and_the_bearer_scheme(service: Service) -> None:
     upload = paths["/v1/datasets"]["post"]
     assert "multipart/form-data" in upload["requestBody"]["content"] and "safetensors" in upload["description"]
     assert schema["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    for path, method in (("/v1/jobs", "post"), ("/v1/sessions/{session_id}/forward", "post")):
+        headers = [p["name"] for p in paths[path][method]["parameters"] if p["in"] == "header"]
+        assert "Idempotency-Key" in headers, (path, headers)
     assert "/ui/" not in paths and "/docs" not in paths
