@@ -98,6 +98,9 @@ class SweepController:
             if trial["state"] == "running":
                 ended_one |= await self._follow(tenant, sweep_id, sweep, study, trial)
         running = sum(t["state"] == "running" for t in trials)
+        if doc["status"] == "running" and running < sweep.parallelism and len(trials) < sweep.max_trials:
+            # Read again: a cancel may have landed while the trials were followed (and ended some).
+            doc = await self.sweeps.get(tenant=tenant, sweep_id=sweep_id) or {"status": "deleted"}
         if doc["status"] == "running":
             while running < sweep.parallelism and len(trials) < sweep.max_trials:
                 started = await self._start(tenant, sweep_id, sweep, study, number=len(trials))
@@ -110,7 +113,9 @@ class SweepController:
             if found is not None:
                 await self.sweeps.update(tenant=tenant, sweep_id=sweep_id, importances=found)
         if running == 0 and (doc["status"] != "running" or len(trials) >= sweep.max_trials):
-            await self.sweeps.set_status(tenant=tenant, sweep_id=sweep_id, status="succeeded", only_from="running")
+            # A sweep none of whose trials completed found nothing: it failed (each trial says why).
+            ended = "succeeded" if any(t["state"] == "complete" for t in trials) else "failed"
+            await self.sweeps.set_status(tenant=tenant, sweep_id=sweep_id, status=ended, only_from="running")
             await self.sweeps.finish(tenant=tenant, sweep_id=sweep_id)
 
     async def _follow(

@@ -5,6 +5,7 @@ Every function here blocks (Optuna is synchronous): the controller calls them in
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import warnings
 from typing import Any
@@ -59,11 +60,19 @@ def distributions(sweep: SweepCreate) -> dict[str, BaseDistribution]:
     return out
 
 
+def trial_seed(sweep_seed: int, number: int) -> int:
+    """The sampler's seed for one trial: a hash of (sweep seed, trial number). Seeding with
+    ``sweep_seed + number`` gave neighbouring Mersenne Twister seeds, whose first draws are close (trial 3
+    repeated trial 0 to two digits), and a sweep with seed 1 replayed seed 0's trials shifted by one."""
+    digest = hashlib.blake2b(f"{sweep_seed}/{number}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big")
+
+
 def ask(s: optuna.Study, sweep: SweepCreate) -> tuple[int, dict[str, Any]]:
     """A new trial: (Optuna's trial number, its parameters). The sampler is seeded by the trial's number,
     so a sweep samples the same way whichever API process asks."""
     number = len(s.get_trials(deepcopy=False))
-    s.sampler = optuna.samplers.TPESampler(seed=sweep.seed + number)
+    s.sampler = optuna.samplers.TPESampler(seed=trial_seed(sweep.seed, number))
     trial = s.ask(fixed_distributions=distributions(sweep))
     return trial.number, trial.params
 

@@ -68,16 +68,15 @@ def sweeps(ctx: click.Context, url: str, api_key: str | None) -> None:
 
 def read_job_file(path: Path, what: str = "the job request") -> dict[str, Any]:
     """A request body from a .json or .yaml file (POST /v1/jobs, POST /v1/sweeps)."""
-    text = path.read_text()
-    try:
-        if path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
+    import yaml
 
-            body = yaml.safe_load(text)
-        else:
-            body = json.loads(text)
-    except ValueError as exc:  # yaml's errors are ValueErrors too
-        raise click.BadParameter(f"{path} is not valid {path.suffix[1:] or 'JSON'}: {exc}", param_hint="FILE") from exc
+    as_yaml = path.suffix.lower() in (".yaml", ".yml")
+    try:
+        text = path.read_text(encoding="utf-8")
+        body = yaml.safe_load(text) if as_yaml else json.loads(text)
+    except (ValueError, yaml.YAMLError) as exc:  # UnicodeDecodeError is a ValueError
+        kind = "YAML" if as_yaml else "JSON (files ending .yaml or .yml are read as YAML)"
+        raise click.BadParameter(f"{path} is not valid {kind}: {exc}", param_hint="FILE") from exc
     if not isinstance(body, dict):
         raise click.BadParameter(f"{path} must hold one object ({what})", param_hint="FILE")
     return body
@@ -132,7 +131,10 @@ def fork(
             raise click.BadParameter("must be one JSON object", param_hint="--changes")
     given = {"lr": lr, "epochs": epochs, "steps": steps, "name": name}
     changes.update({k: v for k, v in given.items() if v is not None})
-    child = client.jobs.get(job_id).fork(step, **changes)
+    try:
+        child = client.jobs.get(job_id).fork(step, **changes)
+    except ValueError as exc:  # the changes contradict each other (checked before any request)
+        raise click.BadParameter(str(exc), param_hint="--lr") from exc
     click.echo(child.id)
     if watch:
         sys.exit(_watch(client, child.id))
@@ -190,7 +192,10 @@ def cancel(client: Client, job_id: str) -> None:
 def checkpoint(client: Client, job_id: str, output: Path, step: int | None) -> None:
     """Save a job's weights as a safetensors file (safetensors.torch.load_file reads it)."""
     blob = client.jobs.get(job_id).checkpoint_bytes(step)
-    output.write_bytes(blob)
+    try:
+        output.write_bytes(blob)
+    except OSError as exc:
+        raise click.BadParameter(f"cannot write {output}: {exc.strerror}", param_hint="-o/--output") from exc
     click.echo(f"{output} ({len(blob):,} bytes)")
 
 
@@ -268,10 +273,18 @@ def cancel_sweep(client: Client, sweep_id: str) -> None:
 @click.argument("sweep_ids", nargs=-1, required=True)
 @click.pass_obj
 def remove_sweeps(client: Client, sweep_ids: tuple[str, ...]) -> None:
-    """Delete ended sweeps (their trials stay, as jobs)."""
+    """Delete ended sweeps (their trials stay, as jobs); one that cannot be deleted does not stop the rest."""
+    refused = 0
     for sid in sweep_ids:
-        client.sweeps.get(sid).delete()
+        try:
+            client.sweeps.get(sid).delete()
+        except APIError as exc:
+            click.echo(f"gradserve: {exc}", err=True)
+            refused += 1
+            continue
         click.echo(f"{sid} deleted")
+    if refused:
+        sys.exit(EXIT_API)
 
 
 @sessions.command("ls")

@@ -128,6 +128,8 @@ def fork_changes(changes: dict[str, Any]) -> dict[str, Any]:
 
     out = dict(changes)
     if out.get("optimizer") is not None:
+        if isinstance(out["optimizer"], dict) and "lr" in out["optimizer"] and "lr" in out:
+            raise ValueError("give lr once: in the optimizer's spec or as lr=, not both")
         args = {"lr": out.pop("lr")} if "lr" in out else {}
         out["optimizer"] = optimizer_spec(out["optimizer"], args)
     if isinstance(out.get("dataset"), Dataset):

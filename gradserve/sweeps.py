@@ -78,8 +78,10 @@ class Sweep:
         best: dict[str, Any] | None = self.refresh()["best"]
         return best
 
-    def job(self, trial: dict[str, Any] | int) -> Job:
+    def job(self, trial: dict[str, Any] | int | None) -> Job:
         """A trial's job (by trial document or number)."""
+        if trial is None:  # sweep.job(sweep.best) before any trial completed
+            raise GradserveError(f"no trial given: sweep {self.id} has no complete trial yet")
         if isinstance(trial, int):
             trial = next(t for t in self.last.get("trials") or self.trials if t["number"] == trial)
         if trial["job_id"] is None:

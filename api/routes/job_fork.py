@@ -47,6 +47,8 @@ async def fork_job(
     if "epochs" in given or "steps" in given:
         doc.pop("epochs", None)
         doc.pop("steps", None)
+    if "tags" not in given:  # a fork of a sweep's trial is not one of its trials
+        doc["tags"] = [t for t in parent.get("tags", []) if not t.startswith("sweep=")]
     doc.update(given)
     if doc.get("lr_scheduler") is None:
         doc.pop("lr_scheduler", None)

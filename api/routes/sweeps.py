@@ -8,16 +8,21 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 
-from api.deps import SettingsDep, TenantDep
+from api.deps import SettingsDep, StoreDep, TenantDep
 from api.job_submit import JobStoreDep
 from api.listing import PagingDep, newest_first
 from api.schemas.sweeps import SweepPublic, SweepsPublic, SweepSubmitted
 from api.strict_json import StrictJsonRoute
 from models.errors import Conflict, InvalidInput, NotFound
-from models.nn.build import validate_network
+from models.nn.build import NetworkSummary, validate_network
+from models.nn.job_plan import plan_job
 from models.settings import Settings
+from models.spec.job import InlineDataset, UploadDataset
+from models.spec.network import NetworkSpec
 from models.spec.sweep import SweepCreate
-from models.spec.sweep_space import check_space
+from models.spec.sweep_space import blame, corner_requests
+from models.store.jobs import JobStore
+from models.store.redis import Store
 from models.store.sweeps import SweepStore, best_trial
 
 router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"], route_class=StrictJsonRoute)
@@ -61,6 +66,8 @@ SweepStoreDep = Annotated[SweepStore, Depends(get_sweep_store)]
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=SweepSubmitted)
 async def create_sweep(
     sweeps: SweepStoreDep,
+    jobs: JobStoreDep,
+    store: StoreDep,
     tenant: TenantDep,
     settings: SettingsDep,
     body: SweepCreate = Body(openapi_examples={"digits": {"summary": "lr and momentum on digits", "value": EXAMPLE}}),
@@ -72,21 +79,57 @@ async def create_sweep(
             "once (GRADSERVE_MAX_CONCURRENT_JOBS)",
             ("body", "parallelism"),
         )
-    await run_in_threadpool(_check, body, settings)
+    await _check(body, settings, jobs, store, tenant)
     sweep_id = f"swp_{uuid.uuid4().hex}"
     await sweeps.create(tenant=tenant, sweep_id=sweep_id, name=body.name, request=body.model_dump_json())
     return {"id": sweep_id, "status": "running"}
 
 
-def _check(body: SweepCreate, settings: Settings) -> None:
-    if body.template.network_id is not None:
-        return  # a stored network is checked as each trial is submitted
-    seen = set()
-    for req in check_space(body):
-        assert req.network is not None
-        if (key := req.network.model_dump_json()) not in seen:
-            seen.add(key)
-            validate_network(req.network, settings, ("body", "template", "network"))
+NO_HELD_OUT = (
+    "the objective is {metric}, measured on a held-out split, and this dataset has none (use digits with "
+    "test_fraction > 0, or upload test_inputs and test_targets)"
+)
+
+
+async def _check(body: SweepCreate, settings: Settings, jobs: JobStore, store: Store, tenant: str) -> None:
+    """Plan every corner of the space as POST /v1/jobs would, with the template's network and data."""
+    template = body.template
+    if isinstance(template.dataset, InlineDataset):  # inputs and targets only: nothing held out
+        raise InvalidInput(NO_HELD_OUT.format(metric=body.objective.metric), ("body", "template", "dataset"))
+    network = template.network
+    if network is None:
+        assert template.network_id is not None  # JobCreate's validator: exactly one of network, network_id
+        doc = await store.get_network(tenant=tenant, network_id=template.network_id)
+        if doc is None:
+            raise NotFound(f"network '{template.network_id}' not found (body.template.network_id)")
+        network = NetworkSpec.model_validate(doc["spec"])
+    arrays = None
+    if isinstance(template.dataset, UploadDataset):
+        meta = await jobs.dataset_meta(tenant=tenant, dataset_id=template.dataset.id)
+        if meta is None:
+            raise NotFound(f"dataset '{template.dataset.id}' not found (body.template.dataset.id)")
+        arrays = meta["arrays"]
+    await run_in_threadpool(_check_corners, body, network, settings, arrays)
+
+
+def _check_corners(body: SweepCreate, stored: NetworkSpec, settings: Settings, arrays: dict[str, Any] | None) -> None:
+    summaries: dict[str, NetworkSummary] = {}
+    for params, req in corner_requests(body):
+        net = req.network or stored
+        try:
+            if (key := net.model_dump_json()) not in summaries:
+                summaries[key] = validate_network(net, settings, ("body", "network"))
+            plan = plan_job(req, net, summaries[key], settings, arrays, ("body", "dataset", "id"))
+        except InvalidInput as exc:  # its loc is a path into the job request: say which space path led there
+            within = exc.loc[1:] if exc.loc[:1] == ("body",) else exc.loc
+            path = blame(body, params, within)
+            if path is None:  # the template itself, whatever the space picks
+                raise InvalidInput(exc.msg, ("body", "template", *within)) from None
+            raise InvalidInput(
+                f"the space makes an invalid job with {params}: {exc.msg}", ("body", "space", path)
+            ) from None
+        if plan["num_val"] == 0:
+            raise InvalidInput(NO_HELD_OUT.format(metric=body.objective.metric), ("body", "template", "dataset"))
 
 
 @router.get("", response_model=SweepsPublic)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, model_validator
 
@@ -68,8 +68,27 @@ ParamSpec = Annotated[FloatParam | IntParam | CategoricalParam, Field(discrimina
 
 
 class Objective(_Req):
+    """The held-out metric to optimize; the direction follows from it (accuracy up, loss down)."""
+
     metric: Literal["val_accuracy", "val_loss"] = "val_accuracy"
-    direction: Literal["maximize", "minimize"] = "maximize"
+    direction: Literal["maximize", "minimize"] = Field(
+        default="maximize", description="Default: maximize val_accuracy, minimize val_loss."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _direction_from_metric(cls, data: Any) -> Any:
+        # A sweep on val_loss that left the direction out once maximized it, and called its worst trial best.
+        if isinstance(data, dict) and "direction" not in data:
+            return {**data, "direction": "minimize" if data.get("metric") == "val_loss" else "maximize"}
+        return data
+
+    @model_validator(mode="after")
+    def _sensible(self) -> Objective:
+        wanted = "minimize" if self.metric == "val_loss" else "maximize"
+        if self.direction != wanted:
+            raise ValueError(f"{self.direction} {self.metric} would call the worst trial the best: {wanted} it")
+        return self
 
 
 class PrunerSpec(_Req):

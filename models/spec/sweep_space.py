@@ -95,6 +95,11 @@ def trial_template(sweep: SweepCreate) -> dict[str, Any]:
 
 def check_space(sweep: SweepCreate) -> list[JobCreate]:
     """Every corner of the space as a valid job request; otherwise a 422 naming the path and the reason."""
+    return [req for _, req in corner_requests(sweep)]
+
+
+def corner_requests(sweep: SweepCreate) -> list[tuple[dict[str, Any], JobCreate]]:
+    """``check_space``, keeping each corner's parameters beside its request."""
     template = trial_template(sweep)
     for path in sweep.space:
         try:
@@ -102,13 +107,39 @@ def check_space(sweep: SweepCreate) -> list[JobCreate]:
         except KeyError as exc:
             msg = f"space path '{path}' does not lead into the template: {exc.args[0]}"
             raise InvalidInput(msg, ("body", "space", path)) from None
-    requests = []
+    out = []
     for params in corners(sweep):
         try:
-            requests.append(JobCreate.model_validate(apply_params(template, params)))
+            out.append((params, JobCreate.model_validate(apply_params(template, params))))
         except ValidationError as exc:
             err = exc.errors()[0]
             where = ".".join(str(x) for x in err["loc"])
+            if err["type"] == "extra_forbidden":
+                path = blame(sweep, params, tuple(err["loc"])) or next(iter(params))
+                msg = f"space path '{path}' does not lead into the template: {where} is not a field there"
+                raise InvalidInput(msg, ("body", "space", path)) from None
             msg = f"the space makes an invalid job with {params}: {where}: {err['msg']}"
-            raise InvalidInput(msg, ("body", "space", next(iter(params)))) from None
-    return requests
+            path = blame(sweep, params, tuple(err["loc"])) or next(iter(params))
+            raise InvalidInput(msg, ("body", "space", path)) from None
+    return out
+
+
+def blame(sweep: SweepCreate, params: dict[str, Any], loc: tuple[Any, ...]) -> str | None:
+    """The space path behind an error at ``loc`` (a path into the job request) for the corner ``params``:
+    the path that leads there, else the one this corner moved off its lowest value; None when neither
+    (the lowest corner failed somewhere the space does not reach: the template's own fault)."""
+    where = ".".join(str(x) for x in loc)
+    for path in sweep.space:
+        if where == path or where.startswith(f"{path}.") or path.startswith(f"{where}.") or _within(path, loc):
+            return path
+    lowest = corners(sweep)[0]
+    moved = [path for path in params if params[path] != lowest[path]]
+    return moved[0] if moved else None
+
+
+def _within(path: str, loc: tuple[Any, ...]) -> bool:
+    """Whether ``loc`` runs through ``path`` with extra steps between, as pydantic's locations of a tagged
+    union do (``optimizer.SGD.lrr`` for the path ``optimizer.lrr``): same first and last step, in order."""
+    steps, seen = [str(x) for x in loc], iter(str(x) for x in loc)
+    segs = path.split(".")
+    return bool(steps) and steps[0] == segs[0] and steps[-1] == segs[-1] and all(seg in seen for seg in segs)

@@ -87,6 +87,27 @@ def test_a_bad_space_is_a_422_naming_the_path(client: httpx.Client) -> None:
     client.post(f"/v1/sweeps/{sweep_id}/cancel")
     r = client.post("/v1/sweeps", json=sweep_body(parallelism=50))
     assert r.status_code == 422 and detail_of(r)["loc"] == ["body", "parallelism"], r.text
+    # Planned like a job: a corner past the step limit names its path; no held-out split, no objective.
+    r = client.post("/v1/sweeps", json=sweep_body(space={"epochs": {"type": "int", "low": 1, "high": 10**8}}))
+    assert r.status_code == 422 and detail_of(r)["loc"] == ["body", "space", "epochs"], r.text
+    assert "GRADSERVE_MAX_STEPS" in detail_of(r)["msg"]
+    no_split = sweep_body()
+    no_split["template"]["dataset"] = {"source": "digits", "test_fraction": 0}
+    r = client.post("/v1/sweeps", json=no_split)
+    assert r.status_code == 422 and detail_of(r)["loc"] == ["body", "template", "dataset"], r.text
+    assert "held-out split" in detail_of(r)["msg"]
+
+
+def test_a_sweep_whose_trials_all_fail_fails_and_val_loss_is_minimized(client: httpx.Client) -> None:
+    body = sweep_body(max_trials=2, objective={"metric": "val_loss"}, pruner={"type": "none"})
+    # BatchNorm in training mode cannot normalise a batch of one sample: every trial fails at its first step.
+    body["template"]["network"]["layers"].insert(2, {"type": "BatchNorm1d", "num_features": 32})
+    body["template"]["batch_size"] = 1
+    sweep_id = client.post("/v1/sweeps", json=body).json()["id"]
+    doc = wait_sweep(client, sweep_id, lambda d: d["status"] != "running")
+    assert doc["objective"] == {"metric": "val_loss", "direction": "minimize"}
+    assert doc["status"] == "failed" and doc["best"] is None, doc["trials"]
+    assert [t["state"] for t in doc["trials"]] == ["failed", "failed"]
 
 
 def test_a_sweep_survives_an_api_restart(tmp_path: Path) -> None:

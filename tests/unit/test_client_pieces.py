@@ -111,6 +111,10 @@ def test_fork_changes_fold_an_optimizer_class_and_its_lr_and_keep_a_removed_sche
     assert fork_changes({"lr": 0.01, "epochs": 9}) == {"lr": 0.01, "epochs": 9}
     changed = fork_changes({"optimizer": torch.optim.Adam, "lr": 1e-3, "lr_scheduler": None})
     assert changed == {"optimizer": {"type": "Adam", "lr": 1e-3}, "lr_scheduler": None}
+    import pytest
+
+    with pytest.raises(ValueError, match="give lr once"):
+        fork_changes({"optimizer": {"type": "Adam", "lr": 0.002}, "lr": 1e-3})
     data = Dataset("data_1", 10, {"inputs": {"shape": [10, 4]}})
     assert fork_changes({"dataset": data}) == {"dataset": {"source": "upload", "id": "data_1"}}
 
@@ -171,3 +175,22 @@ def test_the_client_checks_layer_names_as_the_spec_does() -> None:
     from models.spec.types import LAYER_NAME
 
     assert IDENTIFIER.pattern == LAYER_NAME
+
+
+def test_a_request_file_that_cannot_be_read_is_a_usage_error_not_a_traceback(tmp_path: object) -> None:
+    from pathlib import Path
+
+    import click
+    import pytest
+
+    from gradserve.cli import read_job_file
+
+    folder = Path(str(tmp_path))
+    cases = {"bad.yaml": b"template: [unclosed\n  x: {", "bin.json": b"\xff\xfe\x00binary", "s.toml": b"a = 1"}
+    for name, raw in cases.items():
+        (folder / name).write_bytes(raw)
+        with pytest.raises(click.BadParameter, match="is not valid"):
+            read_job_file(folder / name)
+    (folder / "list.json").write_text("[1]")
+    with pytest.raises(click.BadParameter, match="one object"):
+        read_job_file(folder / "list.json")

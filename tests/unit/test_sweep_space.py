@@ -55,6 +55,9 @@ def test_a_default_field_can_be_searched() -> None:
     assert [r.optimizer.momentum for r in check_space(s)] == [0.0, 0.9]  # type: ignore[attr-defined]
 
 
+LR = {"type": "float", "low": 0.1, "high": 0.5}
+
+
 @pytest.mark.parametrize(
     ("space", "path"),
     [
@@ -62,6 +65,21 @@ def test_a_default_field_can_be_searched() -> None:
         ({"lr_scheduler.gamma": {"type": "float", "low": 0.1, "high": 0.5}}, "lr_scheduler.gamma"),
         ({"network.layers.9.out_features": {"type": "int", "low": 1, "high": 2}}, "network.layers.9.out_features"),
         ({"optimizer.lr": {"type": "float", "low": 0.0, "high": 0.5}}, "optimizer.lr"),
+        # the second path is at fault: the error names it, not the first
+        (
+            {
+                "optimizer.lr": {"type": "float", "low": 0.1, "high": 0.5},
+                "batch_size": {"type": "int", "low": 0, "high": 8},
+            },
+            "batch_size",
+        ),
+        (
+            {
+                "optimizer.lr": {"type": "float", "low": 0.1, "high": 0.5},
+                "optimizer.lrr": {"type": "int", "low": 1, "high": 2},
+            },
+            "optimizer.lrr",
+        ),
     ],
 )
 def test_a_bad_space_names_its_path(space: dict[str, Any], path: str) -> None:
@@ -80,3 +98,22 @@ def test_the_best_trial_follows_the_direction_and_skips_unfinished_ones() -> Non
     assert best_trial(trials, "maximize")["number"] == 2  # type: ignore[index]
     assert best_trial(trials, "minimize")["number"] == 0  # type: ignore[index]
     assert best_trial(trials[1:2], "maximize") is None
+
+
+def test_the_direction_follows_the_metric_and_a_contrary_one_is_refused() -> None:
+    from pydantic import ValidationError
+
+    from models.spec.sweep import Objective
+
+    assert Objective.model_validate({"metric": "val_loss"}).direction == "minimize"
+    assert Objective.model_validate({}).direction == "maximize"
+    with pytest.raises(ValidationError, match="worst trial"):
+        Objective.model_validate({"metric": "val_loss", "direction": "maximize"})
+
+
+def test_trial_seeds_are_far_apart_and_differ_between_sweeps() -> None:
+    from api.sweep_optuna import trial_seed
+
+    seeds = [trial_seed(s, n) for s in (0, 1) for n in range(50)]
+    assert len(set(seeds)) == len(seeds)
+    assert trial_seed(0, 1) != trial_seed(1, 0)  # seed 1 no longer replays seed 0 shifted by one
