@@ -246,18 +246,21 @@ def show_sweep(client: Client, sweep_id: str, as_json: bool) -> None:
 
 
 @sweeps.command("ls")
+@click.option("--status", type=click.Choice(["running", "succeeded", "failed", "cancelled"]))
 @click.option("--limit", type=int, default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="The raw list, one JSON document.")
 @click.pass_obj
-def list_sweeps(client: Client, limit: int, as_json: bool) -> None:
-    """The tenant's sweeps, newest first."""
-    data = client.sweeps.list(limit=limit)
+def list_sweeps(client: Client, status: str | None, limit: int, as_json: bool) -> None:
+    """The tenant's sweeps, newest first, with their trial counts and best values."""
+    data = client.sweeps.list(status=status, limit=limit)
     if as_json:
         click.echo(json.dumps(data))
         return
-    table = Table("id", "name", "status")
+    table = Table("id", "name", "status", "trials", "objective", "best")
     for doc in data:
-        table.add_row(doc["id"], doc.get("name") or "", doc["status"])
+        objective = f"{doc['objective']['direction']} {doc['objective']['metric']}"
+        trials = f"{doc['trials']}/{doc['max_trials']}"
+        table.add_row(doc["id"], doc.get("name") or "", doc["status"], trials, objective, _num(doc["best_value"]))
     Console(width=200).print(table)
 
 

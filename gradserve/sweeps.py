@@ -139,8 +139,10 @@ class Sweeps:
         sweep.refresh()
         return sweep
 
-    def list(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
-        """The tenant's sweeps, newest first."""
-        params = {"limit": limit, "offset": offset}
+    def list(self, status: str | None = None, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+        """The tenant's sweeps, newest first, each with its trial count and best value so far."""
+        params: dict[str, Any] = {"limit": limit, "offset": offset}
+        if status is not None:
+            params["status"] = status
         data: list[dict[str, Any]] = self._client.request("GET", "/v1/sweeps", params=params).json()["data"]
         return data

@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from api.deps import SettingsDep, StoreDep, TenantDep
 from api.job_submit import JobStoreDep
 from api.listing import PagingDep, newest_first
-from api.schemas.sweeps import SweepPublic, SweepsPublic, SweepSubmitted
+from api.schemas.sweeps import SweepPublic, SweepsPublic, SweepStatus, SweepSubmitted
 from api.strict_json import StrictJsonRoute
 from models.errors import Conflict, InvalidInput, NotFound
 from models.nn.build import NetworkSummary, validate_network
@@ -133,10 +133,25 @@ def _check_corners(body: SweepCreate, stored: NetworkSpec, settings: Settings, a
 
 
 @router.get("", response_model=SweepsPublic)
-async def list_sweeps(sweeps: SweepStoreDep, tenant: TenantDep, paging: PagingDep) -> dict[str, Any]:
-    """The tenant's sweeps, newest first."""
+async def list_sweeps(
+    sweeps: SweepStoreDep, tenant: TenantDep, status: SweepStatus | None = None, *, paging: PagingDep
+) -> dict[str, Any]:
+    """The tenant's sweeps, newest first (only those in ``status`` when given), each with its trial count
+    and best value so far; ``total`` counts every match."""
     docs = [d for i in await sweeps.ids(tenant=tenant) if (d := await sweeps.get(tenant=tenant, sweep_id=i))]
-    return newest_first(docs, paging)
+    docs = [d for d in docs if status is None or d["status"] == status]
+    page = newest_first(docs, paging)
+    for doc in page["data"]:
+        trials = await sweeps.trials(tenant=tenant, sweep_id=doc["id"])
+        req = doc["request"]
+        best = best_trial(trials, req["objective"]["direction"])
+        doc.update(
+            objective=req["objective"],
+            max_trials=req["max_trials"],
+            trials=len(trials),
+            best_value=None if best is None else best["value"],
+        )
+    return page
 
 
 @router.get("/{sweep_id}", response_model=SweepPublic)

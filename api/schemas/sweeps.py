@@ -47,6 +47,10 @@ class SweepSummary(BaseModel):
     status: SweepStatus
     created_at: float
     finished_at: float | None
+    objective: dict[str, str]
+    max_trials: int
+    trials: int = Field(description="Trials started so far.")
+    best_value: float | None = Field(description="The objective of the best complete trial so far.")
 
 
 class SweepsPublic(BaseModel):

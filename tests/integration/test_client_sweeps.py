@@ -108,8 +108,14 @@ def test_sweeps_from_the_shell(service: Service, tmp_path: Path) -> None:
         assert sum(line.startswith(f"trial {n} complete val_accuracy 0.") for line in lines) == 1, lines
     assert lines[-1].startswith(f"sweep {sweep_id} succeeded: 2/2 trials (2 complete); best val_accuracy")
 
-    listed = gradserve_cli(service, "sweeps", "ls", "--json")
-    assert sweep_id in [s["id"] for s in json.loads(listed.stdout)]
+    listed = {s["id"]: s for s in json.loads(gradserve_cli(service, "sweeps", "ls", "--json").stdout)}
+    assert (listed[sweep_id]["trials"], listed[sweep_id]["max_trials"]) == (2, 2)
+    shown_doc = json.loads(gradserve_cli(service, "sweeps", "show", sweep_id, "--json").stdout)
+    assert listed[sweep_id]["best_value"] == shown_doc["best"]["value"] is not None
+    done_only = json.loads(gradserve_cli(service, "sweeps", "ls", "--status", "succeeded", "--json").stdout)
+    assert sweep_id in [s["id"] for s in done_only] and {s["status"] for s in done_only} == {"succeeded"}
+    table = gradserve_cli(service, "sweeps", "ls")
+    assert "maximize val_accuracy" in table.stdout and "2/2" in table.stdout
     shown = gradserve_cli(service, "sweeps", "show", sweep_id)
     assert shown.returncode == 0 and "2/2 trials" in shown.stdout and "optimizer.lr=" in shown.stdout
     again = gradserve_cli(service, "sweeps", "cancel", sweep_id)

@@ -228,6 +228,8 @@ def test_a_sweeps_trials_curves_and_best_are_shown(tab: Tab, service: Service, c
     tab.shot("sweep")
     page.goto(f"{service.url}/ui/#/sweeps")
     page.wait_for_selector(f'tr[data-sweep-id="{sweep_id}"] .badge[data-status="succeeded"]')
+    shown = float(page.inner_text(f'tr[data-sweep-id="{sweep_id}"] .best'))
+    assert shown == pytest.approx(doc["best"]["value"], abs=1e-4)
 
 
 def test_another_tenants_job_is_not_reachable(tab: Tab, service: Service, client: httpx.Client) -> None:

@@ -461,13 +461,15 @@ function poll(ms, load) {
 async function sweepsList() {
   const body = h("tbody", { id: "sweeps-body" });
   view().append(h("h1", { text: "Sweeps" }), h("table", { id: "sweeps" },
-    h("thead", {}, h("tr", {}, ...["sweep", "name", "status", "age"].map((t) => h("th", { text: t })))), body));
+    h("thead", {}, h("tr", {}, ...["sweep", "name", "status", "trials", "objective", "best", "age"].map((t) => h("th", { text: t })))), body));
   await poll(2000, async () => {
     const page = await api.json("/v1/sweeps?limit=100");
     body.replaceChildren(...page.data.map((s) => h("tr", { "data-sweep-id": s.id },
       h("td", {}, h("a", { href: `#/sweeps/${s.id}`, text: s.id })), h("td", { text: s.name || "—" }),
-      h("td", {}, badge(s.status)), h("td", { text: age(s.created_at) }))));
-    if (!page.data.length) body.append(h("tr", {}, h("td", { colspan: 4, class: "muted", text: "No sweeps." })));
+      h("td", {}, badge(s.status)), h("td", { class: "num", text: `${s.trials}/${s.max_trials}` }),
+      h("td", { text: `${s.objective.direction} ${s.objective.metric}` }), h("td", { class: "num best", text: fmt(s.best_value, 4) }),
+      h("td", { text: age(s.created_at) }))));
+    if (!page.data.length) body.append(h("tr", {}, h("td", { colspan: 7, class: "muted", text: "No sweeps." })));
     return !page.data.some((s) => s.status === "running");
   });
 }
