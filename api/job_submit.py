@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -32,6 +33,30 @@ from models.wire.tensors import decode, describe_array, from_safetensors, to_saf
 SUMMARY_CACHE = 256
 log = logging.getLogger(__name__)
 _summaries: dict[str, NetworkSummary] = {}
+_summaries_lock = threading.Lock()
+
+
+async def network_of(req: JobCreate, store: Store, tenant: str, where: str = "body") -> NetworkSpec:
+    """The request's network: given inline, or the tenant's stored one it names (else a 404)."""
+    if req.network is not None:
+        return req.network
+    assert req.network_id is not None  # JobCreate's validator: exactly one of network, network_id
+    doc = await store.get_network(tenant=tenant, network_id=req.network_id)
+    if doc is None:
+        raise NotFound(f"network '{req.network_id}' not found ({where}.network_id)")
+    return NetworkSpec.model_validate(doc["spec"])
+
+
+def network_summary(spec: NetworkSpec, settings: Settings) -> NetworkSummary:
+    """``validate_network`` (blocking: call it in a thread), remembered per spec."""
+    summary = _summaries.get(spec_json := spec.model_dump_json())
+    if summary is None:
+        summary = validate_network(spec, settings, ("body", "network"))
+        with _summaries_lock:  # threadpool threads share the cache; eviction iterates it
+            _summaries[spec_json] = summary
+            while len(_summaries) > SUMMARY_CACHE:
+                _summaries.pop(next(iter(_summaries)))
+    return summary
 
 
 def get_job_store(request: Request) -> JobStore:
@@ -101,20 +126,8 @@ async def submit(
 ) -> str:
     """Validate, store and enqueue a job; return its id. Raises a 4xx error for anything that cannot run."""
     network_id = req.network_id
-    if req.network is not None:
-        spec = req.network
-    else:
-        assert network_id is not None  # JobCreate's validator: exactly one of network, network_id
-        doc = await store.get_network(tenant=tenant, network_id=network_id)
-        if doc is None:
-            raise NotFound(f"network '{network_id}' not found (body.network_id)")
-        spec = NetworkSpec.model_validate(doc["spec"])
-    summary = _summaries.get(spec_json := spec.model_dump_json())
-    if summary is None:
-        summary = await run_in_threadpool(validate_network, spec, settings, ("body", "network"))
-        _summaries[spec_json] = summary
-        while len(_summaries) > SUMMARY_CACHE:
-            _summaries.pop(next(iter(_summaries)))
+    spec = await network_of(req, store, tenant)
+    summary = await run_in_threadpool(network_summary, spec, settings)
     arrays, data, source_key = None, None, None
     job_id = f"job_{uuid.uuid4().hex}"
     request_doc = req.model_dump(mode="json", exclude_unset=True)

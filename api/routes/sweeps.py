@@ -9,12 +9,11 @@ from fastapi import APIRouter, Body, Depends, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 
 from api.deps import SettingsDep, StoreDep, TenantDep
-from api.job_submit import JobStoreDep
+from api.job_submit import JobStoreDep, network_of, network_summary
 from api.listing import PagingDep, newest_first
 from api.schemas.sweeps import SweepPublic, SweepsPublic, SweepStatus, SweepSubmitted
 from api.strict_json import StrictJsonRoute
 from models.errors import Conflict, InvalidInput, NotFound
-from models.nn.build import NetworkSummary, validate_network
 from models.nn.job_plan import plan_job
 from models.settings import Settings
 from models.spec.job import InlineDataset, UploadDataset
@@ -96,13 +95,7 @@ async def _check(body: SweepCreate, settings: Settings, jobs: JobStore, store: S
     template = body.template
     if isinstance(template.dataset, InlineDataset):  # inputs and targets only: nothing held out
         raise InvalidInput(NO_HELD_OUT.format(metric=body.objective.metric), ("body", "template", "dataset"))
-    network = template.network
-    if network is None:
-        assert template.network_id is not None  # JobCreate's validator: exactly one of network, network_id
-        doc = await store.get_network(tenant=tenant, network_id=template.network_id)
-        if doc is None:
-            raise NotFound(f"network '{template.network_id}' not found (body.template.network_id)")
-        network = NetworkSpec.model_validate(doc["spec"])
+    network = await network_of(template, store, tenant, "body.template")
     arrays = None
     if isinstance(template.dataset, UploadDataset):
         meta = await jobs.dataset_meta(tenant=tenant, dataset_id=template.dataset.id)
@@ -113,13 +106,10 @@ async def _check(body: SweepCreate, settings: Settings, jobs: JobStore, store: S
 
 
 def _check_corners(body: SweepCreate, stored: NetworkSpec, settings: Settings, arrays: dict[str, Any] | None) -> None:
-    summaries: dict[str, NetworkSummary] = {}
     for params, req in corner_requests(body):
         net = req.network or stored
         try:
-            if (key := net.model_dump_json()) not in summaries:
-                summaries[key] = validate_network(net, settings, ("body", "network"))
-            plan = plan_job(req, net, summaries[key], settings, arrays, ("body", "dataset", "id"))
+            plan = plan_job(req, net, network_summary(net, settings), settings, arrays, ("body", "dataset", "id"))
         except InvalidInput as exc:  # its loc is a path into the job request: say which space path led there
             within = exc.loc[1:] if exc.loc[:1] == ("body",) else exc.loc
             path = blame(body, params, within)
@@ -141,8 +131,8 @@ async def list_sweeps(
     docs = [d for i in await sweeps.ids(tenant=tenant) if (d := await sweeps.get(tenant=tenant, sweep_id=i))]
     docs = [d for d in docs if status is None or d["status"] == status]
     page = newest_first(docs, paging)
-    for doc in page["data"]:
-        trials = await sweeps.trials(tenant=tenant, sweep_id=doc["id"])
+    every = await sweeps.trials_of(tenant=tenant, sweep_ids=[d["id"] for d in page["data"]])
+    for doc, trials in zip(page["data"], every, strict=True):
         req = doc["request"]
         best = best_trial(trials, req["objective"]["direction"])
         doc.update(

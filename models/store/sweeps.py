@@ -86,8 +86,15 @@ class SweepStore:
 
     # --- trials ---
     async def trials(self, *, tenant: str, sweep_id: str) -> list[dict[str, Any]]:
-        raw = await self.redis.hgetall(self.keys.sweep_trials(tenant, sweep_id))
-        return sorted((json.loads(v) for v in raw.values()), key=lambda t: t["number"])
+        return (await self.trials_of(tenant=tenant, sweep_ids=[sweep_id]))[0]
+
+    async def trials_of(self, *, tenant: str, sweep_ids: list[str]) -> list[list[dict[str, Any]]]:
+        """Each sweep's trials in number order, read in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for sweep_id in sweep_ids:
+            pipe.hgetall(self.keys.sweep_trials(tenant, sweep_id))
+        replies = await pipe.execute() if sweep_ids else []
+        return [sorted((json.loads(v) for v in raw.values()), key=lambda t: t["number"]) for raw in replies]
 
     async def put_trial(self, *, tenant: str, sweep_id: str, trial: dict[str, Any]) -> None:
         key = self.keys.sweep_trials(tenant, sweep_id)
