@@ -34,7 +34,8 @@ def sse_events(lines: Iterable[str]) -> Iterator[tuple[str, str, dict[str, Any]]
             data.append(line[5:].strip())
 
 
-def _fmt(value: Any, spec: str) -> str:
+def fmt(value: Any, spec: str) -> str:
+    """``value`` formatted, or ``-`` when it is missing or not a number."""
     try:
         return format(float(value), spec)
     except (TypeError, ValueError):
@@ -43,13 +44,13 @@ def _fmt(value: Any, spec: str) -> str:
 
 def describe(rec: dict[str, Any]) -> str:
     """One metric record as the text beside the bar: loss, accuracy, samples/s."""
-    parts = [f"loss {_fmt(rec.get('loss'), '.4f')}"]
+    parts = [f"loss {fmt(rec.get('loss'), '.4f')}"]
     if rec.get("accuracy") is not None:
-        parts.append(f"acc {_fmt(rec['accuracy'], '.3f')}")
+        parts.append(f"acc {fmt(rec['accuracy'], '.3f')}")
     if rec.get("val_accuracy") is not None:
-        parts.append(f"val_acc {_fmt(rec['val_accuracy'], '.3f')}")
+        parts.append(f"val_acc {fmt(rec['val_accuracy'], '.3f')}")
     if rec.get("samples_per_s") is not None:
-        parts.append(f"{_fmt(rec['samples_per_s'], ',.0f')} samples/s")
+        parts.append(f"{fmt(rec['samples_per_s'], ',.0f')} samples/s")
     return "  ".join(parts)
 
 
@@ -58,7 +59,7 @@ def final_line(doc: dict[str, Any]) -> str:
     line = f"job {doc['id']} {doc['status']}: step {doc.get('step')}/{doc.get('total_steps')}"
     for name in ("loss", "val_loss", "val_accuracy"):
         if doc.get(name) is not None:
-            line += f"  {name} {_fmt(doc[name], '.4f')}"
+            line += f"  {name} {fmt(doc[name], '.4f')}"
     if doc.get("error"):
         line += f"  error: {doc['error']}"
     return line

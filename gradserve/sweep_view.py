@@ -12,18 +12,21 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from gradserve.progress import fmt
+
 if TYPE_CHECKING:
     from gradserve.sweeps import Sweep
+
+
+def _g(value: Any) -> str:
+    return fmt(value, ".4g")
+
 
 STATE_STYLE = {"running": "cyan", "complete": "green", "pruned": "yellow", "failed": "red", "cancelled": "magenta"}
 
 
-def _num(value: Any) -> str:
-    return "-" if value is None else f"{float(value):.4g}"
-
-
 def params_text(params: dict[str, Any]) -> str:
-    return "  ".join(f"{k}={_num(v) if isinstance(v, float) else v}" for k, v in params.items())
+    return "  ".join(f"{k}={_g(v) if isinstance(v, float) else v}" for k, v in params.items())
 
 
 def _metric(doc: dict[str, Any]) -> str:
@@ -37,14 +40,14 @@ def table(doc: dict[str, Any]) -> Table:
     out = Table("#", "state", "params", f"{metric} by epoch", metric, "job", title=heading(doc), title_justify="left")
     for t in doc.get("trials", []):
         epochs = t.get("intermediate") or {}
-        last = f"{_num(epochs[max(epochs, key=int)])} @ {max(epochs, key=int)}" if epochs else "-"
+        last = f"{_g(epochs[max(epochs, key=int)])} @ {max(epochs, key=int)}" if epochs else "-"
         state = Text(t["state"], style=STATE_STYLE.get(t["state"], ""))
         out.add_row(
             str(t["number"]),
             state,
             params_text(t["params"]),
             last,
-            _num(t.get("value")),
+            _g(t.get("value")),
             t.get("job_id") or (t.get("error") or "")[:40],
             style="bold" if t["number"] == best else None,
         )
@@ -65,7 +68,7 @@ def final_line(doc: dict[str, Any]) -> str:
     line = heading(doc)
     best = doc.get("best")
     if best is not None:
-        line += f"; best {_metric(doc)} {_num(best['value'])} (trial {best['number']}: {params_text(best['params'])})"
+        line += f"; best {_metric(doc)} {_g(best['value'])} (trial {best['number']}: {params_text(best['params'])})"
     return line
 
 
@@ -86,7 +89,7 @@ def watch(sweep: Sweep, console: Console | None, poll_s: float) -> dict[str, Any
             for t in doc.get("trials", []):
                 if seen.get(t["number"]) != t["state"]:
                     seen[t["number"]] = t["state"]
-                    value = "" if t.get("value") is None else f" {_metric(doc)} {_num(t['value'])}"
+                    value = "" if t.get("value") is None else f" {_metric(doc)} {_g(t['value'])}"
                     line = f"trial {t['number']} {t['state']}{value}  {params_text(t['params'])}"
                     console.print(line, highlight=False, soft_wrap=True)
             if doc["status"] in SWEEP_TERMINAL:
