@@ -68,7 +68,9 @@ class BinaryBodyRoute(StrictJsonRoute):
 
     async def _as_json(self, request: Request) -> Request:
         tensors, args = read_binary_body(await request.body(), self._tensor_names())
-        body = orjson.dumps({**args, **dict.fromkeys(tensors, _PLACEHOLDER)})
+        named = {k.removeprefix("inputs."): _PLACEHOLDER for k in tensors if k.startswith("inputs.")}
+        plain = dict.fromkeys((k for k in tensors if not k.startswith("inputs.")), _PLACEHOLDER)
+        body = orjson.dumps({**args, **plain, **({"inputs": named} if named else {})})
         headers = [(k, v) for k, v in request.scope["headers"] if k != b"content-type"]
         scope = {**request.scope, "headers": [*headers, (b"content-type", b"application/json")], _SCOPE_KEY: tensors}
 

@@ -44,6 +44,12 @@ async def network_of(req: JobCreate, store: Store, tenant: str, where: str = "bo
     doc = await store.get_network(tenant=tenant, network_id=req.network_id)
     if doc is None:
         raise NotFound(f"network '{req.network_id}' not found ({where}.network_id)")
+    if doc.get("format") == "export":
+        raise InvalidInput(
+            f"network '{req.network_id}' is an exported program; jobs train catalogue specs only for now "
+            "(train it step by step in a session: POST /v1/sessions with this network_id)",
+            (where, "network_id"),
+        )
     return NetworkSpec.model_validate(doc["spec"])
 
 

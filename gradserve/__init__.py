@@ -3,7 +3,17 @@ driven on the service), ``client.jobs``, ``client.datasets`` and ``client.sweeps
 torch and safetensors (rich draws ``watch``)."""
 
 from gradserve.client import AsyncClient, Client
-from gradserve.errors import APIError, GradserveError, JobFailed, SpecError, SweepEnded
+from gradserve.errors import APIError, ExportError, GradserveError, JobFailed, SpecError, SweepEnded
 from gradserve.fx_spec import to_spec
 
-__all__ = ["APIError", "AsyncClient", "Client", "GradserveError", "JobFailed", "SpecError", "SweepEnded", "to_spec"]
+__all__ = [
+    "APIError",
+    "AsyncClient",
+    "Client",
+    "ExportError",
+    "GradserveError",
+    "JobFailed",
+    "SpecError",
+    "SweepEnded",
+    "to_spec",
+]

@@ -92,18 +92,36 @@ class Client:
         input_shape: list[int] | tuple[int, ...] | None = None,
         seed: int = 0,
         device: str = "cpu",
+        format: str = "auto",
+        output: str | int | None = None,
         **optimizer_args: Any,
     ) -> Any:
         """A session holding ``net`` (its current weights): the tutorial's lines run on it remotely.
 
         ``optimizer=torch.optim.SGD, lr=0.01`` gives the session ``rnet.step()``. Without
         ``input_shape`` the session is created at the first call, from the input's shape.
+        A module the readable catalogue spec cannot express (nested blocks, transformers, an LSTM read
+        at ``out[:, -1]``) goes as a ``torch.export`` program, exported at that first call on its inputs;
+        ``format="export"`` forces that path, ``format="spec"`` refuses it. ``output`` names the tensor
+        the loss reads when the model returns several (``"logits"`` by default, when there is one).
         """
         from gradserve.remote import RemoteNet
 
         return RemoteNet(
-            self, net, optimizer_spec(optimizer, optimizer_args), input_shape=input_shape, seed=seed, device=device
+            self,
+            net,
+            optimizer_spec(optimizer, optimizer_args),
+            input_shape=input_shape,
+            seed=seed,
+            device=device,
+            format=format,
+            output=output,
         )
+
+    def upload_exported(self, upload: Any) -> dict[str, Any]:
+        """``POST /v1/networks/exported`` with an ``ExportedUpload``'s parts; answers the stored network."""
+        network: dict[str, Any] = self.request("POST", "/v1/networks/exported", files=upload.files()).json()
+        return network
 
     def close(self) -> None:
         self.http.close()

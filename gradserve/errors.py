@@ -25,6 +25,13 @@ class SpecError(GradserveError, ValueError):
         self.op = op
 
 
+class ExportError(SpecError):
+    """A module ``torch.export`` cannot capture, or inputs it cannot take; the message carries torch's reason."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, node=None, op=None)
+
+
 class APIError(GradserveError):
     def __init__(self, status: int, detail: Any, method: str, url: str) -> None:
         self.status = status

@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from gradserve import _wire
+from gradserve.errors import SpecError
+from gradserve.export_form import export_module, named_inputs
 from gradserve.fx_spec import to_spec
 from gradserve.graph import GradFn, graph_root
 
@@ -55,10 +57,25 @@ class RemoteNet:
         input_shape: list[int] | tuple[int, ...] | None,
         seed: int,
         device: str,
+        format: str = "auto",
+        output: str | int | None = None,
     ) -> None:
+        if format not in ("auto", "spec", "export"):
+            raise ValueError(f'format={format!r}: use "auto", "spec" or "export"')
         self._client = client
         self._module = net if isinstance(net, nn.Module) else None
-        self._spec = to_spec(net) if isinstance(net, nn.Module) else dict(net)  # refuses before any request
+        self._output = output
+        self._spec: dict[str, Any] | None = None
+        if self._module is None:
+            self._spec = dict(net)  # type: ignore[arg-type]  # a spec dict when not a module
+        elif format != "export":
+            try:
+                self._spec = to_spec(self._module)  # refuses before any request
+            except SpecError:
+                if format == "spec":
+                    raise
+        # None: the readable catalogue spec; else the module is exported at the first call, on its inputs.
+        self.exported = self._spec is None
         self._weights = None if self._module is None else _wire.state_bytes(self._module.state_dict())
         self._optimizer = optimizer
         self._seed = seed
@@ -67,7 +84,7 @@ class RemoteNet:
         self._threads: int | None = None
         self.generation = 0  # bumped by each forward: older outputs and losses are stale
         self.loss_generation = 0
-        if input_shape is not None or "input_shape" in self._spec:
+        if self._spec is not None and (input_shape is not None or "input_shape" in self._spec):
             self._create(list(input_shape or self._spec["input_shape"]), None)
 
     # --- the session ---------------------------------------------------------------------------------------------
@@ -76,7 +93,14 @@ class RemoteNet:
     def id(self) -> str:
         return str(self._session()["id"])
 
+    def _create_exported(self, inputs: dict[str, torch.Tensor]) -> None:
+        assert self._module is not None, "only a module is exported"
+        network = self._client.upload_exported(export_module(self._module, inputs, self._output))
+        body = {"network_id": network["id"], "seed": self._seed, "device": self._device, "optimizer": self._optimizer}
+        self._public = self._client.session_call("POST", "/v1/sessions", json=body).json()
+
     def _create(self, input_shape: list[int], dtype: torch.dtype | None) -> None:
+        assert self._spec is not None
         spec = {**self._spec, "input_shape": input_shape}
         if dtype is not None and dtype != torch.float32 and "input_dtype" not in spec:
             spec["input_dtype"] = _DTYPES.get(dtype, str(dtype).removeprefix("torch."))
@@ -110,11 +134,20 @@ class RemoteNet:
 
     # --- what the tutorial calls ---------------------------------------------------------------------------------
 
-    def __call__(self, x: torch.Tensor) -> RemoteTensor:
-        x = torch.as_tensor(x)
-        if self._public is None:
-            self._create(list(x.shape[1:]), x.dtype)
-        answer = self._binary("POST", "forward", {"input": x}, {})
+    def __call__(self, *args: Any, **kwargs: Any) -> RemoteTensor:
+        if self.exported:
+            assert self._module is not None
+            named = named_inputs(self._module, args, kwargs)
+            if self._public is None:
+                self._create_exported(named)
+            answer = self._binary("POST", "forward", {f"inputs.{k}": v for k, v in named.items()}, {})
+        else:
+            if len(args) != 1 or kwargs:
+                raise TypeError("a catalogue network takes one input tensor: rnet(x)")
+            x = torch.as_tensor(args[0])
+            if self._public is None:
+                self._create(list(x.shape[1:]), x.dtype)
+            answer = self._binary("POST", "forward", {"input": x}, {})
         self.generation += 1
         return RemoteTensor(self, answer["output"], answer.get("grad_fn"), "output", self.generation)
 
@@ -135,6 +168,8 @@ class RemoteNet:
         self._binary("POST", "backward", tensors, {"retain_graph": retain_graph})
 
     def zero_grad(self, set_to_none: bool = True) -> None:
+        if self._public is None:
+            return  # no session yet: its gradients start as None, as a new module's do
         self._call("POST", "zero_grad", json={"set_to_none": set_to_none})
 
     def sgd_update(self, lr: float) -> None:
@@ -165,7 +200,10 @@ class RemoteNet:
         return graph
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return safetensors.torch.load(self._call("GET", "state"))
+        """The session's state in the module's own key order (safetensors files keep their own)."""
+        got = safetensors.torch.load(self._call("GET", "state"))
+        order = list(self._module.state_dict()) if self._module is not None else []
+        return {k: got[k] for k in order if k in got} | {k: v for k, v in got.items() if k not in order}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self._call("PUT", "state", content=_wire.state_bytes(state), headers={"Content-Type": _wire.OCTET})
@@ -178,6 +216,7 @@ class RemoteNet:
             from models.nn.build import build_network  # the server's builder: only needed without a module
             from models.spec.network import NetworkSpec
 
+            assert self._spec is not None, "an exported network always has its module"
             local = build_network(NetworkSpec.model_validate(self._spec))
         local.load_state_dict(self.state_dict())
         return local

@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     # Limits, enforced before anything is allocated.
     max_body_bytes: int = 32 * 1024 * 1024
     max_layers: int = 256
+    # Exported networks: each program's JSON, and its nodes (subgraphs' included).
+    max_program_bytes: int = 16 * 1024 * 1024
+    max_graph_nodes: int = 50_000
     max_parameters: int = 50_000_000
     max_activation_bytes: int = 2 * 1024**3
     max_tensor_elements: int = 1_000_000

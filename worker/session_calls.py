@@ -16,7 +16,7 @@ from typing import Any
 import redis
 import torch
 
-from models.errors import GradserveError, InvalidInput
+from models.errors import GradserveError, InvalidInput, NotFound
 from models.settings import Settings, get_settings
 from models.store.keys import Keys
 from models.store.replies import opt_bytes
@@ -95,7 +95,13 @@ def _create(
     tenant, sid = call["tenant"], call["session_id"]
     if client.exists(keys.session(tenant, sid)):
         return answer_frame(call["meta"]["public"], binary=binary)
-    s = ops.build_live(tenant, sid, call["meta"], seed=call["args"]["seed"])
+    weights = None
+    if call["meta"].get("format") == "export":
+        blob = opt_bytes(client.hget(call["meta"]["weights_key"], "weights"))
+        if blob is None:
+            raise NotFound("the network's weights are gone (the network was deleted or expired); upload it again")
+        weights = from_safetensors(blob, loc=("body", "network_id"))
+    s = ops.build_live(tenant, sid, call["meta"], seed=call["args"]["seed"], weights=weights)
     store.write_new(pipe, keys, s, call["queue"], settings.session_ttl_s)
     cache.put(s)
     return answer_frame(call["meta"]["public"], binary=binary)
@@ -103,7 +109,8 @@ def _create(
 
 def _run(s: ops.LiveSession, op: str, args: dict[str, Any], settings: Settings) -> ops.Outcome:
     if op == "forward":
-        return ops.forward(s, args["input"], settings)
+        named = {k.removeprefix("inputs."): v for k, v in args.items() if k.startswith("inputs.")}
+        return ops.forward(s, named or args["input"], settings)
     if op == "loss":
         return ops.loss(s, args["criterion"], args["target"])
     if op == "backward":

@@ -14,8 +14,13 @@ from models.spec.losses import CLASS_INDEX_LOSSES
 from models.wire.tensors import dtype_name
 
 
-def check_input(meta: dict[str, Any], x: torch.Tensor, settings: Settings) -> None:
+def check_input(meta: dict[str, Any], x: torch.Tensor | dict[str, torch.Tensor], settings: Settings) -> None:
     """torch.nn takes mini-batches: ``[N, *input_shape]``, with a readable error for the usual mistakes."""
+    if meta.get("format") == "export":
+        check_named_inputs(meta, x if isinstance(x, dict) else None, x, settings)
+        return
+    if isinstance(x, dict):
+        raise InvalidInput('this network takes one tensor: send "input", not "inputs"', ("body", "inputs"))
     want, got = list(meta["input_shape"]), list(x.shape)
     expected, loc = f"[N, {', '.join(map(str, want))}]", ("body", "input")
     shapes = {"expected": expected, "received": fmt_shape(got)}
@@ -75,3 +80,65 @@ def check_class_targets(spec: Any, output: torch.Tensor, target: torch.Tensor) -
             f"(smallest {int(wrong.min())}, largest {int(wrong.max())})",
             ("body", "target"),
         )
+
+
+def check_named_inputs(meta: dict[str, Any], named: dict[str, torch.Tensor] | None, x: Any, settings: Settings) -> None:
+    """An exported network's inputs: each by name, a mini-batch of the declared per-sample shape and dtype,
+    one batch size across them. A single ``input`` stands for the only input of a one-input network."""
+    declared = meta["form"]["inputs"]
+    if named is None:
+        if len(declared) != 1:
+            names = ", ".join(i["name"] for i in declared)
+            raise InvalidInput(
+                f'this network takes {len(declared)} inputs ({names}): send them as "inputs"', ("body", "input")
+            )
+        named = {declared[0]["name"]: x}
+    want = {i["name"]: i for i in declared}
+    for name in named:
+        if name not in want:
+            raise InvalidInput(
+                f"unknown input '{name}'; the network takes: {', '.join(want)}", ("body", "inputs", name)
+            )
+    batch = None
+    for name, spec in want.items():
+        loc = ("body", "inputs", name)
+        t = named.get(name)
+        if t is None:
+            raise InvalidInput(f"input '{name}' is missing; the network takes: {', '.join(want)}", loc)
+        shape = ["N", *(d if d is not None else "*" for d in spec["shape"])]
+        expected = f"[{', '.join(map(str, shape))}]"
+        if t.dim() == len(spec["shape"]) and all(
+            d is None or d == g for d, g in zip(spec["shape"], t.shape, strict=True)
+        ):
+            raise InvalidInput(
+                f"torch.nn only supports mini-batches: input '{name}' is shaped {expected} and received a single "
+                f"sample {fmt_shape(t.shape)}. Add a batch dimension with .unsqueeze(0)",
+                loc,
+            )
+        if t.dim() != len(spec["shape"]) + 1 or any(
+            d is not None and d != g for d, g in zip(spec["shape"], t.shape[1:], strict=True)
+        ):
+            raise InvalidInput(
+                f"input '{name}' is shaped {expected} but received {fmt_shape(t.shape)}",
+                loc,
+                expected=expected,
+                received=fmt_shape(t.shape),
+            )
+        if dtype_name(t) != spec["dtype"]:
+            raise InvalidInput(f"input '{name}' is {spec['dtype']} but received {dtype_name(t)}", loc)
+        if batch is not None and t.shape[0] != batch:
+            raise InvalidInput(f"input '{name}' has a batch of {t.shape[0]}, the others {batch}", loc)
+        batch = int(t.shape[0])
+        if not 1 <= batch <= settings.max_batch_size:
+            raise InvalidInput(
+                f"batch size {batch} is outside 1..{settings.max_batch_size} (GRADSERVE_MAX_BATCH_SIZE)", loc
+            )
+    assert batch is not None
+    fixed = meta["form"].get("batch")
+    if fixed is not None and batch != fixed:
+        raise InvalidInput(
+            f"this network was exported at a fixed batch of {fixed} (its forward takes **kwargs, which torch.export "
+            f"cannot make dynamic); received a batch of {batch}",
+            ("body", "inputs"),
+        )
+    check_activation_memory(meta["activation_bytes_per_sample"], batch, settings, ("body", "inputs"))

@@ -8,6 +8,7 @@ The session hash (``Keys.session``) holds ``meta`` and ``queue`` (written once),
     fwd_params the weights that forward used, kept once a step changes them
     loss       the last criterion and target
     graph      {"freed": bool}: whether a backward without retain_graph already ran
+    fixed      an exported network's non-persistent buffers and lifted constants (written once)
 
 A call writes only the parts it changed, so a forward writes a few kilobytes. A worker keeps the
 sessions it served in memory; on the next call it compares stamps and reads only the parts another
@@ -190,7 +191,9 @@ def load(
         meta_raw = client.hget(key, "meta")
         if meta_raw is None:
             raise NotFound(f"session '{sid}' not found")
-        s = build_live(tenant, sid, json.loads(meta_raw), seed=None)
+        meta = json.loads(meta_raw)
+        fixed = opt_bytes(client.hget(key, "fixed")) if meta.get("format") == "export" else None
+        s = build_live(tenant, sid, meta, seed=None, weights=state_codec.unpack(fixed)[0] if fixed else None)
         changed = [p for p in PARTS if p in stamps]
     else:
         changed = [p for p in PARTS if stamps.get(p) != s.stamps.get(p)]
@@ -257,8 +260,9 @@ def encode_part(s: LiveSession, part: str) -> bytes | None:
 
 
 def _encode_fwd(rec: ForwardRecord) -> bytes:
+    inputs = {f"in.{k}": v for k, v in rec.input.items()} if isinstance(rec.input, dict) else {"input": rec.input}
     tensors = {
-        "input": rec.input,
+        **inputs,
         **{f"rng.{k}": v for k, v in rec.rng_before.items()},
         **{f"buf.{k}": v for k, v in rec.buffers_before.items()},
     }
@@ -269,7 +273,8 @@ def _decode_fwd(blob: bytes) -> ForwardRecord:
     tensors, meta = state_codec.unpack(blob)
     rng = {k[4:]: v for k, v in tensors.items() if k.startswith("rng.")}
     buffers = {k[4:]: v for k, v in tensors.items() if k.startswith("buf.")}
-    return ForwardRecord(tensors["input"], rng, buffers, int(meta["params_stamp"]))
+    named = {k[3:]: v for k, v in tensors.items() if k.startswith("in.")}
+    return ForwardRecord(named or tensors["input"], rng, buffers, int(meta["params_stamp"]))
 
 
 def write(pipe: Any, keys: Keys, s: LiveSession, parts: frozenset[str] | set[str], ttl_s: int) -> None:
@@ -286,6 +291,8 @@ def write(pipe: Any, keys: Keys, s: LiveSession, parts: frozenset[str] | set[str
             sets[part] = blob
     sets["version"] = s.version
     sets["stamps"] = json.dumps(s.stamps)
+    if s.fixed:  # an exported network's non-persistent buffers and constants: no state_dict part holds them
+        sets["fixed"] = state_codec.pack(s.fixed)
     pipe.hset(key, mapping=sets)
     pipe.expire(key, ttl_s)
 
@@ -301,6 +308,8 @@ def write_new(pipe: Any, keys: Keys, s: LiveSession, queue: str, ttl_s: int) -> 
         if blob is not None:
             sets[part] = blob
     sets["stamps"] = json.dumps(s.stamps)
+    if s.fixed:  # an exported network's non-persistent buffers and constants: no state_dict part holds them
+        sets["fixed"] = state_codec.pack(s.fixed)
     pipe.hset(key, mapping=sets)
     pipe.expire(key, ttl_s)
 

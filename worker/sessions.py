@@ -21,10 +21,13 @@ from torch import nn
 from models.errors import Conflict, InvalidInput, NotFound, first_line
 from models.nn import state_codec
 from models.nn.build import build_network
+from models.nn.exported import Mode, Program, build_exported, empty_state
+from models.nn.exported_admit import MODES, read_programs
 from models.nn.graph import mark_freed, to_dot, to_svg, trace
 from models.nn.objectives import build_loss, build_optimizer
 from models.nn.shapes import fmt_shape
-from models.settings import Settings
+from models.settings import Settings, get_settings
+from models.spec.exported import ExportedForm
 from models.spec.losses import LossSpec
 from models.spec.network import NetworkSpec
 from models.spec.optimizers import OptimizerSpec
@@ -45,9 +48,13 @@ MODIFIED_MSG = (
 )
 
 
+# One tensor for a catalogue network; an exported network's inputs by name.
+Inputs = torch.Tensor | dict[str, torch.Tensor]
+
+
 @dataclass
 class ForwardRecord:
-    input: torch.Tensor
+    input: Inputs
     rng_before: dict[str, torch.Tensor]
     buffers_before: dict[str, torch.Tensor]
     params_stamp: int  # the params part's stamp when the forward ran
@@ -76,6 +83,7 @@ class LiveSession:
     fwd: ForwardRecord | None = None
     loss: LossRecord | None = None
     freed: bool = False
+    fixed: dict[str, torch.Tensor] = field(default_factory=dict)  # see worker.session_store: part "fixed"
 
 
 @dataclass
@@ -85,40 +93,63 @@ class Outcome:
     media: str | None = None
 
 
-def build_live(tenant: str, sid: str, meta: dict[str, Any], *, seed: int | None) -> LiveSession:
-    """The session's objects; with a seed, initialised as ``torch.manual_seed(seed); net = Net()`` does."""
-    spec = NetworkSpec.model_validate(meta["spec"])
+def build_live(
+    tenant: str, sid: str, meta: dict[str, Any], *, seed: int | None, weights: dict[str, torch.Tensor] | None = None
+) -> LiveSession:
+    """The session's objects; with a seed, initialised as ``torch.manual_seed(seed); net = Net()`` does.
+
+    An exported network's weights are the user's own (``weights``, read from the network at create);
+    its seed seeds the RNG only, as ``torch.manual_seed(seed)`` before a local loop does."""
     device = torch.device(meta["device"])
     if device.type == "cuda" and not torch.cuda.is_available():
         raise Conflict("this session lives on a GPU but the worker that took the call has none")
     if seed is not None:
         torch.manual_seed(seed)
-        net = build_network(spec).to(device)
+    net: nn.Module
+    fixed_state: dict[str, torch.Tensor] = {}
+    if meta.get("format") == "export":
+        form, programs = exported_parts(meta)
+        state = empty_state(form, programs, "cpu") | (weights or {})
+        net = build_exported(form, programs, state).to(device)
+        fixed = {n for p in programs for n in (*p.facts.transient, *p.facts.constants)}
+        fixed_state = {n: state[n] for n in sorted(fixed)}
+    elif seed is not None:
+        net = build_network(NetworkSpec.model_validate(meta["spec"])).to(device)
     else:  # weights come from the store: allocate without initialising
         with torch.device("meta"):
-            net = build_network(spec)
+            net = build_network(NetworkSpec.model_validate(meta["spec"]))
         net = net.to_empty(device=device)
     net.train()
     opt = None
     if meta.get("optimizer"):
         opt = build_optimizer(_OPTIMIZER.validate_python(meta["optimizer"]), net.parameters())
-    return LiveSession(tenant, sid, meta, device, net, opt, state_codec.rng_state(device))
+    return LiveSession(tenant, sid, meta, device, net, opt, state_codec.rng_state(device), fixed=fixed_state)
 
 
 # --- ops --------------------------------------------------------------------------------------------------------
 
 
-def forward(s: LiveSession, x: torch.Tensor, settings: Settings) -> Outcome:
+def exported_parts(meta: dict[str, Any]) -> tuple[ExportedForm, list[Program]]:
+    """An exported session's description and programs, checked again here: the meta came from the API,
+    but a worker deserializes nothing it has not checked itself."""
+    form = ExportedForm.model_validate(meta["form"])
+    raw: dict[Mode, bytes] = {m: meta["programs"][m].encode() for m in MODES if m in meta["programs"]}
+    return form, read_programs(raw, get_settings())
+
+
+def forward(s: LiveSession, x: Inputs, settings: Settings) -> Outcome:
     check_input(s.meta, x, settings)
-    x = x.to(s.device)
+    if s.meta.get("format") == "export" and isinstance(x, torch.Tensor):  # the one input of a one-input network
+        x = {s.meta["form"]["inputs"][0]["name"]: x}
+    x = _to(x, s.device)
     before = {k: b.clone() for k, b in s.net.named_buffers()}
     rng_before = s.rng
     state_codec.set_rng_state(s.rng, s.device)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            out = s.net(x)
-    except (RuntimeError, ValueError, IndexError) as exc:
+            out = run_net(s.net, x)
+    except (RuntimeError, ValueError, IndexError, TypeError, AssertionError) as exc:
         raise InvalidInput(f"forward failed: {first_line(exc)}", ("body", "input")) from exc
     s.rng = state_codec.rng_state(s.device)
     s.fwd = ForwardRecord(x, rng_before, before, s.stamps.get("params", 0), output=out)
@@ -286,14 +317,19 @@ def graph(s: LiveSession, fmt: str, max_nodes: int, root: str) -> Outcome:
     dump["of"] = "loss" if use_loss else "output"
     if fmt == "json":
         return Outcome(dump)
-    source = to_dot(dump, title=s.meta["spec"].get("name", "Net"))
+    source = to_dot(dump, title=(s.meta.get("spec") or s.meta.get("form") or {}).get("name", "Net"))
     if fmt == "dot":
         return Outcome(source, media="text/vnd.graphviz; charset=utf-8")
     return Outcome(to_svg(source), media="image/svg+xml")
 
 
 def get_state(s: LiveSession) -> Outcome:
-    blob = to_safetensors(s.net.state_dict())
+    seen: set[int] = set()
+    state = {}
+    for k, v in s.net.state_dict().items():  # tied weights share storage, which safetensors refuses
+        state[k] = v.clone() if v.data_ptr() in seen else v
+        seen.add(v.data_ptr())
+    blob = to_safetensors(state)
     return Outcome(blob, media="application/octet-stream")
 
 
@@ -363,7 +399,7 @@ def _replay(s: LiveSession, rec: ForwardRecord) -> torch.Tensor:
         for k, b in buffers.items():
             b.copy_(rec.buffers_before[k])
     state_codec.set_rng_state(rec.rng_before, s.device)
-    out: torch.Tensor = s.net(rec.input.to(s.device))
+    out = run_net(s.net, _to(rec.input, s.device))
     with torch.no_grad():
         # Buffers come out of the replay as they were after the first run; copying them anyway would
         # bump the version of running stats that BatchNorm saved, and break this graph's backward.
@@ -391,7 +427,21 @@ def _output_shape(s: LiveSession) -> list[int]:
     out = s.fwd.output if s.fwd else None
     if out is not None:
         return list(out.shape)
-    return [int(s.fwd.input.shape[0]), *s.meta["output_shape"]] if s.fwd else []
+    return [batch_size(s.fwd.input), *s.meta["output_shape"]] if s.fwd else []
+
+
+def run_net(net: nn.Module, x: Inputs) -> torch.Tensor:
+    """``net(x)``, or ``net(**inputs)`` for an exported network's named inputs."""
+    out: torch.Tensor = net(**x) if isinstance(x, dict) else net(x)
+    return out
+
+
+def batch_size(x: Inputs) -> int:
+    return int(next(iter(x.values())).shape[0]) if isinstance(x, dict) else int(x.shape[0])
+
+
+def _to(x: Inputs, device: torch.device) -> Inputs:
+    return {k: v.to(device) for k, v in x.items()} if isinstance(x, dict) else x.to(device)
 
 
 def _fn_name(t: torch.Tensor) -> str | None:

@@ -94,16 +94,15 @@ async def create_session(body: S.SessionCreate, request: Request) -> Response:
         doc = await store.get_network(tenant=tenant, network_id=network_id)
         if doc is None:
             raise NotFound(f"network '{network_id}' not found")
+        if doc.get("format") == "export":
+            return await _create_exported(request, body, doc)
         spec = NetworkSpec.model_validate(doc["spec"])
     else:
         assert body.network is not None  # SessionCreate's validator: exactly one of network, network_id
         spec = body.network
     summary = await run_in_threadpool(_validate, spec, body, settings)
     device, queue = await _place(body.device, store)
-    call_id = _call_id(request)
-    # A retried create (same Idempotency-Key) names the same session, which the worker then does not build twice.
-    key_hash = None if call_id is None else hashlib.sha256(f"{tenant}\0{call_id}".encode()).hexdigest()
-    sid = f"sess_{key_hash[:32] if key_hash else uuid.uuid4().hex}"
+    sid, call_id = _new_session_id(request, tenant)
     await session_quota.admit(store.redis, store.keys, settings, tenant, sid)
     optimizer = None if body.optimizer is None else body.optimizer.model_dump(mode="json", exclude_unset=True)
     public = {
@@ -145,6 +144,71 @@ async def create_session(body: S.SessionCreate, request: Request) -> Response:
         raise
     calls.remember(tenant, sid, queue)
     return _json(reply, status.HTTP_201_CREATED)
+
+
+async def _create_exported(request: Request, body: S.SessionCreate, doc: dict[str, Any]) -> Response:
+    """A session of an exported network: its checked programs travel in the session's meta, its weights
+    are read once from the network's blobs by the worker that builds it."""
+    calls, tenant = context(request)
+    store: Store = request.app.state.store
+    settings = calls.settings
+    if body.optimizer is not None:
+        with torch.device("meta"):
+            build_optimizer(body.optimizer, [torch.nn.Parameter(torch.empty(1))])
+    network_id = str(doc["id"])
+    fields = [f"{m}_program" for m in doc["modes"]]
+    programs = await store.network_blobs(tenant=tenant, network_id=network_id, fields=fields)
+    if any(p is None for p in programs):
+        raise NotFound(f"network '{network_id}' not found")
+    device, queue = await _place(body.device, store)
+    sid, call_id = _new_session_id(request, tenant)
+    await session_quota.admit(store.redis, store.keys, settings, tenant, sid)
+    optimizer = None if body.optimizer is None else body.optimizer.model_dump(mode="json", exclude_unset=True)
+    summary = {k: doc[k] for k in ("repr", "parameters", "num_parameters", "num_elements", "output_shape")}
+    public = {
+        **summary,
+        "id": sid,
+        "device": device,
+        "seed": body.seed,
+        "optimizer": optimizer,
+        "network_id": network_id,
+        "format": "export",
+    }
+    meta = {
+        "format": "export",
+        "form": {**doc["form"], "repr": doc["repr"]},
+        "programs": {m: p.decode() for m, p in zip(doc["modes"], programs, strict=True) if p is not None},
+        "weights_key": store.keys.network_blobs(tenant, network_id),
+        "output_shape": doc["output_shape"],
+        "activation_bytes_per_sample": doc["activation_bytes_per_sample"],
+        "device": device,
+        "optimizer": optimizer,
+        "created_at": time.time(),
+        "public": public,
+    }
+    try:
+        reply = await calls.call(
+            tenant=tenant,
+            sid=sid,
+            op="create",
+            args={"seed": body.seed},
+            queue=queue,
+            extra={"meta": meta, "queue": queue},
+            call_id=call_id,
+        )
+    except BaseException:
+        if not await store.redis.exists(store.keys.session(tenant, sid)):
+            await session_quota.release(store.redis, store.keys, tenant, sid)
+        raise
+    calls.remember(tenant, sid, queue)
+    return _json(reply, status.HTTP_201_CREATED)
+
+
+def _new_session_id(request: Request, tenant: str) -> tuple[str, str | None]:
+    call_id = _call_id(request)
+    # A retried create (same Idempotency-Key) names the same session, which the worker then does not build twice.
+    key_hash = None if call_id is None else hashlib.sha256(f"{tenant}\0{call_id}".encode()).hexdigest()
+    return f"sess_{key_hash[:32] if key_hash else uuid.uuid4().hex}", call_id
 
 
 def _validate(spec: NetworkSpec, body: S.SessionCreate, settings: Settings) -> Any:
@@ -205,6 +269,9 @@ async def delete_session(session_id: str, request: Request) -> Response:
 )
 async def forward(session_id: str, body: S.ForwardIn, request: Request) -> Response:
     """``output = net(input)``; the graph stays on the session for loss and backward."""
+    if body.inputs is not None:
+        tensors = {f"inputs.{k}": _tensor(request, f"inputs.{k}", v) for k, v in body.inputs.items()}
+        return await _run(request, session_id, "forward", tensors=tensors)
     x = _tensor(request, "input", body.input)
     return await _run(request, session_id, "forward", tensors={"input": x})
 

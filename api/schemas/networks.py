@@ -26,7 +26,10 @@ class BuiltNetwork(BaseModel):
 
 class NetworkPublic(BuiltNetwork):
     activation_bytes_per_sample: int
-    spec: dict[str, Any]
+    format: str = "spec"  # "spec": the catalogue's JSON; "export": a torch.export program
+    spec: dict[str, Any] | None
+    form: dict[str, Any] | None = None  # an exported network's inputs, outputs, frozen and tied names
+    modes: list[str] | None = None
     created_at: float | None = None
 
 

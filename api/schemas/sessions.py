@@ -53,11 +53,22 @@ class SessionPublic(BuiltNetwork):
     seed: int
     optimizer: dict[str, Any] | None
     network_id: str | None
+    format: str = "spec"
     version: int | None = None
 
 
 class ForwardIn(_In):
-    input: TensorIn = Field(description="A mini-batch: shape [N, *input_shape].")
+    input: TensorIn | None = Field(default=None, description="A mini-batch: shape [N, *input_shape].")
+    inputs: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")], TensorIn] | None = Field(
+        default=None,
+        description="An exported network's inputs by name (`input_ids`, `attention_mask`), each a mini-batch.",
+    )
+
+    @model_validator(mode="after")
+    def _one_form(self) -> ForwardIn:
+        if (self.input is None) == (self.inputs is None):
+            raise ValueError('send exactly one of "input" (one tensor) and "inputs" (tensors by name)')
+        return self
 
 
 class ForwardPublic(BaseModel):

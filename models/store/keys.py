@@ -40,6 +40,10 @@ class Keys:
     def network(self, tenant: str, network_id: str) -> str:
         return f"{self.prefix}:{tenant}:net:{network_id}"
 
+    def network_blobs(self, tenant: str, network_id: str) -> str:
+        """Hash of an exported network: ``train_program``, ``eval_program`` (checked JSON), ``weights``."""
+        return f"{self.prefix}:{tenant}:net:{network_id}:blobs"
+
     def session(self, tenant: str, session_id: str) -> str:
         """Hash: meta (JSON), version, and one field per state part (safetensors bytes)."""
         return f"{self.prefix}:{tenant}:sess:{session_id}"

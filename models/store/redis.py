@@ -34,6 +34,27 @@ class Store:
             what="the network",
         )
 
+    async def put_exported_network(
+        self, *, tenant: str, network_id: str, doc: dict[str, Any], blobs: dict[str, bytes], ttl_s: int, quota: int
+    ) -> None:
+        """Store an exported network's programs and weights, then its document, within the tenant's quota."""
+        await put_within_quota(
+            self.redis,
+            self.keys,
+            tenant=tenant,
+            kind="networks",
+            key=self.keys.network_blobs(tenant, network_id),
+            value=blobs,
+            ttl_s=ttl_s,
+            quota=quota,
+            what="the network's programs and weights",
+        )
+        await self.put_network(tenant=tenant, network_id=network_id, doc=doc, ttl_s=ttl_s, quota=quota)
+
+    async def network_blobs(self, *, tenant: str, network_id: str, fields: list[str]) -> list[bytes | None]:
+        got = await self.redis.hmget(self.keys.network_blobs(tenant, network_id), fields)
+        return [None if v is None else v if isinstance(v, bytes) else v.encode() for v in got]
+
     async def get_network(self, *, tenant: str, network_id: str) -> dict[str, Any] | None:
         raw = await self.redis.get(self.keys.network(tenant, network_id))
         return None if raw is None else json.loads(raw)
@@ -44,7 +65,9 @@ class Store:
 
     async def delete_network(self, *, tenant: str, network_id: str) -> bool:
         """Jobs keep the spec they ran, so deleting a network never breaks one."""
-        return bool(await self.redis.delete(self.keys.network(tenant, network_id)))
+        deleted = await self.redis.delete(self.keys.network(tenant, network_id))
+        await self.redis.delete(self.keys.network_blobs(tenant, network_id))
+        return bool(deleted)
 
     # --- listing ---
     async def ids(self, *, tenant: str, kind: str) -> list[str]:
@@ -62,7 +85,7 @@ class Store:
     async def hash_fields(self, names: list[str], *fields: str) -> list[list[bytes | None]]:
         pipe = self.redis.pipeline(transaction=False)
         for name in names:
-            pipe.hmget(name, list(fields))
+            pipe.hmget(name, fields)
         return list(await pipe.execute()) if names else []
 
     # --- workers ---

@@ -35,7 +35,7 @@ JSON_KEY = "json"  # answer metadata: the rest of the JSON answer
 # Above this many bytes a tensor goes to Redis by key: the broker base64-encodes messages twice over.
 INLINE_MAX_BYTES = 64 * 1024
 # The tensor-valued arguments a session call may take, in any request form.
-TENSOR_ARGS = ("input", "target", "gradient")
+TENSOR_ARGS = ("input", "inputs", "target", "gradient")
 ABANDONED = "abandoned"
 # What an Idempotency-Key may be: it becomes part of Redis keys.
 CALL_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
@@ -170,9 +170,10 @@ def read_binary_body(blob: bytes, allowed: Collection[str]) -> tuple[dict[str, t
             f"the safetensors metadata '{ARGS_KEY}' must be a JSON object, not {type(args).__name__}",
             ("body", "__metadata__", ARGS_KEY),
         )
-    takes = ", ".join(allowed) or "no tensors"
+    takes = ", ".join("inputs.<name>" if a == "inputs" else a for a in allowed) or "no tensors"
     for name in tensors:
-        if name not in allowed:
+        named = name.startswith("inputs.") and "inputs" in allowed  # an exported network's input by name
+        if (name not in allowed or name == "inputs") and not named:
             raise InvalidInput(f"unknown tensor '{name}' in the body; this call takes: {takes}", ("body", name))
     for name in args:
         if name in allowed:

@@ -96,7 +96,7 @@ def test_binary_request_json_answer_and_the_reverse(client: httpx.Client) -> Non
             "not a valid safetensors file",
         ),
         ("forward", binary_body({"inputs": torch.ones(1, 1, 32, 32)}), ["body", "inputs"], "unknown tensor 'inputs'"),
-        ("forward", binary_body({}), ["body", "input"], "Field required"),
+        ("forward", binary_body({}), ["body"], 'exactly one of "input"'),
         ("loss", binary_body({"target": torch.ones(1, 10)}, {"criterion": {"type": "MSE"}}), ["body", "criterion"], ""),
         ("backward", binary_body({}, {"retain_graph": "yes"}), ["body", "retain_graph"], "boolean"),
     ],

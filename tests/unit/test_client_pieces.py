@@ -24,6 +24,7 @@ def test_public_surface() -> None:
         "APIError",
         "AsyncClient",
         "Client",
+        "ExportError",
         "GradserveError",
         "JobFailed",
         "SpecError",

@@ -1,0 +1,97 @@
+"""Admission of an exported network: its three parts checked, its state read, its cost estimated.
+
+Everything a client sent passes through here before any session or job sees it: the description by
+pydantic, each program by ``program_check`` (then torch's deserializer, on the meta device), the weights
+as safetensors against the shapes the graph declares, and the parameters and activation memory against
+the limits in settings, as a catalogue spec is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import torch
+from pydantic import ValidationError
+
+from models.errors import InvalidInput, Loc
+from models.nn.build import NetworkSummary, check_activation_memory
+from models.nn.exported import Mode, Program, check_weights, probe, state_numel
+from models.nn.program_check import check_program
+from models.settings import Settings
+from models.spec.exported import ExportedForm
+from models.wire.tensors import from_safetensors
+
+MODES: tuple[Mode, ...] = ("train", "eval")
+
+
+@dataclass(frozen=True)
+class Admitted:
+    form: ExportedForm
+    programs: dict[Mode, bytes]  # the checked, cleaned JSON: what workers deserialize
+    summary: NetworkSummary
+
+
+def parse_form(raw: bytes | str, loc: Loc) -> ExportedForm:
+    try:
+        return ExportedForm.model_validate_json(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = (*loc, *err["loc"])
+        raise InvalidInput(f"form: {err['msg']} at {'.'.join(map(str, err['loc'])) or 'the top'}", where) from exc
+
+
+def read_programs(raw: dict[Mode, bytes], settings: Settings, loc: Loc = ("body",)) -> list[Program]:
+    """Check each program's JSON; the train program is required, the eval one optional."""
+    if "train" not in raw:
+        raise InvalidInput("an exported network needs its train program (the part 'train_program')", loc)
+    return [
+        Program(
+            mode,
+            check_program(
+                raw[mode],
+                max_bytes=settings.max_program_bytes,
+                max_nodes=settings.max_graph_nodes,
+                loc=(*loc, f"{mode}_program"),
+            ),
+        )
+        for mode in MODES
+        if mode in raw
+    ]
+
+
+def admit(
+    form_raw: bytes | str, programs_raw: dict[Mode, bytes], weights: bytes, settings: Settings
+) -> tuple[Admitted, dict[str, torch.Tensor]]:
+    """Check an upload whole; answer what is stored and the decoded weights."""
+    form = parse_form(form_raw, ("body", "form"))
+    programs = read_programs(programs_raw, settings)
+    state = from_safetensors(weights, loc=("body", "weights"))
+    numel = state_numel(form, programs)
+    if numel > settings.max_parameters:
+        raise InvalidInput(
+            f"the network has {numel:,} parameters; the limit is {settings.max_parameters:,} "
+            "(GRADSERVE_MAX_PARAMETERS)",
+            ("body", "weights"),
+        )
+    check_weights(form, programs, state, ("body", "weights"))
+    summary = summarize(form, programs, ("body", "train_program"), settings)
+    cleaned = {p.mode: orjson.dumps(p.facts.doc) for p in programs}
+    return Admitted(form, cleaned, summary), state
+
+
+def summarize(form: ExportedForm, programs: list[Program], loc: Loc, settings: Settings) -> NetworkSummary:
+    net, output_shape, per_sample = probe(form, programs, loc)
+    check_activation_memory(per_sample, 1, settings, loc)
+    params: list[dict[str, Any]] = [
+        {"name": n, "shape": list(p.shape), "numel": p.numel()} for n, p in net.named_parameters()
+    ]
+    return NetworkSummary(
+        repr=form.repr,
+        parameters=params,
+        num_parameters=len(params),
+        num_elements=sum(int(p["numel"]) for p in params),
+        output_shape=output_shape,
+        activation_bytes_per_sample=per_sample,
+    )
