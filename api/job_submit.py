@@ -18,6 +18,7 @@ from kombu.exceptions import OperationalError
 from api.deps import CeleryDep, SettingsDep, StoreDep, TenantDep
 from models.errors import InvalidInput, Loc, NotFound
 from models.nn.build import NetworkSummary, validate_network
+from models.nn.job_network import ExportedNetwork
 from models.nn.job_plan import plan_job
 from models.settings import Settings
 from models.spec.job import InlineDataset, JobCreate, UploadDataset, choose_queue
@@ -37,7 +38,20 @@ _summaries_lock = threading.Lock()
 
 
 async def network_of(req: JobCreate, store: Store, tenant: str, where: str = "body") -> NetworkSpec:
-    """The request's network: given inline, or the tenant's stored one it names (else a 404)."""
+    """The request's catalogue network: given inline, or the tenant's stored one it names (else a 404)."""
+    network = await job_network_of(req, store, tenant, where)
+    if isinstance(network, ExportedNetwork):
+        raise InvalidInput(
+            f"network '{req.network_id}' is an exported program; sweeps search over catalogue specs for now",
+            (where, "network_id"),
+        )
+    return network
+
+
+async def job_network_of(
+    req: JobCreate, store: Store, tenant: str, where: str = "body"
+) -> NetworkSpec | ExportedNetwork:
+    """The request's network in either form (an exported one's programs stay in Redis until submit copies them)."""
     if req.network is not None:
         return req.network
     assert req.network_id is not None  # JobCreate's validator: exactly one of network, network_id
@@ -45,11 +59,8 @@ async def network_of(req: JobCreate, store: Store, tenant: str, where: str = "bo
     if doc is None:
         raise NotFound(f"network '{req.network_id}' not found ({where}.network_id)")
     if doc.get("format") == "export":
-        raise InvalidInput(
-            f"network '{req.network_id}' is an exported program; jobs train catalogue specs only for now "
-            "(train it step by step in a session: POST /v1/sessions with this network_id)",
-            (where, "network_id"),
-        )
+        blobs = store.keys.network_blobs(tenant, req.network_id)
+        return ExportedNetwork.from_network(doc, blobs, (where, "network_id"))
     return NetworkSpec.model_validate(doc["spec"])
 
 
@@ -117,6 +128,7 @@ class ForkStart:
     history: list[dict[str, Any]] = field(default_factory=list)
     data: bytes | None = None  # the parent's inline dataset, when the fork keeps it
     check: Any = None  # called with the plan before anything is stored (raises InvalidInput)
+    exported: ExportedNetwork | None = None  # the parent's exported network, its programs in the parent's INIT
 
 
 async def submit(
@@ -132,8 +144,11 @@ async def submit(
 ) -> str:
     """Validate, store and enqueue a job; return its id. Raises a 4xx error for anything that cannot run."""
     network_id = req.network_id
-    spec = await network_of(req, store, tenant)
-    summary = await run_in_threadpool(network_summary, spec, settings)
+    spec = fork.exported if fork is not None and fork.exported is not None else await job_network_of(req, store, tenant)
+    if isinstance(spec, ExportedNetwork):
+        summary = spec.summary()
+    else:
+        summary = await run_in_threadpool(network_summary, spec, settings)
     arrays, data, source_key = None, None, None
     job_id = f"job_{uuid.uuid4().hex}"
     request_doc = req.model_dump(mode="json", exclude_unset=True)
@@ -176,7 +191,7 @@ async def submit(
         "network_id": network_id,
         "request": json.dumps(request_doc),
         "plan": json.dumps(plan),
-        "network": spec.model_dump_json(exclude_unset=True),
+        "network": spec.stored() if isinstance(spec, ExportedNetwork) else spec.model_dump_json(exclude_unset=True),
         "source_key": source_key,
         "name": req.name,
         "tags": json.dumps(req.tags),
@@ -191,6 +206,8 @@ async def submit(
             recorded_step=fork.step,
             **{k: last[k] for k in ("epoch", "loss", "accuracy") if isinstance(last.get(k), (int, float))},
         )
+    if isinstance(spec, ExportedNetwork):  # before the job exists: a worker never sees it without its programs
+        await jobs.copy_init(tenant=tenant, job_id=job_id, source=spec.blobs_key, ttl_s=settings.job_ttl_s)
     await jobs.create_job(
         tenant=tenant,
         job_id=job_id,

@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from gradserve import _wire
-from gradserve.errors import GradserveError, JobFailed
+from gradserve.errors import GradserveError, JobFailed, SpecError
+from gradserve.export_form import export_module, named_inputs
 from gradserve.fx_spec import to_spec
 
 if TYPE_CHECKING:
@@ -105,6 +106,28 @@ def _dataset_input_shape(dataset: Dataset | dict[str, Any]) -> list[int] | None:
     if dataset.get("source") == "inline":
         return list(torch.as_tensor(dataset["inputs"]).shape[1:])
     return None
+
+
+def _dataset_dtype(dataset: Dataset | dict[str, Any]) -> torch.dtype:
+    """The inputs' dtype (token ids are int64), float32 when the dataset does not say."""
+    if isinstance(dataset, Dataset):
+        return torch.int64 if "int" in str(dataset.arrays["inputs"].get("dtype", "")) else torch.float32
+    if dataset.get("source") == "inline":
+        return torch.as_tensor(dataset["inputs"]).dtype
+    return torch.float32
+
+
+def needs_export(module: nn.Module, format: str) -> bool:
+    """Whether ``module`` goes as a torch.export program: forced, or beyond what the catalogue spec expresses."""
+    if format not in ("auto", "spec", "export"):
+        raise ValueError(f'format={format!r}: use "auto", "spec" or "export"')
+    if format != "auto":
+        return format == "export"
+    try:
+        to_spec(module)
+    except SpecError:
+        return True
+    return False
 
 
 def criterion_spec(criterion: nn.Module | dict[str, Any] | str) -> dict[str, Any]:
@@ -273,10 +296,30 @@ class Jobs:
     def __init__(self, client: Client) -> None:
         self._client = client
 
-    def submit(self, *args: Any, **kwargs: Any) -> Job:
+    def submit(
+        self,
+        network: nn.Module | dict[str, Any] | str,
+        dataset: Dataset | dict[str, Any],
+        *args: Any,
+        format: str = "auto",
+        output: str | int | None = None,
+        **kwargs: Any,
+    ) -> Job:
         """Queue a training job: ``submit(network, dataset, criterion, optimizer, lr=..., batch_size=...,
-        epochs=... or steps=..., seed=..., device=..., capture=...)``; see ``job_request``."""
-        body, module = job_request(*args, **kwargs)
+        epochs=... or steps=..., seed=..., device=..., capture=...)``; see ``job_request``.
+
+        A module the catalogue spec cannot express is exported (``format="export"`` forces it) on a batch of
+        zeros shaped as the dataset's inputs, uploaded as a network, and the job trains that network."""
+        if isinstance(network, nn.Module) and needs_export(network, format):
+            shape = kwargs.pop("input_shape", None) or _dataset_input_shape(dataset)
+            if shape is None:
+                raise ValueError("give input_shape=[...] (one sample's shape): the dataset does not say it")
+            example = torch.zeros((2, *shape), dtype=_dataset_dtype(dataset))
+            upload = export_module(network, named_inputs(network, (example,), {}), output)
+            network_id = self._client.upload_exported(upload)["id"]
+            body, _ = job_request(network_id, dataset, *args, **kwargs)
+            return self.submit_body(body, network)
+        body, module = job_request(network, dataset, *args, **kwargs)
         return self.submit_body(body, module)
 
     def submit_body(self, body: dict[str, Any], module: nn.Module | None = None) -> Job:

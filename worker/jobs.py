@@ -9,6 +9,7 @@ import json
 import logging
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -16,6 +17,8 @@ import torch
 
 from models.errors import GradserveError, first_line
 from models.nn.build import build_network
+from models.nn.exported import build_exported, empty_state
+from models.nn.exported_admit import stored_parts
 from models.nn.objectives import build_loss, build_optimizer, build_scheduler
 from models.nn.state_codec import unpack_train_state
 from models.settings import Settings
@@ -23,6 +26,7 @@ from models.spec.job import JobCreate
 from models.spec.network import NetworkSpec
 from models.store.keys import Keys
 from models.store.replies import opt_bytes, required
+from models.wire.tensors import from_safetensors
 from worker.datasets import DataError, materialize
 from worker.engine import NonFiniteLoss, TrainConfig, Trainer, choose_device
 from worker.fork import start_fork
@@ -55,7 +59,7 @@ def run_job(client: redis.Redis, keys: Keys, settings: Settings, *, tenant: str,
         fields = ("request", "network", "plan", "attempt", "source_key", "fork", "checkpoint_step")
         raw = [opt_bytes(v) for v in client.hmget(jk.job, list(fields))]
         req = JobCreate.model_validate_json(required(raw[0], "the job's request"))
-        spec = NetworkSpec.model_validate_json(required(raw[1], "the job's network"))
+        spec = _network(client, jk.init, required(raw[1], "the job's network"))
         plan: dict[str, Any] = json.loads(required(raw[2], "the job's plan"))
         device = choose_device(req.device, torch.cuda.is_available())
         trainer = _build(client, req, spec, plan, device, raw[4].decode() if raw[4] else None)
@@ -105,7 +109,7 @@ def run_job(client: redis.Redis, keys: Keys, settings: Settings, *, tenant: str,
 def _build(
     client: redis.Redis,
     req: JobCreate,
-    spec: NetworkSpec,
+    spec: NetworkSpec | _Exported,
     plan: dict[str, Any],
     device: torch.device,
     source_key: str | None,
@@ -113,8 +117,8 @@ def _build(
     # Inline and uploaded data live in a hash under field "data" (the job's own, or the dataset's).
     blob = opt_bytes(client.hget(source_key, "data")) if source_key else None
     data = materialize(req.dataset.model_dump(), plan, blob).to(device)
-    torch.manual_seed(req.seed)
-    net = build_network(spec).to(device)
+    torch.manual_seed(req.seed)  # before an exported network too: the RNG then draws dropout and data order
+    net = (spec.build() if isinstance(spec, _Exported) else build_network(spec)).to(device)
     criterion = build_loss(req.criterion, device)
     optimizer = build_optimizer(req.optimizer, net.parameters())
     sched = req.lr_scheduler
@@ -134,6 +138,31 @@ def _build(
         scheduler_interval="epoch" if sched is None else sched.interval,
     )
     return Trainer(net, criterion, optimizer, data, cfg, scheduler)
+
+
+@dataclass(frozen=True)
+class _Exported:
+    """An exported network's stored description, and its programs and initial weights from the job's INIT."""
+
+    meta: dict[str, Any]
+    weights: bytes
+
+    def build(self) -> torch.nn.Module:
+        form, programs = stored_parts(self.meta)
+        state = empty_state(form, programs, "cpu") | from_safetensors(self.weights, loc=("network", "weights"))
+        return build_exported(form, programs, state)
+
+
+def _network(client: redis.Redis, init_key: str, raw: bytes) -> NetworkSpec | _Exported:
+    doc = json.loads(raw)
+    if doc.get("format") != "export":
+        return NetworkSpec.model_validate(doc)
+    fields = [f"{m}_program" for m in doc["modes"]] + ["weights"]
+    got = [opt_bytes(v) for v in client.hmget(init_key, fields)]
+    if any(v is None for v in got):
+        raise DataError("the job's exported programs and weights have expired")
+    programs = {m: required(v, m).decode() for m, v in zip(doc["modes"], got, strict=False)}
+    return _Exported({"form": doc["form"], "programs": programs}, required(got[-1], "weights"))
 
 
 def _describe(exc: BaseException, device: torch.device) -> str:

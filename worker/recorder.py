@@ -106,7 +106,7 @@ class JobKeys:
         self.events, self.lease, self.cancel = part(JobPart.EVENTS), part(JobPart.LEASE), part(JobPart.CANCEL)
         self.checkpoint, self.resume = part(JobPart.CHECKPOINT), part(JobPart.RESUME)
         self.grads, self.grad_stats, self.graph = part(JobPart.GRADS), part(JobPart.GRAD_STATS), part(JobPart.GRAPH)
-        self.data, self.prune = part(JobPart.DATA), part(JobPart.PRUNE)
+        self.data, self.prune, self.init = part(JobPart.DATA), part(JobPart.PRUNE), part(JobPart.INIT)
         self.checkpoints, self.checkpoint_index = part(JobPart.CHECKPOINTS), part(JobPart.CHECKPOINT_INDEX)
 
 

@@ -21,13 +21,12 @@ from torch import nn
 from models.errors import Conflict, InvalidInput, NotFound, first_line
 from models.nn import state_codec
 from models.nn.build import build_network
-from models.nn.exported import Mode, Program, build_exported, empty_state
-from models.nn.exported_admit import MODES, read_programs
+from models.nn.exported import build_exported, empty_state
+from models.nn.exported_admit import stored_parts
 from models.nn.graph import mark_freed, to_dot, to_svg, trace
 from models.nn.objectives import build_loss, build_optimizer
 from models.nn.shapes import fmt_shape
-from models.settings import Settings, get_settings
-from models.spec.exported import ExportedForm
+from models.settings import Settings
 from models.spec.losses import LossSpec
 from models.spec.network import NetworkSpec
 from models.spec.optimizers import OptimizerSpec
@@ -108,7 +107,7 @@ def build_live(
     net: nn.Module
     fixed_state: dict[str, torch.Tensor] = {}
     if meta.get("format") == "export":
-        form, programs = exported_parts(meta)
+        form, programs = stored_parts(meta)
         state = empty_state(form, programs, "cpu") | (weights or {})
         net = build_exported(form, programs, state).to(device)
         fixed = {n for p in programs for n in (*p.facts.transient, *p.facts.constants)}
@@ -127,14 +126,6 @@ def build_live(
 
 
 # --- ops --------------------------------------------------------------------------------------------------------
-
-
-def exported_parts(meta: dict[str, Any]) -> tuple[ExportedForm, list[Program]]:
-    """An exported session's description and programs, checked again here: the meta came from the API,
-    but a worker deserializes nothing it has not checked itself."""
-    form = ExportedForm.model_validate(meta["form"])
-    raw: dict[Mode, bytes] = {m: meta["programs"][m].encode() for m in MODES if m in meta["programs"]}
-    return form, read_programs(raw, get_settings())
 
 
 def forward(s: LiveSession, x: Inputs, settings: Settings) -> Outcome:

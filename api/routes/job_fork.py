@@ -13,9 +13,11 @@ from api.routes.job_captures import checkpoint_state
 from api.schemas.jobs import JobSubmitted
 from api.strict_json import StrictJsonRoute
 from models.errors import InvalidInput
+from models.nn.job_network import ExportedNetwork
 from models.spec.job import ForkCreate, JobCreate
 from models.spec.optimizers import OptimizerSpec
 from models.store.jobs import JobStore
+from models.store.keys import JobPart
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=StrictJsonRoute)
 _OPTIMIZER: TypeAdapter[Any] = TypeAdapter(OptimizerSpec)
@@ -39,8 +41,14 @@ async def fork_job(
     parent = json.loads(await jobs.raw_field(tenant=tenant, job_id=job_id, name="request") or b"{}")
     network = json.loads(await jobs.raw_field(tenant=tenant, job_id=job_id, name="network") or b"{}")
     changes = body.changes
-    doc = {**parent, "network": network}
-    doc.pop("network_id", None)  # the spec the parent ran, even if that network has since gone
+    exported = None
+    if network.get("format") == "export":  # the parent's programs and initial weights, in its own INIT hash
+        exported = ExportedNetwork.from_stored(json.dumps(network), jobs.part(tenant, job_id, JobPart.INIT))
+        doc = {**parent, "network_id": exported.network_id or job_id}
+        doc.pop("network", None)
+    else:
+        doc = {**parent, "network": network}
+        doc.pop("network_id", None)  # the spec the parent ran, even if that network has since gone
     given = changes.model_dump(mode="json", exclude_unset=True)
     if "lr" in given:
         doc["optimizer"] = {**parent["optimizer"], "lr": given.pop("lr")}
@@ -67,7 +75,7 @@ async def fork_job(
             )
 
     history = [r for r in await jobs.metric_records(tenant=tenant, job_id=job_id, since=None) if r["step"] <= body.step]
-    fork = ForkStart(job_id, body.step, state, policy, history, data, check)
+    fork = ForkStart(job_id, body.step, state, policy, history, data, check, exported)
     return {"id": await submitter.submit(req, fork), "status": "queued"}
 
 

@@ -118,7 +118,9 @@ def load_program(program: Program, form: ExportedForm, state: Mapping[str, torch
 class ExportedNet(nn.Module):
     """The user's network as exported programs over one set of parameters and buffers."""
 
-    def __init__(self, name: str, text: str, programs: dict[Mode, nn.Module], output: int) -> None:
+    def __init__(
+        self, name: str, text: str, programs: dict[Mode, nn.Module], output: int, inputs: tuple[str, ...]
+    ) -> None:
         super().__init__()
         train = programs["train"]
         # The train program's state containers become ours; the eval program is pointed at the same ones, so
@@ -136,8 +138,11 @@ class ExportedNet(nn.Module):
         self.__dict__["_name"] = name
         self.__dict__["_text"] = text
         self.__dict__["_output"] = output
+        self.__dict__["_inputs"] = inputs
 
-    def forward(self, **inputs: torch.Tensor) -> torch.Tensor:
+    def forward(self, *args: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:
+        """``net(x)`` (a job's batches) or ``net(input_ids=..., attention_mask=...)``, as the module took them."""
+        inputs = {**dict(zip(self.__dict__["_inputs"], args, strict=False)), **inputs}
         programs: dict[Mode, nn.Module] = self.__dict__["_programs"]
         program = programs["train" if self.training or "eval" not in programs else "eval"]
         out = program(**inputs)
@@ -178,7 +183,7 @@ def build_exported(
             raise InvalidInput(f"the {program.mode} program cannot be built: {first_line(exc)}", loc) from exc
     if "train" not in modules:
         raise InvalidInput("an exported network needs its train program", loc)
-    return ExportedNet(form.name, form.repr, modules, form.output)
+    return ExportedNet(form.name, form.repr, modules, form.output, tuple(i.name for i in form.inputs))
 
 
 def empty_state(form: ExportedForm, programs: list[Program], device: torch.device | str) -> dict[str, torch.Tensor]:

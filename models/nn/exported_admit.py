@@ -19,7 +19,7 @@ from models.errors import InvalidInput, Loc
 from models.nn.build import NetworkSummary, check_activation_memory
 from models.nn.exported import Mode, Program, check_weights, probe, state_numel
 from models.nn.program_check import check_program
-from models.settings import Settings
+from models.settings import Settings, get_settings
 from models.spec.exported import ExportedForm
 from models.wire.tensors import from_safetensors
 
@@ -59,6 +59,14 @@ def read_programs(raw: dict[Mode, bytes], settings: Settings, loc: Loc = ("body"
         for mode in MODES
         if mode in raw
     ]
+
+
+def stored_parts(meta: dict[str, Any]) -> tuple[ExportedForm, list[Program]]:
+    """A stored exported network's description and programs (``{"form", "programs": {mode: JSON}}``), checked
+    again: the API admitted them, but a worker deserializes nothing it has not checked itself."""
+    form = ExportedForm.model_validate(meta["form"])
+    raw: dict[Mode, bytes] = {m: meta["programs"][m].encode() for m in MODES if m in meta["programs"]}
+    return form, read_programs(raw, get_settings())
 
 
 def admit(

@@ -18,11 +18,11 @@ from pydantic import TypeAdapter
 
 from models.errors import InvalidInput, Loc, first_line
 from models.nn.build import NetworkSummary, check_activation_memory, check_indices
+from models.nn.job_network import PlanNetwork
 from models.nn.objectives import build_loss, build_optimizer, build_scheduler
 from models.settings import Settings
 from models.spec.job import DigitsDataset, JobCreate, RandomDataset
 from models.spec.losses import CLASS_INDEX_LOSSES, LossSpec
-from models.spec.network import NetworkSpec
 
 DIGITS_SAMPLES, DIGITS_CLASSES = 1797, 10
 B: Loc = ("body",)
@@ -31,7 +31,7 @@ DS: Loc = (*B, "dataset")
 
 def plan_job(
     req: JobCreate,
-    net: NetworkSpec,
+    net: PlanNetwork,
     summary: NetworkSummary,
     settings: Settings,
     arrays: dict[str, dict[str, Any]] | None = None,
@@ -84,7 +84,7 @@ def plan_job(
 class _Ctx:
     """What every dataset source's planner may need besides its own spec."""
 
-    net: NetworkSpec
+    net: PlanNetwork
     out_shape: list[int]
     class_loss: bool
     plan: dict[str, Any]
@@ -118,7 +118,7 @@ PLANNERS: dict[str, Callable[[Any, _Ctx], tuple[int, int]]] = {
 
 def _random(
     ds: RandomDataset,
-    net: NetworkSpec,
+    net: PlanNetwork,
     out_shape: list[int],
     class_loss: bool,
     plan: dict[str, Any],
@@ -154,7 +154,7 @@ def _random(
 
 
 def _digits(
-    ds: DigitsDataset, net: NetworkSpec, out_shape: list[int], class_loss: bool, plan: dict[str, Any]
+    ds: DigitsDataset, net: PlanNetwork, out_shape: list[int], class_loss: bool, plan: dict[str, Any]
 ) -> tuple[int, int]:
     pixels = ds.image_size**2
     if math.prod(net.input_shape) != pixels:
@@ -187,7 +187,7 @@ def _classes_fit(classes: int, out_shape: list[int], class_loss: bool, plan: dic
 def _arrays(
     arrays: dict[str, dict[str, Any]],
     loc: Loc,
-    net: NetworkSpec,
+    net: PlanNetwork,
     out_shape: list[int],
     class_loss: bool,
     plan: dict[str, Any],
@@ -237,7 +237,7 @@ def _arrays(
         else:
             plan.update(targets="values", target_shape=out_shape)
         if "min" in xs and net.input_dtype == "int64":
-            check_indices(net.model_dump()["layers"], xs["min"], xs["max"], field(prefix + "inputs"), f"{prefix}inputs")
+            check_indices(net.index_layers(), xs["min"], xs["max"], field(prefix + "inputs"), f"{prefix}inputs")
         counts[prefix] = x_shape[0]
         total += math.prod(x_shape) + math.prod(y_shape)
     if not counts.get(""):

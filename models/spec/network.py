@@ -48,3 +48,8 @@ class NetworkSpec(Spec):
         default="float32", description="int64 for networks that start with an Embedding."
     )
     layers: Annotated[list[Layer], Field(min_length=1)]
+
+    def index_layers(self) -> list[dict[str, Any]]:
+        """The layers as dicts, for ``models.nn.build.check_indices``."""
+        layers: list[dict[str, Any]] = self.model_dump()["layers"]
+        return layers

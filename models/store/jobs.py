@@ -10,7 +10,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from models.errors import TooManyRequests
+from models.errors import NotFound, TooManyRequests
 from models.store.keys import JobPart, Keys, job_parts
 from models.store.replies import Entry, byte_fields, first_stream, members, opt_bytes, opt_text, stream_entries, text
 from models.store.usage import LEDGER_LUA, ledgers, over_quota, put_within_quota
@@ -294,6 +294,14 @@ class JobStore:
     async def raw_field(self, *, tenant: str, job_id: str, name: str) -> bytes | None:
         """One field of the job hash as stored (``network``, ``request``, ``plan``: JSON)."""
         return opt_bytes(await self.redis.hget(self.keys.job(tenant, job_id), name))
+
+    async def copy_init(self, *, tenant: str, job_id: str, source: str, ttl_s: int) -> None:
+        """An exported network's programs and initial weights into the job's own INIT hash (a 404 when they are
+        gone), so the job and its forks outlive the network."""
+        target = self.part(tenant, job_id, JobPart.INIT)
+        if source != target and not await self.redis.copy(source, target, replace=True):
+            raise NotFound("the exported network's programs and weights are gone (deleted or expired); upload it again")
+        await self.redis.expire(target, ttl_s)
 
     async def inline_data(self, *, tenant: str, job_id: str) -> bytes | None:
         """The safetensors file of a job's inline dataset (kept under the job's own DATA part)."""

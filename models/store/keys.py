@@ -24,6 +24,7 @@ class JobPart:
     CHECKPOINTS = "ckpts"  # hash: step -> the full state at that step (as RESUME), as retention keeps them
     CHECKPOINT_INDEX = "ckptindex"  # hash: step -> JSON {step, epoch, time, bytes} of each kept checkpoint
     EXPORTS = "exports"  # hash: "{format}:{step}" -> an exported model file, made on first request
+    INIT = "init"  # hash: an exported network's programs and initial weights, copied from it at submit
     PRUNE = "prune"  # flag set with CANCEL by a sweep's pruner: the job then ends "pruned", not "cancelled"
 
 

@@ -77,9 +77,9 @@ def test_watch_as_plain_lines_and_a_dataset_from_numpy(gs: gradserve.Client) -> 
     targets = (inputs[:, 0] > 0).astype(np.int64)
     data = gs.datasets.upload(inputs, targets, test_inputs=inputs[:32], test_targets=targets[:32])
     assert data.num_samples == 96 and data.input_shape == [4]
-    net = nn.Sequential(nn.Sequential(nn.Linear(4, 2)))  # a container in a container: refused before any request
+    net = nn.Sequential(nn.Sequential(nn.Linear(4, 2)))  # a container in a container: no catalogue spec
     with pytest.raises(gradserve.SpecError, match="direct attributes"):
-        gs.jobs.submit(net, data, batch_size=16, steps=1)
+        gs.jobs.submit(net, data, batch_size=16, steps=1, format="spec")
     spec = {"name": "Tiny", "layers": [{"name": "fc", "type": "Linear", "in_features": 4, "out_features": 2}]}
     job = gs.jobs.submit(spec, data, "CrossEntropyLoss", {"type": "Adam", "lr": 0.05}, batch_size=16, epochs=2)
     screen = io.StringIO()

@@ -1,0 +1,90 @@
+"""Jobs of exported networks: a nested ResNet-style model trains on an uploaded dataset, its held-out metrics
+are computed by the eval program, ``to_local()`` is the user's own class and scores exactly what the job
+reported, a fork continues it, and the job outlives the network it was submitted from."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+from torch import nn
+
+import gradserve
+from tests.conftest import API_KEYS, Service
+from tests.zoo import CASES
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def gs(service: Service) -> Iterator[gradserve.Client]:
+    with gradserve.Client(service.url, api_key=API_KEYS["alice"]) as c:
+        yield c
+
+
+def _images(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 10, (n,), generator=g)
+    x = torch.randn(n, 3, 16, 16, generator=g) * 0.5 + y.view(-1, 1, 1, 1).float() / 5  # learnable: brightness
+    return x, y
+
+
+def test_a_nested_model_trains_as_a_job_and_to_local_scores_what_it_reported(gs: gradserve.Client) -> None:
+    torch.manual_seed(0)
+    model = CASES["resnet"].make()
+    x, y = _images(96, 0)
+    x_val, y_val = _images(48, 1)
+    data = gs.datasets.upload(x, y, test_inputs=x_val, test_targets=y_val)
+    job = gs.jobs.submit(
+        model,
+        data,
+        nn.CrossEntropyLoss(),
+        torch.optim.SGD,
+        lr=0.05,
+        batch_size=16,
+        epochs=2,
+        capture={"checkpoint_every": 6},
+    )
+    final = job.wait(timeout=240)
+    assert final["status"] == "succeeded", final.get("error")
+    doc = gs.request("GET", f"/v1/networks/{job.last['request']['network_id']}").json()
+    assert doc["format"] == "export" and doc["repr"] == repr(model)
+
+    local = job.to_local()
+    assert type(local) is type(model)
+    before = torch.get_num_threads()
+    torch.set_num_threads(final["threads"] or before)
+    try:
+        with torch.no_grad():
+            accuracy = int((local.eval()(x_val).argmax(1) == y_val).sum()) / y_val.numel()
+    finally:
+        torch.set_num_threads(before)
+    assert accuracy == final["val_accuracy"]
+    # BatchNorm's running statistics moved in training and are what eval mode used.
+    assert not torch.equal(local.bn1.running_mean, torch.zeros_like(local.bn1.running_mean))
+
+    gs.request("DELETE", f"/v1/networks/{doc['id']}")  # the job and its forks keep their own copy
+    child = job.fork(step=6, lr=0.01)
+    done = child.wait(timeout=240)
+    assert done["status"] == "succeeded", done.get("error")
+    assert type(child.to_local()) is type(model)
+
+
+def test_a_job_of_a_two_input_network_is_refused_by_name(gs: gradserve.Client, service: Service) -> None:
+    from gradserve.export_form import export_module
+
+    case = CASES["bert"]
+    torch.manual_seed(0)
+    upload = export_module(case.make(), case.inputs(torch.Generator().manual_seed(0)), "logits")
+    network = gs.upload_exported(upload)
+    body = {
+        "network_id": network["id"],
+        "dataset": {"source": "random", "num_samples": 8, "input_shape": [10], "num_classes": 3},
+        "criterion": {"type": "CrossEntropyLoss"},
+        "optimizer": {"type": "SGD", "lr": 0.1},
+        "batch_size": 4,
+        "steps": 1,
+    }
+    r = service.client("alice").post("/v1/jobs", json=body)
+    assert r.status_code == 422 and "input_ids, attention_mask" in r.text, r.text
