@@ -76,6 +76,8 @@ class RemoteNet:
                     raise
         # None: the readable catalogue spec; else the module is exported at the first call, on its inputs.
         self.exported = self._spec is None
+        self.training = self._module.training if self._module is not None else True
+        self._seed_pending: int | None = None
         self._weights = None if self._module is None else _wire.state_bytes(self._module.state_dict())
         self._optimizer = optimizer
         self._seed = seed
@@ -98,6 +100,7 @@ class RemoteNet:
         network = self._client.upload_exported(export_module(self._module, inputs, self._output))
         body = {"network_id": network["id"], "seed": self._seed, "device": self._device, "optimizer": self._optimizer}
         self._public = self._client.session_call("POST", "/v1/sessions", json=body).json()
+        self._started()
 
     def _create(self, input_shape: list[int], dtype: torch.dtype | None) -> None:
         assert self._spec is not None
@@ -108,6 +111,7 @@ class RemoteNet:
         self._public = self._client.session_call("POST", "/v1/sessions", json=body).json()
         if self._weights is not None:  # the module's own weights, not the seed's
             self._call("PUT", "state", content=self._weights, headers={"Content-Type": _wire.OCTET})
+        self._started()
 
     def _session(self) -> dict[str, Any]:
         if self._public is None:
@@ -172,6 +176,31 @@ class RemoteNet:
             return  # no session yet: its gradients start as None, as a new module's do
         self._call("POST", "zero_grad", json={"set_to_none": set_to_none})
 
+    def train(self, mode: bool = True) -> RemoteNet:
+        """``net.train(mode)`` on the session: dropout and batch norm switch as in PyTorch."""
+        self.training = mode
+        if self._public is not None:
+            self._call("POST", "train", json={"mode": mode})
+        return self
+
+    def eval(self) -> RemoteNet:
+        return self.train(False)
+
+    def manual_seed(self, seed: int) -> None:
+        """``torch.manual_seed(seed)`` for the session's generator: dropout after it matches a local run that
+        made the same call (before the session exists, it is applied as the session starts)."""
+        self._seed_pending = int(seed)
+        if self._public is not None:
+            self._call("POST", "manual_seed", json={"seed": self._seed_pending})
+            self._seed_pending = None
+
+    def _started(self) -> None:
+        """What the caller said before the session existed, applied to it now."""
+        if not self.training:
+            self._call("POST", "train", json={"mode": False})
+        if self._seed_pending is not None:
+            self.manual_seed(self._seed_pending)
+
     def sgd_update(self, lr: float) -> None:
         """The tutorial's manual rule, ``f.data.sub_(f.grad.data * lr)`` for every parameter."""
         self._call("POST", "sgd_update", json={"lr": float(lr)})
@@ -231,6 +260,11 @@ class RemoteNet:
     def threads(self) -> int:
         """PyTorch threads the session's worker computes with: ``torch.set_num_threads(rnet.threads)``
         before a local run gives the same bits."""
+        if self._threads is None and self._public is None:  # no session yet: the session workers say theirs
+            workers = self._client.request("GET", "/readyz").json().get("workers", [])
+            counts = {int(w["threads"]) for w in workers if "sessions" in w.get("lanes", []) and "threads" in w}
+            if len(counts) == 1:
+                self._threads = counts.pop()
         if self._threads is None:
             first = self._named_shapes()[0][0]
             self._threads = int(self.parameter(first)["threads"])

@@ -31,7 +31,9 @@ cache = SessionCache(get_settings().session_cache_mb * 1024 * 1024)
 # Ops whose answers carry numbers a thread count can change (reductions split across threads).
 NUMERIC_OPS = frozenset({"forward", "loss", "backward", "parameter", "sgd_update", "step"})
 # Ops that change the session: their answers are recorded by call id, so a retry is not applied twice.
-RECORDED_OPS = frozenset({"forward", "loss", "backward", "zero_grad", "sgd_update", "step", "put_state"})
+RECORDED_OPS = frozenset(
+    {"forward", "loss", "backward", "zero_grad", "sgd_update", "step", "put_state", "train", "manual_seed"}
+)
 
 
 def handle(client: redis.Redis, keys: Keys, settings: Settings, call: dict[str, Any], worker: str = "") -> None:
@@ -117,6 +119,10 @@ def _run(s: ops.LiveSession, op: str, args: dict[str, Any], settings: Settings) 
         return ops.backward(s, args.get("gradient"), bool(args.get("retain_graph", False)))
     if op == "zero_grad":
         return ops.zero_grad(s, bool(args.get("set_to_none", True)))
+    if op == "train":
+        return ops.set_mode(s, bool(args["mode"]))
+    if op == "manual_seed":
+        return ops.manual_seed(s, int(args["seed"]))
     if op == "parameter":
         return ops.parameter(s, args["name"])
     if op == "sgd_update":

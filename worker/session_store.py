@@ -7,7 +7,8 @@ The session hash (``Keys.session``) holds ``meta`` and ``queue`` (written once),
     fwd        the last forward's input, pre-forward RNG state and buffers: enough to replay it
     fwd_params the weights that forward used, kept once a step changes them
     loss       the last criterion and target
-    graph      {"freed": bool}: whether a backward without retain_graph already ran
+    graph      {"freed": bool, "training": bool}: whether a backward without retain_graph already ran, and
+               the mode (``net.train()`` / ``net.eval()``) the next forward runs in
     fixed      an exported network's non-persistent buffers and lifted constants (written once)
 
 A call writes only the parts it changed, so a forward writes a few kilobytes. A worker keeps the
@@ -233,7 +234,9 @@ def apply_part(s: LiveSession, part: str, blob: bytes | None) -> None:
         else:
             s.loss = None
     elif part == "graph":
-        s.freed = bool(json.loads(blob)["freed"]) if blob else False
+        doc = json.loads(blob) if blob else {}
+        s.freed = bool(doc.get("freed", False))
+        s.net.train(bool(doc.get("training", True)))
 
 
 def encode_part(s: LiveSession, part: str) -> bytes | None:
@@ -255,7 +258,7 @@ def encode_part(s: LiveSession, part: str) -> bytes | None:
     if part == "loss":
         return None if s.loss is None else state_codec.pack({"target": s.loss.target}, {"criterion": s.loss.criterion})
     if part == "graph":
-        return json.dumps({"freed": s.freed}).encode()
+        return json.dumps({"freed": s.freed, "training": s.net.training}).encode()
     raise ValueError(f"unknown session part {part!r}")
 
 
@@ -266,7 +269,7 @@ def _encode_fwd(rec: ForwardRecord) -> bytes:
         **{f"rng.{k}": v for k, v in rec.rng_before.items()},
         **{f"buf.{k}": v for k, v in rec.buffers_before.items()},
     }
-    return state_codec.pack(tensors, {"params_stamp": rec.params_stamp})
+    return state_codec.pack(tensors, {"params_stamp": rec.params_stamp, "training": rec.training})
 
 
 def _decode_fwd(blob: bytes) -> ForwardRecord:
@@ -274,7 +277,9 @@ def _decode_fwd(blob: bytes) -> ForwardRecord:
     rng = {k[4:]: v for k, v in tensors.items() if k.startswith("rng.")}
     buffers = {k[4:]: v for k, v in tensors.items() if k.startswith("buf.")}
     named = {k[3:]: v for k, v in tensors.items() if k.startswith("in.")}
-    return ForwardRecord(named or tensors["input"], rng, buffers, int(meta["params_stamp"]))
+    rec = ForwardRecord(named or tensors["input"], rng, buffers, int(meta["params_stamp"]))
+    rec.training = bool(meta.get("training", True))
+    return rec
 
 
 def write(pipe: Any, keys: Keys, s: LiveSession, parts: frozenset[str] | set[str], ttl_s: int) -> None:

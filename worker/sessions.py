@@ -59,6 +59,7 @@ class ForwardRecord:
     params_stamp: int  # the params part's stamp when the forward ran
     params_at_forward: dict[str, torch.Tensor] | None = None  # kept once the params change after it
     output: torch.Tensor | None = None  # live, with its graph; None until replayed
+    training: bool = True  # the mode it ran in: a replay runs in it too
 
 
 @dataclass
@@ -143,7 +144,7 @@ def forward(s: LiveSession, x: Inputs, settings: Settings) -> Outcome:
     except (RuntimeError, ValueError, IndexError, TypeError, AssertionError) as exc:
         raise InvalidInput(f"forward failed: {first_line(exc)}", ("body", "input")) from exc
     s.rng = state_codec.rng_state(s.device)
-    s.fwd = ForwardRecord(x, rng_before, before, s.stamps.get("params", 0), output=out)
+    s.fwd = ForwardRecord(x, rng_before, before, s.stamps.get("params", 0), output=out, training=s.net.training)
     s.loss, s.freed = None, False
     parts = {"fwd", "fwd_params", "loss", "graph"}
     if before:
@@ -229,6 +230,21 @@ def backward(s: LiveSession, gradient: torch.Tensor | None, retain_graph: bool) 
 def zero_grad(s: LiveSession, set_to_none: bool) -> Outcome:
     s.net.zero_grad(set_to_none=set_to_none)
     return Outcome({"set_to_none": set_to_none}, frozenset({"grads"}))
+
+
+def set_mode(s: LiveSession, training: bool) -> Outcome:
+    """``net.train(mode)`` / ``net.eval()``: dropout and batch norm switch as in PyTorch (an exported network
+    switches to its eval program). The last forward keeps the mode it ran in."""
+    s.net.train(training)
+    return Outcome({"training": training}, frozenset({"graph"}))
+
+
+def manual_seed(s: LiveSession, seed: int) -> Outcome:
+    """``torch.manual_seed(seed)`` for the session's generator, so dropout masks after it match a local run
+    that made the same call."""
+    torch.manual_seed(seed)
+    s.rng = state_codec.rng_state(s.device)
+    return Outcome({"seed": seed}, frozenset({"rng"}))
 
 
 def parameter(s: LiveSession, name: str) -> Outcome:
@@ -390,7 +406,12 @@ def _replay(s: LiveSession, rec: ForwardRecord) -> torch.Tensor:
         for k, b in buffers.items():
             b.copy_(rec.buffers_before[k])
     state_codec.set_rng_state(rec.rng_before, s.device)
-    out = run_net(s.net, _to(rec.input, s.device))
+    mode = s.net.training
+    s.net.train(rec.training)
+    try:
+        out = run_net(s.net, _to(rec.input, s.device))
+    finally:
+        s.net.train(mode)
     with torch.no_grad():
         # Buffers come out of the replay as they were after the first run; copying them anyway would
         # bump the version of running stats that BatchNorm saved, and break this graph's backward.

@@ -307,6 +307,19 @@ async def zero_grad(session_id: str, request: Request, body: S.ZeroGradIn | None
     return await _run(request, session_id, "zero_grad", args={"set_to_none": body.set_to_none})
 
 
+@router.post("/{session_id}/train", response_class=Response, responses=_answers(S.TrainPublic))
+async def train(session_id: str, request: Request, body: S.TrainIn | None = Body(default=None)) -> Response:
+    """``net.train(mode)``; ``{"mode": false}`` is ``net.eval()``: dropout off, batch norm on running statistics."""
+    body = body or S.TrainIn()
+    return await _run(request, session_id, "train", args={"mode": body.mode})
+
+
+@router.post("/{session_id}/manual_seed", response_class=Response, responses=_answers(S.ManualSeedPublic))
+async def manual_seed(session_id: str, body: S.ManualSeedIn, request: Request) -> Response:
+    """``torch.manual_seed(seed)`` for the session's generator: dropout after it matches a local run's."""
+    return await _run(request, session_id, "manual_seed", args={"seed": body.seed})
+
+
 @router.get("/{session_id}/parameters/{name}", response_class=Response, responses=_answers(S.ParameterPublic))
 async def parameter(session_id: str, name: str, request: Request) -> Response:
     """A parameter's (or buffer's) data and grad; ``grad`` is null when it is None (absent from safetensors)."""

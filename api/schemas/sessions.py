@@ -10,7 +10,7 @@ from api.schemas.networks import BuiltNetwork
 from models.spec.losses import LossSpec
 from models.spec.network import LENET_EXAMPLE, NetworkSpec
 from models.spec.optimizers import OptimizerSpec
-from models.spec.types import Device
+from models.spec.types import Device, Seed
 from models.wire.tensors import TensorIn
 
 
@@ -113,6 +113,22 @@ class ZeroGradIn(_In):
 
 class ZeroGradPublic(BaseModel):
     set_to_none: bool
+
+
+class TrainIn(_In):
+    mode: StrictBool = Field(default=True, description="True: net.train(); false: net.eval().")
+
+
+class TrainPublic(BaseModel):
+    training: bool
+
+
+class ManualSeedIn(_In):
+    seed: Seed
+
+
+class ManualSeedPublic(BaseModel):
+    seed: int
 
 
 class SgdUpdateIn(_In):

@@ -116,3 +116,33 @@ def test_a_network_exported_over_http_serves_any_batch(gs: gradserve.Client, ser
     assert missing.status_code == 422 and "attention_mask" in missing.text
     single = http.post(f"/v1/sessions/{sid}/forward", json={"inputs": {"input_ids": [1, 2], "attention_mask": [1, 1]}})
     assert single.status_code == 422 and "unsqueeze(0)" in single.text
+
+
+def test_train_eval_and_manual_seed_behave_as_in_pytorch(gs: gradserve.Client, session_threads: int) -> None:
+    """Dropout and batch norm switch with train()/eval() (an exported network runs its eval program), and
+    manual_seed gives the dropout masks a local run gets after the same call."""
+    case = next(c for c in ZOO if c.name == "mobilenet")
+    torch.manual_seed(0)
+    model = case.make()
+    local = copy.deepcopy(model)
+    rnet = gs.remote(model)
+    assert rnet.threads == session_threads  # known before the first forward
+    rnet.manual_seed(7)  # before the session exists: applied as it starts
+    inputs, _ = _batch(case, 0)
+    torch.manual_seed(7)
+    assert torch.equal(rnet(**inputs).fetch(), local(**inputs))
+    rnet.manual_seed(11)
+    torch.manual_seed(11)
+    assert torch.equal(rnet(**inputs).fetch(), local(**inputs))
+    rnet.eval()
+    local.eval()
+    with torch.no_grad():
+        want = local(**inputs)
+    first = rnet(**inputs).fetch()
+    assert torch.equal(first, want) and torch.equal(rnet(**inputs).fetch(), first)  # no dropout, running stats
+    rnet.train()
+    local.train()
+    torch.manual_seed(5)
+    rnet.manual_seed(5)
+    assert torch.equal(rnet(**inputs).fetch(), local(**inputs))
+    rnet.delete()
