@@ -143,7 +143,9 @@ def test_untraceable_module_fails_before_any_request(net: nn.Module, node: str) 
         with pytest.raises(gradserve.SpecError, match=f"fx node '{node}'") as caught:
             c.remote(net, input_shape=[1, 32, 32] if isinstance(net, Net) else [4], format="spec")
         with pytest.raises(gradserve.SpecError):
-            c.jobs.submit(net, {"source": "random", "num_classes": 3}, input_shape=[4], batch_size=4, steps=1)
+            c.jobs.submit(
+                net, {"source": "random", "num_classes": 3}, input_shape=[4], batch_size=4, steps=1, format="spec"
+            )
         if isinstance(net, Branchy):  # an `if` on tensor values: torch.export refuses it too, at the first call
             with pytest.raises(gradserve.ExportError, match=r"torch\.export cannot capture Branchy"):
                 c.remote(net)(torch.randn(2, 1, 32, 32))
