@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
+import torch
 from fastapi import APIRouter, Query, Response
 from fastapi.concurrency import run_in_threadpool
 
@@ -13,9 +17,12 @@ from api.listing import MAX_QUERY_INT
 from api.routes.job_captures import checkpoint_state
 from api.strict_json import StrictJsonRoute
 from models.errors import NotFound, ServiceUnavailable
-from models.nn.export import SUFFIX, ExportFormat, export_network
+from models.nn.export import SUFFIX, ExportFormat, export_module, export_network
+from models.nn.exported import build_exported, empty_state
+from models.nn.exported_admit import stored_parts
 from models.nn.state_codec import unpack_train_state
 from models.spec.network import NetworkSpec
+from models.wire.tensors import DTYPES, from_safetensors
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=StrictJsonRoute)
 
@@ -42,10 +49,12 @@ async def export_job(
     blob = await jobs.export_file(tenant=tenant, job_id=job_id, name=name)
     if blob is None:
         state = await checkpoint_state(jobs, tenant, job_id, step)
-        spec = NetworkSpec.model_validate_json(
-            await jobs.raw_field(tenant=tenant, job_id=job_id, name="network") or b""
-        )
-        blob = await run_in_threadpool(_export, spec, state, format)
+        raw = await jobs.raw_field(tenant=tenant, job_id=job_id, name="network") or b"{}"
+        if json.loads(raw).get("format") == "export":
+            init = await jobs.init_parts(tenant=tenant, job_id=job_id)
+            blob = await run_in_threadpool(_export_program, raw, init, state, format)
+        else:
+            blob = await run_in_threadpool(_export, NetworkSpec.model_validate_json(raw), state, format)
         await jobs.put_export(tenant=tenant, job_id=job_id, name=name, blob=blob, ttl_s=settings.job_ttl_s)
     filename = f"{job_id}-{step}{SUFFIX[format]}"
     return Response(
@@ -56,8 +65,27 @@ async def export_job(
 
 
 def _export(spec: NetworkSpec, state: bytes, fmt: ExportFormat) -> bytes:
-    try:
+    with _export_extra(fmt):
         return export_network(spec, unpack_train_state(state).model, fmt)
+
+
+def _export_program(network: bytes, init: dict[str, bytes], state: bytes, fmt: ExportFormat) -> bytes:
+    """An exported network's job: its programs and fixed tensors from the job's INIT, the checkpoint's weights."""
+    doc = json.loads(network)
+    meta = {"form": doc["form"], "programs": {m: init[f"{m}_program"].decode() for m in doc["modes"]}}
+    form, programs = stored_parts(meta)
+    fixed = from_safetensors(init["weights"], loc=("network", "weights"))
+    net = build_exported(form, programs, empty_state(form, programs, "cpu") | fixed)
+    net.load_state_dict(unpack_train_state(state).model)
+    shape, dtype = form.inputs[0].example, DTYPES[form.inputs[0].dtype]
+    with _export_extra(fmt):
+        return export_module(net, torch.zeros((2, *shape), dtype=dtype), fmt)
+
+
+@contextmanager
+def _export_extra(fmt: ExportFormat) -> Iterator[None]:
+    try:
+        yield
     except ImportError as exc:  # onnx/onnxscript are an extra: gradserve[export]
         raise ServiceUnavailable(
             f"{fmt} export needs {exc.name} on the API host: pip install 'gradserve[export]'"

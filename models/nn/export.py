@@ -4,10 +4,11 @@
 
 from __future__ import annotations
 
+import inspect
 import io
 import os
 import tempfile
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -23,9 +24,16 @@ def export_network(spec: NetworkSpec, weights: dict[str, torch.Tensor], fmt: Exp
     """The file of ``fmt`` for the network with these weights, in eval mode, on the CPU."""
     net = build_network(spec)
     net.load_state_dict(weights)
-    net.eval()
     example = torch.zeros((2, *spec.input_shape), dtype=DTYPES[spec.input_dtype])  # (B, *input_shape)
-    batch = ({0: torch.export.Dim.AUTO},)
+    return export_module(net, example, fmt)
+
+
+def export_module(net: torch.nn.Module, example: torch.Tensor, fmt: ExportFormat) -> bytes:
+    """``net`` (a catalogue network or an exported one, weights loaded) as a file of ``fmt``."""
+    net.eval()
+    batch: tuple[Any, ...] = ({0: torch.export.Dim.AUTO},)
+    if any(p.kind == inspect.Parameter.VAR_POSITIONAL for p in inspect.signature(net.forward).parameters.values()):
+        batch = (batch,)  # forward(*args) (an exported network): the shapes of the one tuple it takes
     buf = io.BytesIO()
     with torch.no_grad():
         if fmt == "torchscript":
@@ -37,7 +45,7 @@ def export_network(spec: NetworkSpec, weights: dict[str, torch.Tensor], fmt: Exp
     return buf.getvalue()
 
 
-def _onnx(net: torch.nn.Module, example: torch.Tensor, batch: tuple[dict[int, object]]) -> bytes:
+def _onnx(net: torch.nn.Module, example: torch.Tensor, batch: tuple[Any, ...]) -> bytes:
     # The exporter writes external data next to a path; one self-contained file is what users want.
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "model.onnx")

@@ -12,7 +12,17 @@ from redis.asyncio import Redis
 
 from models.errors import NotFound, TooManyRequests
 from models.store.keys import JobPart, Keys, job_parts
-from models.store.replies import Entry, byte_fields, first_stream, members, opt_bytes, opt_text, stream_entries, text
+from models.store.replies import (
+    Entry,
+    byte_fields,
+    first_stream,
+    members,
+    opt_bytes,
+    opt_text,
+    required,
+    stream_entries,
+    text,
+)
 from models.store.usage import LEDGER_LUA, ledgers, over_quota, put_within_quota
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled", "pruned"})
@@ -302,6 +312,13 @@ class JobStore:
         if source != target and not await self.redis.copy(source, target, replace=True):
             raise NotFound("the exported network's programs and weights are gone (deleted or expired); upload it again")
         await self.redis.expire(target, ttl_s)
+
+    async def init_parts(self, *, tenant: str, job_id: str) -> dict[str, bytes]:
+        """An exported network's programs and initial weights, as the job's INIT hash holds them."""
+        got = await self.redis.hgetall(self.part(tenant, job_id, JobPart.INIT))
+        if not got:
+            raise NotFound(f"job '{job_id}''s exported programs have expired")
+        return {opt_text(k) or "": required(opt_bytes(v), "an INIT field") for k, v in got.items()}
 
     async def inline_data(self, *, tenant: str, job_id: str) -> bytes | None:
         """The safetensors file of a job's inline dataset (kept under the job's own DATA part)."""

@@ -4,6 +4,7 @@ reported, a fork continues it, and the job outlives the network it was submitted
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 
 import pytest
@@ -63,6 +64,13 @@ def test_a_nested_model_trains_as_a_job_and_to_local_scores_what_it_reported(gs:
     assert accuracy == final["val_accuracy"]
     # BatchNorm's running statistics moved in training and are what eval mode used.
     assert not torch.equal(local.bn1.running_mean, torch.zeros_like(local.bn1.running_mean))
+
+    exported = gs.request("GET", f"/v1/jobs/{job.id}/export", params={"format": "pt2"})
+    program = torch.export.load(io.BytesIO(exported.content))  # our own file, made by the service: safe to load
+    with torch.no_grad():
+        assert torch.equal(program.module()(x_val[:5]), local.eval()(x_val[:5]))
+    onnx = gs.request("GET", f"/v1/jobs/{job.id}/export", params={"format": "onnx"})
+    assert onnx.status_code == 200 and len(onnx.content) > 1000
 
     gs.request("DELETE", f"/v1/networks/{doc['id']}")  # the job and its forks keep their own copy
     child = job.fork(step=6, lr=0.01)
