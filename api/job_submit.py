@@ -37,17 +37,6 @@ _summaries: dict[str, NetworkSummary] = {}
 _summaries_lock = threading.Lock()
 
 
-async def network_of(req: JobCreate, store: Store, tenant: str, where: str = "body") -> NetworkSpec:
-    """The request's catalogue network: given inline, or the tenant's stored one it names (else a 404)."""
-    network = await job_network_of(req, store, tenant, where)
-    if isinstance(network, ExportedNetwork):
-        raise InvalidInput(
-            f"network '{req.network_id}' is an exported program; sweeps search over catalogue specs for now",
-            (where, "network_id"),
-        )
-    return network
-
-
 async def job_network_of(
     req: JobCreate, store: Store, tenant: str, where: str = "body"
 ) -> NetworkSpec | ExportedNetwork:

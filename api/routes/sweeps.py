@@ -9,11 +9,12 @@ from fastapi import APIRouter, Body, Depends, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 
 from api.deps import SettingsDep, StoreDep, TenantDep
-from api.job_submit import JobStoreDep, network_of, network_summary
+from api.job_submit import JobStoreDep, job_network_of, network_summary
 from api.listing import PagingDep, newest_first
 from api.schemas.sweeps import SweepPublic, SweepsPublic, SweepStatus, SweepSubmitted
 from api.strict_json import StrictJsonRoute
 from models.errors import Conflict, InvalidInput, NotFound
+from models.nn.job_network import ExportedNetwork
 from models.nn.job_plan import plan_job
 from models.settings import Settings
 from models.spec.job import InlineDataset, UploadDataset
@@ -95,7 +96,7 @@ async def _check(body: SweepCreate, settings: Settings, jobs: JobStore, store: S
     template = body.template
     if isinstance(template.dataset, InlineDataset):  # inputs and targets only: nothing held out
         raise InvalidInput(NO_HELD_OUT.format(metric=body.objective.metric), ("body", "template", "dataset"))
-    network = await network_of(template, store, tenant, "body.template")
+    network = await job_network_of(template, store, tenant, "body.template")
     arrays = None
     if isinstance(template.dataset, UploadDataset):
         meta = await jobs.dataset_meta(tenant=tenant, dataset_id=template.dataset.id)
@@ -105,11 +106,14 @@ async def _check(body: SweepCreate, settings: Settings, jobs: JobStore, store: S
     await run_in_threadpool(_check_corners, body, network, settings, arrays)
 
 
-def _check_corners(body: SweepCreate, stored: NetworkSpec, settings: Settings, arrays: dict[str, Any] | None) -> None:
+def _check_corners(
+    body: SweepCreate, stored: NetworkSpec | ExportedNetwork, settings: Settings, arrays: dict[str, Any] | None
+) -> None:
     for params, req in corner_requests(body):
         net = req.network or stored
+        summary = net.summary() if isinstance(net, ExportedNetwork) else network_summary(net, settings)
         try:
-            plan = plan_job(req, net, network_summary(net, settings), settings, arrays, ("body", "dataset", "id"))
+            plan = plan_job(req, net, summary, settings, arrays, ("body", "dataset", "id"))
         except InvalidInput as exc:  # its loc is a path into the job request: say which space path led there
             within = exc.loc[1:] if exc.loc[:1] == ("body",) else exc.loc
             path = blame(body, params, within)

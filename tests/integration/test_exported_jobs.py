@@ -96,3 +96,18 @@ def test_a_job_of_a_two_input_network_is_refused_by_name(gs: gradserve.Client, s
     }
     r = service.client("alice").post("/v1/jobs", json=body)
     assert r.status_code == 422 and "input_ids, attention_mask" in r.text, r.text
+
+
+def test_a_sweep_searches_over_an_exported_network(gs: gradserve.Client) -> None:
+    from api.routes.sweeps import EXAMPLE
+    from gradserve.export_form import export_module
+
+    net = nn.Sequential(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)))  # nested: no catalogue spec
+    network = gs.upload_exported(export_module(net, {"input": torch.zeros(2, 1, 8, 8)}))
+    template = {k: v for k, v in EXAMPLE["template"].items() if k != "network"}
+    template.update(network_id=network["id"], capture={"graph": False}, epochs=1, batch_size=64)
+    space = {"optimizer.lr": {"type": "float", "low": 0.01, "high": 0.5, "log": True}}
+    sweep = gs.sweeps.create(template, space, max_trials=2, parallelism=1, pruner="none")
+    doc = sweep.wait(timeout=300)
+    assert [t["state"] for t in doc["trials"]] == ["complete"] * 2, doc
+    assert 0 < sweep.best["value"] <= 1
