@@ -134,6 +134,12 @@ def check_named_inputs(meta: dict[str, Any], named: dict[str, torch.Tensor] | No
                 f"batch size {batch} is outside 1..{settings.max_batch_size} (GRADSERVE_MAX_BATCH_SIZE)", loc
             )
     assert batch is not None
+    # The estimate was taken at the example's sizes; a longer sequence costs more, up to its square (attention).
+    grow = 1.0
+    for name, spec in want.items():
+        for size, example, got in zip(spec["shape"], spec["example"], named[name].shape[1:], strict=False):
+            if size is None:
+                grow *= max(1.0, got / example)
     fixed = meta["form"].get("batch")
     if fixed is not None and batch != fixed:
         raise InvalidInput(
@@ -141,4 +147,5 @@ def check_named_inputs(meta: dict[str, Any], named: dict[str, torch.Tensor] | No
             f"cannot make dynamic); received a batch of {batch}",
             ("body", "inputs"),
         )
-    check_activation_memory(meta["activation_bytes_per_sample"], batch, settings, ("body", "inputs"))
+    per_sample = int(meta["activation_bytes_per_sample"] * grow**2)
+    check_activation_memory(per_sample, batch, settings, ("body", "inputs"))

@@ -10,6 +10,7 @@ user's names; both programs read that same state, and ``net.train()`` / ``net.ev
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -29,6 +30,8 @@ from models.spec.exported import ExportedForm
 from models.wire.tensors import DTYPES, dtype_name
 
 Mode = Literal["train", "eval"]
+# torch's deserializer keeps its current instance in a module global: two threads at once trip over each other.
+_DESERIALIZING = threading.Lock()
 PROBE_BATCH = 2
 # torch's serialized ScalarType codes (torch/_export/serde/schema.py), for checking weights' dtypes.
 _SCALAR_TYPES = {
@@ -63,10 +66,11 @@ def tensor_specs(facts: ProgramFacts) -> dict[str, tuple[list[int], torch.dtype 
             continue
         name = body.get({"parameter": "parameter_name", "buffer": "buffer_name"}.get(kind, "tensor_constant_name"))
         meta = values.get((body.get("arg") or {}).get("name"))
-        if meta is None:
-            continue
-        sizes = [s.get("as_int", -1) for s in meta.get("sizes", [])]
-        out[name] = (sizes, _SCALAR_TYPES.get(meta.get("dtype")))
+        if not isinstance(meta, dict):
+            raise InvalidInput(f"the program declares no shape for its {kind} '{name}'", ("body", "graph_module"))
+        sizes = [s.get("as_int", -1) for s in meta["sizes"]]
+        dtype = meta.get("dtype")
+        out[name] = (sizes, _SCALAR_TYPES.get(dtype) if isinstance(dtype, int) else None)
     return out
 
 
@@ -110,7 +114,8 @@ def load_program(program: Program, form: ExportedForm, state: Mapping[str, torch
     # Tensors, not bytes: torch's deserializer then skips torch.load (whose fallback unpickles) entirely.
     artifact = SerializedArtifact(orjson.dumps(facts.doc), state_dict, constants, b"")  # type: ignore[arg-type]
     try:
-        return deserialize(artifact)
+        with _DESERIALIZING:
+            return deserialize(artifact)
     except Exception as exc:  # torch raises assorted types for a malformed program
         raise InvalidInput(f"the {program.mode} program cannot be read: {first_line(exc)}", loc) from exc
 
@@ -242,10 +247,14 @@ def probe(form: ExportedForm, programs: list[Program], loc: Loc) -> tuple[Export
     net = build_exported(form, programs, state, loc)
     counter = _CountBytes()
     try:
+        if net.has_eval:  # run too: it is what held-out evaluation and eval() sessions run
+            with fake, torch.no_grad():
+                net.eval()(**inputs)
         with fake, counter:
-            out = net(**inputs)
+            out = net.train()(**inputs)
     except Exception as exc:
-        raise InvalidInput(f"the train program fails on its own example inputs: {first_line(exc)}", loc) from exc
+        mode = "train" if net.training else "eval"
+        raise InvalidInput(f"the {mode} program fails on its own example inputs: {first_line(exc)}", loc) from exc
     batch = form.batch or PROBE_BATCH
     if out.dim() == 0 or out.shape[0] != batch:
         raise InvalidInput(

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from models.errors import InvalidInput, Loc
 from models.nn.build import NetworkSummary, check_activation_memory
 from models.nn.exported import Mode, Program, check_weights, probe, state_numel
-from models.nn.program_check import check_program
+from models.nn.program_check import MALFORMED, check_program, malformed
 from models.settings import Settings, get_settings
 from models.spec.exported import ExportedForm
 from models.wire.tensors import from_safetensors
@@ -74,6 +74,15 @@ def admit(
 ) -> tuple[Admitted, dict[str, torch.Tensor]]:
     """Check an upload whole; answer what is stored and the decoded weights."""
     form = parse_form(form_raw, ("body", "form"))
+    try:
+        return _admit(form, programs_raw, weights, settings)
+    except MALFORMED as exc:  # a document of the wrong shape that the checks let through: still the client's
+        raise malformed(exc, ("body",)) from exc
+
+
+def _admit(
+    form: ExportedForm, programs_raw: dict[Mode, bytes], weights: bytes, settings: Settings
+) -> tuple[Admitted, dict[str, torch.Tensor]]:
     programs = read_programs(programs_raw, settings)
     state = from_safetensors(weights, loc=("body", "weights"))
     numel = state_numel(form, programs)

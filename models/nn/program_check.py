@@ -43,6 +43,41 @@ DENIED_ATEN = frozenset(
     }
 )
 HIGHER_ORDER = frozenset({"wrap_with_set_grad_enabled", "wrap_with_autocast"})
+# A node's arguments: values, tensors and subgraphs. Never an operator (the deserializer resolves its name by
+# getattr from ``torch``, and a higher-order op calls what it is given: a way around the target allowlist),
+# a custom object, or a string-keyed nest that could hide either.
+ARGUMENT_KINDS = frozenset(
+    {
+        "as_none",
+        "as_tensor",
+        "as_tensors",
+        "as_int",
+        "as_ints",
+        "as_float",
+        "as_floats",
+        "as_string",
+        "as_strings",
+        "as_sym_int",
+        "as_sym_ints",
+        "as_scalar_type",
+        "as_memory_format",
+        "as_layout",
+        "as_device",
+        "as_bool",
+        "as_bools",
+        "as_sym_bool",
+        "as_sym_bools",
+        "as_graph",
+        "as_optional_tensors",
+        "as_sym_float",
+        "as_sym_floats",
+        "as_optional_tensor",
+        "as_complex",
+        "as_nested_tensors",
+        "as_int_lists",
+        "as_float_lists",
+    }
+)
 # Symbolic-shape arithmetic on sizes (``x.size(0) // 2``): operator-module functions only.
 SYM_OPS = frozenset(
     f"_operator.{name}"
@@ -76,7 +111,6 @@ SYMPY_NAMES = frozenset(
         "Symbol",
         "Integer",
         "Rational",
-        "Float",
         "True",
         "False",
         "positive",
@@ -107,8 +141,6 @@ SYMPY_NAMES = frozenset(
         "IntTrueDiv",
         "FloatTrueDiv",
         "ToFloat",
-        "Pow",
-        "PowByNatural",
         "OpaqueUnaryFn_sqrt",
         # sympy's own classes, as srepr writes an expression
         "Add",
@@ -124,11 +156,15 @@ SYMPY_NAMES = frozenset(
         "Identity",
     ]
 )
-_SYMBOL = re.compile(r"[a-z]{1,3}\d{1,9}")
+# Bounded: sympify evaluates these, and torch counts up to a symbol's index (``u999999999`` took a minute),
+# and ``9**9**9`` or ``Float(1, 999999999)`` would spin a core for good. So: no powers, short numbers.
+_SYMBOL = re.compile(r"[a-z]{1,3}\d{1,5}")
 _TOKEN = re.compile(
-    r"\s+|(?P<num>\d+(?:\.\d+)?(?:e[+-]?\d+)?)|'(?P<quoted>[a-z]{1,3}\d{1,9})'|(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
-    r"|\*\*|//|==|!=|<=|>=|[-+*/%(),=<>&|~]"
+    r"\s+|(?P<num>\d{1,12}(?:\.\d{1,12})?(?![\d.]))|'(?P<quoted>[a-z]{1,3}\d{1,5})'|(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
+    r"|//|==|!=|<=|>=|[-+*/%(),=<>&|~]"
 )
+# A symbol to a small power: the only power sympify may see (a power of literals, 9**9**9, never ends).
+_SMALL_POWER = re.compile(r"(?:Pow|PowByNatural)\(Symbol\('[a-z]{1,3}\d{1,5}'(?:, [a-z]+=True)*\), Integer\([1-4]\)\)")
 MAX_EXPR_CHARS = 2000
 TREESPEC_TYPES = frozenset({None, "builtins.tuple", "builtins.list", "builtins.dict"})
 INPUT_KINDS = frozenset({"parameter", "buffer", "tensor_constant", "user_input"})
@@ -152,6 +188,21 @@ class ProgramFacts:
 
 def check_program(raw: bytes, *, max_bytes: int, max_nodes: int, loc: Loc) -> ProgramFacts:
     """Parse and check one serialized exported program; raise a 4xx naming the node or field at fault."""
+    try:
+        return _check_program(raw, max_bytes=max_bytes, max_nodes=max_nodes, loc=loc)
+    except MALFORMED as exc:
+        raise malformed(exc, loc) from exc
+
+
+# What reading a JSON document of the wrong shape raises: a 422 that says so, never a 500.
+MALFORMED = (KeyError, TypeError, AttributeError, IndexError, ValueError, StopIteration)
+
+
+def malformed(exc: BaseException, loc: Loc) -> InvalidInput:
+    return InvalidInput(f"the exported program is malformed ({type(exc).__name__}: {exc})", loc)
+
+
+def _check_program(raw: bytes, *, max_bytes: int, max_nodes: int, loc: Loc) -> ProgramFacts:
     if len(raw) > max_bytes:
         raise PayloadTooLarge(
             f"the exported program is {len(raw):,} bytes; the limit is {max_bytes:,} (GRADSERVE_MAX_PROGRAM_BYTES)"
@@ -188,7 +239,9 @@ def check_program(raw: bytes, *, max_bytes: int, max_nodes: int, loc: Loc) -> Pr
                 op=str(target),
             )
         ops.add(target)
-        meta = node.get("metadata") or {}
+        _check_arguments(node, target, where)
+        meta = node.get("metadata")
+        meta = meta if isinstance(meta, dict) else {}
         node["metadata"] = {k: meta[k] for k in KEEP_METADATA if isinstance(meta.get(k), str)}
     for expr, where in _exprs(doc, loc):
         check_sym_expr(expr, where)
@@ -212,6 +265,26 @@ def check_program(raw: bytes, *, max_bytes: int, max_nodes: int, loc: Loc) -> Pr
     return ProgramFacts(doc, params, buffers, constants, transient, users, len(nodes), frozenset(ops))
 
 
+def _check_arguments(node: dict[str, Any], target: str, loc: Loc) -> None:
+    name = node.get("name") or "?"
+    args = [(i.get("arg") if isinstance(i, dict) else i, (*loc, "inputs", j)) for j, i in enumerate(node["inputs"])]
+    args += [(o, (*loc, "outputs", j)) for j, o in enumerate(node.get("outputs") or [])]
+    for arg, where in args:
+        kind = next(iter(arg), None) if isinstance(arg, dict) and len(arg) == 1 else None
+        if kind not in ARGUMENT_KINDS:
+            raise InvalidInput(
+                f"node '{name}' ({target}) takes an argument of kind {kind!r}; arguments are values, tensors and "
+                "subgraphs, never operators or objects",
+                where,
+                node=str(name),
+                op=target,
+            )
+    if target.startswith("torch.ops.higher_order.") and not any(
+        isinstance(a, dict) and "as_graph" in a for a, _ in args
+    ):
+        raise InvalidInput(f"node '{name}' ({target}) wraps no subgraph", loc, node=str(name), op=target)
+
+
 def allowed_target(target: str) -> bool:
     if target in SYM_OPS:
         return True
@@ -225,6 +298,9 @@ def check_sym_expr(expr: Any, loc: Loc) -> None:
     """Refuse anything but arithmetic over symbols and sympy's functions: sympify evaluates this string."""
     if not isinstance(expr, str) or len(expr) > MAX_EXPR_CHARS:
         raise InvalidInput("a symbolic shape expression is not a string of at most 2000 characters", loc)
+    if "**" in expr:
+        raise InvalidInput(f"symbolic shape expression {expr[:80]!r} is not allowed at '**'", loc)
+    expr = _SMALL_POWER.sub("s0", expr)  # a symbol squared (attention strides); no other power is allowed
     pos = 0
     while pos < len(expr):
         match = _TOKEN.match(expr, pos)
@@ -240,12 +316,15 @@ def _nodes(graph: Any, loc: Loc) -> Iterator[tuple[dict[str, Any], Loc]]:
     if not isinstance(graph, dict) or not isinstance(graph.get("nodes"), list):
         raise InvalidInput("the exported program's graph has no node list", loc)
     for i, node in enumerate(graph["nodes"]):
-        if not isinstance(node, dict):
-            raise InvalidInput("a graph node is not an object", (*loc, "nodes", i))
+        if not isinstance(node, dict) or not isinstance(node.get("inputs"), list):
+            raise InvalidInput("a graph node is not an object with a list of inputs", (*loc, "nodes", i))
         yield node, (*loc, "nodes", i)
         for j, arg in enumerate(node.get("inputs") or []):
-            sub = (arg.get("arg") or {}).get("as_graph") if isinstance(arg, dict) else None
+            value = arg.get("arg") if isinstance(arg, dict) else None
+            sub = value.get("as_graph") if isinstance(value, dict) else None
             if sub is not None:
+                if not isinstance(sub, dict):
+                    raise InvalidInput("a subgraph argument is not an object", (*loc, "nodes", i, "inputs", j))
                 yield from _nodes(sub.get("graph"), (*loc, "nodes", i, "inputs", j))
 
 

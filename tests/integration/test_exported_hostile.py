@@ -7,7 +7,10 @@ import io
 import json
 import pickle
 import zipfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -123,3 +126,73 @@ def test_weights_that_do_not_fit_the_graph_name_the_tensor(service: Service) -> 
     bad = ExportedUpload(upload.form, upload.programs, _wire.state_bytes({"fc.weight": torch.zeros(3, 3)}))
     status, text = _post(service, bad)
     assert status == 422 and "fc.weight" in text, text
+
+
+def test_an_operator_passed_as_an_argument_is_refused(service: Service) -> None:
+    """A higher-order op calls the function it is given: an operator argument would bypass the allowlist
+    (here: read /etc/passwd through aten.from_file)."""
+    upload = _upload()
+    doc = json.loads(upload.programs["eval"])
+    nodes = doc["graph_module"]["graph"]["nodes"]
+    read = {
+        "target": "torch.ops.higher_order.wrap_with_set_grad_enabled",
+        "name": "ff",
+        "inputs": [
+            {"name": "", "arg": {"as_bool": False}, "kind": 1},
+            {"name": "", "arg": {"as_operator": "torch.ops.aten.from_file.default"}, "kind": 1},
+            {"name": "", "arg": {"as_string": "/etc/passwd"}, "kind": 1},
+        ],
+        "outputs": [{"as_tensor": {"name": "ff"}}],
+        "metadata": {},
+    }
+    doc["graph_module"]["graph"]["nodes"] = [read, *nodes]
+    files = upload.files()
+    files["eval_program"] = ("eval_program.json", json.dumps(doc).encode(), "application/json")
+    r = service.client("alice").post("/v1/networks/exported", files=files)
+    assert r.status_code == 422 and "'as_operator'" in r.text and "ff" in r.text, r.text
+
+
+@pytest.mark.parametrize(
+    "expr", ["9**9**9", "Float(1, 999999999)", "Integer(99999999999999999999)", "Symbol('u999999999')"]
+)
+def test_symbolic_strings_that_would_spin_a_core_are_refused(service: Service, expr: str) -> None:
+    upload = _upload()
+    doc = json.loads(upload.programs["train"])
+    values = doc["graph_module"]["graph"]["tensor_values"]
+    next(iter(values.values()))["sizes"][0] = {"as_expr": {"expr_str": expr, "hint": {"as_int": 3}}}
+    status, text = _post(service, upload, json.dumps(doc).encode())
+    assert status == 422 and "symbolic shape expression" in text, text
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda d: d["graph_module"]["graph"]["tensor_values"].update(
+            {key: {"sizes": 5} for key in d["graph_module"]["graph"]["tensor_values"]}
+        ),
+        lambda d: d["graph_module"]["graph"].update(tensor_values=[]),
+        lambda d: d["graph_module"].pop("signature"),
+        lambda d: d["graph_module"]["signature"]["input_specs"].__setitem__(0, {"parameter": 5}),
+        lambda d: d["graph_module"]["graph"]["nodes"][0].update(inputs=5),
+        lambda d: d["graph_module"]["graph"]["nodes"][0]["inputs"].append({"arg": [1]}),
+        lambda d: d["graph_module"]["module_call_graph"][0].update(signature="x"),
+    ],
+    ids=["sizes-int", "values-list", "no-signature", "param-int", "inputs-int", "arg-list", "signature-str"],
+)
+def test_a_malformed_program_is_a_422(service: Service, mutate: Callable[[dict[str, Any]], object]) -> None:
+    upload = _upload()
+    doc = json.loads(upload.programs["train"])
+    mutate(doc)
+    status, text = _post(service, upload, json.dumps(doc).encode())
+    assert status == 422, text
+
+
+def test_uploads_at_once_are_all_admitted(service: Service) -> None:
+    """torch's deserializer keeps a module global; the API deserializes in threads, one at a time."""
+    upload = _upload()
+
+    def post(_: int) -> int:
+        return service.client("alice").post("/v1/networks/exported", files=upload.files()).status_code
+
+    with ThreadPoolExecutor(6) as pool:
+        assert list(pool.map(post, range(6))) == [201] * 6

@@ -50,3 +50,10 @@ def test_torch_serde_round_trip_is_pinned() -> None:
     rebuilt = deserialize(SerializedArtifact(raw, state, {}, b"")).module()
     x = torch.randn(2, 4)
     assert torch.equal(rebuilt(x), ep.module()(x))
+
+
+def test_powers_are_a_symbol_squared_at_most() -> None:
+    check_sym_expr("Pow(Symbol('s53', positive=True, integer=True), Integer(2))", ())
+    for bad in ("9**9**9", "Pow(Integer(9), Integer(999))", "Pow(Symbol('s1'), Pow(Integer(9), Integer(9)))"):
+        with pytest.raises(InvalidInput):
+            check_sym_expr(bad, ())
