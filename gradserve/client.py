@@ -98,7 +98,9 @@ class Client:
     ) -> Any:
         """A session holding ``net`` (its current weights): the tutorial's lines run on it remotely.
 
-        ``optimizer=torch.optim.SGD, lr=0.01`` gives the session ``rnet.step()``. Without
+        ``optimizer=torch.optim.SGD, lr=0.01`` gives the session ``rnet.step()``. A module keeps its own weights,
+        and the session's generator starts as ``torch.manual_seed(seed)`` leaves it (dropout then draws the masks
+        a local loop draws after that call); a spec dict is built under ``torch.manual_seed(seed)``. Without
         ``input_shape`` the session is created at the first call, from the input's shape.
         A module the readable catalogue spec cannot express (nested blocks, transformers, an LSTM read
         at ``out[:, -1]``) goes as a ``torch.export`` program, exported at that first call on its inputs;

@@ -111,6 +111,8 @@ class RemoteNet:
         self._public = self._client.session_call("POST", "/v1/sessions", json=body).json()
         if self._weights is not None:  # the module's own weights, not the seed's
             self._call("PUT", "state", content=self._weights, headers={"Content-Type": _wire.OCTET})
+            if self._seed_pending is None:  # as an exported session starts: torch.manual_seed(seed), no init draws
+                self._seed_pending = self._seed
         self._started()
 
     def _session(self) -> dict[str, Any]:
@@ -146,8 +148,10 @@ class RemoteNet:
                 self._create_exported(named)
             answer = self._binary("POST", "forward", {f"inputs.{k}": v for k, v in named.items()}, {})
         else:
-            if len(args) != 1 or kwargs:
-                raise TypeError("a catalogue network takes one input tensor: rnet(x)")
+            if self._module is not None and kwargs:  # rnet(x=t): by the forward's parameter name, as locally
+                args = tuple(named_inputs(self._module, args, kwargs).values())
+            if len(args) != 1:
+                raise TypeError("this network takes one input tensor: rnet(x)")
             x = torch.as_tensor(args[0])
             if self._public is None:
                 self._create(list(x.shape[1:]), x.dtype)
