@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import gradserve  # noqa: E402
-from bench.session_latency import start_service  # noqa: E402
+from bench.session_latency import start_service, stop_service  # noqa: E402
 from bench.train_throughput import LeNet  # noqa: E402
 from launcher.tuning import keep_freed_memory  # noqa: E402
 
@@ -166,11 +164,7 @@ def main() -> None:
                 flush=True,
             )
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_service(proc)
     print(json.dumps(figures))
 
 

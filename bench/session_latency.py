@@ -75,6 +75,15 @@ def start_service(workers: int = 1, session_workers: int = 1) -> tuple[subproces
     return up.proc, up.url
 
 
+def stop_service(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, as Ctrl-C would stop ``gradserve up``; a kill if it has not stopped in 30 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def batch_256(client: httpx.Client, sid: str, n: int) -> dict[str, list[float]]:
     """A real [256, 1, 32, 32] input as a safetensors body, against the same call with a generator input."""
     x = torch.randn(256, 1, 32, 32, generator=torch.Generator().manual_seed(1))

@@ -101,57 +101,19 @@ async def create_session(body: S.SessionCreate, request: Request) -> Response:
         assert body.network is not None  # SessionCreate's validator: exactly one of network, network_id
         spec = body.network
     summary = await run_in_threadpool(_validate, spec, body, settings)
-    device, queue = await _place(body.device, store)
-    sid, call_id = _new_session_id(request, tenant)
-    await session_quota.admit(store.redis, store.keys, settings, tenant, sid)
-    optimizer = None if body.optimizer is None else body.optimizer.model_dump(mode="json", exclude_unset=True)
-    public = {
-        "id": sid,
-        "repr": summary.repr,
-        "parameters": summary.parameters,
-        "num_parameters": summary.num_parameters,
-        "num_elements": summary.num_elements,
-        "output_shape": summary.output_shape,
-        "device": device,
-        "seed": body.seed,
-        "optimizer": optimizer,
-        "network_id": network_id,
-    }
-    meta = {
+    network = {
         "spec": spec.model_dump(mode="json", exclude_unset=True),
         "input_shape": spec.input_shape,
         "input_dtype": spec.input_dtype,
-        "output_shape": summary.output_shape,
-        "activation_bytes_per_sample": summary.activation_bytes_per_sample,
-        "device": device,
-        "optimizer": optimizer,
-        "created_at": time.time(),
-        "public": public,
     }
-    try:
-        reply = await calls.call(
-            tenant=tenant,
-            sid=sid,
-            op="create",
-            args={"seed": body.seed},
-            queue=queue,
-            extra={"meta": meta, "queue": queue},
-            call_id=call_id,
-        )
-    except BaseException:
-        if not await store.redis.exists(store.keys.session(tenant, sid)):
-            await session_quota.release(store.redis, store.keys, tenant, sid)
-        raise
-    calls.remember(tenant, sid, queue)
-    return _json(reply, status.HTTP_201_CREATED)
+    return await _start(request, body, network_id, summary.public(), network, {})
 
 
 async def _create_exported(request: Request, body: S.SessionCreate, doc: dict[str, Any]) -> Response:
     """A session of an exported network: its checked programs travel in the session's meta, its weights
     are read once from the network's blobs by the worker that builds it."""
-    calls, tenant = context(request)
+    _, tenant = context(request)
     store: Store = request.app.state.store
-    settings = calls.settings
     if body.optimizer is not None:
         with torch.device("meta"):
             build_optimizer(body.optimizer, [torch.nn.Parameter(torch.empty(1))])
@@ -160,27 +122,43 @@ async def _create_exported(request: Request, body: S.SessionCreate, doc: dict[st
     programs = await store.network_blobs(tenant=tenant, network_id=network_id, fields=fields)
     if any(p is None for p in programs):
         raise NotFound(f"network '{network_id}' not found")
-    device, queue = await _place(body.device, store)
-    sid, call_id = _new_session_id(request, tenant)
-    await session_quota.admit(store.redis, store.keys, settings, tenant, sid)
-    optimizer = None if body.optimizer is None else body.optimizer.model_dump(mode="json", exclude_unset=True)
-    summary = {k: doc[k] for k in ("repr", "parameters", "num_parameters", "num_elements", "output_shape")}
-    public = {
-        **summary,
-        "id": sid,
-        "device": device,
-        "seed": body.seed,
-        "optimizer": optimizer,
-        "network_id": network_id,
-        "format": "export",
-    }
-    meta = {
+    network = {
         "format": "export",
         "form": {**doc["form"], "repr": doc["repr"]},
         "programs": {m: p.decode() for m, p in zip(doc["modes"], programs, strict=True) if p is not None},
         "weights_key": store.keys.network_blobs(tenant, network_id),
-        "output_shape": doc["output_shape"],
-        "activation_bytes_per_sample": doc["activation_bytes_per_sample"],
+    }
+    return await _start(request, body, network_id, doc, network, {"format": "export"})
+
+
+async def _start(
+    request: Request,
+    body: S.SessionCreate,
+    network_id: str | None,
+    summary: dict[str, Any],
+    network: dict[str, Any],
+    public_extra: dict[str, Any],
+) -> Response:
+    """Place, admit and build the session on a worker; ``network`` is what its meta says of the network."""
+    calls, tenant = context(request)
+    store: Store = request.app.state.store
+    device, queue = await _place(body.device, store)
+    sid, call_id = _new_session_id(request, tenant)
+    await session_quota.admit(store.redis, store.keys, calls.settings, tenant, sid)
+    optimizer = None if body.optimizer is None else body.optimizer.model_dump(mode="json", exclude_unset=True)
+    public = {
+        "id": sid,
+        **{k: summary[k] for k in ("repr", "parameters", "num_parameters", "num_elements", "output_shape")},
+        "device": device,
+        "seed": body.seed,
+        "optimizer": optimizer,
+        "network_id": network_id,
+        **public_extra,
+    }
+    meta = {
+        **network,
+        "output_shape": summary["output_shape"],
+        "activation_bytes_per_sample": summary["activation_bytes_per_sample"],
         "device": device,
         "optimizer": optimizer,
         "created_at": time.time(),
