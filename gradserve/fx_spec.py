@@ -42,6 +42,8 @@ def _op_name(node: torch.fx.Node) -> str:
     target = node.target
     if node.op == "call_method":
         return f"Tensor.{target}"
+    if node.op == "call_module":
+        return f"self.{target}"  # the attribute: its class is in the module, not in the node
     module = getattr(target, "__module__", None) or ""
     name = getattr(target, "__name__", str(target))
     prefix = {"torch.nn.functional": "F", "_operator": "operator", "operator": "operator"}.get(module, "torch")
@@ -56,12 +58,10 @@ def _nearest(name: str) -> str:
 
 
 def _refuse(node: torch.fx.Node, why: str, source: str | None = None, nearest: str | None = None) -> SpecError:
+    """``nearest=""`` when the fault is not the op itself (its input is), so no op is suggested."""
     source = source or _op_name(node)
-    return SpecError(
-        f"fx node '{node.name}' ({node.op} {source}) {why}; the nearest supported op is {nearest or _nearest(source)}",
-        node=node.name,
-        op=source,
-    )
+    hint = "" if nearest == "" else f"; the nearest supported op is {nearest or _nearest(source)}"
+    return SpecError(f"fx node '{node.name}' ({node.op} {source}) {why}{hint}", node=node.name, op=source)
 
 
 # --- tracing ------------------------------------------------------------------------------------------------------
@@ -187,7 +187,14 @@ class _Converter:
         for arg in args:
             if not isinstance(arg, torch.fx.Node) or arg.name not in self.names:
                 what = getattr(arg, "name", repr(arg))
-                raise _refuse(node, f"takes '{what}' as a tensor input, which is not the output of a layer")
+                if isinstance(arg, torch.fx.Node) and arg.op == "call_function" and "getitem" in str(arg.target):
+                    raise _refuse(
+                        node,
+                        f"takes '{what}', which indexes a tensor (x[...]); the catalogue has no slicing, so such a "
+                        'module travels as a torch.export program (remote(..., format="auto"), the default)',
+                        nearest="",
+                    )
+                raise _refuse(node, f"takes '{what}' as a tensor input, which is not the output of a layer", nearest="")
             keys.append(self.names[arg.name])
         return keys
 

@@ -177,3 +177,22 @@ def test_an_argument_outside_the_catalogue_is_refused() -> None:
 
     with pytest.raises(SpecError, match="max_norm"):
         to_spec(MaxNorm())
+
+
+class LastStep(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(4, 8, batch_first=True)
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.lstm(x)
+        return self.fc(out[:, -1])
+
+
+def test_a_slice_is_named_as_the_cause_and_the_module_by_its_attribute() -> None:
+    with pytest.raises(SpecError) as caught:
+        to_spec(LastStep())
+    text = str(caught.value)
+    assert "indexes a tensor" in text and "(call_module self.fc)" in text
+    assert "nearest supported op" not in text  # the input is at fault, not the Linear
