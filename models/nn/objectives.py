@@ -30,8 +30,11 @@ def build_loss(spec: Any, device: torch.device | str | None = None, loc: Loc = (
 
 
 def build_optimizer(spec: Any, params: Iterable[torch.Tensor], loc: Loc = ("body", "optimizer")) -> optim.Optimizer:
-    """``optim.SGD(params, lr=...)`` and friends, with only the keywords the spec sets."""
-    opt: optim.Optimizer = _construct(spec, loc, params, **torch_kwargs(spec))
+    """``optim.SGD(params, lr=...)`` and friends, with only the keywords the spec sets. Frozen parameters
+    (``requires_grad=False``: a pretrained backbone, a LoRA base) are not the optimizer's, as a fine-tuning
+    script leaves them out."""
+    trainable = [p for p in params if p.requires_grad]
+    opt: optim.Optimizer = _construct(spec, loc, trainable, **torch_kwargs(spec))
     return opt
 
 

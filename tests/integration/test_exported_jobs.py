@@ -5,9 +5,12 @@ reported, a fork continues it, and the job outlives the network it was submitted
 from __future__ import annotations
 
 import io
+import os
+import signal
 from collections.abc import Iterator
 
 import pytest
+import safetensors.torch
 import torch
 from torch import nn
 
@@ -111,3 +114,48 @@ def test_a_sweep_searches_over_an_exported_network(gs: gradserve.Client) -> None
     doc = sweep.wait(timeout=300)
     assert [t["state"] for t in doc["trials"]] == ["complete"] * 2, doc
     assert 0 < sweep.best["value"] <= 1
+
+
+class _Small(nn.Module):
+    """Nested, with batch norm (buffers) and dropout (the RNG): what a resume must restore."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU())
+        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(0.2), nn.Linear(4 * 6 * 6, 5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def test_an_exported_job_sigkilled_mid_run_resumes_bit_exact(gs: gradserve.Client, service: Service) -> None:
+    from gradserve.export_form import export_module
+    from tests.integration.jobs_helpers import submit, wait_final, wait_until
+
+    torch.manual_seed(0)
+    network = gs.upload_exported(export_module(_Small(), {"x": torch.zeros(2, 3, 8, 8)}))
+    body = {
+        "network_id": network["id"],
+        "dataset": {"source": "random", "num_samples": 256, "input_shape": [3, 8, 8], "num_classes": 5},
+        "criterion": {"type": "CrossEntropyLoss"},
+        "optimizer": {"type": "SGD", "lr": 0.05, "momentum": 0.9},
+        "batch_size": 16,
+        "steps": 600,
+        "capture": {"checkpoint_every": 20, "graph": False},
+    }
+    client = service.client("alice")
+    killed_id = submit(client, body)
+    running = wait_until(client, killed_id, lambda d: d["status"] == "running" and (d["checkpoint_step"] or 0) >= 20)
+    victim = next(w for w in service.workers() if w["name"] == running["worker"])
+    os.kill(victim["pid"], signal.SIGKILL)
+    assert client.get(f"/v1/jobs/{killed_id}").json()["step"] < 600, "finished before the kill; make it longer"
+    whole_id = submit(client, body)
+    killed, whole = wait_final(client, killed_id, timeout=240), wait_final(client, whole_id, timeout=240)
+    assert killed["status"] == whole["status"] == "succeeded", (killed, whole)
+    assert killed["attempt"] == 2
+    assert client.get(f"/v1/jobs/{killed_id}/metrics").json()["step"] == list(range(1, 601))
+    resumed = safetensors.torch.load(client.get(f"/v1/jobs/{killed_id}/checkpoint").content)
+    uninterrupted = safetensors.torch.load(client.get(f"/v1/jobs/{whole_id}/checkpoint").content)
+    assert resumed.keys() == uninterrupted.keys()
+    for name, tensor in uninterrupted.items():
+        assert torch.equal(resumed[name], tensor), name
