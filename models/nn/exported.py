@@ -9,8 +9,10 @@ user's names; both programs read that same state, and ``net.train()`` / ``net.ev
 
 from __future__ import annotations
 
+import hashlib
 import math
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -32,6 +34,8 @@ from models.wire.tensors import DTYPES, dtype_name
 Mode = Literal["train", "eval"]
 # torch's deserializer keeps its current instance in a module global: two threads at once trip over each other.
 _DESERIALIZING = threading.Lock()
+PROGRAM_CACHE = 8
+_PROGRAMS: OrderedDict[str, ExportedProgram] = OrderedDict()
 PROBE_BATCH = 2
 # torch's serialized ScalarType codes (torch/_export/serde/schema.py), for checking weights' dtypes.
 _SCALAR_TYPES = {
@@ -96,28 +100,65 @@ def check_weights(form: ExportedForm, programs: list[Program], tensors: Mapping[
 DTYPE_LABEL = {v: k for k, v in DTYPES.items()}
 
 
-def load_program(program: Program, form: ExportedForm, state: Mapping[str, torch.Tensor], loc: Loc) -> ExportedProgram:
-    """torch's deserializer on a checked program and tensors we decoded: no bytes reach ``torch.load``."""
+def load_program(program: Program, form: ExportedForm, loc: Loc) -> ExportedProgram:
+    """torch's deserializer on a checked program, over placeholder tensors on the meta device (each network
+    built from it gets its own, ``_own_state``): no bytes reach ``torch.load``. Deserializing costs seconds
+    for a transformer (sympy parses every symbolic size), so each process keeps the last few programs."""
+    digest = hashlib.sha256(orjson.dumps(program.facts.doc)).hexdigest()
+    with _DESERIALIZING:
+        cached = _PROGRAMS.get(digest)
+        if cached is not None:
+            _PROGRAMS.move_to_end(digest)
+            return cached
     facts = program.facts
-    frozen = set(form.frozen)
-    made: dict[str, torch.Tensor] = {}
-
-    def param(name: str) -> torch.Tensor:
-        owner = form.tied.get(name, name)
-        if owner not in made:  # one Parameter per owner: tied names share it, as in the user's module
-            made[owner] = nn.Parameter(state[owner], requires_grad=owner not in frozen)
-        return made[owner]
-
-    state_dict: dict[str, torch.Tensor] = {n: param(n) for n in facts.parameters}
+    state = empty_state(form, [program], "meta")
+    state_dict: dict[str, torch.Tensor] = {n: nn.Parameter(state[form.tied.get(n, n)]) for n in facts.parameters}
     state_dict.update({n: state[form.tied.get(n, n)] for n in facts.buffers if n not in facts.transient})
     constants = {n: state[n] for n in (*facts.constants, *facts.transient)}
     # Tensors, not bytes: torch's deserializer then skips torch.load (whose fallback unpickles) entirely.
     artifact = SerializedArtifact(orjson.dumps(facts.doc), state_dict, constants, b"")  # type: ignore[arg-type]
     try:
         with _DESERIALIZING:
-            return deserialize(artifact)
+            ep = deserialize(artifact)
+            _PROGRAMS[digest] = ep
+            while len(_PROGRAMS) > PROGRAM_CACHE:
+                _PROGRAMS.popitem(last=False)
+            return ep
     except Exception as exc:  # torch raises assorted types for a malformed program
         raise InvalidInput(f"the {program.mode} program cannot be read: {first_line(exc)}", loc) from exc
+
+
+def _own_state(
+    net: nn.Module,
+    programs: dict[Mode, nn.Module],
+    facts: list[ProgramFacts],
+    form: ExportedForm,
+    state: Mapping[str, torch.Tensor],
+) -> None:
+    """Give the network its own tensors from ``state``, in place of the cached program's placeholders: one
+    Parameter per owner (tied names share it, as in the user's module), frozen ones without grad."""
+    frozen = set(form.frozen)
+    made: dict[str, torch.Tensor] = {}
+    for prefix, module in net.named_modules():
+        for kind in ("_parameters", "_buffers"):
+            slots: dict[str, torch.Tensor | None] = getattr(module, kind)
+            for key in list(slots):
+                full = f"{prefix}.{key}" if prefix else key
+                owner = form.tied.get(full, full)
+                if owner not in made:
+                    value = state[owner]
+                    made[owner] = (
+                        nn.Parameter(value, requires_grad=owner not in frozen) if kind == "_parameters" else value
+                    )
+                slots[key] = made[owner]
+    for gm in programs.values():  # lifted constants: plain attributes of each program
+        for name in {n for f in facts for n in f.constants}:
+            *path, last = name.split(".")
+            holder: Any = gm
+            for part in path:
+                holder = getattr(holder, part)
+            if hasattr(holder, last):
+                setattr(holder, last, state[name])
 
 
 class ExportedNet(nn.Module):
@@ -181,14 +222,17 @@ def build_exported(
     """The network on the device ``state`` lives on."""
     modules: dict[Mode, nn.Module] = {}
     for program in programs:
-        ep = load_program(program, form, state, loc)
+        ep = load_program(program, form, loc)
         try:
-            modules[program.mode] = ep.module()
+            with _DESERIALIZING:  # a cached program is shared: one unlifting of it at a time
+                modules[program.mode] = ep.module()
         except Exception as exc:
             raise InvalidInput(f"the {program.mode} program cannot be built: {first_line(exc)}", loc) from exc
     if "train" not in modules:
         raise InvalidInput("an exported network needs its train program", loc)
-    return ExportedNet(form.name, form.repr, modules, form.output, tuple(i.name for i in form.inputs))
+    net = ExportedNet(form.name, form.repr, modules, form.output, tuple(i.name for i in form.inputs))
+    _own_state(net, modules, [p.facts for p in programs], form, state)
+    return net
 
 
 def empty_state(form: ExportedForm, programs: list[Program], device: torch.device | str) -> dict[str, torch.Tensor]:
