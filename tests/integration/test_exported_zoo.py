@@ -5,6 +5,7 @@ steps there equal the same steps run locally, bit for bit: every loss and every 
 from __future__ import annotations
 
 import copy
+from collections import Counter
 from collections.abc import Iterator
 
 import pytest
@@ -112,6 +113,18 @@ def test_a_network_exported_over_http_serves_any_batch(gs: gradserve.Client, ser
         )
         assert answer.status_code == 200, answer.text
         assert answer.json()["shape"] == [batch, 3]
+    # The autograd graph of the last output: the nodes a local forward of the same model builds, parameters by name.
+    graph = http.get(f"/v1/sessions/{sid}/graph", params={"root": "output", "max_nodes": 5000})
+    assert graph.status_code == 200, graph.text
+    nodes = graph.json()["nodes"]
+    local = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+    # The program's own nodes: every kind a local forward builds (export's functional form may add a few, e.g. an
+    # in-place `+=` kept as its own AddBackward0), and the same root.
+    remote_names, local_names = Counter(n["name"] for n in nodes), Counter(_autograd_names(local.grad_fn))
+    assert set(remote_names) == set(local_names) and not local_names - remote_names
+    assert nodes[0]["name"] == type(local.grad_fn).__name__
+    params = {n["param"]["name"] for n in nodes if n.get("param")}
+    assert params == {name for name, p in model.named_parameters() if p.requires_grad}
     missing = http.post(f"/v1/sessions/{sid}/forward", json={"inputs": {"input_ids": [[1, 2]]}})
     assert missing.status_code == 422 and "attention_mask" in missing.text
     single = http.post(f"/v1/sessions/{sid}/forward", json={"inputs": {"input_ids": [1, 2], "attention_mask": [1, 1]}})
@@ -146,3 +159,16 @@ def test_train_eval_and_manual_seed_behave_as_in_pytorch(gs: gradserve.Client, s
     rnet.manual_seed(5)
     assert torch.equal(rnet(**inputs).fetch(), local(**inputs))
     rnet.delete()
+
+
+def _autograd_names(root: object) -> list[str]:
+    """Every node of a local autograd graph once, by its class name, as the service names them."""
+    seen: dict[int, str] = {}
+    stack = [root]
+    while stack:
+        fn = stack.pop()
+        if fn is None or id(fn) in seen:
+            continue
+        seen[id(fn)] = type(fn).__name__
+        stack.extend(f for f, _ in fn.next_functions)  # type: ignore[attr-defined]
+    return list(seen.values())
