@@ -21,12 +21,12 @@ from models.nn.build import NetworkSummary, validate_network
 from models.nn.job_network import ExportedNetwork
 from models.nn.job_plan import plan_job
 from models.settings import Settings
-from models.spec.job import InlineDataset, JobCreate, UploadDataset, choose_queue
+from models.spec.job import InlineDataset, JobCreate, UploadDataset
 from models.spec.network import NetworkSpec
 from models.store.jobs import JobStore
 from models.store.keys import JobPart
 from models.store.redis import Store
-from models.tasks import JOB_RUN
+from models.tasks import JOB_RUN, LANE_JOBS, place
 from models.wire.tensors import decode, describe_array, from_safetensors, to_safetensors
 
 # Shape inference of a network costs ~10 ms and its result depends on the spec alone (and the limits,
@@ -160,13 +160,14 @@ async def submit(
     plan = await run_in_threadpool(plan_job, req, spec, summary, settings, arrays, arrays_loc)
     if fork is not None and fork.check is not None:
         fork.check(plan)
-    queue = choose_queue(req.device, await store.live_workers())
-    if queue is None:
+    placed = place(LANE_JOBS, req.device, await store.live_workers())
+    if placed is None:
         raise InvalidInput(
             "no worker with a CUDA device has been seen alive recently; use device 'auto' or "
             "'cpu', or start a GPU worker",
             ("body", "device"),
         )
+    queue = placed[1]  # the device itself is the worker's to choose (worker.engine.choose_device)
     fields: dict[str, Any] = {
         "id": job_id,
         "status": "queued",

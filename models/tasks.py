@@ -31,6 +31,18 @@ def lane_queues(lane: str, *, gpu: bool) -> str:
     return f"{cpu_queue},{gpu_queue}" if gpu else cpu_queue
 
 
+def place(lane: str, requested: str, workers: list[dict[str, Any]]) -> tuple[str, str] | None:
+    """The device and queue for work of ``lane`` asking for ``requested`` ("auto", "cpu" or "cuda"), among the
+    live ``workers``: the lane's GPU queue when asked, or for "auto" when a live worker of the lane has CUDA
+    and consumes it; None when "cuda" is asked and none does (the API refuses instead of queueing forever)."""
+    cpu_queue, gpu_queue = LANE_QUEUES[lane]
+    gpu = any(w.get("device") == "cuda" and gpu_queue in w.get("queues", []) for w in workers)
+    if requested == "cuda" and not gpu:
+        return None
+    device = "cuda" if requested == "cuda" or (requested == "auto" and gpu) else "cpu"
+    return device, gpu_queue if device == "cuda" else cpu_queue
+
+
 def lanes_of(queues: list[str]) -> list[str]:
     """The lanes a worker consuming ``queues`` serves."""
     return [lane for lane, names in LANE_QUEUES.items() if any(q in names for q in queues)]

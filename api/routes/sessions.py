@@ -29,7 +29,7 @@ from models.nn.objectives import build_optimizer
 from models.settings import Settings
 from models.spec.network import NetworkSpec
 from models.store.redis import Store
-from models.tasks import QUEUE_SESSIONS_CPU, QUEUE_SESSIONS_GPU
+from models.tasks import LANE_SESSIONS, lanes_of, place
 from models.wire.session import CALL_ID_PATTERN, Reply
 from models.wire.tensors import decode
 
@@ -200,18 +200,16 @@ def _validate(spec: NetworkSpec, body: S.SessionCreate, settings: Settings) -> A
 async def _place(device: str, store: Store) -> tuple[str, str]:
     """The session's device and queue: the sessions lane, on a GPU when asked or (``auto``) when one is live."""
     workers = await store.live_workers()
-    if not any(QUEUE_SESSIONS_CPU in w.get("queues", []) or QUEUE_SESSIONS_GPU in w.get("queues", []) for w in workers):
+    if not any(LANE_SESSIONS in lanes_of(w.get("queues", [])) for w in workers):
         raise ServiceUnavailable(
             "no session worker is alive to hold the session (`gradserve worker --lane sessions`); see GET /readyz"
         )
-    gpu = any(w.get("device") == "cuda" and QUEUE_SESSIONS_GPU in w.get("queues", []) for w in workers)
-    if device == "cuda" and not gpu:
+    placed = place(LANE_SESSIONS, device, workers)
+    if placed is None:
         raise InvalidInput(
             'no live session worker has a GPU (see GET /readyz); use "device": "cpu" or "auto"', ("body", "device")
         )
-    if device == "auto":
-        device = "cuda" if gpu else "cpu"
-    return device, QUEUE_SESSIONS_GPU if device == "cuda" else QUEUE_SESSIONS_CPU
+    return placed
 
 
 @router.get("/{session_id}", response_model=S.SessionPublic)

@@ -6,7 +6,7 @@ by ``models.job_plan.plan_job``, so the worker receives only requests that can r
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
 
@@ -15,7 +15,6 @@ from models.spec.network import NetworkSpec
 from models.spec.optimizers import OptimizerSpec
 from models.spec.schedulers import SchedulerSpec
 from models.spec.types import Device, Fraction, Pos, PosFloat, Seed
-from models.tasks import QUEUE_CPU, QUEUE_GPU
 from models.wire.tensors import TensorIn
 
 
@@ -116,20 +115,6 @@ class JobCreate(_Req):
         if (self.epochs is None) == (self.steps is None):
             raise ValueError("give exactly one of epochs or steps")
         return self
-
-
-def choose_queue(device: Device, workers: list[dict[str, Any]]) -> str | None:
-    """The queue a job goes to, or None when it asks for CUDA and no live worker has a GPU.
-
-    ``auto`` prefers a GPU when one is alive (a GPU worker also consumes the CPU queue, so CPU jobs
-    still run there when it is idle).
-    """
-    has_gpu = any(w.get("device") == "cuda" and QUEUE_GPU in w.get("queues", []) for w in workers)
-    if device == "cuda":
-        return QUEUE_GPU if has_gpu else None
-    if device == "auto" and has_gpu:
-        return QUEUE_GPU
-    return QUEUE_CPU
 
 
 class ForkChanges(_Req):

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.spec.job import choose_queue
-from models.tasks import QUEUE_CPU, QUEUE_GPU
+from models.tasks import LANE_JOBS, LANE_SESSIONS, QUEUE_CPU, QUEUE_GPU, QUEUE_SESSIONS_CPU, QUEUE_SESSIONS_GPU, place
 from worker.engine import choose_device
 
 CPU_WORKER = {"name": "a", "device": "cpu", "queues": [QUEUE_CPU]}
@@ -45,4 +44,12 @@ def test_cuda_on_a_cpu_worker_is_an_error() -> None:
     ],
 )
 def test_queue_routing(device: str, workers: list[dict], queue: str | None) -> None:
-    assert choose_queue(device, workers) == queue
+    placed = place(LANE_JOBS, device, workers)
+    assert (placed and placed[1]) == queue
+
+
+def test_sessions_are_placed_on_their_own_lane() -> None:
+    session_gpu = {"device": "cuda", "queues": [QUEUE_SESSIONS_CPU, QUEUE_SESSIONS_GPU]}
+    assert place(LANE_SESSIONS, "auto", [GPU_WORKER]) == ("cpu", QUEUE_SESSIONS_CPU)  # a job worker's GPU is not ours
+    assert place(LANE_SESSIONS, "auto", [session_gpu]) == ("cuda", QUEUE_SESSIONS_GPU)
+    assert place(LANE_SESSIONS, "cuda", [GPU_WORKER]) is None
