@@ -20,7 +20,8 @@ from torch import nn
 from torch.export import Dim, ExportedProgram
 
 from gradserve import _wire
-from gradserve.errors import ExportError
+from gradserve.errors import ExportError, SpecError
+from gradserve.fx_spec import to_spec
 
 MAX_BATCH = 4096
 _DTYPES = {
@@ -50,6 +51,21 @@ class ExportedUpload:
         for mode, raw in self.programs.items():
             parts[f"{mode}_program"] = (f"{mode}_program.json", raw, "application/json")
         return parts
+
+
+def catalogue_spec(module: nn.Module, format: str) -> dict[str, Any] | None:
+    """The module's readable catalogue spec, or None when it travels as a torch.export program: asked for
+    (``format="export"``), or beyond the catalogue under ``"auto"``. ``"spec"`` raises the catalogue's refusal."""
+    if format not in ("auto", "spec", "export"):
+        raise ValueError(f'format={format!r}: use "auto", "spec" or "export"')
+    if format == "export":
+        return None
+    try:
+        return to_spec(module)
+    except SpecError:
+        if format == "spec":
+            raise
+        return None
 
 
 def named_inputs(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, torch.Tensor]:

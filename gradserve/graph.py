@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from gradserve.remote import RemoteNet, RemoteParameter
+    from gradserve.remote import RemoteNet
+    from gradserve.remote_values import RemoteParameter
 
 
 class Name(str):
@@ -39,7 +40,7 @@ class GradFn:
         """On an ``AccumulateGrad``: the parameter it accumulates into, as PyTorch's ``.variable``."""
         if self.param is None:
             return None
-        from gradserve.remote import RemoteParameter
+        from gradserve.remote_values import RemoteParameter
 
         return RemoteParameter(self._graph.net, self.param["name"], self.param.get("shape"))
 

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from gradserve import _wire
-from gradserve.errors import GradserveError, JobFailed, SpecError
-from gradserve.export_form import export_module, named_inputs
+from gradserve.errors import GradserveError, JobFailed
+from gradserve.export_form import catalogue_spec, export_module, named_inputs
 from gradserve.fx_spec import to_spec
 
 if TYPE_CHECKING:
@@ -115,19 +115,6 @@ def _dataset_dtype(dataset: Dataset | dict[str, Any]) -> torch.dtype:
     if dataset.get("source") == "inline":
         return torch.as_tensor(dataset["inputs"]).dtype
     return torch.float32
-
-
-def needs_export(module: nn.Module, format: str) -> bool:
-    """Whether ``module`` goes as a torch.export program: forced, or beyond what the catalogue spec expresses."""
-    if format not in ("auto", "spec", "export"):
-        raise ValueError(f'format={format!r}: use "auto", "spec" or "export"')
-    if format != "auto":
-        return format == "export"
-    try:
-        to_spec(module)
-    except SpecError:
-        return True
-    return False
 
 
 def criterion_spec(criterion: nn.Module | dict[str, Any] | str) -> dict[str, Any]:
@@ -310,7 +297,11 @@ class Jobs:
 
         A module the catalogue spec cannot express is exported (``format="export"`` forces it) on a batch of
         zeros shaped as the dataset's inputs, uploaded as a network, and the job trains that network."""
-        if isinstance(network, nn.Module) and needs_export(network, format):
+        if not isinstance(network, nn.Module):
+            body, _ = job_request(network, dataset, *args, **kwargs)
+            return self.submit_body(body)
+        spec = catalogue_spec(network, format)
+        if spec is None:
             shape = kwargs.pop("input_shape", None) or _dataset_input_shape(dataset)
             if shape is None:
                 raise ValueError("give input_shape=[...] (one sample's shape): the dataset does not say it")
@@ -318,9 +309,9 @@ class Jobs:
             upload = export_module(network, named_inputs(network, (example,), {}), output)
             network_id = self._client.upload_exported(upload)["id"]
             body, _ = job_request(network_id, dataset, *args, **kwargs)
-            return self.submit_body(body, network)
-        body, module = job_request(network, dataset, *args, **kwargs)
-        return self.submit_body(body, module)
+        else:
+            body, _ = job_request(spec, dataset, *args, **kwargs)
+        return self.submit_body(body, network)
 
     def submit_body(self, body: dict[str, Any], module: nn.Module | None = None) -> Job:
         """Queue a job from a ready ``POST /v1/jobs`` body (what ``gradserve jobs submit FILE`` sends)."""

@@ -9,40 +9,22 @@ autograd graph are fetched when read. Tensors travel as safetensors bytes.
 from __future__ import annotations
 
 import copy
-import inspect
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import safetensors.torch
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from gradserve import _wire
-from gradserve.errors import SpecError
-from gradserve.export_form import export_module, named_inputs
-from gradserve.fx_spec import to_spec
-from gradserve.graph import GradFn, graph_root
+from gradserve.export_form import catalogue_spec, export_module, named_inputs
+from gradserve.remote_values import RemoteModule, RemoteParameter, RemoteTensor
 
 if TYPE_CHECKING:
     from gradserve.client import Client
 
 BINARY = {"Content-Type": _wire.OCTET, "Accept": _wire.OCTET}
 _DTYPES = {torch.float32: "float32", torch.float64: "float64", torch.int64: "int64"}
-# torch.nn.functional loss -> (our criterion type, the keyword arguments it carries).
-LOSSES: dict[Any, tuple[str, tuple[str, ...]]] = {
-    F.mse_loss: ("MSELoss", ()),
-    F.l1_loss: ("L1Loss", ()),
-    F.smooth_l1_loss: ("SmoothL1Loss", ("beta",)),
-    F.huber_loss: ("HuberLoss", ("delta",)),
-    F.cross_entropy: ("CrossEntropyLoss", ("weight", "ignore_index", "label_smoothing")),
-    F.nll_loss: ("NLLLoss", ("weight", "ignore_index")),
-    F.binary_cross_entropy: ("BCELoss", ("weight",)),
-    F.binary_cross_entropy_with_logits: ("BCEWithLogitsLoss", ("weight", "pos_weight")),
-    F.kl_div: ("KLDivLoss", ("log_target",)),
-    F.soft_margin_loss: ("SoftMarginLoss", ()),
-    F.poisson_nll_loss: ("PoissonNLLLoss", ("log_input", "full", "eps")),
-}
 
 
 class RemoteNet:
@@ -60,20 +42,11 @@ class RemoteNet:
         format: str = "auto",
         output: str | int | None = None,
     ) -> None:
-        if format not in ("auto", "spec", "export"):
-            raise ValueError(f'format={format!r}: use "auto", "spec" or "export"')
         self._client = client
         self._module = net if isinstance(net, nn.Module) else None
         self._output = output
-        self._spec: dict[str, Any] | None = None
-        if self._module is None:
-            self._spec = dict(net)  # type: ignore[arg-type]  # a spec dict when not a module
-        elif format != "export":
-            try:
-                self._spec = to_spec(self._module)  # refuses before any request
-            except SpecError:
-                if format == "spec":
-                    raise
+        # Refused, with format="spec", before any request.
+        self._spec = dict(net) if isinstance(net, dict) else catalogue_spec(net, format)
         # None: the readable catalogue spec; else the module is exported at the first call, on its inputs.
         self.exported = self._spec is None
         self.training = self._module.training if self._module is not None else True
@@ -312,172 +285,3 @@ class SessionOptimizer:
 
     def step(self) -> None:
         self._net.step()
-
-
-class RemoteModule:
-    """``rnet.conv1``: a child of the remote network, whose parameters are read by name."""
-
-    def __init__(self, net: RemoteNet, prefix: str) -> None:
-        self._net = net
-        self._prefix = prefix
-
-    def resolve(self) -> Any:
-        names = [n for n, _ in self._net._named_shapes()]
-        if self._prefix in names:
-            return RemoteParameter(self._net, self._prefix, dict(self._net._named_shapes())[self._prefix])
-        if not any(n.startswith(self._prefix + ".") for n in names) and not self._is_module():
-            raise AttributeError(f"the remote network has no attribute '{self._prefix}'")
-        return self
-
-    def _is_module(self) -> bool:
-        module = self._net._module
-        return module is not None and isinstance(getattr(module, self._prefix, None), nn.Module)
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        full = f"{self._prefix}.{name}"
-        shapes = dict(self._net._named_shapes())
-        return RemoteParameter(self._net, full, shapes.get(full))
-
-    def __repr__(self) -> str:
-        return f"RemoteModule('{self._prefix}')"
-
-
-class RemoteParameter:
-    """A parameter (or buffer) of the remote network: ``.data`` and ``.grad`` are fetched on each read."""
-
-    def __init__(self, net: RemoteNet, name: str, shape: list[int] | None) -> None:
-        self._net = net
-        self.name = name
-        self._shape = shape
-
-    @property
-    def data(self) -> torch.Tensor:
-        data: torch.Tensor = self._net.parameter(self.name)["data"]
-        return data
-
-    @property
-    def grad(self) -> torch.Tensor | None:
-        grad: torch.Tensor | None = self._net.parameter(self.name)["grad"]
-        return grad
-
-    @property
-    def shape(self) -> torch.Size:
-        if self._shape is None:
-            self._shape = list(self._net.parameter(self.name)["shape"])
-        return torch.Size(self._shape)
-
-    def size(self, dim: int | None = None) -> torch.Size | int:
-        return self.shape if dim is None else self.shape[dim]
-
-    def __repr__(self) -> str:
-        return f"RemoteParameter('{self.name}', shape={list(self.shape)})"
-
-
-class RemoteTensor:
-    """The output (or loss) of the session's last forward. Values came with the call; the graph stays remote."""
-
-    def __init__(self, net: RemoteNet, value: torch.Tensor, grad_fn: str | None, of: str, generation: int) -> None:
-        self._net = net
-        self._value = value
-        self._grad_fn_name = grad_fn
-        self._grad_fn: GradFn | None = None
-        self.of = of  # "output" or "loss": what backward() and grad_fn start from
-        self._generation = generation
-
-    def check_fresh(self) -> None:
-        if self._generation != self._net.generation or (
-            self.of == "loss" and self._generation != self._net.loss_generation
-        ):
-            raise RuntimeError(
-                f"this {self.of} is from an earlier forward; the session keeps only the last one: call rnet(x) again"
-            )
-
-    def fetch(self) -> torch.Tensor:
-        return self._value.clone()
-
-    def item(self) -> float | int | bool:
-        return self._value.item()
-
-    def tolist(self) -> Any:
-        return self._value.tolist()
-
-    def __array__(self, dtype: Any = None, copy: bool | None = None) -> Any:
-        return self._value.numpy() if dtype is None else self._value.numpy().astype(dtype)
-
-    @property
-    def shape(self) -> torch.Size:
-        return self._value.shape
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self._value.dtype
-
-    def size(self, dim: int | None = None) -> torch.Size | int:
-        return self._value.size() if dim is None else self._value.size(dim)
-
-    def dim(self) -> int:
-        return self._value.dim()
-
-    @property
-    def requires_grad(self) -> bool:
-        return self._grad_fn_name is not None
-
-    @property
-    def grad_fn(self) -> GradFn | None:
-        """The autograd graph's root node, dumped by the service and walked like PyTorch's."""
-        if self._grad_fn_name is None:
-            return None
-        if self._grad_fn is None:
-            self.check_fresh()
-            self._grad_fn = graph_root(self._net.graph(root=self.of, max_nodes=5000), self._net)
-        return self._grad_fn
-
-    def backward(self, gradient: torch.Tensor | None = None, retain_graph: bool = False) -> None:
-        """``loss.backward()``, or ``output.backward(gradient)``, on the session."""
-        self.check_fresh()
-        if self.of == "output":
-            if gradient is None:
-                raise RuntimeError("grad can be implicitly created only for scalar outputs: pass a gradient")
-            self._net.backward(gradient, retain_graph)
-        else:
-            self._net.backward(gradient if gradient is not None and self._value.dim() else None, retain_graph)
-
-    def __repr__(self) -> str:
-        text = repr(self._value)
-        if self._grad_fn_name is None:
-            return text
-        return f"{text[:-1]}, grad_fn=<{self._grad_fn_name}>)"
-
-    @classmethod
-    def __torch_function__(
-        cls, func: Any, types: tuple[type, ...], args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
-    ) -> Any:
-        kwargs = kwargs or {}
-        if func in LOSSES and args and isinstance(args[0], RemoteTensor):
-            criterion, target = _criterion(func, args, kwargs)
-            return args[0]._net.loss(criterion, args[0], target)
-        # Anything else (torch.as_tensor, torch.equal, ...) runs locally on the fetched values.
-        local = [a.fetch() if isinstance(a, RemoteTensor) else a for a in args]
-        return func(*local, **{k: v.fetch() if isinstance(v, RemoteTensor) else v for k, v in kwargs.items()})
-
-
-def _criterion(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[dict[str, Any], torch.Tensor]:
-    """A functional loss call as our criterion spec and its target."""
-    kind, carried = LOSSES[func]
-    bound = inspect.signature(func).bind(*args, **kwargs).arguments
-    for legacy in ("size_average", "reduce"):
-        if bound.get(legacy) is not None:
-            raise TypeError(f"{kind}: the legacy '{legacy}' argument is not supported; use reduction=")
-    criterion: dict[str, Any] = {"type": kind, "reduction": bound.get("reduction", "mean")}
-    for name in carried:
-        value = bound.get(name)
-        if isinstance(value, torch.Tensor):
-            value = value.tolist()
-        if value is not None:
-            criterion[name] = value
-    target = bound.get("target")
-    if target is None:
-        raise TypeError(f"{kind} needs a target tensor")
-    return criterion, torch.as_tensor(target)

@@ -17,8 +17,7 @@ import torch
 
 from models.errors import GradserveError, first_line
 from models.nn.build import build_network
-from models.nn.exported import build_exported, empty_state
-from models.nn.exported_admit import stored_parts
+from models.nn.exported_admit import build_stored
 from models.nn.objectives import build_loss, build_optimizer, build_scheduler
 from models.nn.state_codec import unpack_train_state
 from models.settings import Settings
@@ -148,9 +147,7 @@ class _Exported:
     weights: bytes
 
     def build(self) -> torch.nn.Module:
-        form, programs = stored_parts(self.meta)
-        state = empty_state(form, programs, "cpu") | from_safetensors(self.weights, loc=("network", "weights"))
-        return build_exported(form, programs, state)
+        return build_stored(self.meta, from_safetensors(self.weights, loc=("network", "weights"))).net
 
 
 def _network(client: redis.Redis, init_key: str, raw: bytes) -> NetworkSpec | _Exported:

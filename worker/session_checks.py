@@ -12,12 +12,19 @@ from models.nn.shapes import fmt_shape
 from models.settings import Settings
 from models.spec.losses import CLASS_INDEX_LOSSES
 from models.wire.tensors import dtype_name
+from worker.session_inputs import Inputs, named
 
 
-def check_input(meta: dict[str, Any], x: torch.Tensor | dict[str, torch.Tensor], settings: Settings) -> None:
+def check_input(meta: dict[str, Any], x: Inputs, settings: Settings) -> None:
     """torch.nn takes mini-batches: ``[N, *input_shape]``, with a readable error for the usual mistakes."""
     if meta.get("format") == "export":
-        check_named_inputs(meta, x if isinstance(x, dict) else None, x, settings)
+        declared = meta["form"]["inputs"]
+        if not isinstance(x, dict) and len(declared) != 1:
+            names = ", ".join(i["name"] for i in declared)
+            raise InvalidInput(
+                f'this network takes {len(declared)} inputs ({names}): send them as "inputs"', ("body", "input")
+            )
+        check_named_inputs(meta, named(meta, x), settings)
         return
     if isinstance(x, dict):
         raise InvalidInput('this network takes one tensor: send "input", not "inputs"', ("body", "inputs"))
@@ -82,19 +89,12 @@ def check_class_targets(spec: Any, output: torch.Tensor, target: torch.Tensor) -
         )
 
 
-def check_named_inputs(meta: dict[str, Any], named: dict[str, torch.Tensor] | None, x: Any, settings: Settings) -> None:
+def check_named_inputs(meta: dict[str, Any], inputs: Inputs, settings: Settings) -> None:
     """An exported network's inputs: each by name, a mini-batch of the declared per-sample shape and dtype,
-    one batch size across them. A single ``input`` stands for the only input of a one-input network."""
-    declared = meta["form"]["inputs"]
-    if named is None:
-        if len(declared) != 1:
-            names = ", ".join(i["name"] for i in declared)
-            raise InvalidInput(
-                f'this network takes {len(declared)} inputs ({names}): send them as "inputs"', ("body", "input")
-            )
-        named = {declared[0]["name"]: x}
-    want = {i["name"]: i for i in declared}
-    for name in named:
+    one batch size across them."""
+    assert isinstance(inputs, dict), "session_inputs.named gave the one input its name"
+    want = {i["name"]: i for i in meta["form"]["inputs"]}
+    for name in inputs:
         if name not in want:
             raise InvalidInput(
                 f"unknown input '{name}'; the network takes: {', '.join(want)}", ("body", "inputs", name)
@@ -102,7 +102,7 @@ def check_named_inputs(meta: dict[str, Any], named: dict[str, torch.Tensor] | No
     batch = None
     for name, spec in want.items():
         loc = ("body", "inputs", name)
-        t = named.get(name)
+        t = inputs.get(name)
         if t is None:
             raise InvalidInput(f"input '{name}' is missing; the network takes: {', '.join(want)}", loc)
         shape = ["N", *(d if d is not None else "*" for d in spec["shape"])]
@@ -137,7 +137,7 @@ def check_named_inputs(meta: dict[str, Any], named: dict[str, torch.Tensor] | No
     # The estimate was taken at the example's sizes; a longer sequence costs more, up to its square (attention).
     grow = 1.0
     for name, spec in want.items():
-        for size, example, got in zip(spec["shape"], spec["example"], named[name].shape[1:], strict=False):
+        for size, example, got in zip(spec["shape"], spec["example"], inputs[name].shape[1:], strict=False):
             if size is None:
                 grow *= max(1.0, got / example)
     fixed = meta["form"].get("batch")

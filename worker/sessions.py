@@ -21,8 +21,7 @@ from torch import nn
 from models.errors import Conflict, InvalidInput, NotFound, first_line
 from models.nn import state_codec
 from models.nn.build import build_network
-from models.nn.exported import build_exported, empty_state
-from models.nn.exported_admit import stored_parts
+from models.nn.exported_admit import build_stored
 from models.nn.graph import mark_freed, to_dot, to_svg, trace
 from models.nn.objectives import build_loss, build_optimizer
 from models.nn.shapes import fmt_shape
@@ -32,6 +31,7 @@ from models.spec.network import NetworkSpec
 from models.spec.optimizers import OptimizerSpec
 from models.wire.tensors import dtype_name, scalar, to_safetensors
 from worker.session_checks import check_class_targets, check_input
+from worker.session_inputs import Inputs, batch_size, named, run_net, to_device
 
 _LOSS = TypeAdapter(LossSpec)
 _OPTIMIZER = TypeAdapter(OptimizerSpec)
@@ -45,10 +45,6 @@ MODIFIED_MSG = (
     "the parameters were modified in place (by step, sgd_update or a state upload) after the forward that "
     "built this graph, so its saved tensors are stale; run forward (and loss) again before backward"
 )
-
-
-# One tensor for a catalogue network; an exported network's inputs by name.
-Inputs = torch.Tensor | dict[str, torch.Tensor]
 
 
 @dataclass
@@ -108,11 +104,8 @@ def build_live(
     net: nn.Module
     fixed_state: dict[str, torch.Tensor] = {}
     if meta.get("format") == "export":
-        form, programs = stored_parts(meta)
-        state = empty_state(form, programs, "cpu") | (weights or {})
-        net = build_exported(form, programs, state).to(device)
-        fixed = {n for p in programs for n in (*p.facts.transient, *p.facts.constants)}
-        fixed_state = {n: state[n] for n in sorted(fixed)}
+        built = build_stored(meta, weights)
+        net, fixed_state = built.net.to(device), built.fixed
     elif seed is not None:
         net = build_network(NetworkSpec.model_validate(meta["spec"])).to(device)
     else:  # weights come from the store: allocate without initialising
@@ -131,9 +124,7 @@ def build_live(
 
 def forward(s: LiveSession, x: Inputs, settings: Settings) -> Outcome:
     check_input(s.meta, x, settings)
-    if s.meta.get("format") == "export" and isinstance(x, torch.Tensor):  # the one input of a one-input network
-        x = {s.meta["form"]["inputs"][0]["name"]: x}
-    x = _to(x, s.device)
+    x = to_device(named(s.meta, x), s.device)
     before = {k: b.clone() for k, b in s.net.named_buffers()}
     rng_before = s.rng
     state_codec.set_rng_state(s.rng, s.device)
@@ -331,12 +322,7 @@ def graph(s: LiveSession, fmt: str, max_nodes: int, root: str) -> Outcome:
 
 
 def get_state(s: LiveSession) -> Outcome:
-    seen: set[int] = set()
-    state = {}
-    for k, v in s.net.state_dict().items():  # tied weights share storage, which safetensors refuses
-        state[k] = v.clone() if v.data_ptr() in seen else v
-        seen.add(v.data_ptr())
-    blob = to_safetensors(state)
+    blob = to_safetensors(s.net.state_dict())
     return Outcome(blob, media="application/octet-stream")
 
 
@@ -409,7 +395,7 @@ def _replay(s: LiveSession, rec: ForwardRecord) -> torch.Tensor:
     mode = s.net.training
     s.net.train(rec.training)
     try:
-        out = run_net(s.net, _to(rec.input, s.device))
+        out = run_net(s.net, to_device(rec.input, s.device))
     finally:
         s.net.train(mode)
     with torch.no_grad():
@@ -440,20 +426,6 @@ def _output_shape(s: LiveSession) -> list[int]:
     if out is not None:
         return list(out.shape)
     return [batch_size(s.fwd.input), *s.meta["output_shape"]] if s.fwd else []
-
-
-def run_net(net: nn.Module, x: Inputs) -> torch.Tensor:
-    """``net(x)``, or ``net(**inputs)`` for an exported network's named inputs."""
-    out: torch.Tensor = net(**x) if isinstance(x, dict) else net(x)
-    return out
-
-
-def batch_size(x: Inputs) -> int:
-    return int(next(iter(x.values())).shape[0]) if isinstance(x, dict) else int(x.shape[0])
-
-
-def _to(x: Inputs, device: torch.device) -> Inputs:
-    return {k: v.to(device) for k, v in x.items()} if isinstance(x, dict) else x.to(device)
 
 
 def _fn_name(t: torch.Tensor) -> str | None:

@@ -18,8 +18,7 @@ from api.routes.job_captures import checkpoint_state
 from api.strict_json import StrictJsonRoute
 from models.errors import NotFound, ServiceUnavailable
 from models.nn.export import SUFFIX, ExportFormat, export_module, export_network
-from models.nn.exported import build_exported, empty_state
-from models.nn.exported_admit import stored_parts
+from models.nn.exported_admit import build_stored
 from models.nn.state_codec import unpack_train_state
 from models.spec.network import NetworkSpec
 from models.wire.tensors import DTYPES, from_safetensors
@@ -73,13 +72,11 @@ def _export_program(network: bytes, init: dict[str, bytes], state: bytes, fmt: E
     """An exported network's job: its programs and fixed tensors from the job's INIT, the checkpoint's weights."""
     doc = json.loads(network)
     meta = {"form": doc["form"], "programs": {m: init[f"{m}_program"].decode() for m in doc["modes"]}}
-    form, programs = stored_parts(meta)
-    fixed = from_safetensors(init["weights"], loc=("network", "weights"))
-    net = build_exported(form, programs, empty_state(form, programs, "cpu") | fixed)
-    net.load_state_dict(unpack_train_state(state).model)
-    shape, dtype = form.inputs[0].example, DTYPES[form.inputs[0].dtype]
+    built = build_stored(meta, from_safetensors(init["weights"], loc=("network", "weights")))
+    built.net.load_state_dict(unpack_train_state(state).model)
+    first = built.form.inputs[0]
     with _export_extra(fmt):
-        return export_module(net, torch.zeros((2, *shape), dtype=dtype), fmt)
+        return export_module(built.net, torch.zeros((2, *first.example), dtype=DTYPES[first.dtype]), fmt)
 
 
 @contextmanager

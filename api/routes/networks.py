@@ -102,7 +102,7 @@ async def create_exported_network(
     Nothing is unpickled: every operator is checked against an allowlist, and the program is built on the
     meta device to estimate its memory before it is admitted."""
     parts = await _exported_parts(request, settings)
-    admitted, _ = await run_in_threadpool(admit, parts.pop("form"), _programs(parts), parts["weights"], settings)
+    admitted = await run_in_threadpool(admit, parts.pop("form"), _programs(parts), parts["weights"], settings)
     form = admitted.form
     network_id = f"net_{uuid.uuid4().hex}"
     doc = {

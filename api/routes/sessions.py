@@ -24,6 +24,7 @@ from api.deps import get_tenant
 from api.schemas import sessions as S
 from models.errors import InvalidInput, NotFound, ServiceUnavailable
 from models.nn.build import build_network, validate_network
+from models.nn.exported_admit import stored_form
 from models.nn.graph import DEFAULT_MAX_NODES
 from models.nn.objectives import build_optimizer
 from models.settings import Settings
@@ -124,7 +125,7 @@ async def _create_exported(request: Request, body: S.SessionCreate, doc: dict[st
         raise NotFound(f"network '{network_id}' not found")
     network = {
         "format": "export",
-        "form": {**doc["form"], "repr": doc["repr"]},
+        "form": stored_form(doc),
         "programs": {m: p.decode() for m, p in zip(doc["modes"], programs, strict=True) if p is not None},
         "weights_key": store.keys.network_blobs(tenant, network_id),
     }

@@ -29,7 +29,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from models.errors import InvalidInput, Loc, first_line
 from models.nn.program_check import ProgramFacts
 from models.spec.exported import ExportedForm
-from models.wire.tensors import DTYPES, dtype_name
+from models.wire.tensors import DTYPE_NAMES, DTYPES, dtype_name
 
 Mode = Literal["train", "eval"]
 # torch's deserializer keeps its current instance in a module global: two threads at once trip over each other.
@@ -89,15 +89,12 @@ def check_weights(form: ExportedForm, programs: list[Program], tensors: Mapping[
                     f"the {program.mode} program reads '{name}', which the weights file does not hold", (*loc, name)
                 )
             if list(got.shape) != shape or (dtype is not None and got.dtype != dtype):
-                want = f"{shape} {DTYPE_LABEL[dtype] if dtype is not None else ''}"
+                want = f"{shape} {DTYPE_NAMES[dtype] if dtype is not None else ''}"
                 raise InvalidInput(
                     f"weights '{owner}' are {list(got.shape)} {dtype_name(got)}, but the {program.mode} program "
                     f"declares {want}",
                     (*loc, owner),
                 )
-
-
-DTYPE_LABEL = {v: k for k, v in DTYPES.items()}
 
 
 def load_program(program: Program, form: ExportedForm, loc: Loc) -> ExportedProgram:
@@ -246,13 +243,9 @@ def empty_state(form: ExportedForm, programs: list[Program], device: torch.devic
     return state
 
 
-def example_inputs(form: ExportedForm, batch: int, device: torch.device | str = "meta") -> dict[str, torch.Tensor]:
-    return {
-        i.name: torch.zeros((batch, *i.example), dtype=DTYPES[i.dtype], device=device)
-        if device != "meta"
-        else torch.empty((batch, *i.example), dtype=DTYPES[i.dtype], device="meta")
-        for i in form.inputs
-    }
+def example_inputs(form: ExportedForm, batch: int) -> dict[str, torch.Tensor]:
+    """Zeros shaped as the exported example, a batch of ``batch`` (made under fake tensors by ``probe``)."""
+    return {i.name: torch.zeros((batch, *i.example), dtype=DTYPES[i.dtype]) for i in form.inputs}
 
 
 def state_numel(form: ExportedForm, programs: list[Program]) -> int:
@@ -287,7 +280,7 @@ def probe(form: ExportedForm, programs: list[Program], loc: Loc) -> tuple[Export
     fake = FakeTensorMode(allow_non_fake_inputs=True)
     with fake:
         state = empty_state(form, programs, "cpu")
-        inputs = example_inputs(form, form.batch or PROBE_BATCH, "cpu")
+        inputs = example_inputs(form, form.batch or PROBE_BATCH)
     net = build_exported(form, programs, state, loc)
     counter = _CountBytes()
     try:

@@ -8,6 +8,7 @@ the limits in settings, as a catalogue spec is.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,16 @@ from pydantic import ValidationError
 
 from models.errors import InvalidInput, Loc
 from models.nn.build import NetworkSummary, check_activation_memory
-from models.nn.exported import Mode, Program, check_weights, probe, state_numel
+from models.nn.exported import (
+    ExportedNet,
+    Mode,
+    Program,
+    build_exported,
+    check_weights,
+    empty_state,
+    probe,
+    state_numel,
+)
 from models.nn.program_check import MALFORMED, check_program, malformed
 from models.settings import Settings, get_settings
 from models.spec.exported import ExportedForm
@@ -69,10 +79,30 @@ def stored_parts(meta: dict[str, Any]) -> tuple[ExportedForm, list[Program]]:
     return form, read_programs(raw, get_settings())
 
 
-def admit(
-    form_raw: bytes | str, programs_raw: dict[Mode, bytes], weights: bytes, settings: Settings
-) -> tuple[Admitted, dict[str, torch.Tensor]]:
-    """Check an upload whole; answer what is stored and the decoded weights."""
+@dataclass(frozen=True)
+class Built:
+    """A stored exported network, built."""
+
+    net: ExportedNet
+    form: ExportedForm
+    fixed: dict[str, torch.Tensor]  # non-persistent buffers and lifted constants: no state_dict holds them
+
+
+def build_stored(meta: dict[str, Any], weights: Mapping[str, torch.Tensor] | None) -> Built:
+    """The network of ``{"form", "programs"}`` on the CPU, over ``weights`` (uninitialised where they are silent)."""
+    form, programs = stored_parts(meta)
+    state = empty_state(form, programs, "cpu") | dict(weights or {})
+    names = sorted({n for p in programs for n in (*p.facts.transient, *p.facts.constants)})
+    return Built(build_exported(form, programs, state), form, {n: state[n] for n in names})
+
+
+def stored_form(doc: dict[str, Any]) -> dict[str, Any]:
+    """A stored network's form whole: its ``repr`` is kept once, as the document's public field."""
+    return {**doc["form"], "repr": doc["repr"]}
+
+
+def admit(form_raw: bytes | str, programs_raw: dict[Mode, bytes], weights: bytes, settings: Settings) -> Admitted:
+    """Check an upload whole; answer what is stored."""
     form = parse_form(form_raw, ("body", "form"))
     try:
         return _admit(form, programs_raw, weights, settings)
@@ -80,9 +110,7 @@ def admit(
         raise malformed(exc, ("body",)) from exc
 
 
-def _admit(
-    form: ExportedForm, programs_raw: dict[Mode, bytes], weights: bytes, settings: Settings
-) -> tuple[Admitted, dict[str, torch.Tensor]]:
+def _admit(form: ExportedForm, programs_raw: dict[Mode, bytes], weights: bytes, settings: Settings) -> Admitted:
     programs = read_programs(programs_raw, settings)
     state = from_safetensors(weights, loc=("body", "weights"))
     numel = state_numel(form, programs)
@@ -95,7 +123,7 @@ def _admit(
     check_weights(form, programs, state, ("body", "weights"))
     summary = summarize(form, programs, ("body", "train_program"), settings)
     cleaned = {p.mode: orjson.dumps(p.facts.doc) for p in programs}
-    return Admitted(form, cleaned, summary), state
+    return Admitted(form, cleaned, summary)
 
 
 def summarize(form: ExportedForm, programs: list[Program], loc: Loc, settings: Settings) -> NetworkSummary:

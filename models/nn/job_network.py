@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from models.errors import InvalidInput, Loc
 from models.nn.build import NetworkSummary
+from models.nn.exported_admit import stored_form
 
 SUMMARY_FIELDS = ("repr", "parameters", "num_parameters", "num_elements", "output_shape", "activation_bytes_per_sample")
 
@@ -43,7 +44,7 @@ class ExportedNetwork:
 
     @classmethod
     def from_network(cls, doc: dict[str, Any], blobs_key: str, loc: Loc) -> ExportedNetwork:
-        form = {**doc["form"], "repr": doc["repr"]}
+        form = stored_form(doc)
         inputs = form["inputs"]
         if len(inputs) != 1:
             names = ", ".join(i["name"] for i in inputs)

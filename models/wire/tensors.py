@@ -170,7 +170,14 @@ def _stringify_nonfinite(data: Any) -> Any:
 
 
 def to_safetensors(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
-    return st_save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata)
+    """Tensors as safetensors; one storage under two names (tied weights) is copied apart, as safetensors needs."""
+    seen: set[int] = set()
+    ready = {}
+    for k, v in tensors.items():
+        ptr = v.untyped_storage().data_ptr() if v.device.type != "meta" else id(v)
+        ready[k] = v.detach().cpu().contiguous() if ptr not in seen else v.detach().cpu().clone()
+        seen.add(ptr)
+    return st_save(ready, metadata=metadata)
 
 
 def from_safetensors(blob: bytes, *, loc: Loc = ("body",)) -> dict[str, torch.Tensor]:

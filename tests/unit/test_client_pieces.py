@@ -15,7 +15,7 @@ from gradserve.cli import _global_first
 from gradserve.client import optimizer_spec
 from gradserve.jobs import criterion_spec
 from gradserve.progress import sse_events
-from gradserve.remote import _criterion
+from gradserve.remote_values import _criterion
 from models.wire.session import read_binary_body
 
 
