@@ -178,6 +178,7 @@ async def submit(
         "device": req.device,
         "queue": queue,
         "batch_size": req.batch_size,
+        "training": json.dumps(req.training_settings()),
         "network_id": network_id,
         "request": json.dumps(request_doc),
         "plan": json.dumps(plan),

@@ -5,6 +5,7 @@ goes to a ``Hooks`` object; the Celery task's hooks write to Redis, tests' hooks
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -33,6 +34,10 @@ class TrainConfig:
     checkpoint_every: int = 0
     stop_on_nan: bool = True
     clip_grad_norm: float | None = None  # max total norm of the gradients, as torch.nn.utils.clip_grad_norm_
+    accumulate: int = 1  # micro-batches per optimizer step
+    precision: Literal["32", "bf16-mixed", "16-mixed"] = "32"
+    compile: bool = False
+    channels_last: bool = False
     # When the scheduler steps: after every optimizer step, or after the last step of each epoch.
     scheduler_interval: Literal["step", "epoch"] = "epoch"
     # Records reach the hooks every N steps or every interval, whichever comes first: reading the
@@ -148,6 +153,16 @@ class Trainer:
         self.shuffler = torch.Generator().manual_seed(cfg.seed)
         self._pending: list[tuple[Any, ...]] = []
         self._evals: dict[int, dict[str, float]] = {}
+        # The compiled wrapper only runs forward passes: state and parameters stay the plain module's, so a
+        # checkpoint's keys have no "_orig_mod." prefix and load into the user's module.
+        self.forward: Callable[[torch.Tensor], torch.Tensor] = torch.compile(net) if cfg.compile else net
+        self.scaler = torch.amp.GradScaler(self.device.type) if cfg.precision == "16-mixed" else None
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.cfg.precision == "32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.cfg.precision == "bf16-mixed" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
 
     # --- state ---------------------------------------------------------------------------------------------------
 
@@ -162,6 +177,7 @@ class Trainer:
             optimizer=_clone_tensors(self.optimizer.state_dict()),
             rng=rng,
             scheduler=None if self.scheduler is None else _clone_tensors(self.scheduler.state_dict()),
+            scaler=None if self.scaler is None else self.scaler.state_dict(),
         )
 
     def load_state(self, state: TrainState, *, optimizer: bool = True, scheduler: bool = True) -> None:
@@ -171,6 +187,8 @@ class Trainer:
             state_codec.load_optimizer_state(self.optimizer, state.optimizer)
         if scheduler and self.scheduler is not None and state.scheduler is not None:
             self.scheduler.load_state_dict(state.scheduler)
+        if self.scaler is not None and state.scaler:  # empty before the first scaled step
+            self.scaler.load_state_dict(state.scaler)
         state_codec.set_rng_state(state.rng, self.device)
         self.shuffler.set_state(state.rng["shuffle"])
         self.step, self.epoch, self.cursor = state.step, state.epoch, state.cursor
@@ -180,51 +198,61 @@ class Trainer:
 
     def run(self, hooks: Hooks) -> str:
         """Train to ``total_steps``; return ``"finished"``, or ``"stopped"`` when the hooks asked."""
-        cfg, net, x_all, y_all = self.cfg, self.net, self.data.x, self.data.y
-        n = x_all.shape[0]
+        cfg, net = self.cfg, self.net
+        n = self.data.x.shape[0]
         net.train()
         last_flush = time.perf_counter()
         t_prev = last_flush
         while self.step < cfg.total_steps:
-            if self.cursor == 0 and cfg.shuffle:
-                self.order = torch.randperm(n, generator=self.shuffler).to(self.device)
-            end = min(self.cursor + cfg.batch_size, n)
-            if cfg.shuffle:
-                assert self.order is not None  # drawn at cursor 0, or restored with the cursor by load_state
-                idx = self.order[self.cursor : end]
-                x, y = x_all[idx], y_all[idx]  # (B, *input_shape), (B, ...)
-            else:
-                x, y = x_all[self.cursor : end], y_all[self.cursor : end]
             step = self.step + 1
-
-            out = net(x)  # forward
-            loss = self.criterion(out, y)  # loss
-            if step == 1 and cfg.graph:
-                hooks.graph(loss, net)
-            loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
+            # An epoch's last step takes the micro-batches left, so every epoch sees each sample once.
+            micro = min(cfg.accumulate, math.ceil((n - self.cursor) / cfg.batch_size))
+            losses, corrects, size, count = [], [], 0, 0
+            for i in range(micro):
+                x, y = self._next_batch(n)
+                with self._autocast():
+                    out = self.forward(x)  # forward
+                    loss = self.criterion(out, y)  # loss
+                if step == 1 and i == 0 and cfg.graph:
+                    hooks.graph(loss, net)
+                # Summed micro-batch losses over their count: the gradient of their mean, as one batch of
+                # all of them would give (up to rounding); one micro-batch is backpropagated as is.
+                scaled = loss / micro if micro > 1 else loss
+                if self.scaler is not None:
+                    scaled = self.scaler.scale(scaled)
+                scaled.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
+                losses.append(loss.detach())
+                if cfg.classification:
+                    corrects.append((out.detach().argmax(1) == y).sum())
+                size, count = size + x.shape[0], count + y.numel()
+            if self.scaler is not None and (cfg.clip_grad_norm is not None or cfg.gradients_every):
+                self.scaler.unscale_(self.optimizer)  # clip and report the true gradients, not scaled ones
             if cfg.clip_grad_norm is not None:
                 nn.utils.clip_grad_norm_(net.parameters(), cfg.clip_grad_norm)
             if cfg.gradients_every and step % cfg.gradients_every == 0:
                 hooks.gradients(step, {k: p.grad for k, p in net.named_parameters() if p.grad is not None})
             lr = self.optimizer.param_groups[0]["lr"]  # the rate this step used (a Python float: no sync)
-            self.optimizer.step()  # update
+            if self.scaler is not None:
+                self.scaler.step(self.optimizer)  # skipped when the scaled gradients overflowed
+                self.scaler.update()
+            else:
+                self.optimizer.step()  # update
             self.optimizer.zero_grad(set_to_none=True)
 
-            correct = (out.detach().argmax(1) == y).sum() if cfg.classification else None
-            self.step, self.cursor = step, end
-            epoch_done = end >= n
-            if epoch_done:
-                self.epoch, self.cursor, self.order = self.epoch + 1, 0, None
+            self.step = step
+            epoch_done = self.cursor == 0
             now = time.perf_counter()
             # The loss stays a tensor here: turning it into a float is a device sync (batched in _drain).
+            step_loss = losses[0] if micro == 1 else torch.stack(losses).float().mean()
+            correct = (corrects[0] if micro == 1 else torch.stack(corrects).sum()) if corrects else None
             self._pending.append(
                 (
                     step,
                     self.epoch + (0 if epoch_done else 1),
-                    x.shape[0],
-                    loss.detach(),
+                    size,
+                    step_loss,
                     correct,
-                    y.numel(),
+                    count,
                     now - t_prev,
                     time.time(),
                     lr,
@@ -252,6 +280,25 @@ class Trainer:
                 return "stopped"
         self._drain(hooks)
         return "finished"
+
+    def _next_batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next batch of the data order; moves the cursor, and the epoch at its end."""
+        cfg, x_all, y_all = self.cfg, self.data.x, self.data.y
+        if self.cursor == 0 and cfg.shuffle:
+            self.order = torch.randperm(n, generator=self.shuffler).to(self.device)
+        end = min(self.cursor + cfg.batch_size, n)
+        if cfg.shuffle:
+            assert self.order is not None  # drawn at cursor 0, or restored with the cursor by load_state
+            idx = self.order[self.cursor : end]
+            x, y = x_all[idx], y_all[idx]  # (B, *input_shape), (B, ...)
+        else:
+            x, y = x_all[self.cursor : end], y_all[self.cursor : end]
+        if cfg.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        self.cursor = end
+        if end >= n:
+            self.epoch, self.cursor, self.order = self.epoch + 1, 0, None
+        return x, y
 
     def _drain(self, hooks: Hooks) -> None:
         if not self._pending:
@@ -300,9 +347,10 @@ class Trainer:
         total, correct, n = 0.0, 0, x_val.shape[0]
         try:
             for i in range(0, n, chunk):
-                out = self.net(x_val[i : i + chunk])
                 y = y_val[i : i + chunk]
-                total += float(self.criterion(out, y)) * y.shape[0]
+                with self._autocast():  # held-out figures at the precision the job trains in
+                    out = self.net(x_val[i : i + chunk])
+                    total += float(self.criterion(out, y)) * y.shape[0]
                 if self.cfg.classification:
                     correct += int((out.argmax(1) == y).sum())
         finally:

@@ -118,6 +118,9 @@ def _build(
     data = materialize(req.dataset.model_dump(), plan, blob).to(device)
     torch.manual_seed(req.seed)  # before an exported network too: the RNG then draws dropout and data order
     net = (spec.build() if isinstance(spec, _Exported) else build_network(spec)).to(device)
+    if req.channels_last:
+        # Before the optimizer, which holds these parameters; torch annotates Module.to without memory_format.
+        net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     criterion = build_loss(req.criterion, device)
     optimizer = build_optimizer(req.optimizer, net.parameters())
     sched = req.lr_scheduler
@@ -134,6 +137,10 @@ def _build(
         stop_on_nan=req.stop_on_nan,
         flush_every=16 if device.type == "cuda" else 256,
         clip_grad_norm=req.clip_grad_norm,
+        accumulate=req.accumulate_grad_batches,
+        precision=req.precision,
+        compile=req.compile,
+        channels_last=req.channels_last,
         scheduler_interval="epoch" if sched is None else sched.interval,
     )
     return Trainer(net, criterion, optimizer, data, cfg, scheduler)

@@ -54,6 +54,9 @@ class JobPublic(BaseModel):
     resumed_from: int | None = None
     network_id: str | None = None
     batch_size: int | None = None
+    training: dict[str, Any] | None = Field(
+        default=None, description="How each step runs: precision, accumulation, compile, channels-last, clipping."
+    )
     non_finite: dict[str, str] = Field(
         default_factory=dict, description="Fields above that are null because the value was nan, inf or -inf."
     )

@@ -58,7 +58,8 @@ def plan_job(
     }
     ctx = _Ctx(net, out_shape, class_loss, plan, settings, arrays, arrays_loc)
     n, val = PLANNERS[req.dataset.source](req.dataset, ctx)
-    steps_per_epoch = math.ceil(n / req.batch_size)
+    # An optimizer step takes accumulate_grad_batches batches, and an epoch's last step what is left.
+    steps_per_epoch = math.ceil(math.ceil(n / req.batch_size) / req.accumulate_grad_batches)
     epochs = req.epochs if req.epochs is not None else 0  # the request's validator gave one of the two
     total = req.steps if req.steps is not None else epochs * steps_per_epoch
     if total > settings.max_steps:

@@ -188,6 +188,7 @@ class TrainState:
     rng: dict[str, torch.Tensor]  # rng_state() plus the data shuffler's, as "shuffle"
     order: torch.Tensor | None = None  # the current epoch's permutation, None between epochs
     scheduler: dict[str, Any] | None = None  # lr_scheduler.state_dict(), when the run has one
+    scaler: dict[str, Any] | None = None  # GradScaler.state_dict() (plain numbers), when the run scales its loss
 
 
 def pack_train_state(state: TrainState) -> bytes:
@@ -203,6 +204,7 @@ def pack_train_state(state: TrainState) -> bytes:
         "cursor": state.cursor,
         "optimizer": opt_meta,
         "scheduler": None if state.scheduler is None else scheduler_to_json(state.scheduler),
+        "scaler": state.scaler,
     }
     return pack(tensors, meta)
 
@@ -220,6 +222,7 @@ def unpack_train_state(blob: bytes) -> TrainState:
         rng=rng,
         order=tensors.get(_ORDER),
         scheduler=None if meta.get("scheduler") is None else scheduler_from_json(meta["scheduler"]),
+        scaler=meta.get("scaler"),
     )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
 
 from models.spec.losses import LossSpec
 from models.spec.network import NetworkSpec
@@ -82,6 +82,8 @@ class CaptureSpec(_Req):
 
 
 JobName = Annotated[str, Field(min_length=1, max_length=200)]
+Precision = Literal["32", "bf16-mixed", "16-mixed"]
+MAX_ACCUMULATE = 1024
 Tag = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:=/+-]{1,64}$")]
 
 
@@ -97,9 +99,27 @@ class JobCreate(_Req):
     optimizer: OptimizerSpec
     lr_scheduler: SchedulerSpec | None = None
     clip_grad_norm: PosFloat | None = Field(
-        default=None, description="Clip the gradients' total norm to this before each step (clip_grad_norm_)."
+        default=None,
+        validation_alias=AliasChoices("clip_grad_norm", "gradient_clip_norm"),
+        description="Clip the gradients' total norm to this before each step (clip_grad_norm_); "
+        "also accepted as gradient_clip_norm.",
     )
-    batch_size: Pos
+    batch_size: Pos = Field(description="Samples per forward pass (per micro-batch when accumulating).")
+    accumulate_grad_batches: Annotated[StrictInt, Field(ge=1, le=MAX_ACCUMULATE)] = Field(
+        default=1,
+        description="Micro-batches per optimizer step: each step takes this many consecutive batches of the "
+        "data order (fewer at an epoch's end) and averages their gradients; steps and metrics count "
+        "optimizer steps.",
+    )
+    precision: Precision = Field(
+        default="32",
+        description="'bf16-mixed' and '16-mixed' run forward and loss under torch.autocast; "
+        "'16-mixed' also scales the loss (torch.amp.GradScaler).",
+    )
+    compile: StrictBool = Field(default=False, description="Run the forward pass through torch.compile.")
+    channels_last: StrictBool = Field(
+        default=False, description="Keep 4-D weights and inputs in channels-last memory format."
+    )
     epochs: Pos | None = None
     steps: Pos | None = None
     seed: Seed = 0
@@ -107,6 +127,16 @@ class JobCreate(_Req):
     device: Device = "auto"
     capture: CaptureSpec = CaptureSpec()
     stop_on_nan: StrictBool = Field(default=True, description="Fail the job at the first non-finite loss.")
+
+    def training_settings(self) -> dict[str, object]:
+        """How each step runs, as the job's record and the dashboard show it beside the metrics."""
+        return {
+            "precision": self.precision,
+            "accumulate_grad_batches": self.accumulate_grad_batches,
+            "compile": self.compile,
+            "channels_last": self.channels_last,
+            "clip_grad_norm": self.clip_grad_norm,
+        }
 
     @model_validator(mode="after")
     def _exactly_one(self) -> JobCreate:

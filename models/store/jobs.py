@@ -39,7 +39,7 @@ _FLOATS = (
     "first_step_at",
 )
 _TEXT = ("id", "status", "error", "device", "device_used", "queue", "worker", "network_id", "name", "sweep")
-_JSON = ("tags", "parent")
+_JSON = ("tags", "parent", "training")
 
 _CANCEL = """
 local status = redis.call('HGET', KEYS[1], 'status')
