@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -112,7 +113,8 @@ def service_samples_per_s(
     client: httpx.Client, width: int, batch: int, steps: int, precision: str, device: str
 ) -> float:
     response = client.post("/v1/jobs", json=job(width, batch, steps, precision, device))
-    response.raise_for_status()
+    if response.status_code != 202:
+        raise RuntimeError(f"width {width} batch {batch} {precision}: {response.status_code} {response.text}")
     job_id = response.json()["id"]
     while (doc := client.get(f"/v1/jobs/{job_id}").json())["status"] not in {"succeeded", "failed", "cancelled"}:
         time.sleep(0.1)
@@ -141,6 +143,8 @@ def main() -> None:
     keep_freed_memory()
     name = torch.cuda.get_device_name() if on_gpu else "cpu"
     print(f"torch {torch.__version__}, device {name}, {torch.get_num_threads()} threads", flush=True)
+    # The widest network at the biggest batch needs more than the default 2 GiB activation estimate.
+    os.environ.setdefault("GRADSERVE_MAX_ACTIVATION_BYTES", str(64 * 2**30 if on_gpu else 8 * 2**30))
     proc, url = start_service()
     rows: list[dict[str, Any]] = []
     try:
