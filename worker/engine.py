@@ -305,6 +305,11 @@ class Trainer:
             return
         pending, self._pending = self._pending, []
         losses = torch.stack([p[3] for p in pending]).tolist()  # one device sync for the whole batch
+        if self.device.type == "cuda":
+            # A step is stamped when the host has queued its kernels; after this sync the last one has run, so
+            # its stamp says when it was done and the rate over a job's records is the device's true rate.
+            *head, last = pending[-1]
+            pending[-1] = (*head[:7], time.time(), last)
         corrects = torch.stack([p[4] for p in pending]).tolist() if pending[0][4] is not None else None
         out: list[dict[str, Any]] = []
         failed: NonFiniteLoss | None = None
