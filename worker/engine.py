@@ -6,6 +6,7 @@ goes to a ``Hooks`` object; the Celery task's hooks write to Redis, tests' hooks
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -18,8 +19,20 @@ from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
 from models.nn import state_codec
 from models.nn.state_codec import TrainState
+from worker.breakpoints import Paused, Rules, Watch
 
-__all__ = ["Data", "Hooks", "ListHooks", "NonFiniteLoss", "TrainConfig", "TrainState", "Trainer", "choose_device"]
+__all__ = [
+    "Data",
+    "Hooks",
+    "ListHooks",
+    "NonFiniteLoss",
+    "Paused",
+    "Rules",
+    "TrainConfig",
+    "TrainState",
+    "Trainer",
+    "choose_device",
+]
 
 
 @dataclass(frozen=True)
@@ -38,6 +51,7 @@ class TrainConfig:
     precision: Literal["32", "bf16-mixed", "16-mixed"] = "32"
     compile: bool = False
     channels_last: bool = False
+    breakpoints: Rules | None = None
     # When the scheduler steps: after every optimizer step, or after the last step of each epoch.
     scheduler_interval: Literal["step", "epoch"] = "epoch"
     # Records reach the hooks every N steps or every interval, whichever comes first: reading the
@@ -157,6 +171,7 @@ class Trainer:
         # checkpoint's keys have no "_orig_mod." prefix and load into the user's module.
         self.forward: Callable[[torch.Tensor], torch.Tensor] = torch.compile(net) if cfg.compile else net
         self.scaler = torch.amp.GradScaler(self.device.type) if cfg.precision == "16-mixed" else None
+        self.watch = None if cfg.breakpoints is None else Watch(cfg.breakpoints, net)
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.cfg.precision == "32":
@@ -178,6 +193,7 @@ class Trainer:
             rng=rng,
             scheduler=None if self.scheduler is None else _clone_tensors(self.scheduler.state_dict()),
             scaler=None if self.scaler is None else self.scaler.state_dict(),
+            recent_losses=None if self.watch is None else self.watch.state(),
         )
 
     def load_state(self, state: TrainState, *, optimizer: bool = True, scheduler: bool = True) -> None:
@@ -187,6 +203,8 @@ class Trainer:
             state_codec.load_optimizer_state(self.optimizer, state.optimizer)
         if scheduler and self.scheduler is not None and state.scheduler is not None:
             self.scheduler.load_state_dict(state.scheduler)
+        if self.watch is not None and state.recent_losses is not None:
+            self.watch.load_state(state.recent_losses)
         if self.scaler is not None and state.scaler:  # empty before the first scaled step
             self.scaler.load_state_dict(state.scaler)
         state_codec.set_rng_state(state.rng, self.device)
@@ -205,6 +223,10 @@ class Trainer:
         t_prev = last_flush
         while self.step < cfg.total_steps:
             step = self.step + 1
+            before = None
+            if self.watch is not None:
+                self.watch.begin_step()
+                before = self._position()
             # An epoch's last step takes the micro-batches left, so every epoch sees each sample once.
             micro = min(cfg.accumulate, math.ceil((n - self.cursor) / cfg.batch_size))
             losses, corrects, size, count = [], [], 0, 0
@@ -225,6 +247,13 @@ class Trainer:
                 if cfg.classification:
                     corrects.append((out.detach().argmax(1) == y).sum())
                 size, count = size + x.shape[0], count + y.numel()
+            # The loss stays a tensor here: turning it into a float is a device sync (batched in _drain).
+            step_loss = losses[0] if micro == 1 else torch.stack(losses).float().mean()
+            if self.watch is not None and before is not None:
+                hit = self.watch.check(step, step_loss, grads_scaled=self.scaler is not None)
+                if hit is not None:
+                    self._drain(hooks)
+                    raise Paused(hit, self._state_before(before))
             if self.scaler is not None and (cfg.clip_grad_norm is not None or cfg.gradients_every):
                 self.scaler.unscale_(self.optimizer)  # clip and report the true gradients, not scaled ones
             if cfg.clip_grad_norm is not None:
@@ -242,8 +271,6 @@ class Trainer:
             self.step = step
             epoch_done = self.cursor == 0
             now = time.perf_counter()
-            # The loss stays a tensor here: turning it into a float is a device sync (batched in _drain).
-            step_loss = losses[0] if micro == 1 else torch.stack(losses).float().mean()
             correct = (corrects[0] if micro == 1 else torch.stack(corrects).sum()) if corrects else None
             self._pending.append(
                 (
@@ -280,6 +307,24 @@ class Trainer:
                 return "stopped"
         self._drain(hooks)
         return "finished"
+
+    def _position(self) -> tuple[dict[str, torch.Tensor], int, int, torch.Tensor | None]:
+        """Where the run stands before a step: what a breakpoint's state goes back to."""
+        rng = {**state_codec.rng_state(self.device), "shuffle": self.shuffler.get_state()}
+        return rng, self.epoch, self.cursor, self.order
+
+    def _state_before(self, position: tuple[dict[str, torch.Tensor], int, int, torch.Tensor | None]) -> TrainState:
+        """The state before this step: its update is not applied, so weights and optimizer are as they were."""
+        self.optimizer.zero_grad(set_to_none=True)
+        rng, epoch, cursor, order = position
+        state = self.state()
+        return dataclasses.replace(state, rng=rng, epoch=epoch, cursor=cursor, order=order)
+
+    def skip_step(self) -> None:
+        """Leave out the batches of the next step (a resumed breakpoint's ``skip_batch``); no step is taken."""
+        n = self.data.x.shape[0]
+        for _ in range(min(self.cfg.accumulate, math.ceil((n - self.cursor) / self.cfg.batch_size))):
+            self._next_batch(n)
 
     def _next_batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The next batch of the data order; moves the cursor, and the epoch at its end."""

@@ -189,6 +189,7 @@ class TrainState:
     order: torch.Tensor | None = None  # the current epoch's permutation, None between epochs
     scheduler: dict[str, Any] | None = None  # lr_scheduler.state_dict(), when the run has one
     scaler: dict[str, Any] | None = None  # GradScaler.state_dict() (plain numbers), when the run scales its loss
+    recent_losses: list[float] | None = None  # a loss-spike breakpoint's window
 
 
 def pack_train_state(state: TrainState) -> bytes:
@@ -205,6 +206,7 @@ def pack_train_state(state: TrainState) -> bytes:
         "optimizer": opt_meta,
         "scheduler": None if state.scheduler is None else scheduler_to_json(state.scheduler),
         "scaler": state.scaler,
+        "recent_losses": state.recent_losses,
     }
     return pack(tensors, meta)
 
@@ -223,6 +225,7 @@ def unpack_train_state(blob: bytes) -> TrainState:
         order=tensors.get(_ORDER),
         scheduler=None if meta.get("scheduler") is None else scheduler_from_json(meta["scheduler"]),
         scaler=meta.get("scaler"),
+        recent_losses=meta.get("recent_losses"),
     )
 
 

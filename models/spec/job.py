@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, model_validator
 
 from models.spec.losses import LossSpec
 from models.spec.network import NetworkSpec
@@ -81,6 +81,31 @@ class CaptureSpec(_Req):
     )
 
 
+class LossSpike(_Req):
+    factor: Annotated[StrictFloat, Field(gt=1.0)] = Field(description="Pause when a loss exceeds this many times...")
+    window: Annotated[StrictInt, Field(ge=1, le=10_000)] = Field(
+        default=20, description="...the mean of the last this-many steps' losses."
+    )
+
+
+class Breakpoints(_Req):
+    """Rules checked after each step's backward, before its update: the first that holds pauses the job there.
+
+    Each rule reads the step's loss or gradients back from the device, one sync a step."""
+
+    nonfinite: StrictBool = Field(
+        default=False, description="A non-finite loss or gradient; names the first parameter, in backward order."
+    )
+    grad_norm_above: PosFloat | None = Field(
+        default=None, description="The gradients' total 2-norm (before any clipping) above this."
+    )
+    loss_above: StrictFloat | None = Field(default=None, description="The step's loss above this.")
+    loss_spike: LossSpike | None = None
+
+    def any(self) -> bool:
+        return self.nonfinite or any(v is not None for v in (self.grad_norm_above, self.loss_above, self.loss_spike))
+
+
 JobName = Annotated[str, Field(min_length=1, max_length=200)]
 Precision = Literal["32", "bf16-mixed", "16-mixed"]
 MAX_ACCUMULATE = 1024
@@ -127,6 +152,9 @@ class JobCreate(_Req):
     device: Device = "auto"
     capture: CaptureSpec = CaptureSpec()
     stop_on_nan: StrictBool = Field(default=True, description="Fail the job at the first non-finite loss.")
+    breakpoints: Breakpoints | None = Field(
+        default=None, description="Pause instead of going on (or failing) when a rule holds; resume or cancel."
+    )
 
     def training_settings(self) -> dict[str, object]:
         """How each step runs, as the job's record and the dashboard show it beside the metrics."""
@@ -172,3 +200,16 @@ class ForkChanges(_Req):
 class ForkCreate(_Req):
     step: Annotated[StrictInt, Field(ge=1)] = Field(description="A checkpoint the parent keeps.")
     changes: ForkChanges = ForkChanges()
+
+
+class ResumeChanges(_Req):
+    """What a paused job changes as it resumes; everything left out stays."""
+
+    lr: PosFloat | None = Field(default=None, description="Every parameter group's learning rate from here on.")
+    skip_batch: StrictBool = Field(
+        default=False, description="Leave out the batches of the step that paused; the step is taken on the next."
+    )
+
+
+class ResumeCreate(_Req):
+    changes: ResumeChanges = ResumeChanges()
