@@ -22,6 +22,7 @@ from api.routes import (
     job_captures,
     job_export,
     job_fork,
+    job_resume,
     job_tensorboard,
     job_views,
     jobs,
@@ -86,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(datasets.router)
     app.include_router(job_export.router)
     app.include_router(job_fork.router)
+    app.include_router(job_resume.router)
     app.include_router(usage.router)
     app.add_middleware(Idempotency, settings=settings)  # inside BodySizeLimit: it buffers bodies
     app.include_router(job_views.router)

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from gradserve.client import Client
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled", "pruned"})  # pruned: a sweep stopped the trial
+STOPPED = TERMINAL | {"paused"}  # paused: a breakpoint held; resume() or cancel() it
 POLL_S = 0.25
 RECONNECTS = 20  # a watch outlives this many dropped event streams
 
@@ -199,15 +200,24 @@ class Job:
         return str(self.refresh()["status"])
 
     def wait(self, timeout: float | None = None, *, check: bool = True) -> dict[str, Any]:
-        """Block until the job ends; ``JobFailed`` when it failed or was cancelled (unless ``check=False``)."""
+        """Block until the job ends or a breakpoint pauses it (see ``doc["breakpoint"]``); ``JobFailed`` when it
+        failed or was cancelled (unless ``check=False``)."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while (doc := self.refresh())["status"] not in TERMINAL:
+        while (doc := self.refresh())["status"] not in STOPPED:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"job {self.id} still {doc['status']} after {timeout} s")
             time.sleep(POLL_S)
-        if check and doc["status"] != "succeeded":
+        if check and doc["status"] not in {"succeeded", "paused"}:
             raise JobFailed(doc)
         return doc
+
+    def resume(self, *, lr: float | None = None, skip_batch: bool = False) -> dict[str, Any]:
+        """Queue a paused job again from the step it paused on: as it was, with a new ``lr``, or without that
+        step's batch (``skip_batch``)."""
+        changes: dict[str, Any] = {} if lr is None else {"lr": lr}
+        if skip_batch:
+            changes["skip_batch"] = True
+        return dict(self._client.request("POST", f"/v1/jobs/{self.id}/resume", json={"changes": changes}).json())
 
     def watch(self, console: Any = None) -> dict[str, Any]:
         """Follow the job live (a progress bar on a terminal, plain lines otherwise); returns its final state."""
@@ -231,7 +241,7 @@ class Job:
                     for event_id, event, data in sse_events(response.iter_lines()):
                         last = event_id or last
                         yield event, data
-                        if event == "state" and data.get("status") in TERMINAL:
+                        if event == "state" and data.get("status") in STOPPED:
                             return
                 return
             except (httpx.RemoteProtocolError, httpx.ReadError):

@@ -14,7 +14,7 @@ from gradserve import _wire
 from gradserve.errors import JobFailed
 from gradserve.jobs import (
     POLL_S,
-    TERMINAL,
+    STOPPED,
     Dataset,
     dataset_file,
     fork_changes,
@@ -41,11 +41,11 @@ class AsyncJob:
 
     async def wait(self, timeout: float | None = None, *, check: bool = True) -> dict[str, Any]:
         deadline = None if timeout is None else time.monotonic() + timeout
-        while (doc := await self.refresh())["status"] not in TERMINAL:
+        while (doc := await self.refresh())["status"] not in STOPPED:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"job {self.id} still {doc['status']} after {timeout} s")
             await asyncio.sleep(POLL_S)
-        if check and doc["status"] != "succeeded":
+        if check and doc["status"] not in {"succeeded", "paused"}:
             raise JobFailed(doc)
         return doc
 

@@ -52,6 +52,7 @@ class Watch:
         self.params = dict(net.named_parameters())
         self.recent: deque[float] = deque(maxlen=rules.spike_window)
         self.order: list[str] = []  # parameter names as their gradients landed: backward order
+        self.passed: int | None = None  # a step resumed past: a debugger's "continue" runs it unchecked
         if rules.nonfinite:
             for name, p in self.params.items():
                 if p.requires_grad:
@@ -70,6 +71,8 @@ class Watch:
         """``grads_scaled``: a loss scaler's overflowing gradients are its own to skip, so only the loss is
         checked for being finite then."""
         r = self.rules
+        if step == self.passed:
+            return None
         named = [(n, p.grad) for n, p in self.params.items() if p.grad is not None]
         values = [loss.detach().float().reshape(())]
         if r.grad_norm_above is not None:

@@ -26,6 +26,7 @@ from models.spec.network import NetworkSpec
 from models.store.keys import Keys
 from models.store.replies import opt_bytes, required
 from models.wire.tensors import from_safetensors
+from worker.breakpoints import Paused, Rules
 from worker.datasets import DataError, materialize
 from worker.engine import NonFiniteLoss, TrainConfig, Trainer, choose_device
 from worker.fork import start_fork
@@ -55,7 +56,7 @@ def run_job(client: redis.Redis, keys: Keys, settings: Settings, *, tenant: str,
     trainer: Trainer | None = None
     device = torch.device("cpu")
     try:
-        fields = ("request", "network", "plan", "attempt", "source_key", "fork", "checkpoint_step")
+        fields = ("request", "network", "plan", "attempt", "source_key", "fork", "checkpoint_step", "resume_changes")
         raw = [opt_bytes(v) for v in client.hmget(jk.job, list(fields))]
         req = JobCreate.model_validate_json(required(raw[0], "the job's request"))
         spec = _network(client, jk.init, required(raw[1], "the job's network"))
@@ -67,6 +68,10 @@ def run_job(client: redis.Redis, keys: Keys, settings: Settings, *, tenant: str,
             start_fork(trainer, unpack_train_state(blob), json.loads(raw[5]), req)
         elif blob is not None:
             trainer.load_state(unpack_train_state(blob))
+        if raw[7] is not None:  # resumed from a breakpoint, with changes
+            apply_resume(trainer, json.loads(raw[7]))
+            hooks.checkpoint(trainer.state())  # from here a lost worker resumes with the changes made
+            client.hdel(jk.job, "resume_changes")
         hooks.state(
             "running",
             device_used=str(device),
@@ -84,6 +89,12 @@ def run_job(client: redis.Redis, keys: Keys, settings: Settings, *, tenant: str,
             hooks.state(ended, final=True, finished_at=time.time(), step=trainer.step)
             return ended
         return "lease lost"
+    except Paused as paused:
+        # Nothing of the paused step is applied: its state is the one to resume from, or open a session at.
+        hooks.checkpoint(paused.state)
+        hooks.state("paused", final=True, step=paused.state.step, breakpoint=paused.hit.doc())
+        log.info("job %s paused: %s", job_id, paused)
+        return "paused"
     except (redis.ConnectionError, redis.TimeoutError):
         # Redis went away, not the job: leave it running; its lease lapses and, once Redis is back, a
         # reaper re-enqueues it to resume from its last checkpoint. Marking it failed would lose it.
@@ -141,9 +152,38 @@ def _build(
         precision=req.precision,
         compile=req.compile,
         channels_last=req.channels_last,
+        breakpoints=_rules(req),
         scheduler_interval="epoch" if sched is None else sched.interval,
     )
     return Trainer(net, criterion, optimizer, data, cfg, scheduler)
+
+
+def _rules(req: JobCreate) -> Rules | None:
+    bp = req.breakpoints
+    if bp is None or not bp.any():
+        return None
+    spike = bp.loss_spike
+    return Rules(
+        nonfinite=bp.nonfinite,
+        grad_norm_above=bp.grad_norm_above,
+        loss_above=bp.loss_above,
+        spike_factor=None if spike is None else spike.factor,
+        spike_window=20 if spike is None else spike.window,
+    )
+
+
+def apply_resume(trainer: Trainer, changes: dict[str, Any]) -> None:
+    """A paused job's changes as it resumes: a learning rate from here on, or the paused step's batches left out.
+    Without ``skip_batch`` the paused step runs unchecked, as a debugger's "continue" does."""
+    if "lr" in changes:
+        for group in trainer.optimizer.param_groups:
+            group["lr"] = group["initial_lr"] = changes["lr"]
+        if trainer.scheduler is not None:  # the schedule goes on from the new rate
+            trainer.scheduler.base_lrs = [changes["lr"]] * len(trainer.optimizer.param_groups)
+    if changes.get("skip_batch"):
+        trainer.skip_step()  # the step is taken on the next batch, and checked as any other
+    elif trainer.watch is not None:
+        trainer.watch.passed = trainer.step + 1  # else the rule would hold again on the same numbers
 
 
 @dataclass(frozen=True)

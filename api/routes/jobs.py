@@ -21,7 +21,7 @@ from api.strict_json import StrictJsonRoute
 from models.errors import Conflict, InvalidInput, NotFound
 from models.spec.job import JobCreate
 from models.spec.network import LENET_EXAMPLE
-from models.store.jobs import TERMINAL, JobStore
+from models.store.jobs import STOPPED, JobStore
 from models.tasks import broker_queue_key
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=StrictJsonRoute)
@@ -170,7 +170,7 @@ async def job_events(
 async def _stream(jobs: JobStore, tenant: str, job_id: str, cursor: str) -> AsyncIterator[bytes]:
     yield b"retry: 1000\n\n"
     while True:
-        ended = (await jobs.status(tenant=tenant, job_id=job_id)) in TERMINAL | {None}
+        ended = (await jobs.status(tenant=tenant, job_id=job_id)) in STOPPED | {None}
         # Once the job has ended nothing more can come, so read what is left without waiting.
         entries = await jobs.events(tenant=tenant, job_id=job_id, after=cursor, block_ms=0 if ended else KEEPALIVE_MS)
         if not entries:
@@ -181,5 +181,5 @@ async def _stream(jobs: JobStore, tenant: str, job_id: str, cursor: str) -> Asyn
         for entry_id, kind, data in entries:
             cursor = entry_id
             yield f"id: {entry_id}\nevent: {kind}\ndata: {data}\n\n".encode()
-            if kind == "state" and json.loads(data).get("status") in TERMINAL:
+            if kind == "state" and json.loads(data).get("status") in STOPPED:
                 return

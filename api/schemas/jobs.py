@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled", "pruned"]
+JobStatus = Literal["queued", "running", "paused", "succeeded", "failed", "cancelled", "pruned"]
 Number = float  # non-finite values are null, with the reason in ``non_finite`` (api.finite)
 
 
@@ -54,6 +54,9 @@ class JobPublic(BaseModel):
     resumed_from: int | None = None
     network_id: str | None = None
     batch_size: int | None = None
+    breakpoint: BreakpointPublic | None = Field(
+        default=None, description="The breakpoint that paused the job last: which rule, at which step, on what."
+    )
     training: dict[str, Any] | None = Field(
         default=None, description="How each step runs: precision, accumulation, compile, channels-last, clipping."
     )
@@ -68,6 +71,21 @@ class JobsPublic(BaseModel):
     count: int = Field(description="Items on this page.")
     total: int = Field(description="Items matching the filters, on all pages.")
     next_offset: int | None = Field(description="Pass as offset for the next page; null on the last.")
+
+
+class BreakpointPublic(BaseModel):
+    rule: Literal["nonfinite", "grad_norm_above", "loss_above", "loss_spike"]
+    step: int = Field(description="The step that paused: its update was not applied.")
+    value: float | str = Field(description="What the rule saw: the loss, the gradient norm, or 'nan'/'inf'.")
+    parameter: str | None = Field(
+        default=None, description="nonfinite: the first parameter, in backward order, whose gradient is not finite."
+    )
+
+
+class ResumePublic(BaseModel):
+    id: str
+    status: JobStatus
+    changes: dict[str, Any]
 
 
 class CancelPublic(BaseModel):

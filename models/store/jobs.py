@@ -26,6 +26,9 @@ from models.store.replies import (
 from models.store.usage import LEDGER_LUA, ledgers, over_quota, put_within_quota
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled", "pruned"})
+# Where nothing runs until someone acts: a wait or an event stream ends here as at an end. A paused job
+# (a breakpoint held) is resumed or cancelled.
+STOPPED = TERMINAL | {"paused"}
 _INTS = ("step", "total_steps", "epoch", "attempt", "checkpoint_step", "resumed_from", "batch_size", "threads")
 _FLOATS = (
     "loss",
@@ -39,12 +42,12 @@ _FLOATS = (
     "first_step_at",
 )
 _TEXT = ("id", "status", "error", "device", "device_used", "queue", "worker", "network_id", "name", "sweep")
-_JSON = ("tags", "parent", "training")
+_JSON = ("tags", "parent", "training", "breakpoint")
 
 _CANCEL = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 'missing' end
-if status == 'queued' then
+if status == 'queued' or status == 'paused' then
   redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[1])
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'type', 'state', 'data', ARGV[4])
   redis.call('SREM', KEYS[4], ARGV[5])
@@ -55,6 +58,26 @@ if status == 'running' then
   return 'cancelling'
 end
 return 'ended:' .. status
+"""
+
+# KEYS: the job hash, the events, the tenant's active set, the queued set. ARGV: job id, max concurrent,
+# changes (JSON), ttl, maxlen, the queued event, now, member, job key prefix.
+_RESUME = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return 'missing' end
+if status ~= 'paused' then return 'not:' .. status end
+local active = 0
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+  local s = redis.call('HGET', ARGV[9] .. id, 'status')
+  if s == 'queued' or s == 'running' then active = active + 1 end
+end
+if active >= tonumber(ARGV[2]) then return 'busy:' .. active end
+redis.call('HSET', KEYS[1], 'status', 'queued', 'resume_changes', ARGV[3])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'type', 'state', 'data', ARGV[6])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+redis.call('SADD', KEYS[3], ARGV[1])
+redis.call('ZADD', KEYS[4], ARGV[7], ARGV[8])
+return 'queued'
 """
 
 # KEYS: the job hash, the tenant's index, the tenant's active set, then every part. ARGV: job id.
@@ -268,6 +291,23 @@ class JobStore:
         ]
         event = json.dumps({"status": "cancelled", "reason": "cancelled while queued"})
         result = await script(keys=keys, args=[time.time(), ttl_s, max_records, event, job_id])
+        return result.decode() if isinstance(result, bytes) else str(result)
+
+    async def resume(
+        self, *, tenant: str, job_id: str, changes: dict[str, Any], max_concurrent: int, ttl_s: int, max_records: int
+    ) -> str:
+        """'queued', 'missing', 'not:<status>' (it is not paused), or 'busy:<active jobs>' (over the quota)."""
+        script = self.redis.register_script(_RESUME)
+        keys = [
+            self.keys.job(tenant, job_id),
+            self.part(tenant, job_id, JobPart.EVENTS),
+            self.keys.jobs_active(tenant),
+            self.keys.jobs_queued(),
+        ]
+        event = json.dumps({"status": "queued", "reason": "resumed", "changes": changes})
+        prefix = self.keys.job(tenant, "")
+        args: list[str | int | float] = [job_id, max_concurrent, json.dumps(changes), ttl_s, max_records, event]
+        result = await script(keys=keys, args=[*args, time.time(), f"{tenant}/{job_id}", prefix])
         return result.decode() if isinstance(result, bytes) else str(result)
 
     # --- records ---
