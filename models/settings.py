@@ -76,10 +76,11 @@ class Settings(BaseSettings):
     sweep_lease_ttl_s: float = Field(default=5.0, gt=0)
     sweep_ttl_s: int = 7 * 24 * 3600
 
-    # Faults and bounds. A queued job no worker has claimed this long after its message went out (and
-    # with its queue drained) is sent again: a worker killed between taking a message and claiming the
-    # job loses it. The lease makes a duplicate message harmless.
-    job_requeue_after_s: float = 30.0
+    # Faults and bounds. A queued job no worker has claimed this long after its message went out (or was
+    # last seen maybe waiting in its queue), with its queue drained, is sent again: a worker killed
+    # between taking a message and claiming the job loses it. A live worker claims within milliseconds,
+    # and the lease makes a duplicate message harmless.
+    job_requeue_after_s: float = Field(default=2.0, gt=0)
     # Everything a tenant stores (networks, datasets, jobs with their checkpoints and captures, counted
     # at their bound when submitted), checked before anything is written.
     tenant_storage_bytes: int = 4 * 1024**3

@@ -24,6 +24,7 @@ from models.wire.session import answer_frame, error_frame, read_ref, stamp
 from models.wire.tensors import from_safetensors
 from worker import session_store as store
 from worker import sessions as ops
+from worker.lock_release import release_when_back
 from worker.session_store import SessionCache
 
 log = logging.getLogger("gradserve.sessions")
@@ -87,7 +88,12 @@ def handle(client: redis.Redis, keys: Keys, settings: Settings, call: dict[str, 
     reply = keys.reply(attempt)
     pipe.lpush(reply, stamp(frame, (time.perf_counter() - started) * 1e3))
     pipe.expire(reply, settings.reply_ttl_s)
-    pipe.execute()
+    try:
+        pipe.execute()
+    except redis.RedisError:
+        if token is not None:  # the call dies with Redis; its lock must not outlive it
+            release_when_back(client, keys, tenant, sid, token, until=call["deadline"] + 1)
+        raise
 
 
 def _create(

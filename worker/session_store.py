@@ -32,6 +32,7 @@ from models.settings import Settings
 from models.store.keys import Keys
 from models.store.replies import opt_bytes
 from models.wire.session import heartbeat_stale
+from worker.lock_release import RELEASE
 from worker.sessions import ForwardRecord, LiveSession, LossRecord, build_live
 
 PARTS = ("params", "buffers", "grads", "optim", "rng", "fwd", "fwd_params", "loss", "graph")
@@ -60,7 +61,6 @@ STEAL = """
 if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('set', KEYS[1], ARGV[2], 'PX', ARGV[3]) return 1 end
 return 0
 """
-RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 
 
 class Abandoned(Exception):
