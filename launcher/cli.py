@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import math
 import os
 import socket
 import sys
@@ -121,7 +122,15 @@ def run_api(host: str, port: int) -> int:
     if problem:
         print(f"gradserve: {problem}", file=sys.stderr)
         return 2
-    uvicorn.run("api.main:create_app", factory=True, host=host, port=port, log_level="warning", access_log=False)
+    uvicorn.run(
+        "api.main:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        timeout_keep_alive=math.ceil(get_settings().http_keep_alive_s),
+    )
     return 0
 
 

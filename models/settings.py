@@ -41,6 +41,10 @@ class Settings(BaseSettings):
 
     # How long the API waits for a worker to answer a session call before giving up with a 504.
     call_timeout_s: float = 60.0
+    # Seconds the API keeps an idle HTTP connection open. Well past any client pool's idle expiry
+    # (httpx's: 5 s), so a client always drops an idle connection before the server does: at uvicorn's
+    # 5 s default, a request sent as the server closed its connection got no answer (a ReadError).
+    http_keep_alive_s: float = Field(default=75.0, gt=0)
     # Back-pressure on the sessions lane: calls waiting in a session queue beyond this many, or for a
     # worker longer than this, are answered 503 with Retry-After (and never run).
     session_queue_max: int = Field(default=1000, ge=1)
