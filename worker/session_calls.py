@@ -101,7 +101,7 @@ def _create(
 ) -> bytes:
     """Build and store a new session; a retried create (same Idempotency-Key, so same id) answers as the first."""
     tenant, sid = call["tenant"], call["session_id"]
-    if client.exists(keys.session(tenant, sid)):
+    if client.hexists(keys.session(tenant, sid), "version"):  # admission left a placeholder: not built yet
         return answer_frame(call["meta"]["public"], binary=binary)
     weights = None
     if call["meta"].get("format") == "export":
