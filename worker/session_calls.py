@@ -8,6 +8,7 @@ gives the same bits with ``torch.set_num_threads`` at that count.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import traceback
@@ -94,6 +95,8 @@ def handle(client: redis.Redis, keys: Keys, settings: Settings, call: dict[str, 
         if token is not None:  # the call dies with Redis; its lock must not outlive it
             release_when_back(client, keys, tenant, sid, token, until=call["deadline"] + 1)
         raise
+    with contextlib.suppress(redis.RedisError):  # housekeeping after the answer went out; retried later
+        store.prune_gone(client, keys, cache)
 
 
 def _create(
