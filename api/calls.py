@@ -15,7 +15,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -50,6 +50,15 @@ end
 redis.call('lpush', KEYS[1], ARGV[1])
 return 1
 """
+
+
+@dataclass
+class Waiting:
+    """A published call's message, looked for in its queue while no worker has claimed the call."""
+
+    queue: str
+    message: str  # as LPUSHed; redis-py encodes it back to the same UTF-8 bytes
+    gone_since: float | None = None  # when the message was first seen out of the queue, unclaimed
 
 
 class SessionCalls:
@@ -178,19 +187,30 @@ class SessionCalls:
             pipe.blpop([reply], timeout=self._slice_s)
             _, got = await pipe.execute()
             if got is None:
-                got = await self._wait(op, sid, attempt, sent)
+                got = await self._wait(
+                    op, sid, attempt, sent, Waiting(broker_queue_key(self.settings, queue), message.decode())
+                )
         return replace(read_frame(got[1], (time.perf_counter() - sent) * 1e3), call_id=call_id)
 
     @property
     def _slice_s(self) -> float:
         return min(1.0, self.settings.worker_heartbeat_ttl_s / 6)
 
-    async def _wait(self, op: str, sid: str, attempt: str, sent: float) -> tuple[bytes, bytes]:
-        """Wait on for the answer, ending the call early when no worker takes it in time or its worker died."""
+    async def _wait(self, op: str, sid: str, attempt: str, sent: float, waiting: Waiting) -> tuple[bytes, bytes]:
+        """Wait on for the answer, ending the call early when no worker takes it in time, the worker that
+        took its message died before claiming it, or the worker running it died."""
         settings, reply, claim_key = self.settings, self.keys.reply(attempt), self.keys.call_claim(attempt)
         while True:
             waited = time.perf_counter() - sent
             claim = await self.redis.get(claim_key)
+            if claim is None and await self._lost(waiting):
+                if await self.redis.set(claim_key, ABANDONED, nx=True, ex=int(settings.call_timeout_s) + 60):
+                    raise ServiceUnavailable(
+                        f"the session worker that took '{op}' off the queue died before starting it; "
+                        "the call was not run; retry shortly",
+                        retry_after=1,
+                    )
+                continue  # a worker took it just now
             if claim is None and waited >= min(settings.session_queue_wait_s, settings.call_timeout_s):
                 if await self.redis.set(claim_key, ABANDONED, nx=True, ex=int(settings.call_timeout_s) + 60):
                     raise ServiceUnavailable(
@@ -218,3 +238,18 @@ class SessionCalls:
             if got is not None:
                 key, frame = got
                 return as_bytes(key), as_bytes(frame)
+
+    async def _lost(self, waiting: Waiting) -> bool:
+        """Whether the call's message left its queue without any worker claiming the call, a whole slice
+        ago or more: a live worker claims within milliseconds of taking it, so the one that took it died.
+
+        A SIGKILLed worker's sockets outlive it while the kernel tears down its memory, and meanwhile
+        Redis hands the next message to its pending BRPOP; without this, that call waited out
+        GRADSERVE_SESSION_QUEUE_WAIT_S (30 s) for a worker that would never claim it.
+        """
+        if await self.redis.lpos(waiting.queue, waiting.message) is not None:
+            return False
+        now = time.perf_counter()
+        if waiting.gone_since is None:
+            waiting.gone_since = now
+        return now - waiting.gone_since >= self._slice_s

@@ -7,9 +7,12 @@ one more client trains small jobs back to back; throughput, latency and every an
     python bench/load.py --url http://127.0.0.1:8000 --key KEY   # against a running service
 
 Starts ``gradserve up`` (embedded Redis, single-user, loopback) unless ``--url`` is given, and times
-the bare PyTorch forward in the same run. The last line printed is one JSON object:
-``calls_per_s_<N>``, ``p50_ms_<N>``, ``p99_ms_<N>``, ``errors_5xx_<N>`` and ``errors_<N>`` (answers by
-status, 2xx left out) for each N, plus ``jobs_succeeded`` and the bare forward's rate.
+the bare PyTorch forward in the same run. Meanwhile ``--idlers`` connections each send a request every
+4.8-5.2 s, around the 5 s that uvicorn kept an idle connection by default: a request crossing the
+server's close got no answer (one in ~2,700 at 200 clients). The last line printed is one JSON object:
+``calls_per_s_<N>``, ``p50_ms_<N>``, ``p99_ms_<N>``, ``errors_5xx_<N>``, ``errors_<N>`` (answers by
+status, 2xx left out) and ``transport_errors_<N>`` (requests that got no answer: connections closed
+under them, even when resent) for each N, plus ``jobs_succeeded`` and the bare forward's rate.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import sys
 import time
 from collections import Counter
@@ -76,6 +80,21 @@ async def forwards(conn: KeepAlive, sid: str, body: bytes, until: float, lat: li
         await conn.close()
 
 
+async def idle_gaps(conn: KeepAlive, until: float, codes: Counter, seed: int) -> None:
+    """A request every 4.8-5.2 s on one kept connection, across the old keep-alive boundary."""
+    rng = random.Random(seed)
+    try:
+        while time.monotonic() < until:
+            try:
+                status, _, _ = await conn.request("GET", "/healthz", b"", JSON)
+                codes[status] += 1
+            except (Dropped, OSError) as exc:
+                codes[type(exc).__name__] += 1
+            await asyncio.sleep(rng.uniform(4.8, 5.2))
+    finally:
+        await conn.close()
+
+
 async def jobs_loop(client: httpx.AsyncClient, until: float, codes: Counter, done: Counter) -> None:
     while time.monotonic() < until:
         r = await client.post("/v1/jobs", json=JOB)
@@ -92,7 +111,9 @@ async def jobs_loop(client: httpx.AsyncClient, until: float, codes: Counter, don
             await asyncio.sleep(0.1)
 
 
-async def run(url: str, headers: dict[str, str], clients: int, seconds: float, body: bytes) -> dict[str, object]:
+async def run(
+    url: str, headers: dict[str, str], clients: int, seconds: float, body: bytes, idlers: int
+) -> dict[str, object]:
     limits = httpx.Limits(max_connections=clients + 8, max_keepalive_connections=clients + 8)
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=120, limits=limits) as client:
         codes: Counter = Counter()
@@ -105,17 +126,25 @@ async def run(url: str, headers: dict[str, str], clients: int, seconds: float, b
         until = t0 + seconds
         # The calls measured go over lean keep-alive connections (bench/raw_http.py): httpx's own CPU per
         # request would be the bottleneck on a 2-core box. Sessions and jobs keep using httpx.
-        work = [forwards(KeepAlive(url, headers), sid, body, until, lat, codes) for sid in sids]
+        conns = [KeepAlive(url, headers) for _ in range(len(sids) + idlers)]
+        work = [forwards(conn, sid, body, until, lat, codes) for conn, sid in zip(conns, sids, strict=False)]
+        work += [idle_gaps(conn, until, codes, seed) for seed, conn in enumerate(conns[len(sids) :])]
         await asyncio.gather(*work, jobs_loop(client, until, codes, done))
         elapsed = time.monotonic() - t0
-        await asyncio.gather(*(client.delete(f"/v1/sessions/{sid}") for sid in sids))
+        # After the run's idle stretch, on the pool's kept connections: a dropped one is a transport error.
+        for answer in await asyncio.gather(
+            *(client.delete(f"/v1/sessions/{sid}") for sid in sids), return_exceptions=True
+        ):
+            codes[answer.status_code if isinstance(answer, httpx.Response) else type(answer).__name__] += 1
     errors = {str(k): v for k, v in sorted(codes.items(), key=str) if not (isinstance(k, int) and k < 300)}
+    transport = sum(v for k, v in codes.items() if not isinstance(k, int)) + sum(c.dropped for c in conns)
     return {
         "calls_per_s": round(len(lat) / elapsed, 1),
         "p50_ms": round(pct(lat, 50) * 1e3, 1) if lat else None,
         "p99_ms": round(pct(lat, 99) * 1e3, 1) if lat else None,
         "errors_5xx": sum(v for k, v in codes.items() if not isinstance(k, int) or k >= 500),
         "errors": errors,
+        "transport_errors": transport,
         "jobs_succeeded": done["succeeded"],
     }
 
@@ -128,6 +157,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1, help="worker processes (gradserve up's default: 1)")
     parser.add_argument("--url", default=None, help="a running service (single-user, or set --key)")
     parser.add_argument("--key", default=None, help="API key for --url")
+    parser.add_argument("--idlers", type=int, default=32, help="connections sending every ~5 s (default 32)")
     args = parser.parse_args()
     seconds = 5.0 if args.quick else args.seconds
 
@@ -145,7 +175,7 @@ def main() -> int:
     result: dict[str, object] = {"workers": args.workers, "seconds": seconds, "bare_forward_per_s": round(bare_per_s)}
     try:
         for n in counts:
-            got = asyncio.run(run(url, headers, n, seconds, body))
+            got = asyncio.run(run(url, headers, n, seconds, body, args.idlers))
             print(f"{n} clients: {got}", flush=True)
             for code, text in sorted(SAMPLES.items()):
                 print(f"  first {code}: {text}", flush=True)
@@ -157,6 +187,8 @@ def main() -> int:
         if proc is not None:
             proc.terminate()
             proc.wait(timeout=60)
+    transport = sum(int(v) for k, v in result.items() if k.startswith("transport_errors_"))
+    print(f"transport errors (requests that got no answer): {transport}", flush=True)
     print(json.dumps(result))
     return 0
 

@@ -21,6 +21,9 @@ class KeepAlive:
         self.fixed = "".join(f"{k}: {v}\r\n" for k, v in {"Host": f"{self.host}:{self.port}", **headers}.items())
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
+        # Requests that got no answer on a kept connection (the server closed it), resent or not:
+        # each is a transport error a client without a retry would have seen.
+        self.dropped = 0
 
     async def request(
         self, method: str, path: str, body: bytes, content_type: str
@@ -35,6 +38,7 @@ class KeepAlive:
                 self.writer.write(head.encode("latin-1") + body)
                 return await self._answer()
             except (ConnectionError, asyncio.IncompleteReadError) as exc:
+                self.dropped += 1
                 await self.close()
                 if attempt == 1:
                     raise Dropped(str(exc)) from exc

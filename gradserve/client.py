@@ -21,6 +21,18 @@ TIMEOUT_S = 120.0
 SESSION_RETRIES = 5
 
 
+# A kept-alive connection can be closed by the server (or a proxy) just as a request goes out on it:
+# no answer comes, and nothing says whether the request was applied. Requests that may be applied twice
+# without harm are sent once more on a fresh connection; a POST only when it carries an Idempotency-Key.
+DROPPED = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+
+
+def _may_resend(method: str, kwargs: dict[str, Any]) -> bool:
+    headers = {k.lower() for k in kwargs.get("headers") or {}}
+    return method.upper() in IDEMPOTENT_METHODS or "idempotency-key" in headers
+
+
 def _settings(base_url: str | None, api_key: str | None) -> tuple[str, dict[str, str]]:
     url = base_url or os.environ.get("GRADSERVE_URL") or DEFAULT_URL
     key = api_key if api_key is not None else os.environ.get("GRADSERVE_API_KEY")
@@ -65,6 +77,11 @@ class Client:
         return str(self.http.base_url)
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return check(self.http.request(method, path, **kwargs))
+        except DROPPED:
+            if not _may_resend(method, kwargs):
+                raise
         return check(self.http.request(method, path, **kwargs))
 
     def session_call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -155,6 +172,11 @@ class AsyncClient:
         self.sessions = AsyncSessions(self)
 
     async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return check(await self.http.request(method, path, **kwargs))
+        except DROPPED:
+            if not _may_resend(method, kwargs):
+                raise
         return check(await self.http.request(method, path, **kwargs))
 
     async def aclose(self) -> None:

@@ -7,9 +7,13 @@ part each, which is what docker-compose and other process managers call.
 from __future__ import annotations
 
 import argparse
+import errno
+import math
 import os
+import socket
 import sys
 
+from launcher.privileges import NOTED_ENV, quiet_celery_root_warning, root_notice
 from launcher.tuning import keep_freed_memory
 from models.settings import get_settings
 from models.tasks import LANE_JOBS, LANE_QUEUES, LANE_SESSIONS, lane_queues
@@ -88,6 +92,29 @@ def refuse_open_single_user(host: str) -> str | None:
     return None
 
 
+def refuse_taken_port(host: str, port: int) -> str | None:
+    """Whether the API could listen on ``host:port``, asked before anything starts.
+
+    Otherwise `up` started Redis and the workers, the API failed to bind, and the stack gave up only
+    when readiness never came. The probe binds as uvicorn does (SO_REUSEADDR, so a port a previous run
+    left in TIME_WAIT counts as free, as it is to uvicorn).
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        return f"cannot listen on {host}: {exc.strerror}"
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return f"port {port} on {host} is already in use (another gradserve up?); choose another with --port"
+            return f"cannot listen on {host} port {port}: {exc.strerror}"
+    return None
+
+
 def run_api(host: str, port: int) -> int:
     import uvicorn
 
@@ -95,7 +122,15 @@ def run_api(host: str, port: int) -> int:
     if problem:
         print(f"gradserve: {problem}", file=sys.stderr)
         return 2
-    uvicorn.run("api.main:create_app", factory=True, host=host, port=port, log_level="warning", access_log=False)
+    uvicorn.run(
+        "api.main:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        timeout_keep_alive=math.ceil(get_settings().http_keep_alive_s),
+    )
     return 0
 
 
@@ -106,6 +141,10 @@ def run_worker(queues: str | None, name: str | None, loglevel: str, *, lane: str
         # never waits on another's threads, and its own spin-waiting keeps small ops fast.
         os.environ["OMP_NUM_THREADS"] = str(threads)
     keep_freed_memory()
+    quiet_celery_root_warning()
+    notice = root_notice()
+    if notice and not os.environ.get(NOTED_ENV):  # `gradserve up` said it once for all its workers
+        print(f"gradserve: {notice}", file=sys.stderr, flush=True)
     if queues is None:
         import torch
 

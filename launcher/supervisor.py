@@ -24,8 +24,9 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from launcher.cli import refuse_open_single_user
+from launcher.cli import refuse_open_single_user, refuse_taken_port
 from launcher.embedded_redis import start_redis
+from launcher.privileges import NOTED_ENV, root_notice
 from launcher.threads import split_threads, usable_cores
 from models.settings import get_settings
 from models.store.connect import redacted
@@ -129,7 +130,7 @@ class Stack:
 
 
 def run_up(*, host: str, port: int, workers: int, session_workers: int = 1, data_dir: str) -> int:
-    problem = refuse_open_single_user(host)
+    problem = refuse_open_single_user(host) or refuse_taken_port(host, port)
     if problem:
         _say(problem)
         return 2
@@ -141,6 +142,10 @@ def run_up(*, host: str, port: int, workers: int, session_workers: int = 1, data
         signal.signal(sig, lambda *_: stop.set())
 
     env = dict(os.environ)
+    notice = root_notice()
+    if notice:
+        _say(notice)
+        env[NOTED_ENV] = "1"
     redis_proc = None
     settings = get_settings()
     if settings.redis_url is None:
@@ -174,11 +179,41 @@ def run_up(*, host: str, port: int, workers: int, session_workers: int = 1, data
         _say("stopped")
 
 
+# A dead API is restarted after 0.5, 1, 2, 4, 8 s; the sixth death within API_RESTART_WINDOW_S stops
+# everything, since an API that cannot stay up (a bad setting, the port taken) will not get better.
+API_RESTART_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0)
+API_RESTART_WINDOW_S = 300.0
+
+
+class ApiRestarts:
+    """When the API may be started again: bounded, with a backoff that resets once it stays up."""
+
+    def __init__(self) -> None:
+        self.deaths: list[float] = []
+
+    def delay_after_death(self, now: float) -> float | None:
+        """Seconds to wait before the next start, or None when it has died too often to try again."""
+        self.deaths = [t for t in self.deaths if now - t < API_RESTART_WINDOW_S] + [now]
+        if len(self.deaths) > len(API_RESTART_DELAYS_S):
+            return None
+        return API_RESTART_DELAYS_S[len(self.deaths) - 1]
+
+
 def _supervise(stack: Stack, stop: threading.Event, redis_proc: subprocess.Popen[bytes] | None) -> int:
+    restarts = ApiRestarts()
     while not stop.wait(0.5):
         if stack.api is not None and stack.api.poll() is not None:
-            _say(f"the API exited with {stack.api.returncode}; stopping")
-            return 1
+            # The workers and Redis do not depend on the API process: only the API is started again.
+            delay = restarts.delay_after_death(time.monotonic())
+            if delay is None:
+                deaths = len(restarts.deaths)
+                window = f"{API_RESTART_WINDOW_S:g} s"
+                _say(f"the API exited with {stack.api.returncode}, {deaths} times within {window}; stopping")
+                return 1
+            _say(f"the API exited with {stack.api.returncode}; restarting it in {delay:g} s")
+            if stop.wait(delay):
+                break
+            stack.start_api()
         if redis_proc is not None and redis_proc.poll() is not None:
             _say(f"the embedded Redis exited with {redis_proc.returncode}; stopping")
             return 1

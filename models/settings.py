@@ -41,6 +41,10 @@ class Settings(BaseSettings):
 
     # How long the API waits for a worker to answer a session call before giving up with a 504.
     call_timeout_s: float = 60.0
+    # Seconds the API keeps an idle HTTP connection open. Well past any client pool's idle expiry
+    # (httpx's: 5 s), so a client always drops an idle connection before the server does: at uvicorn's
+    # 5 s default, a request sent as the server closed its connection got no answer (a ReadError).
+    http_keep_alive_s: float = Field(default=75.0, gt=0)
     # Back-pressure on the sessions lane: calls waiting in a session queue beyond this many, or for a
     # worker longer than this, are answered 503 with Retry-After (and never run).
     session_queue_max: int = Field(default=1000, ge=1)
@@ -76,10 +80,11 @@ class Settings(BaseSettings):
     sweep_lease_ttl_s: float = Field(default=5.0, gt=0)
     sweep_ttl_s: int = 7 * 24 * 3600
 
-    # Faults and bounds. A queued job no worker has claimed this long after its message went out (and
-    # with its queue drained) is sent again: a worker killed between taking a message and claiming the
-    # job loses it. The lease makes a duplicate message harmless.
-    job_requeue_after_s: float = 30.0
+    # Faults and bounds. A queued job no worker has claimed this long after its message went out (or was
+    # last seen maybe waiting in its queue), with its queue drained, is sent again: a worker killed
+    # between taking a message and claiming the job loses it. A live worker claims within milliseconds,
+    # and the lease makes a duplicate message harmless.
+    job_requeue_after_s: float = Field(default=2.0, gt=0)
     # Everything a tenant stores (networks, datasets, jobs with their checkpoints and captures, counted
     # at their bound when submitted), checked before anything is written.
     tenant_storage_bytes: int = 4 * 1024**3

@@ -6,10 +6,13 @@ every worker runs this light loop. The check-and-requeue is one Lua script, so o
 that see an orphan only one re-enqueues it; the new run resumes from the job's last checkpoint.
 
 A worker killed between taking a message off its queue and claiming the job (a window kombu does not
-close: the message is neither in the queue nor in ``unacked`` afterwards) loses the job outright. So a
-job still ``queued`` ``GRADSERVE_JOB_REQUEUE_AFTER_S`` after its message was sent, with no lease and
-its queue drained (its message is not waiting behind others), is sent again. A duplicate message is
-harmless: a run claims the job's lease before it starts, and a job that ended is not run again.
+close: the message is neither in the queue nor in ``unacked`` afterwards) loses the job outright. The
+window is wider than it looks: a SIGKILLed worker tears down its memory before the kernel closes its
+sockets, and meanwhile Redis hands the next message to its pending BRPOP. So a job still ``queued``
+``GRADSERVE_JOB_REQUEUE_AFTER_S`` after its message was sent, or last seen maybe waiting in its queue,
+with no lease and its queue drained, is sent again. A live worker claims the lease within milliseconds
+of taking the message, so the bound can be short; and a duplicate message is harmless: a run claims the
+job's lease before it starts, and a job that ended is not run again.
 """
 
 from __future__ import annotations
@@ -45,14 +48,16 @@ return 'requeue'
 """
 
 # KEYS: job, lease, queued set, the queue's broker list. ARGV: member, cutoff (sent before it: lost), now.
+# The score is when the message was sent, or last seen possibly waiting in its queue: a job queued
+# behind others for an hour is resent only once its queue has stood empty, unclaimed, past the cutoff.
 _RESEND = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'queued' then redis.call('ZREM', KEYS[3], ARGV[1]) return 'gone' end
 if redis.call('EXISTS', KEYS[2]) == 1 then return 'leased' end
 local sent = redis.call('ZSCORE', KEYS[3], ARGV[1])
 if not sent or tonumber(sent) > tonumber(ARGV[2]) then return 'fresh' end
-if redis.call('LLEN', KEYS[4]) > 0 then return 'waiting' end
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+if redis.call('LLEN', KEYS[4]) > 0 then return 'waiting' end
 return redis.call('HINCRBY', KEYS[1], 'resent', 1)
 """
 

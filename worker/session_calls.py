@@ -8,6 +8,7 @@ gives the same bits with ``torch.set_num_threads`` at that count.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import traceback
@@ -24,6 +25,7 @@ from models.wire.session import answer_frame, error_frame, read_ref, stamp
 from models.wire.tensors import from_safetensors
 from worker import session_store as store
 from worker import sessions as ops
+from worker.lock_release import release_when_back
 from worker.session_store import SessionCache
 
 log = logging.getLogger("gradserve.sessions")
@@ -87,7 +89,14 @@ def handle(client: redis.Redis, keys: Keys, settings: Settings, call: dict[str, 
     reply = keys.reply(attempt)
     pipe.lpush(reply, stamp(frame, (time.perf_counter() - started) * 1e3))
     pipe.expire(reply, settings.reply_ttl_s)
-    pipe.execute()
+    try:
+        pipe.execute()
+    except redis.RedisError:
+        if token is not None:  # the call dies with Redis; its lock must not outlive it
+            release_when_back(client, keys, tenant, sid, token, until=call["deadline"] + 1)
+        raise
+    with contextlib.suppress(redis.RedisError):  # housekeeping after the answer went out; retried later
+        store.prune_gone(client, keys, cache)
 
 
 def _create(
@@ -95,7 +104,7 @@ def _create(
 ) -> bytes:
     """Build and store a new session; a retried create (same Idempotency-Key, so same id) answers as the first."""
     tenant, sid = call["tenant"], call["session_id"]
-    if client.exists(keys.session(tenant, sid)):
+    if client.hexists(keys.session(tenant, sid), "version"):  # admission left a placeholder: not built yet
         return answer_frame(call["meta"]["public"], binary=binary)
     weights = None
     if call["meta"].get("format") == "export":

@@ -18,13 +18,19 @@ worker changed since, so calls that alternate between workers stay cheap.
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import json
 import logging
+import sys
+import time
 from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import redis
+import torch
 
 from models.errors import Conflict, NotFound, ServiceUnavailable
 from models.nn import state_codec
@@ -32,6 +38,8 @@ from models.settings import Settings
 from models.store.keys import Keys
 from models.store.replies import opt_bytes
 from models.wire.session import heartbeat_stale
+from worker.lock_release import RELEASE
+from worker.session_inputs import batch_size
 from worker.sessions import ForwardRecord, LiveSession, LossRecord, build_live
 
 PARTS = ("params", "buffers", "grads", "optim", "rng", "fwd", "fwd_params", "loss", "graph")
@@ -60,7 +68,6 @@ STEAL = """
 if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('set', KEYS[1], ARGV[2], 'PX', ARGV[3]) return 1 end
 return 0
 """
-RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 
 
 class Abandoned(Exception):
@@ -74,11 +81,25 @@ class Recorded:
     frame: bytes
 
 
+def _nbytes(tensors: Iterable[torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
 def footprint(s: LiveSession) -> int:
     """Bytes a live session holds, estimated: its weights, their grads and two optimizer moments (Adam's),
-    and its buffers."""
-    params = sum(p.numel() * p.element_size() for p in s.net.parameters())
-    return 4 * params + sum(b.numel() * b.element_size() for b in s.net.buffers())
+    its buffers, and what its last forward and loss keep: the input, the states a replay starts from, the
+    weights it used, and its live autograd graph's saved activations (as admission estimated them)."""
+    total = 4 * _nbytes(s.net.parameters()) + _nbytes(s.net.buffers())
+    rec = s.fwd
+    if rec is not None:
+        total += _nbytes(rec.input.values() if isinstance(rec.input, dict) else [rec.input])
+        total += _nbytes(rec.rng_before.values()) + _nbytes(rec.buffers_before.values())
+        total += _nbytes((rec.params_at_forward or {}).values())
+        if rec.output is not None:
+            total += int(s.meta.get("activation_bytes_per_sample", 0)) * batch_size(rec.input)
+    if s.loss is not None:
+        total += _nbytes([s.loss.target])
+    return total
 
 
 class SessionCache:
@@ -90,6 +111,7 @@ class SessionCache:
         self.budget = budget_bytes
         self.used = 0
         self._items: OrderedDict[tuple[str, str], tuple[LiveSession, int]] = OrderedDict()
+        self.pruned_at = time.monotonic()
 
     def get(self, tenant: str, sid: str) -> LiveSession | None:
         got = self._items.get((tenant, sid))
@@ -101,7 +123,7 @@ class SessionCache:
     def put(self, s: LiveSession) -> None:
         key = (s.tenant, s.sid)
         old = self._items.pop(key, None)
-        cost = old[1] if old is not None and old[0] is s else footprint(s)
+        cost = footprint(s)  # again for a session already in: its forward may have grown it
         self.used += cost - (old[1] if old is not None else 0)
         self._items[key] = (s, cost)
         while self.used > self.budget and len(self._items) > 1:  # the session in use always stays
@@ -113,8 +135,47 @@ class SessionCache:
         if got is not None:
             self.used -= got[1]
 
+    def prune(self, alive: Callable[[list[tuple[str, str]]], list[bool]]) -> int:
+        """Drop the sessions ``alive`` says are gone (deleted or expired: this worker is not told);
+        how many were dropped."""
+        ids = list(self._items)
+        gone = [key for key, here in zip(ids, alive(ids), strict=True) if not here]
+        for tenant, sid in gone:
+            self.drop(tenant, sid)
+        return len(gone)
+
     def __len__(self) -> int:
         return len(self._items)
+
+
+# How often a session worker looks for cached sessions deleted or expired since, and hands their memory back.
+PRUNE_EVERY_S = 10.0
+
+
+def prune_gone(client: redis.Redis, keys: Keys, cache: SessionCache) -> None:
+    """At most every PRUNE_EVERY_S: drop cached sessions whose state left Redis, then return the freed
+    memory to the system (the workers keep freed memory for reuse otherwise: ``launcher.tuning``)."""
+    now = time.monotonic()
+    if now - cache.pruned_at < PRUNE_EVERY_S or not len(cache):
+        return
+    cache.pruned_at = now
+
+    def alive(ids: list[tuple[str, str]]) -> list[bool]:
+        pipe = client.pipeline(transaction=False)
+        for tenant, sid in ids:
+            pipe.exists(keys.session(tenant, sid))
+        return [bool(n) for n in pipe.execute()]
+
+    if cache.prune(alive):
+        gc.collect()  # a live graph's reference cycles hold its activations until collected
+        _trim_heap()
+
+
+def _trim_heap() -> None:
+    """Hand the heap's free memory back to the kernel once: workers keep freed memory for reuse
+    (``launcher.tuning.keep_freed_memory``), which would keep deleted sessions' memory for good."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def claim(client: redis.Redis, keys: Keys, attempt: str, worker: str, ttl_s: float) -> None:

@@ -145,7 +145,8 @@ async def _start(
     store: Store = request.app.state.store
     device, queue = await _place(body.device, store)
     sid, call_id = _new_session_id(request, tenant)
-    await session_quota.admit(store.redis, store.keys, calls.settings, tenant, sid)
+    state_bytes = session_quota.state_bound(int(summary["num_elements"]))
+    await session_quota.admit(store.redis, store.keys, calls.settings, tenant, sid, state_bytes)
     optimizer = None if body.optimizer is None else body.optimizer.model_dump(mode="json", exclude_unset=True)
     public = {
         "id": sid,
@@ -176,8 +177,7 @@ async def _start(
             call_id=call_id,
         )
     except BaseException:
-        if not await store.redis.exists(store.keys.session(tenant, sid)):
-            await session_quota.release(store.redis, store.keys, tenant, sid)
+        await session_quota.forget_unbuilt(store.redis, store.keys, tenant, sid)
         raise
     calls.remember(tenant, sid, queue)
     return _json(reply, status.HTTP_201_CREATED)

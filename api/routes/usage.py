@@ -25,12 +25,14 @@ class UsagePublic(BaseModel):
     networks: KindUsage
     datasets: KindUsage
     jobs: KindUsage
+    sessions: KindUsage
 
 
 @router.get("", response_model=UsagePublic)
 async def get_usage(redis: RedisDep, store: StoreDep, tenant: TenantDep, settings: SettingsDep) -> dict[str, Any]:
-    """Bytes and counts of the tenant's networks, datasets and jobs (a job counts at the most it may
-    write: data, checkpoints, gradient snapshots, records), and the quota they count against."""
+    """Bytes and counts of the tenant's networks, datasets, jobs and sessions (a job counts at the most it
+    may write: data, checkpoints, gradient snapshots, records; a session at the most its state holds:
+    weights, grads, optimizer moments), and the quota they count against."""
     kinds = await summary(redis, store.keys, tenant=tenant)
     total = sum(k["bytes"] for k in kinds.values())
     return {"tenant": tenant, "bytes": total, "quota_bytes": settings.tenant_storage_bytes, **kinds}

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -78,13 +80,27 @@ class NetworkSummary:
         }
 
 
-_CLASSES: dict[str, type[SpecNet]] = {}
+# Classes made for network names, most recently used last. Bounded: every distinct name, a refused
+# request's too, made one for the process's life (20k names held 44 MB in the API). A name evicted
+# and seen again gets a new class, which nothing tells apart from the old one but identity.
+NET_CLASSES_KEPT = 256
+_CLASSES: OrderedDict[str, type[SpecNet]] = OrderedDict()
+
+
+_CLASSES_LOCK = threading.Lock()  # the API validates networks on several threads
 
 
 def _net_class(name: str) -> type[SpecNet]:
-    if name not in _CLASSES:
-        _CLASSES[name] = type(name, (SpecNet,), {"__module__": "gradserve.networks", "__qualname__": name})
-    return _CLASSES[name]
+    with _CLASSES_LOCK:
+        cls = _CLASSES.get(name)
+        if cls is None:
+            cls = type(name, (SpecNet,), {"__module__": "gradserve.networks", "__qualname__": name})
+            _CLASSES[name] = cls
+            while len(_CLASSES) > NET_CLASSES_KEPT:
+                _CLASSES.popitem(last=False)
+        else:
+            _CLASSES.move_to_end(name)
+        return cls
 
 
 def label(layer: LayerBase, index: int) -> str:

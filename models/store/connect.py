@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 from models.settings import Settings
 
@@ -58,15 +58,26 @@ def _pool_checks_connections() -> dict[str, Any]:
 
 
 def redacted(url: str) -> str:
-    """``url`` with its password (and a user name beside it) replaced by ``***``, for logs."""
+    """``url`` with every password in it replaced by ``***``, for logs.
+
+    redis-py reads a password from the user part (``redis://user:pw@host``) and from the query
+    (``?password=pw``, the only place a ``unix://`` socket URL can carry one); both are masked, and a
+    user part without a password too, since a password put there by mistake would otherwise show.
+    """
     parts = urlsplit(url)
-    if parts.password is None and parts.username is None:
-        return url
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    user = parts.username or ""
-    creds = f"{user}:***" if parts.password is not None else "***"
-    return urlunsplit(parts._replace(netloc=f"{creds}@{host}"))
+    netloc = parts.netloc
+    if "@" in netloc:
+        user_part, host = netloc.rsplit("@", 1)
+        user, has_password, _ = user_part.partition(":")
+        netloc = f"{user}:***@{host}" if has_password else f"***@{host}"
+    query = "&".join(_redacted_pair(pair) for pair in parts.query.split("&")) if parts.query else ""
+    if not parts.netloc and url.startswith(f"{parts.scheme}://"):  # unix:///path: urlunsplit would drop the //
+        return f"{parts.scheme}://{parts.path}" + (f"?{query}" if query else "") + url[len(url.split("#")[0]) :]
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def _redacted_pair(pair: str) -> str:
+    key, has_value, _ = pair.partition("=")
+    if has_value and unquote_plus(key).strip().lower() == "password":
+        return f"{key}=***"
+    return pair

@@ -93,37 +93,37 @@ return 'deleted'
 """
 
 
-# KEYS: the three usage ledgers, job, data, events, index, active set, queued set. ARGV: bytes to book,
+# KEYS: the four usage ledgers (jobs' the third), job, data, events, index, active set, queued set. ARGV: bytes to book,
 # quota, max concurrent, ttl, maxlen, queued event, created_at, member, job id, job key prefix, data, then
 # the job's field/value pairs. Returns {1, 0}, {2, active jobs} or {3, bytes used}.
 _ADMIT = (
     LEDGER_LUA
     + """
 local active = 0
-for _, id in ipairs(redis.call('SMEMBERS', KEYS[8])) do
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[9])) do
   local status = redis.call('HGET', ARGV[10] .. id, 'status')
   if status == 'queued' or status == 'running' then active = active + 1
-  else redis.call('SREM', KEYS[8], id) end
+  else redis.call('SREM', KEYS[9], id) end
 end
 if active >= tonumber(ARGV[3]) then return {2, active} end
-local used = ledger_bytes(1, 3)
+local used = ledger_bytes(1, 4)
 if used + tonumber(ARGV[1]) > tonumber(ARGV[2]) then return {3, used} end
 local ttl = ARGV[4]
-redis.call('HSET', KEYS[4], unpack(ARGV, 12, #ARGV))
-redis.call('EXPIRE', KEYS[4], ttl)
+redis.call('HSET', KEYS[5], unpack(ARGV, 12, #ARGV))
+redis.call('EXPIRE', KEYS[5], ttl)
 if ARGV[11] ~= '' then
-  redis.call('HSET', KEYS[5], 'data', ARGV[11])
-  redis.call('EXPIRE', KEYS[5], ttl)
+  redis.call('HSET', KEYS[6], 'data', ARGV[11])
+  redis.call('EXPIRE', KEYS[6], ttl)
 end
-redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[5], '*', 'type', 'state', 'data', ARGV[6])
-redis.call('EXPIRE', KEYS[6], ttl)
-redis.call('ZADD', KEYS[7], ARGV[7], ARGV[9])
+redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[5], '*', 'type', 'state', 'data', ARGV[6])
 redis.call('EXPIRE', KEYS[7], ttl)
-redis.call('SADD', KEYS[8], ARGV[9])
+redis.call('ZADD', KEYS[8], ARGV[7], ARGV[9])
 redis.call('EXPIRE', KEYS[8], ttl)
-redis.call('ZADD', KEYS[3], ARGV[1], KEYS[4])
+redis.call('SADD', KEYS[9], ARGV[9])
+redis.call('EXPIRE', KEYS[9], ttl)
+redis.call('ZADD', KEYS[3], ARGV[1], KEYS[5])
 if redis.call('TTL', KEYS[3]) < tonumber(ttl) then redis.call('EXPIRE', KEYS[3], ttl) end
-redis.call('ZADD', KEYS[9], ARGV[7], ARGV[8])
+redis.call('ZADD', KEYS[10], ARGV[7], ARGV[8])
 return {1, 0}
 """
 )

@@ -1,7 +1,8 @@
 """What each tenant stores, and the per-tenant storage quota checked before anything is written.
 
 One sorted set per kind of object (``Keys.usage``): members are the objects' own Redis keys, scores
-their bytes (for a job, the bound on everything it may write: data, checkpoints, captures, records).
+their bytes (for a job, the bound on everything it may write: data, checkpoints, captures, records; for a
+session, the bound on the state it keeps: see ``api.session_quota``).
 An object that expired or was deleted is dropped from its ledger the next time the ledger is summed,
 so the ledgers need no cleanup of their own. Summing and writing happen in one Lua script, so two
 uploads at once cannot both slip under the quota.
@@ -16,7 +17,7 @@ from redis.asyncio import Redis
 from models.errors import PayloadTooLarge
 from models.store.keys import Keys
 
-KINDS = ("networks", "datasets", "jobs")
+KINDS = ("networks", "datasets", "jobs", "sessions")
 
 # Lua: the bytes the ledgers KEYS[first..last] hold, pruning members whose object is gone.
 LEDGER_LUA = """
@@ -76,8 +77,9 @@ def ledgers(keys: Keys, tenant: str) -> list[str]:
 def over_quota(*, used: int, adding: int, quota: int, what: str) -> PayloadTooLarge:
     return PayloadTooLarge(
         f"{what} needs {adding:,} bytes, but the tenant already stores {used:,} of its {quota:,} "
-        "(GRADSERVE_TENANT_STORAGE_BYTES); delete datasets you no longer need (DELETE /v1/datasets/{id}) "
-        "or wait for old jobs to expire; GET /v1/usage shows what is stored"
+        "(GRADSERVE_TENANT_STORAGE_BYTES); delete datasets or sessions you no longer need "
+        "(DELETE /v1/datasets/{id}, DELETE /v1/sessions/{id}) or wait for old jobs to expire; "
+        "GET /v1/usage shows what is stored"
     )
 
 

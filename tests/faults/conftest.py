@@ -3,9 +3,12 @@ password, killed and restarted at will), short fault bounds, and tenants of its 
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,7 +77,6 @@ def fault_service(tmp_path_factory: pytest.TempPathFactory, own_redis: OwnRedis)
         "REDIS_URL": own_redis.url,
         "GRADSERVE_API_KEYS": ",".join(f"{k}:{t}" for t, k in TENANTS.items()),
         "GRADSERVE_KEY_PREFIX": PREFIX,
-        "GRADSERVE_JOB_REQUEUE_AFTER_S": "2",
         "GRADSERVE_JOB_LEASE_TTL_S": "3",
         "GRADSERVE_JOB_REAPER_INTERVAL_S": "0.5",
         "GRADSERVE_TENANT_STORAGE_BYTES": str(QUOTA_BYTES),
@@ -86,3 +88,24 @@ def fault_service(tmp_path_factory: pytest.TempPathFactory, own_redis: OwnRedis)
     svc.keys = dict(TENANTS)
     yield svc
     stop_service(svc)
+
+
+@contextmanager
+def message_taken_by_a_dying_worker(service: Service, own_redis: OwnRedis, lane: str, queue: str) -> Iterator[None]:
+    """Inside: every worker of ``lane`` is stopped, so the message sent there is handed to one's pending
+    BRPOP, as Redis does while a SIGKILLed worker's sockets outlive it; on leaving, they are SIGKILLed.
+
+    A stopped worker's BRPOP lapses within kombu's 1 s poll, so the message must go out at once; when
+    it still lands in the queue (no BRPOP was pending), the caller sees ``AssertionError`` and nothing
+    was lost. The supervisor starts new workers in their place.
+    """
+    pids = [w["pid"] for w in service.wait_workers(2, lane=lane)]
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+        time.sleep(0.3)  # the message reaches Redis
+        assert own_redis.client().llen(f"{PREFIX}:celery:{queue}") == 0, "no stopped worker took the message"
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)

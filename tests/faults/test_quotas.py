@@ -79,3 +79,34 @@ def test_full_redis_is_507_and_nothing_is_stored(fault_service: Service, own_red
         assert response.status_code == 507, response.text
         assert "maxmemory" in response.json()["detail"]
         assert bob.get("/v1/usage").json()["datasets"]["count"] == before
+
+
+def test_sessions_count_in_storage_and_are_refused_past_it(fault_service: Service) -> None:
+    """A session's state in Redis escaped the storage quota and /v1/usage; it now books the most it holds."""
+    with fault_service.client("bob") as bob:
+        before = bob.get("/v1/usage").json()
+        room = before["quota_bytes"] - before["bytes"]
+        # A session's state holds each weight several times (weights, grads, optimizer moments): this one's
+        # weights alone are over a tenth of the room left, so two do not fit.
+        inputs = room // 10 // 4 // 8 + 1
+        wide = {
+            "name": "Wide",
+            "input_shape": [inputs],
+            "layers": [{"name": "fc", "type": "Linear", "in_features": inputs, "out_features": 8}],
+        }
+        body = {"network": wide, "seed": 0, "optimizer": {"type": "Adam", "lr": 0.001}}
+        first = bob.post("/v1/sessions", json=body)
+        assert first.status_code == 201, first.text
+        usage = bob.get("/v1/usage").json()
+        assert usage["sessions"]["count"] == before["sessions"]["count"] + 1
+        assert usage["sessions"]["bytes"] - before["sessions"]["bytes"] >= 4 * 2 * inputs * 8  # weights and grads
+        assert usage["bytes"] == before["bytes"] + usage["sessions"]["bytes"] - before["sessions"]["bytes"]
+        second = bob.post("/v1/sessions", json=body)
+        assert second.status_code == 413, second.text
+        detail = second.json()["detail"]
+        assert detail.startswith("the session's state needs") and "GRADSERVE_TENANT_STORAGE_BYTES" in detail
+        assert bob.delete(f"/v1/sessions/{first.json()['id']}").status_code == 204
+        assert bob.get("/v1/usage").json()["sessions"] == before["sessions"]
+        again = bob.post("/v1/sessions", json=body)
+        assert again.status_code == 201, again.text
+        assert bob.delete(f"/v1/sessions/{again.json()['id']}").status_code == 204

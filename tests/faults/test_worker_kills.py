@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import pytest
 
 from tests.conftest import Service
-from tests.faults.conftest import PREFIX, OwnRedis
+from tests.faults.conftest import PREFIX, OwnRedis, message_taken_by_a_dying_worker
 from tests.integration.jobs_helpers import mlp_job, submit, wait_final, wait_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
@@ -57,3 +58,22 @@ def test_sigkill_idle_and_busy_workers_loses_nothing(fault_service: Service) -> 
         assert done["status"] == "succeeded" and done["attempt"] >= 2, done
         steps = alice.get(f"/v1/jobs/{busy}/metrics").json()["step"]
         assert steps == list(range(1, 1501))
+
+
+def test_a_job_taken_by_a_worker_that_died_is_sent_again_within_seconds(
+    fault_service: Service, own_redis: OwnRedis
+) -> None:
+    """Its message went to a dying worker's BRPOP: it used to wait GRADSERVE_JOB_REQUEUE_AFTER_S (then 30 s)
+    to be sent again; now once its queue has stood empty, unclaimed, for 2 s. Any worker's reaper sends it
+    (the session workers' too, while new job workers start)."""
+    r = own_redis.client()
+    with fault_service.client("dave") as dave:
+        with message_taken_by_a_dying_worker(fault_service, own_redis, "jobs", "cpu"):
+            job_id = submit(dave, mlp_job(steps=5))
+            submitted = time.monotonic()
+        # A correctness bound, far below the 30 s the job used to wait.
+        while not int(r.hget(f"{PREFIX}:dave:job:{job_id}", "resent") or 0):
+            assert time.monotonic() - submitted < 10, "the lost job was not sent again within 10 s"
+            time.sleep(0.1)
+        doc = wait_final(dave, job_id, timeout=120)
+        assert doc["status"] == "succeeded", doc

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,7 +14,7 @@ import httpx
 import pytest
 
 from launcher.embedded_redis import free_port
-from tests.conftest import ROOT, Service, start_service, stop_service
+from tests.conftest import ROOT, Service, running_service, start_service, stop_service
 from tests.lenet import LENET_SPEC
 
 
@@ -60,6 +61,9 @@ def test_up_stops_everything_it_started(tmp_path: Path, service: Service, mode: 
     try:
         log = stack.log.read_text()
         assert ("using Redis at" in log) == (mode == "external")
+        # Celery's superuser warning came once per worker at every start; root is said once, in our words.
+        assert "SecurityWarning" not in log and "superuser" not in log, log
+        assert log.count("running as root") == (1 if os.geteuid() == 0 else 0), log
         children = _descendants(stack.proc.pid)
         commands = " | ".join(_cmdline(p) for p in children)
         assert ("redis-server" in commands) == (mode == "embedded"), commands
@@ -110,3 +114,43 @@ def test_single_user_api_needs_no_key_and_stays_on_loopback(service: Service) ->
     finally:
         api.send_signal(signal.SIGTERM)
         api.wait(timeout=30)
+
+
+def test_up_refuses_a_port_in_use_before_starting_anything(tmp_path: Path) -> None:
+    """A taken port used to start Redis, the API and the workers, print a sweep controller's traceback
+    and give up 24 s later with "did not become ready"; now one line names the port, and nothing starts."""
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "GRADSERVE_API_KEYS")}
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        argv = [sys.executable, "-m", "launcher", "up", "--port", str(port), "--data-dir", str(tmp_path / "data")]
+        done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    assert len(lines) == 1 and f"port {port}" in lines[0] and "--port" in lines[0], lines
+    assert not (tmp_path / "data").exists()  # the embedded Redis never started
+
+
+def test_up_restarts_a_killed_api_and_keeps_its_workers(tmp_path: Path) -> None:
+    """A SIGKILLed API used to stop the whole stack ("the API exited with -9; stopping")."""
+    with running_service(tmp_path, workers=1, session_workers=1) as stack:
+        before = {w["name"]: w["pid"] for w in stack.workers()}
+        apis = [p for p in _descendants(stack.proc.pid) if " launcher api " in _cmdline(p)]
+        assert len(apis) == 1, [_cmdline(p) for p in _descendants(stack.proc.pid)]
+        os.kill(apis[0], signal.SIGKILL)
+        with stack.client() as c:
+            deadline = time.monotonic() + 90
+            while True:
+                try:
+                    if c.get("/readyz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, stack.log.read_text()[-3000:]
+                time.sleep(0.2)
+            assert c.post("/v1/networks", json=LENET_SPEC).status_code == 201
+        assert {w["name"]: w["pid"] for w in stack.workers()} == before
+        assert stack.proc.poll() is None
+        log = stack.log.read_text()
+        assert "the API exited with -9; restarting it" in log and "stopping" not in log

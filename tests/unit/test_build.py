@@ -73,3 +73,26 @@ def test_unnamed_modules_get_stable_names() -> None:
     )
     net = build_network(spec)
     assert [n for n, _ in net.named_children()] == ["linear_0", "relu_1"]
+
+
+def test_network_classes_do_not_pile_up_one_per_name() -> None:
+    """Each distinct network name made a class kept for the process's life, refused requests' too
+    (20k names held 44 MB in the API); only the most recently used are kept."""
+    import gc
+    import weakref
+
+    from models.nn import build
+
+    def probe(name: str) -> NetworkSpec:
+        layer = {"name": "fc", "type": "Linear", "in_features": 3, "out_features": 2}
+        return NetworkSpec.model_validate({"name": name, "input_shape": [3], "layers": [layer]})
+
+    first = weakref.ref(type(build_network(probe("Early0"))))
+    again = type(build_network(probe("Kept")))
+    for i in range(3 * build.NET_CLASSES_KEPT):
+        with torch.device("meta"):
+            build_network(probe(f"Early{i + 1}"))
+        assert type(build_network(probe("Kept"))) is again  # one in use stays the same class
+    gc.collect()
+    assert len(build._CLASSES) <= build.NET_CLASSES_KEPT
+    assert first() is None

@@ -21,6 +21,29 @@ def test_redacted_hides_the_password_only() -> None:
     assert "s3cret" not in redacted("redis://u:s3cret@[::1]:6379/0")
 
 
+def test_redacted_hides_every_form_of_the_password() -> None:
+    """redis-py takes the password from the query too (``?password=``), and a unix socket's only from
+    there: `gradserve up` printed those in clear."""
+    assert redacted("redis://127.0.0.1:8301/0?password=s3cret") == "redis://127.0.0.1:8301/0?password=***"
+    assert (
+        redacted("rediss://redis.example:6380/0?username=app&password=s3cret&ssl_cert_reqs=required")
+        == "rediss://redis.example:6380/0?username=app&password=***&ssl_cert_reqs=required"
+    )
+    assert redacted("unix:///run/redis.sock?db=2&password=s3cret") == "unix:///run/redis.sock?db=2&password=***"
+    assert redacted("unix://:s3cret@/run/redis.sock?db=2") == "unix://:***@/run/redis.sock?db=2"
+    assert redacted("redis://app:s3cret@redis:6379/0?password=other") == "redis://app:***@redis:6379/0?password=***"
+    # Percent-encoded, upper-case key, and a password holding '@' or '&' once decoded.
+    for url in (
+        "redis://redis:6379/0?PASSWORD=s3cret",
+        "redis://redis:6379/0?pass%77ord=s3cret",
+        "redis://:s3%40cret@redis:6379/0",
+        "redis://redis:6379/0?password=s3%26cret&db=1",
+    ):
+        assert "s3" not in redacted(url), url
+    # A user part alone is masked too: a password put there by mistake would otherwise show.
+    assert redacted("redis://s3cret@redis:6379/0") == "redis://***@redis:6379/0"
+
+
 def _restart(proc: subprocess.Popen, data_dir: Path, url: str) -> subprocess.Popen:
     proc.kill()
     proc.wait()
