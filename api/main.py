@@ -33,6 +33,7 @@ from api.routes import (
 )
 from api.routes import sweeps as sweep_routes
 from api.sweep_controller import SweepController
+from api.unexpected import UnexpectedErrors
 from models.settings import Settings, get_settings
 from models.store.connect import redis_options
 from models.store.keys import Keys
@@ -94,4 +95,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(sweep_routes.router)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
     app.add_middleware(RequestMetrics)
+    app.add_middleware(UnexpectedErrors)  # outermost: a bug is one 500, never a reset connection
     return app
