@@ -1,8 +1,10 @@
-"""Requests that were plain 500s: concurrent first exports, null fork changes."""
+"""Requests that were plain 500s: concurrent first exports, null fork changes, nesting past recursion."""
 
 from __future__ import annotations
 
 import io
+import json
+import struct
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -14,10 +16,14 @@ from safetensors.torch import load as st_load
 
 from models.nn.build import build_network
 from models.spec.network import NetworkSpec
+from models.wire.session import OCTET
+from models.wire.tensors import to_safetensors
 from tests.conftest import Service
 from tests.integration.jobs_helpers import MLP, mlp_job, submit, wait_final
+from tests.lenet import LENET_SPEC
 
 pytestmark = pytest.mark.integration
+DEEP = "[" * 100_000 + "]" * 100_000
 
 
 def _run(fmt: str, blob: bytes, x: torch.Tensor) -> torch.Tensor:
@@ -80,3 +86,18 @@ def test_nulls_that_mean_remove_still_fork(client: httpx.Client, fork_parent: st
     response = client.post(f"/v1/jobs/{fork_parent}/fork", json={"step": 10, "changes": changes})
     assert response.status_code == 202, response.text
     assert wait_final(client, response.json()["id"])["status"] == "succeeded"
+
+
+def test_nesting_past_recursion_is_a_4xx_naming_the_part(client: httpx.Client) -> None:
+    header = ('{"__metadata__": {"x": ' + "[" * 20_000 + "]" * 20_000 + "}}").encode()
+    dataset = client.post(
+        "/v1/datasets", content=struct.pack("<Q", len(header)) + header, headers={"content-type": OCTET}
+    )
+    assert dataset.status_code == 422, dataset.text
+    assert "safetensors" in json.dumps(dataset.json()["detail"])
+    session = client.post("/v1/sessions", json={"network": LENET_SPEC, "seed": 0, "device": "cpu"})
+    assert session.status_code == 201, session.text
+    deep = to_safetensors({"input": torch.zeros(1, 1, 32, 32)}, {"args": DEEP})
+    forward = client.post(f"/v1/sessions/{session.json()['id']}/forward", content=deep, headers={"content-type": OCTET})
+    assert forward.status_code == 422, forward.text
+    assert forward.json()["detail"][0]["loc"] == ["body", "__metadata__", "args"]
