@@ -95,7 +95,17 @@ def run_api(host: str, port: int) -> int:
     if problem:
         print(f"gradserve: {problem}", file=sys.stderr)
         return 2
-    uvicorn.run("api.main:create_app", factory=True, host=host, port=port, log_level="warning", access_log=False)
+    from launcher.guarded_http import GuardedH11Protocol
+
+    uvicorn.run(
+        "api.main:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        http=GuardedH11Protocol,  # deadlines on reading requests, connections per client capped
+    )
     return 0
 
 
