@@ -1,4 +1,4 @@
-"""Map the error tree (models.errors) to FastAPI's ``{"detail": ...}`` responses."""
+"""Map the error tree (models.errors) and Starlette's own errors to FastAPI's ``{"detail": ...}`` responses."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from models.errors import GradserveError
 
@@ -69,6 +72,26 @@ def _finite(value: Any) -> Any:
     return value
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's answer, but a 405's ``Allow`` lists every route of the path: Starlette named only the
+    methods of the first route whose path matched (``OPTIONS /v1/datasets`` said ``POST`` alone)."""
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 405:
+        # Asked of the routes method by method: FastAPI's included routers answer matches(), not methods.
+        methods = [
+            method
+            for method in _METHODS
+            if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in request.app.routes)
+        ]
+        if methods:
+            exc.headers = {**(exc.headers or {}), "Allow": ", ".join(methods)}
+    return await http_exception_handler(request, exc)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(GradserveError, _gradserve_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -26,7 +26,17 @@ from models.store.replies import (
 from models.store.usage import LEDGER_LUA, ledgers, over_quota, put_within_quota
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled", "pruned"})
-_INTS = ("step", "total_steps", "epoch", "attempt", "checkpoint_step", "resumed_from", "batch_size", "threads")
+_INTS = (
+    "step",
+    "total_steps",
+    "epoch",
+    "attempt",
+    "resent",
+    "checkpoint_step",
+    "resumed_from",
+    "batch_size",
+    "threads",
+)
 _FLOATS = (
     "loss",
     "accuracy",
@@ -213,6 +223,7 @@ class JobStore:
         doc.update({k: json.loads(raw[k.encode()]) if k.encode() in raw else None for k in _JSON})
         doc["tags"] = doc["tags"] or []
         doc["step"] = doc["step"] or 0
+        doc["resent"] = doc["resent"] or 0  # worker.reaper counts re-sends; none yet is no field
         if with_request and b"request" in raw:
             doc["request"] = json.loads(raw[b"request"])
         return doc

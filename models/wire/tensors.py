@@ -92,7 +92,8 @@ def _tensor_form(value: Any) -> str | None:
         return next((key for key, cls in _FORMS.items() if isinstance(value, cls)), None)
     if isinstance(value, list):
         return "list"
-    return "number" if isinstance(value, (int, float)) else None
+    # bool is an int to Python, and lax float validation made False a 0.0: a boolean is no tensor.
+    return "number" if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 # What request models declare for a tensor field: a nested list or number, or one of the forms above.
