@@ -192,7 +192,8 @@ def from_safetensors(blob: bytes, *, loc: Loc = ("body",)) -> dict[str, torch.Te
     """The tensors of a safetensors file; more than MAX_SAFETENSORS_TENSORS (or a header too long to hold
     no more) is a 413 before any is made."""
     size = struct.unpack("<Q", blob[:8])[0] if len(blob) >= 8 else 0
-    if size > MAX_SAFETENSORS_TENSORS * HEADER_BYTES_PER_TENSOR:
+    # A length past the file's end is no header at all: st_load's 422 says the file is not safetensors.
+    if MAX_SAFETENSORS_TENSORS * HEADER_BYTES_PER_TENSOR < size <= len(blob) - 8:
         raise PayloadTooLarge(
             f"the safetensors file at {'.'.join(map(str, loc))} has a header of {size:,} bytes; the limit is "
             f"{MAX_SAFETENSORS_TENSORS * HEADER_BYTES_PER_TENSOR:,} ({MAX_SAFETENSORS_TENSORS:,} tensors)",
