@@ -57,6 +57,8 @@ _NO_ECHO = object()
 def _echo(value: Any) -> Any:
     if isinstance(value, float):
         return _finite(value)
+    if isinstance(value, (list, dict, str)) and len(value) > MAX_ECHO_BYTES:
+        return _NO_ECHO  # too long to echo whatever it holds; serializing 1.5 million layers took seconds
     try:  # orjson: no Python recursion on deep input, and it refuses what JSON cannot hold
         text = orjson.dumps(value)
     except (TypeError, orjson.JSONEncodeError):
