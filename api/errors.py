@@ -1,4 +1,4 @@
-"""Map the error tree (models.errors) and oversized bodies to FastAPI's ``{"detail": ...}`` responses."""
+"""Map the error tree (models.errors) and Starlette's own errors to FastAPI's ``{"detail": ...}`` responses."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
-from models.errors import GradserveError, PayloadTooLarge
+from models.errors import GradserveError
 
 _HEADERS = {
     401: {"WWW-Authenticate": "Bearer"},
@@ -55,6 +57,8 @@ _NO_ECHO = object()
 def _echo(value: Any) -> Any:
     if isinstance(value, float):
         return _finite(value)
+    if isinstance(value, (list, dict, str)) and len(value) > MAX_ECHO_BYTES:
+        return _NO_ECHO  # too long to echo whatever it holds; serializing 1.5 million layers took seconds
     try:  # orjson: no Python recursion on deep input, and it refuses what JSON cannot hold
         text = orjson.dumps(value)
     except (TypeError, orjson.JSONEncodeError):
@@ -70,63 +74,26 @@ def _finite(value: Any) -> Any:
     return value
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's answer, but a 405's ``Allow`` lists every route of the path: Starlette named only the
+    methods of the first route whose path matched (``OPTIONS /v1/datasets`` said ``POST`` alone)."""
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 405:
+        # Asked of the routes method by method: FastAPI's included routers answer matches(), not methods.
+        methods = [
+            method
+            for method in _METHODS
+            if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in request.app.routes)
+        ]
+        if methods:
+            exc.headers = {**(exc.headers or {}), "Allow": ", ".join(methods)}
+    return await http_exception_handler(request, exc)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(GradserveError, _gradserve_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
-
-
-class BodySizeLimit:
-    """Refuse request bodies over ``limit`` bytes with 413 before they are buffered, chunked or not."""
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._refuse(scope, receive, send)
-            return
-        seen = 0
-        over = False
-        started = False
-
-        async def counting_receive() -> Message:
-            nonlocal seen, over
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    over = True
-                    raise PayloadTooLarge(self._msg())
-            return message
-
-        async def guarded_send(message: Message) -> None:
-            # FastAPI turns an exception raised while it reads the body into its own 400 ("error parsing
-            # the body"); whatever the app answers once the limit was passed is replaced by the 413.
-            nonlocal started
-            if over:
-                if message["type"] == "http.response.start" and not started:
-                    started = True
-                    await self._refuse(scope, receive, send)
-                return
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, counting_receive, guarded_send)
-        except PayloadTooLarge:
-            if started:
-                raise
-            started = True
-            await self._refuse(scope, receive, send)
-
-    def _msg(self) -> str:
-        return f"request body exceeds {self.limit:,} bytes (GRADSERVE_MAX_BODY_BYTES)"
-
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = JSONResponse({"detail": self._msg()}, status_code=413)
-        await response(scope, receive, send)
+    app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -5,7 +5,8 @@ A generic ASGI layer in front of every non-session POST (session calls carry the
 type, body) and, once answered, its status, type and body. A retry with the same body gets that
 answer again (``Idempotent-Replayed: true``); one with a different body is a 422; one that arrives
 while the first is still running is a 409 with Retry-After. Answers that say "try again" (429, 5xx)
-are not kept, so their retry runs afresh.
+are not kept, so their retry runs afresh, and so does a retry whose answer named an object (a network,
+dataset, job or sweep) that has since been deleted: replaying its id would hand out an id that is a 404.
 """
 
 from __future__ import annotations
@@ -33,6 +34,14 @@ MAX_KEPT_BYTES = 1024 * 1024
 PENDING_TTL_S = 300
 NOT_KEPT = frozenset({408, 429})
 EXCLUDED_PREFIX = "/v1/sessions"
+# Takes the kept answer back only if it is still the one read (another retry may have taken it first).
+_RECLAIM = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+  return 1
+end
+return 0
+"""
 
 
 class Idempotency:
@@ -77,7 +86,7 @@ class Idempotency:
         if first is not None:
             await self._answer_retry(first, fingerprint)(scope, receive, send)
             return
-        await self._run_and_keep(scope, payload, send, redis, slot, fingerprint)
+        await self._run_and_keep(scope, payload, send, redis, slot, fingerprint, tenant)
 
     def _tenant(self, headers: dict[bytes, bytes]) -> str | None:
         try:
@@ -94,6 +103,11 @@ class Idempotency:
         if raw is None:  # expired between the two calls: claim again
             return await self._claim(redis, slot, fingerprint)
         kept: dict[str, object] = orjson.loads(raw)
+        made = kept.get("made")
+        if kept.get("fp") == fingerprint and isinstance(made, str) and not await redis.exists(made):
+            if await redis.eval(_RECLAIM, 1, slot, raw, pending, PENDING_TTL_S):
+                return None  # what it made was deleted: this retry makes it anew
+            return await self._claim(redis, slot, fingerprint)
         return kept
 
     def _answer_retry(self, first: dict[str, object], fingerprint: str) -> Response:
@@ -117,7 +131,7 @@ class Idempotency:
         )
 
     async def _run_and_keep(
-        self, scope: Scope, payload: bytes, send: Send, redis: Redis, slot: str, fingerprint: str
+        self, scope: Scope, payload: bytes, send: Send, redis: Redis, slot: str, fingerprint: str, tenant: str
     ) -> None:
         delivered = False
 
@@ -148,11 +162,28 @@ class Idempotency:
                 if keep:
                     doc = {"state": "done", "fp": fingerprint, "status": status, "media": media}
                     doc["body"] = base64.b64encode(body).decode("ascii")
+                    made = self._made(tenant, status, body)
+                    if made is not None:
+                        doc["made"] = made
                     await redis.set(slot, orjson.dumps(doc), ex=self.settings.idempotency_ttl_s)
                 else:
                     await redis.delete(slot)
             except RedisError:
                 pass  # the answer went out; the pending mark lapses after PENDING_TTL_S
+
+    def _made(self, tenant: str, status: int, body: bytes) -> str | None:
+        """The Redis key of the object a 201 or 202 answer created, by its id's prefix; None for others."""
+        if status not in (201, 202):
+            return None
+        try:
+            made = orjson.loads(body).get("id")
+        except (orjson.JSONDecodeError, AttributeError):
+            return None
+        kinds = {"net_": self.keys.network, "data_": self.keys.dataset, "job_": self.keys.job, "swp_": self.keys.sweep}
+        for prefix, key in kinds.items():
+            if isinstance(made, str) and made.startswith(prefix):
+                return key(tenant, made)
+        return None
 
 
 def _fingerprint(scope: Scope, headers: dict[bytes, bytes], payload: bytes) -> str:

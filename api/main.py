@@ -10,8 +10,9 @@ from celery import Celery
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
+from api.body_limits import BodySizeLimit, KeyFirst
 from api.calls import SessionCalls
-from api.errors import BodySizeLimit, install_error_handlers
+from api.errors import install_error_handlers
 from api.idempotency import Idempotency
 from api.metrics import RequestMetrics
 from api.openapi import install_openapi
@@ -34,6 +35,7 @@ from api.routes import (
 )
 from api.routes import sweeps as sweep_routes
 from api.sweep_controller import SweepController
+from api.unexpected import UnexpectedErrors
 from models.settings import Settings, get_settings
 from models.store.connect import redis_options
 from models.store.keys import Keys
@@ -94,6 +96,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(job_tensorboard.router)
     ui.install(app)
     app.include_router(sweep_routes.router)
-    app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
+    app.add_middleware(BodySizeLimit, settings=settings)
+    app.add_middleware(KeyFirst, settings=settings)  # outside BodySizeLimit: no key, no body read at all
     app.add_middleware(RequestMetrics)
+    app.add_middleware(UnexpectedErrors)  # outermost: a bug is one 500, never a reset connection
     return app

@@ -18,17 +18,33 @@ _ERROR_SCHEMA = {
 METRICS_PATH = "/metrics"
 
 
+# Creates whose body may name another object by id (network_id, a dataset's id, a template's network).
+_REFERENCING = {"/v1/jobs", "/v1/sessions", "/v1/sweeps"}
+# Creates that take a tenant's quota of concurrent jobs or live sessions.
+_QUOTA = {"/v1/jobs", "/v1/jobs/{job_id}/fork", "/v1/sessions"}
+_SESSION = "/v1/sessions/{session_id}"
+
+
 def _errors(path: str, method: str) -> dict[int, str]:
-    out = {503: "Redis unreachable or still loading (with Retry-After); or no worker to serve the call"}
-    if "{" in path:
+    """Every error status the route can answer, beyond FastAPI's own."""
+    out = {
+        401: "Missing or unknown API key (when the service has keys)",
+        422: "Invalid input, named by loc: a field, a shape, or a query parameter the route does not take",
+        503: "Redis unreachable or still loading (with Retry-After); or no worker to serve the call",
+    }
+    if "{" in path or (method == "post" and path in _REFERENCING):
         out[404] = "Unknown id, or another tenant's"
-    if method in {"post", "put", "delete"}:
+    if method in {"post", "put", "delete"} or path.startswith(_SESSION):
         out[409] = "The current state forbids it, or a request with the same Idempotency-Key is still running"
+    if method in {"post", "put", "delete"}:
         out[507] = "The service's Redis is full (maxmemory): nothing was stored"
     if method in {"post", "put"}:
+        out[400] = "The body could not be read (a malformed multipart form)"
         out[413] = "The body, a decoded upload, or the tenant's storage quota is over its limit"
-    if path == "/v1/jobs" and method == "post":
-        out[429] = "The tenant's concurrent-jobs quota is taken (with Retry-After)"
+    if method == "post" and path in _QUOTA:
+        out[429] = "The tenant's concurrent-jobs or live-sessions quota is taken (with Retry-After)"
+    if path.startswith(_SESSION):
+        out[504] = "No answer from the worker within GRADSERVE_CALL_TIMEOUT_S; retry with the same Idempotency-Key"
     return out
 
 

@@ -122,6 +122,8 @@ def run_api(host: str, port: int) -> int:
     if problem:
         print(f"gradserve: {problem}", file=sys.stderr)
         return 2
+    from launcher.guarded_http import GuardedH11Protocol
+
     uvicorn.run(
         "api.main:create_app",
         factory=True,
@@ -130,6 +132,7 @@ def run_api(host: str, port: int) -> int:
         log_level="warning",
         access_log=False,
         timeout_keep_alive=math.ceil(get_settings().http_keep_alive_s),
+        http=GuardedH11Protocol,  # deadlines on reading requests, connections per client capped
     )
     return 0
 

@@ -28,6 +28,9 @@ class Settings(BaseSettings):
 
     # Limits, enforced before anything is allocated.
     max_body_bytes: int = 32 * 1024 * 1024
+    # Routes whose body is a network spec alone (POST /v1/networks as JSON, POST /v1/sessions): a
+    # 256-layer spec is tens of KB.
+    max_spec_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_layers: int = 256
     # Exported networks: each program's JSON, and its nodes (subgraphs' included).
     max_program_bytes: int = 16 * 1024 * 1024
@@ -38,6 +41,13 @@ class Settings(BaseSettings):
     max_batch_size: int = 4096
     max_steps: int = 1_000_000
     max_concurrent_jobs: int = 4
+
+    # Slow clients (launcher.guarded_http): a request's headers must arrive within header_timeout_s of
+    # the connection (or the previous answer), its body within body_timeout_s of its headers; one client
+    # address holds at most max_connections_per_client connections to one API process.
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    body_timeout_s: float = Field(default=120.0, gt=0)
+    max_connections_per_client: int = Field(default=512, ge=1)
 
     # How long the API waits for a worker to answer a session call before giving up with a 504.
     call_timeout_s: float = 60.0

@@ -8,6 +8,7 @@ import json
 import time
 import uuid
 import zipfile
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -22,12 +23,15 @@ from api.schemas.jobs import DatasetPublic, DatasetsPublic
 from api.strict_json import StrictJsonRoute
 from models.errors import InvalidInput, NotFound, PayloadTooLarge
 from models.settings import Settings
-from models.wire.file_headers import npz_decoded_bytes, safetensors_decoded_bytes
+from models.wire.file_headers import NPY_HEADER_ROOM, npz_decoded_bytes, safetensors_decoded_bytes
 from models.wire.tensors import DTYPE_NAMES, describe_array, from_safetensors, to_safetensors
+from models.wire.zip_members import member_bytes
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], route_class=StrictJsonRoute)
 ARRAYS = ("inputs", "targets", "test_inputs", "test_targets")
 LOC = ("body",)
+# A dataset's safetensors header names four arrays at most: 200,000 names took seconds to parse.
+MAX_HEADER_BYTES = 64 * 1024
 
 
 @router.post(
@@ -102,7 +106,11 @@ async def delete_dataset(dataset_id: str, jobs: JobStoreDep, tenant: TenantDep) 
 def parse_dataset(blob: bytes, settings: Settings) -> tuple[str, dict[str, torch.Tensor]]:
     """Read a safetensors or .npz file (never pickle) and check its arrays."""
     npz = blob[:4] == b"PK\x03\x04"
-    sizes = npz_decoded_bytes(blob, loc=LOC) if npz else safetensors_decoded_bytes(blob, loc=LOC)
+    if npz:
+        sizes = npz_decoded_bytes(blob, loc=LOC)
+    else:
+        sizes = safetensors_decoded_bytes(blob, loc=LOC, max_header=MAX_HEADER_BYTES)
+    _known_arrays(sizes)  # from the headers, before a file of 200,000 arrays is decoded
     decoded = sum(sizes.values())
     if decoded > settings.max_dataset_bytes:
         raise PayloadTooLarge(
@@ -111,12 +119,9 @@ def parse_dataset(blob: bytes, settings: Settings) -> tuple[str, dict[str, torch
             f"{settings.max_dataset_bytes:,} (GRADSERVE_MAX_DATASET_BYTES)"
         )
     if npz:
-        fmt, tensors = "npz", _npz(blob, max_bytes=settings.max_dataset_elements * 8)
+        fmt, tensors = "npz", _npz(blob, sizes, max_bytes=settings.max_dataset_elements * 8)
     else:
         fmt, tensors = "safetensors", from_safetensors(blob, loc=LOC)
-    unknown = sorted(set(tensors) - set(ARRAYS))
-    if unknown:
-        raise InvalidInput(f"unexpected arrays {unknown}; a dataset holds {', '.join(ARRAYS)}", LOC)
     for prefix in ("", "test_"):
         x, y = tensors.get(prefix + "inputs"), tensors.get(prefix + "targets")
         if (x is None) != (y is None) or (prefix == "" and x is None):
@@ -141,20 +146,36 @@ def parse_dataset(blob: bytes, settings: Settings) -> tuple[str, dict[str, torch
     return fmt, tensors
 
 
-def _npz(blob: bytes, *, max_bytes: int) -> dict[str, torch.Tensor]:
+def _known_arrays(names: Iterable[str]) -> None:
+    unknown = sorted(set(names) - set(ARRAYS))
+    if unknown:
+        shown = ", ".join(repr(n[:40]) for n in unknown[:5]) + (
+            f" and {len(unknown) - 5:,} more" if len(unknown) > 5 else ""
+        )
+        raise InvalidInput(f"unexpected arrays {shown}; a dataset holds {', '.join(ARRAYS)}", LOC)
+
+
+def _npz(blob: bytes, sizes: dict[str, int], *, max_bytes: int) -> dict[str, torch.Tensor]:
+    """The arrays of an .npz whose headers declared ``sizes`` (bytes once loaded, widened integers'
+    included, so never less than their stored data)."""
     try:
-        # .npz members may be compressed: a few MB can inflate to many GB, so the sizes the zip
-        # directory declares are checked before numpy inflates anything.
+        # .npz members may be compressed: a few KB can inflate to many GB, so the sizes the zip
+        # directory declares are checked first, and each member is inflated under a cap (the
+        # directory may lie) of what its array header declares.
         with zipfile.ZipFile(io.BytesIO(blob)) as archive:
-            inflated = sum(info.file_size for info in archive.infolist())
+            members = archive.infolist()
+        inflated = sum(info.file_size for info in members)
         if inflated > max_bytes:
             raise PayloadTooLarge(
                 f"the .npz file inflates to {inflated:,} bytes; the limit is {max_bytes:,} "
                 "(8 bytes per value of GRADSERVE_MAX_DATASET_ELEMENTS)"
             )
-        # allow_pickle=False: an object array (the only kind that needs pickle) is refused, not loaded.
-        with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in npz.files}
+        arrays = {}
+        for info in members:
+            name = info.filename.removesuffix(".npy")
+            raw = member_bytes(blob, info, sizes[name] + NPY_HEADER_ROOM, loc=LOC)
+            # allow_pickle=False: an object array (the only kind that needs pickle) is refused, not loaded.
+            arrays[name] = np.lib.format.read_array(io.BytesIO(raw), allow_pickle=False)
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
         raise InvalidInput(f"not a readable .npz file (object arrays are refused): {exc}", LOC) from exc
     out = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,9 +22,13 @@ from models.nn.export import SUFFIX, ExportFormat, export_module, export_network
 from models.nn.exported_admit import build_stored
 from models.nn.state_codec import unpack_train_state
 from models.spec.network import NetworkSpec
+from models.store.jobs import JobStore
 from models.wire.tensors import DTYPES, from_safetensors
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=StrictJsonRoute)
+# Exports of this process, one at a time (torch's exporters are not thread-safe, models.nn.export): a
+# request waiting its turn first looks whether the one before made its file.
+_TURN = asyncio.Lock()
 
 
 @router.get("/{job_id}/export", responses={200: {"content": {"application/octet-stream": {}}}})
@@ -47,20 +52,30 @@ async def export_job(
     name = f"{format}:{step}"
     blob = await jobs.export_file(tenant=tenant, job_id=job_id, name=name)
     if blob is None:
-        state = await checkpoint_state(jobs, tenant, job_id, step)
-        raw = await jobs.raw_field(tenant=tenant, job_id=job_id, name="network") or b"{}"
-        if json.loads(raw).get("format") == "export":
-            init = await jobs.init_parts(tenant=tenant, job_id=job_id)
-            blob = await run_in_threadpool(_export_program, raw, init, state, format)
-        else:
-            blob = await run_in_threadpool(_export, NetworkSpec.model_validate_json(raw), state, format)
-        await jobs.put_export(tenant=tenant, job_id=job_id, name=name, blob=blob, ttl_s=settings.job_ttl_s)
+        async with _TURN:  # one export at a time; who waited for the same file finds it made
+            blob = await _made(jobs, tenant, job_id, name, step, format, settings.job_ttl_s)
     filename = f"{job_id}-{step}{SUFFIX[format]}"
     return Response(
         blob,
         media_type="application/octet-stream",
         headers={"Content-Disposition": f'attachment; filename="{filename}"', "X-Checkpoint-Step": str(step)},
     )
+
+
+async def _made(jobs: JobStore, tenant: str, job_id: str, name: str, step: int, fmt: ExportFormat, ttl_s: int) -> bytes:
+    """The export file ``name``: kept from an earlier request, or made now and kept."""
+    blob = await jobs.export_file(tenant=tenant, job_id=job_id, name=name)
+    if blob is not None:
+        return blob
+    state = await checkpoint_state(jobs, tenant, job_id, step)
+    raw = await jobs.raw_field(tenant=tenant, job_id=job_id, name="network") or b"{}"
+    if json.loads(raw).get("format") == "export":
+        init = await jobs.init_parts(tenant=tenant, job_id=job_id)
+        blob = await run_in_threadpool(_export_program, raw, init, state, fmt)
+    else:
+        blob = await run_in_threadpool(_export, NetworkSpec.model_validate_json(raw), state, fmt)
+    await jobs.put_export(tenant=tenant, job_id=job_id, name=name, blob=blob, ttl_s=ttl_s)
+    return blob
 
 
 def _export(spec: NetworkSpec, state: bytes, fmt: ExportFormat) -> bytes:

@@ -6,7 +6,8 @@ import json
 from typing import Any
 
 from fastapi import APIRouter, Body, status
-from pydantic import TypeAdapter
+from fastapi.exceptions import RequestValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from api.job_submit import ForkStart, SubmitterDep, require_job
 from api.routes.job_captures import checkpoint_state
@@ -60,7 +61,7 @@ async def fork_job(
     doc.update(given)
     if doc.get("lr_scheduler") is None:
         doc.pop("lr_scheduler", None)
-    req = JobCreate.model_validate(doc)
+    req = _as_request(doc)
     policy = _policy(parent, req, "dataset" in given)
     data = None
     if req.dataset.source == "inline" and "dataset" not in given:
@@ -77,6 +78,16 @@ async def fork_job(
     history = [r for r in await jobs.metric_records(tenant=tenant, job_id=job_id, since=None) if r["step"] <= body.step]
     fork = ForkStart(job_id, body.step, state, policy, history, data, check, exported)
     return {"id": await submitter.submit(req, fork), "status": "queued"}
+
+
+def _as_request(doc: dict[str, Any]) -> JobCreate:
+    """The child's request; what the changes made of the parent's is refused as the changes' fault."""
+    try:
+        return JobCreate.model_validate(doc)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**e, "loc": ("body", "changes", *e["loc"])} for e in exc.errors(include_url=False)]
+        ) from exc
 
 
 def _policy(parent: dict[str, Any], child: JobCreate, new_data: bool) -> dict[str, Any]:

@@ -20,6 +20,16 @@ STATIC = Path(__file__).resolve().parent.parent / "static"
 UPLOT = "uplot-1.6.32"
 SWAGGER_UI = "swagger-ui-5.35.0"
 _NO_CACHE = {"Cache-Control": "no-cache"}
+# The dashboard runs only its own files: no inline or foreign script (an injected one could read the API
+# key from sessionStorage), no framing (clickjacking its cancel buttons). uPlot sets inline styles.
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data: blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 
 router = APIRouter(include_in_schema=False)
 
@@ -32,7 +42,7 @@ async def ui_redirect() -> RedirectResponse:
 @router.get("/ui/")
 async def ui_index() -> FileResponse:
     """The dashboard's single page; it routes by the URL's #fragment."""
-    return FileResponse(STATIC / "ui" / "index.html", media_type="text/html", headers=_NO_CACHE)
+    return FileResponse(STATIC / "ui" / "index.html", media_type="text/html", headers={**_NO_CACHE, **PAGE_HEADERS})
 
 
 def install(app: FastAPI) -> None:
@@ -43,7 +53,7 @@ def install(app: FastAPI) -> None:
 
     @app.get("/docs", include_in_schema=False)
     async def swagger_ui() -> HTMLResponse:
-        return get_swagger_ui_html(
+        page = get_swagger_ui_html(
             openapi_url=app.openapi_url or "/openapi.json",
             title=f"{app.title} - API",
             swagger_js_url=f"{vendor}/swagger-ui-bundle.js",
@@ -51,6 +61,8 @@ def install(app: FastAPI) -> None:
             swagger_favicon_url="/ui/static/ui/favicon.svg",
             swagger_ui_parameters={"persistAuthorization": True, "tryItOutEnabled": False},
         )
+        page.headers["X-Frame-Options"] = "DENY"  # Swagger UI's page has inline scripts: no CSP here
+        return page
 
     generate = app.openapi
 

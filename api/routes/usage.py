@@ -8,9 +8,10 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from api.deps import RedisDep, SettingsDep, StoreDep, TenantDep
+from api.strict_json import StrictJsonRoute
 from models.store.usage import summary
 
-router = APIRouter(prefix="/v1/usage", tags=["usage"])
+router = APIRouter(prefix="/v1/usage", tags=["usage"], route_class=StrictJsonRoute)  # ?x=1 is a 422
 
 
 class KindUsage(BaseModel):

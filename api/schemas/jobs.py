@@ -50,6 +50,9 @@ class JobPublic(BaseModel):
     )
     worker: str | None = None
     attempt: int | None = Field(default=None, description="Above 1 after a worker was lost and the job resumed.")
+    resent: int = Field(
+        default=0, description="Times its message was sent again, lost with a worker killed before it claimed the job."
+    )
     checkpoint_step: int | None = None
     resumed_from: int | None = None
     network_id: str | None = None

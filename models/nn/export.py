@@ -8,6 +8,7 @@ import inspect
 import io
 import os
 import tempfile
+import threading
 from typing import Any, Literal
 
 import torch
@@ -17,6 +18,9 @@ from models.spec.network import NetworkSpec
 from models.wire.tensors import DTYPES
 
 ExportFormat = Literal["torchscript", "onnx", "pt2"]
+# torch.export and jit.trace keep process-global state (the dispatch mode stack, the tracing state): two
+# threads exporting at once failed ("Trying to pop empty mode stack", TracingCheckError).
+_EXPORTING = threading.Lock()
 SUFFIX: dict[str, str] = {"torchscript": ".pt", "onnx": ".onnx", "pt2": ".pt2"}
 
 
@@ -35,7 +39,7 @@ def export_module(net: torch.nn.Module, example: torch.Tensor, fmt: ExportFormat
     if any(p.kind == inspect.Parameter.VAR_POSITIONAL for p in inspect.signature(net.forward).parameters.values()):
         batch = (batch,)  # forward(*args) (an exported network): the shapes of the one tuple it takes
     buf = io.BytesIO()
-    with torch.no_grad():
+    with _EXPORTING, torch.no_grad():
         if fmt == "torchscript":
             torch.jit.save(torch.jit.trace(net, (example,)), buf)  # type: ignore[no-untyped-call]
         elif fmt == "pt2":

@@ -8,7 +8,18 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from models.spec.losses import LossSpec
 from models.spec.network import NetworkSpec
@@ -187,6 +198,14 @@ class ForkChanges(_Req):
     dataset: DatasetSpec | None = None
     name: JobName | None = None
     tags: Annotated[list[Tag], Field(max_length=32)] | None = None
+
+    # null means "remove" only where the job can go without: a scheduler, clipping, a name.
+    @field_validator("optimizer", "lr", "epochs", "steps", "dataset", "tags", mode="before")
+    @classmethod
+    def _not_null(cls, value: object, info: ValidationInfo) -> object:
+        if value is None:
+            raise ValueError(f"{info.field_name} cannot be null: leave it out to keep the parent's")
+        return value
 
     @model_validator(mode="after")
     def _one_length(self) -> ForkChanges:

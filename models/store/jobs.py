@@ -29,7 +29,17 @@ TERMINAL = frozenset({"succeeded", "failed", "cancelled", "pruned"})
 # Where nothing runs until someone acts: a wait or an event stream ends here as at an end. A paused job
 # (a breakpoint held) is resumed or cancelled.
 STOPPED = TERMINAL | {"paused"}
-_INTS = ("step", "total_steps", "epoch", "attempt", "checkpoint_step", "resumed_from", "batch_size", "threads")
+_INTS = (
+    "step",
+    "total_steps",
+    "epoch",
+    "attempt",
+    "resent",
+    "checkpoint_step",
+    "resumed_from",
+    "batch_size",
+    "threads",
+)
 _FLOATS = (
     "loss",
     "accuracy",
@@ -236,6 +246,7 @@ class JobStore:
         doc.update({k: json.loads(raw[k.encode()]) if k.encode() in raw else None for k in _JSON})
         doc["tags"] = doc["tags"] or []
         doc["step"] = doc["step"] or 0
+        doc["resent"] = doc["resent"] or 0  # worker.reaper counts re-sends; none yet is no field
         if with_request and b"request" in raw:
             doc["request"] = json.loads(raw[b"request"])
         return doc

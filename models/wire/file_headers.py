@@ -5,15 +5,18 @@ that simply claims a 10^6 x 10^6 array) must never make the API allocate gigabyt
 from __future__ import annotations
 
 import io
-import json
 import math
 import struct
 import zipfile
 
 import numpy as np
+import orjson
 
-from models.errors import InvalidInput, Loc
+from models.errors import InvalidInput, Loc, PayloadTooLarge
+from models.wire.zip_members import member_prefix
 
+# An .npy file's magic, version and header: numpy refuses headers over 10,000 bytes (max_header_size).
+NPY_HEADER_ROOM = 16 * 1024
 # safetensors' own limit on its JSON header; a longer one is refused by the library anyway.
 MAX_SAFETENSORS_HEADER = 100_000_000
 _SAFETENSORS_ITEMSIZE = {
@@ -26,13 +29,13 @@ def npz_decoded_bytes(blob: bytes, *, loc: Loc) -> dict[str, int]:
     """Bytes each array of an .npz file takes once loaded, as its .npy header declares (no data read).
 
     Integer arrays count at the width they are stored at after widening (int8/int16 to int32, unsigned
-    wider than uint8 to int64)."""
+    wider than uint8 to int64). Only each member's first NPY_HEADER_ROOM bytes are inflated."""
     sizes: dict[str, int] = {}
     try:
         with zipfile.ZipFile(io.BytesIO(blob)) as archive:
             for info in archive.infolist():
                 name = info.filename.removesuffix(".npy")
-                with archive.open(info) as member:
+                with io.BytesIO(member_prefix(blob, info, NPY_HEADER_ROOM, loc=loc)) as member:
                     version = np.lib.format.read_magic(member)
                     if version == (1, 0):
                         shape, _, dtype = np.lib.format.read_array_header_1_0(member)
@@ -58,15 +61,20 @@ def _stored_itemsize(dtype: np.dtype) -> int:
     return int(dtype.itemsize)
 
 
-def safetensors_decoded_bytes(blob: bytes, *, loc: Loc) -> dict[str, int]:
-    """Bytes each tensor of a safetensors file takes, from its JSON header (shapes and dtypes)."""
+def safetensors_decoded_bytes(blob: bytes, *, loc: Loc, max_header: int = MAX_SAFETENSORS_HEADER) -> dict[str, int]:
+    """Bytes each tensor of a safetensors file takes, from its JSON header (shapes and dtypes); a header
+    over ``max_header`` bytes is a 413 before it is parsed."""
     if len(blob) < 8:
         raise InvalidInput("not a valid safetensors file: shorter than its 8-byte header length", loc)
     (size,) = struct.unpack("<Q", blob[:8])
     if size > min(len(blob) - 8, MAX_SAFETENSORS_HEADER):
         raise InvalidInput(f"not a valid safetensors file: its header claims {size:,} bytes", loc)
+    if size > max_header:
+        raise PayloadTooLarge(
+            f"the safetensors file's header has {size:,} bytes; the limit here is {max_header:,}", loc
+        )
     try:
-        header = json.loads(blob[8 : 8 + size])
+        header = orjson.loads(blob[8 : 8 + size])  # depth-capped: a RecursionError was a 500
         return {
             name: math.prod(int(d) for d in entry["shape"]) * _SAFETENSORS_ITEMSIZE.get(entry["dtype"], 8)
             for name, entry in header.items()

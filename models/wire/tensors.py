@@ -8,15 +8,18 @@ floats -> float32, integers -> int64); ``{"data": [...], "dtype": "float64"}``; 
 
 from __future__ import annotations
 
+import contextlib
 import math
+import struct
 from typing import Annotated, Any, Literal
 
+import orjson
 import torch
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, StrictInt, Tag
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from models.errors import InvalidInput, Loc
+from models.errors import InvalidInput, Loc, PayloadTooLarge
 
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -29,6 +32,10 @@ DTYPES: dict[str, torch.dtype] = {
     "bool": torch.bool,
 }
 DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+# Tensors in one safetensors file a client sends: safetensors makes each one in Python (~60 us apiece:
+# 200,000 took 12 s of the API's CPU), and the largest model states hold a few thousand.
+MAX_SAFETENSORS_TENSORS = 16_384
+HEADER_BYTES_PER_TENSOR = 256  # a generous average of name, dtype, shape and offsets, metadata included
 
 
 def dtype_name(t: torch.Tensor) -> str:
@@ -85,7 +92,8 @@ def _tensor_form(value: Any) -> str | None:
         return next((key for key, cls in _FORMS.items() if isinstance(value, cls)), None)
     if isinstance(value, list):
         return "list"
-    return "number" if isinstance(value, (int, float)) else None
+    # bool is an int to Python, and lax float validation made False a 0.0: a boolean is no tensor.
+    return "number" if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 # What request models declare for a tensor field: a nested list or number, or one of the forms above.
@@ -181,23 +189,46 @@ def to_safetensors(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | 
 
 
 def from_safetensors(blob: bytes, *, loc: Loc = ("body",)) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; more than MAX_SAFETENSORS_TENSORS (or a header too long to hold
+    no more) is a 413 before any is made."""
+    size = struct.unpack("<Q", blob[:8])[0] if len(blob) >= 8 else 0
+    # A length past the file's end is no header at all: st_load's 422 says the file is not safetensors.
+    if MAX_SAFETENSORS_TENSORS * HEADER_BYTES_PER_TENSOR < size <= len(blob) - 8:
+        raise PayloadTooLarge(
+            f"the safetensors file at {'.'.join(map(str, loc))} has a header of {size:,} bytes; the limit is "
+            f"{MAX_SAFETENSORS_TENSORS * HEADER_BYTES_PER_TENSOR:,} ({MAX_SAFETENSORS_TENSORS:,} tensors)",
+            loc,
+        )
+    count = len(safetensors_header(blob)) - 1  # less __metadata__, or the absent header's pretend one
+    if count > MAX_SAFETENSORS_TENSORS:
+        raise PayloadTooLarge(
+            f"the safetensors file at {'.'.join(map(str, loc))} holds {count:,} tensors; "
+            f"the limit is {MAX_SAFETENSORS_TENSORS:,}",
+            loc,
+        )
     try:
         return st_load(blob)
     except Exception as exc:  # safetensors raises its own SafetensorError and others on corrupt input
         raise InvalidInput(f"not a valid safetensors file: {exc}", loc) from exc
 
 
+def safetensors_header(blob: bytes) -> dict[str, Any]:
+    """A safetensors file's JSON header, always with a ``__metadata__`` dict; empty when unreadable
+    (``st_load`` then says why)."""
+    header: Any = None
+    if len(blob) >= 8:
+        (size,) = struct.unpack("<Q", blob[:8])
+        if size <= len(blob) - 8:
+            # orjson: a deeply nested header is a decode error, where json raised a RecursionError
+            with contextlib.suppress(ValueError):
+                header = orjson.loads(blob[8 : 8 + size])
+    if not isinstance(header, dict):
+        header = {}
+    meta = header.get("__metadata__")
+    return {**header, "__metadata__": meta if isinstance(meta, dict) else {}}
+
+
 def safetensors_metadata(blob: bytes) -> dict[str, str]:
     """The ``__metadata__`` header of a safetensors file, read without loading its tensors."""
-    import json
-    import struct
-
-    if len(blob) < 8:
-        return {}
-    (size,) = struct.unpack("<Q", blob[:8])
-    if size > len(blob) - 8:
-        return {}
-    try:
-        return json.loads(blob[8 : 8 + size]).get("__metadata__", {}) or {}
-    except ValueError:
-        return {}
+    meta: dict[str, str] = safetensors_header(blob)["__metadata__"]
+    return meta

@@ -59,7 +59,7 @@ def test_body_over_limit_is_413(client: httpx.Client) -> None:
     huge = b'{"input_shape": [1], "layers": [' + b" " * (33 * 1024 * 1024) + b"]}"
     response = client.post("/v1/networks", content=huge, headers={"content-type": "application/json"})
     assert response.status_code == 413
-    assert "GRADSERVE_MAX_BODY_BYTES" in response.json()["detail"]
+    assert "GRADSERVE_MAX_SPEC_BODY_BYTES" in response.json()["detail"]  # a spec route's own cap
 
 
 def test_openapi_shows_lenet_and_variants(client: httpx.Client) -> None:
