@@ -17,6 +17,7 @@ from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
 from models.nn import state_codec
 from models.nn.state_codec import TrainState
+from worker.throughput import Throughput
 
 __all__ = ["Data", "Hooks", "ListHooks", "NonFiniteLoss", "TrainConfig", "TrainState", "Trainer", "choose_device"]
 
@@ -148,6 +149,7 @@ class Trainer:
         self.shuffler = torch.Generator().manual_seed(cfg.seed)
         self._pending: list[tuple[Any, ...]] = []
         self._evals: dict[int, dict[str, float]] = {}
+        self._throughput = Throughput(start=time.perf_counter())  # restarted by run()
 
     # --- state ---------------------------------------------------------------------------------------------------
 
@@ -184,7 +186,7 @@ class Trainer:
         n = x_all.shape[0]
         net.train()
         last_flush = time.perf_counter()
-        t_prev = last_flush
+        self._throughput = Throughput(start=last_flush)
         while self.step < cfg.total_steps:
             if self.cursor == 0 and cfg.shuffle:
                 self.order = torch.randperm(n, generator=self.shuffler).to(self.device)
@@ -221,16 +223,14 @@ class Trainer:
                 (
                     step,
                     self.epoch + (0 if epoch_done else 1),
-                    x.shape[0],
                     loss.detach(),
                     correct,
                     y.numel(),
-                    now - t_prev,
+                    self._throughput.add(now, x.shape[0]),
                     time.time(),
                     lr,
                 )
             )
-            t_prev = now
             last_step = step == cfg.total_steps
             if (epoch_done or last_step) and self.data.x_val is not None:
                 self._evals[step] = self.evaluate()
@@ -257,17 +257,17 @@ class Trainer:
         if not self._pending:
             return
         pending, self._pending = self._pending, []
-        losses = torch.stack([p[3] for p in pending]).tolist()  # one device sync for the whole batch
-        corrects = torch.stack([p[4] for p in pending]).tolist() if pending[0][4] is not None else None
+        losses = torch.stack([p[2] for p in pending]).tolist()  # one device sync for the whole batch
+        corrects = torch.stack([p[3] for p in pending]).tolist() if pending[0][3] is not None else None
         out: list[dict[str, Any]] = []
         failed: NonFiniteLoss | None = None
-        for i, (step, epoch, size, _, _, count, dt, wall, lr) in enumerate(pending):
+        for i, (step, epoch, _, _, count, rate, wall, lr) in enumerate(pending):
             rec: dict[str, Any] = {
                 "step": step,
                 "epoch": epoch,
                 "loss": losses[i],
                 "lr": lr,
-                "samples_per_s": size / dt if dt > 0 else None,
+                "samples_per_s": rate,
                 "t": wall,
             }
             if corrects is not None:
@@ -277,6 +277,8 @@ class Trainer:
             if self.cfg.stop_on_nan and not math.isfinite(losses[i]):
                 failed = NonFiniteLoss(step, losses[i])
                 break
+        # A summary, not a per-step series: on the last record of each batch, as the job's record shows it.
+        out[-1]["overall_samples_per_s"] = self._throughput.overall()
         hooks.records(out)
         if failed is not None:
             raise failed

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-SUMMARY = ("step", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "samples_per_s")
+SUMMARY = ("step", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "samples_per_s", "overall_samples_per_s")
 
 
 def summary(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Each number as the last record that has it gives it. Held-out metrics come on some records only:
-    taking the last record alone left them stale (a job cancelled at step 356 showed its evaluation of
-    step 69, and pruned trials none at all)."""
+    """Each number as the last record that has it gives it. Held-out metrics and the overall rate come on
+    some records only: taking the last record alone left them stale (a job cancelled at step 356 showed
+    its evaluation of step 69, and pruned trials none at all)."""
     latest: dict[str, Any] = {}
     for rec in records:
         latest.update((name, rec[name]) for name in SUMMARY if rec.get(name) is not None)

@@ -67,3 +67,18 @@ def test_summary_is_the_last_evaluation_while_running_cancelled_and_forked(clien
     assert_summary_is_last_evaluation(client, fork.json()["id"])
     assert wait_final(client, fork.json()["id"])["status"] == "succeeded"
     assert_summary_is_last_evaluation(client, fork.json()["id"])
+
+
+def test_rates_are_over_a_window_and_over_the_run(client: httpx.Client) -> None:
+    job = wait_final(client, submit(client, {**DIGITS_MLP, "epochs": 10}))
+    assert job["status"] == "succeeded"
+    metrics = client.get(f"/v1/jobs/{job['id']}/metrics").json()
+    rates = metrics["samples_per_s"]
+    assert len(rates) == 230 and all(r > 0 for r in rates)
+    assert job["samples_per_s"] == rates[-1]  # the window at the end, as the bar showed it
+    # Every sample the run trained (1,437 a epoch: digits less its held-out fifth) over at least the time
+    # its records span, step 1 excluded: the overall rate cannot exceed that.
+    span = metrics["t"][-1] - metrics["t"][0]
+    assert 0 < job["overall_samples_per_s"] <= 1.01 * 10 * 1437 / span
+    listed = client.get("/v1/jobs", params={"limit": 100}).json()["data"]
+    assert next(j for j in listed if j["id"] == job["id"])["overall_samples_per_s"] == job["overall_samples_per_s"]
