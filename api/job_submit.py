@@ -26,12 +26,14 @@ from models.spec.network import NetworkSpec
 from models.store.jobs import JobStore
 from models.store.keys import JobPart
 from models.store.redis import Store
+from models.store.summary import summary as records_summary
 from models.tasks import JOB_RUN, LANE_JOBS, place
 from models.wire.tensors import decode, describe_array, from_safetensors, to_safetensors
 
 # Shape inference of a network costs ~10 ms and its result depends on the spec alone (and the limits,
 # which are fixed per process), so repeated submissions of one network skip it.
 SUMMARY_CACHE = 256
+FORKED = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")
 log = logging.getLogger(__name__)
 _summaries: dict[str, NetworkSummary] = {}
 _summaries_lock = threading.Lock()
@@ -189,13 +191,14 @@ async def submit(
         "sweep": sweep,  # the sweep this job is a trial of
     }
     if fork is not None:
-        last = fork.history[-1] if fork.history else {}
+        # Its parent's numbers up to the fork; a rate belongs to the run that measured it.
+        numbers = records_summary(fork.history)
         fields.update(
             parent=json.dumps({"id": fork.parent, "step": fork.step}),
             fork=json.dumps(fork.policy),
             step=fork.step,
             recorded_step=fork.step,
-            **{k: last[k] for k in ("epoch", "loss", "accuracy") if isinstance(last.get(k), (int, float))},
+            **{k: v for k, v in numbers.items() if k in FORKED and isinstance(v, (int, float))},
         )
     if isinstance(spec, ExportedNetwork):  # before the job exists: a worker never sees it without its programs
         await jobs.copy_init(tenant=tenant, job_id=job_id, source=spec.blobs_key, ttl_s=settings.job_ttl_s)

@@ -283,7 +283,9 @@ class Job:
         It keeps this job's history up to ``step``; with no changes it repeats this job's steps bit for bit."""
         body = {"step": fork_step(self.refresh(), step), "changes": fork_changes(changes)}
         answer = self._client.request("POST", f"/v1/jobs/{self.id}/fork", json=body).json()
-        return Job(self._client, answer["id"], self.module)
+        fork = Job(self._client, answer["id"], self.module)
+        fork.refresh()  # its record (status, parent), as jobs.get gives it: printed, it says its real status
+        return fork
 
     def __repr__(self) -> str:
         return f"Job('{self.id}', status={self.last.get('status', '?')!r})"

@@ -73,7 +73,9 @@ class AsyncJob:
         """A new job from checkpoint ``step`` (default: the last) with ``changes``; see ``Job.fork``."""
         body = {"step": fork_step(await self.refresh(), step), "changes": fork_changes(changes)}
         answer = (await self._client.request("POST", f"/v1/jobs/{self.id}/fork", json=body)).json()
-        return AsyncJob(self._client, answer["id"], self.module)
+        fork = AsyncJob(self._client, answer["id"], self.module)
+        await fork.refresh()  # its record (status, parent), as jobs.get gives it
+        return fork
 
 
 class AsyncJobs:

@@ -60,6 +60,8 @@ def final_line(doc: dict[str, Any]) -> str:
     for name in ("loss", "val_loss", "val_accuracy"):
         if doc.get(name) is not None:
             line += f"  {name} {fmt(doc[name], '.4f')}"
+    if doc.get("overall_samples_per_s") is not None:  # as a progress bar ends: the run's average rate
+        line += f"  {fmt(doc['overall_samples_per_s'], ',.0f')} samples/s"
     if doc.get("error"):
         line += f"  error: {doc['error']}"
     return line

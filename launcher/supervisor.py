@@ -94,7 +94,8 @@ class Stack:
         jobs, sessions = self.lanes.count(LANE_JOBS), self.lanes.count(LANE_SESSIONS)
         return (
             f"{jobs} job worker(s) with {self.threads[LANE_JOBS]} thread(s) each, "
-            f"{sessions} session worker(s) with {self.threads[LANE_SESSIONS]} thread(s) each"
+            f"{sessions} session worker(s) with {self.threads[LANE_SESSIONS]} thread(s) each, "
+            f"of {usable_cores()} core(s)"
         )
 
     def ready_workers(self) -> int | None:

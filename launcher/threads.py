@@ -2,11 +2,12 @@
 
 As torchrun does for the processes it starts, each worker gets its share of the cores through
 ``OMP_NUM_THREADS`` (here ``GRADSERVE_WORKER_THREADS``, which ``gradserve worker`` turns into it), so
-processes never run more busy threads than there are cores: OpenMP threads that spin-wait for a
-sibling descheduled by another process made session calls 3x slower under load. Job workers share
-the cores among themselves, because an idle session worker takes none and training is what needs
-them; session workers, whose calls are small and latency-bound, split the cores with everyone.
-Exactness is per thread count: an answer says how many threads computed it (``threads``).
+the workers together never run more busy threads than there are cores: an OpenMP thread that spins
+waiting for a sibling descheduled by another process is slower than no sibling at all (a tiny MLP
+took 32 s for 256 steps at 2 threads on a loaded 2-core box, 0.9 s at 1 thread). Above
+two cores one is left to the API and Redis, which serve every call. Session workers, whose calls are
+small and latency-bound, get an even share; job workers share the rest. Exactness is per thread
+count: an answer says how many threads computed it (``threads``, also in /readyz per worker).
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ def usable_cores() -> int:
 
 
 def split_threads(cores: int, job_workers: int, session_workers: int) -> tuple[int, int]:
-    """Threads for each job worker and for each session worker."""
-    per_job = max(1, cores // max(1, job_workers))
-    per_session = max(1, cores // max(1, job_workers + session_workers))
+    """Threads for each job worker and for each session worker: together at most the cores (less one for
+    the API and Redis above two), but never below one thread each."""
+    usable = cores - 1 if cores > 2 else cores
+    per_session = max(1, usable // max(1, job_workers + session_workers))
+    per_job = max(1, (usable - session_workers * per_session) // max(1, job_workers))
     return per_job, per_session

@@ -20,6 +20,7 @@ from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 from models.nn import state_codec
 from models.nn.state_codec import TrainState
 from worker.breakpoints import Paused, Rules, Watch
+from worker.throughput import Throughput
 
 __all__ = [
     "Data",
@@ -167,6 +168,7 @@ class Trainer:
         self.shuffler = torch.Generator().manual_seed(cfg.seed)
         self._pending: list[tuple[Any, ...]] = []
         self._evals: dict[int, dict[str, float]] = {}
+        self._throughput = Throughput(start=time.perf_counter())  # restarted by run()
         # The compiled wrapper only runs forward passes: state and parameters stay the plain module's, so a
         # checkpoint's keys have no "_orig_mod." prefix and load into the user's module.
         self.forward: Callable[[torch.Tensor], torch.Tensor] = torch.compile(net) if cfg.compile else net
@@ -220,7 +222,7 @@ class Trainer:
         n = self.data.x.shape[0]
         net.train()
         last_flush = time.perf_counter()
-        t_prev = last_flush
+        self._throughput = Throughput(start=last_flush)
         while self.step < cfg.total_steps:
             step = self.step + 1
             before = None
@@ -276,16 +278,14 @@ class Trainer:
                 (
                     step,
                     self.epoch + (0 if epoch_done else 1),
-                    size,
                     step_loss,
                     correct,
                     count,
-                    now - t_prev,
+                    self._throughput.add(now, size),
                     time.time(),
                     lr,
                 )
             )
-            t_prev = now
             last_step = step == cfg.total_steps
             if (epoch_done or last_step) and self.data.x_val is not None:
                 self._evals[step] = self.evaluate()
@@ -349,22 +349,22 @@ class Trainer:
         if not self._pending:
             return
         pending, self._pending = self._pending, []
-        losses = torch.stack([p[3] for p in pending]).tolist()  # one device sync for the whole batch
+        losses = torch.stack([p[2] for p in pending]).tolist()  # one device sync for the whole batch
         if self.device.type == "cuda":
             # A step is stamped when the host has queued its kernels; after this sync the last one has run, so
             # its stamp says when it was done and the rate over a job's records is the device's true rate.
-            *head, last = pending[-1]
-            pending[-1] = (*head[:7], time.time(), last)
-        corrects = torch.stack([p[4] for p in pending]).tolist() if pending[0][4] is not None else None
+            *head, wall, lr = pending[-1]
+            pending[-1] = (*head, time.time(), lr)
+        corrects = torch.stack([p[3] for p in pending]).tolist() if pending[0][3] is not None else None
         out: list[dict[str, Any]] = []
         failed: NonFiniteLoss | None = None
-        for i, (step, epoch, size, _, _, count, dt, wall, lr) in enumerate(pending):
+        for i, (step, epoch, _, _, count, rate, wall, lr) in enumerate(pending):
             rec: dict[str, Any] = {
                 "step": step,
                 "epoch": epoch,
                 "loss": losses[i],
                 "lr": lr,
-                "samples_per_s": size / dt if dt > 0 else None,
+                "samples_per_s": rate,
                 "t": wall,
             }
             if corrects is not None:
@@ -374,6 +374,8 @@ class Trainer:
             if self.cfg.stop_on_nan and not math.isfinite(losses[i]):
                 failed = NonFiniteLoss(step, losses[i])
                 break
+        # A summary, not a per-step series: on the last record of each batch, as the job's record shows it.
+        out[-1]["overall_samples_per_s"] = self._throughput.overall()
         hooks.records(out)
         if failed is not None:
             raise failed

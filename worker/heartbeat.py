@@ -14,6 +14,7 @@ import time
 import redis
 import torch
 
+from launcher.threads import usable_cores
 from models.store.keys import Keys
 from models.tasks import lanes_of
 
@@ -40,6 +41,7 @@ class Heartbeat:
             "started_at": time.time(),
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
+            "cores": usable_cores(),  # beside threads: an operator sees at once how this host is shared
             **describe_device(),
         }
         self._stop = threading.Event()

@@ -21,6 +21,7 @@ from torch import nn
 
 from models.nn.state_codec import TrainState, pack_train_state, pack_weights
 from models.store.keys import JobPart, Keys
+from models.store.summary import summary
 from models.wire.tensors import scalar, to_safetensors
 from worker.checkpoint import to_drop
 from worker.engine import Hooks
@@ -164,11 +165,9 @@ class RedisHooks(Hooks):
 
     # --- engine hooks ---
     def records(self, batch: list[dict[str, Any]]) -> None:
-        last = batch[-1]
         progress: list[Any] = []
-        for name in ("step", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "samples_per_s"):
-            if last.get(name) is not None:
-                progress += [name, scalar(last[name])]
+        for name, value in summary(batch).items():
+            progress += [name, scalar(value)]
         if batch[0]["step"] == 1:
             progress += ["first_step_at", batch[0]["t"]]
         args: list[Any] = [self.lease.token, self.ttl_s, self.maxlen, len(progress), *progress]

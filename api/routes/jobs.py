@@ -39,7 +39,7 @@ DIGITS_EXAMPLE = {
 STREAM_ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")
 KEEPALIVE_MS = 10_000
 _COLUMNS = ("step", "epoch", "loss", "lr", "samples_per_s", "t")
-JOB_NUMBERS = ("loss", "accuracy", "val_loss", "val_accuracy", "samples_per_s")
+JOB_NUMBERS = ("loss", "accuracy", "val_loss", "val_accuracy", "samples_per_s", "overall_samples_per_s")
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobSubmitted)

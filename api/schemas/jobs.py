@@ -35,7 +35,12 @@ class JobPublic(BaseModel):
     accuracy: Number | None = Field(description="Of the last batch, for class-index losses.")
     val_loss: Number | None = None
     val_accuracy: Number | None = Field(default=None, description="On the held-out split, at epoch ends.")
-    samples_per_s: Number | None = None
+    samples_per_s: Number | None = Field(
+        default=None, description="Samples a second over the last second or so of training (at least one step)."
+    )
+    overall_samples_per_s: Number | None = Field(
+        default=None, description="Samples a second over the whole run on its worker, from its start."
+    )
     error: str | None
     created_at: float = Field(description="Unix time (seconds); so are the other *_at fields.")
     started_at: float | None

@@ -46,6 +46,7 @@ _FLOATS = (
     "val_loss",
     "val_accuracy",
     "samples_per_s",
+    "overall_samples_per_s",
     "created_at",
     "started_at",
     "finished_at",

@@ -48,6 +48,10 @@ def test_fork_from_python_and_from_the_shell(gs: gradserve.Client, service: Serv
     assert 0 < step < 40, kept
 
     same = parent.fork(step=step)
+    # A fresh fork knows its record at once: printed, it shows its real status (it was '?').
+    assert same.last["parent"] == {"id": parent.id, "step": step}
+    assert same.last["status"] in {"queued", "running", "succeeded"}
+    assert repr(same) == f"Job('{same.id}', status={same.last['status']!r})"
     assert same.wait()["parent"] == {"id": parent.id, "step": step}
     mine, theirs = same.checkpoint(), parent.checkpoint()
     assert all(torch.equal(mine[k], theirs[k]) for k in theirs)  # no changes: the parent's steps, bit for bit

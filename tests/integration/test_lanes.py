@@ -38,6 +38,9 @@ def test_readyz_shows_both_lanes_with_their_threads(default_layout: Service) -> 
     (session,) = default_layout.workers("sessions")
     assert (job["queues"], job["threads"]) == (["cpu"], per_job)
     assert (session["queues"], session["threads"]) == (["sessions-cpu"], per_session)
+    # Never more busy threads than cores: a job's OpenMP threads spun waiting for a descheduled sibling.
+    assert job["cores"] == session["cores"] == usable_cores()
+    assert job["threads"] + session["threads"] <= max(2, usable_cores())
     assert "with 1 job worker(s)" in default_layout.log.read_text()
 
 

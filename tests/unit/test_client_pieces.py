@@ -195,3 +195,12 @@ def test_a_request_file_that_cannot_be_read_is_a_usage_error_not_a_traceback(tmp
     (folder / "list.json").write_text("[1]")
     with pytest.raises(click.BadParameter, match="one object"):
         read_job_file(folder / "list.json")
+
+
+def test_a_jobs_final_line_ends_with_its_overall_rate() -> None:
+    from gradserve.progress import final_line
+
+    doc = {"id": "job_1", "status": "succeeded", "step": 69, "total_steps": 69, "loss": 0.25}
+    rates = {"samples_per_s": 11428.0, "overall_samples_per_s": 512.4}
+    assert final_line({**doc, **rates}).endswith("loss 0.2500  512 samples/s")
+    assert final_line(doc).endswith("loss 0.2500")

@@ -295,7 +295,7 @@ async function jobPage(id) {
     errorBox.hidden = !d.error;
     errorBox.textContent = d.error ? `Job ${d.status}: ${d.error}` : "";
     facts.replaceChildren(...[["device", d.device_used || d.device], ["worker", d.worker], ["epoch", d.epoch],
-      ["samples/s", fmt(d.samples_per_s, 0)], ["held-out acc", fmt(d.val_accuracy, 3)], ["created", age(d.created_at) + " ago"],
+      ["samples/s", fmt(d.samples_per_s, 0)], ["overall samples/s", fmt(d.overall_samples_per_s, 0)], ["held-out acc", fmt(d.val_accuracy, 3)], ["created", age(d.created_at) + " ago"],
       ["attempt", d.attempt]].map(([k, v]) => h("span", {}, `${k} `, h("b", { text: v === null || v === undefined ? "—" : String(v) }))));
   };
   showDoc(doc);
