@@ -222,7 +222,7 @@ async function jobsList(status) {
   const body = h("tbody", { id: "jobs-body" });
   const table = h("table", { id: "jobs" }, h("thead", {}, h("tr", {},
     ...["", "job", "status", "name / network", "progress", "loss", "val acc", "device", "worker", "age", ""].map((t) => h("th", { text: t })))), body);
-  view().append(h("h1", { text: "Jobs" }), h("div", { class: "toolbar" }, filter, compare), table);
+  view().append(h("h1", { text: "Jobs" }), h("div", { class: "toolbar" }, filter, compare), h("div", { class: "table-wrap" }, table));
   let timer = null;
   let alive = true;
   onDispose(() => { alive = false; clearTimeout(timer); });
@@ -234,9 +234,9 @@ async function jobsList(status) {
         try { await api.json(`/v1/jobs/${j.id}/cancel`, { method: "POST" }); await refresh(); } catch (err) { showError(err); } } }, "Cancel");
       return h("tr", { "data-job-id": j.id },
         h("td", {}, box), h("td", {}, h("a", { href: `#/jobs/${j.id}`, text: j.id })), h("td", {}, badge(j.status)),
-        h("td", { text: j.name || j.network_id || "—" }), h("td", {}, progress(j)),
+        h("td", { class: "wrap", text: j.name || j.network_id || "—" }), h("td", {}, progress(j)),
         h("td", { class: "num loss", text: fmt(j.loss) }), h("td", { class: "num", text: fmt(j.val_accuracy, 3) }),
-        h("td", { text: j.device_used || j.device || "—" }), h("td", { text: j.worker || "—" }),
+        h("td", { text: j.device_used || j.device || "—" }), h("td", { class: "wrap", text: j.worker || "—" }),
         h("td", { text: age(j.created_at) }), h("td", {}, cancel));
     }));
     if (!jobs.length) body.append(h("tr", {}, h("td", { colspan: 11, class: "muted", text: "No jobs." })));
@@ -491,8 +491,8 @@ async function sweepPage(id) {
   root.append(h("h1", {}, `Sweep ${first.name ? `${first.name} ` : ""}`, status),
     h("div", { class: "toolbar" }, cancel, compare), facts, charts,
     h("h2", { text: "Parameter importances" }), importances,
-    h("h2", { text: "Trials" }), h("table", { id: "trials" }, h("thead", {}, h("tr", {},
-      ...["#", "state", "params", `${metric} by epoch`, metric, "job"].map((t) => h("th", { text: t })))), rows));
+    h("h2", { text: "Trials" }), h("div", { class: "table-wrap" }, h("table", { id: "trials" }, h("thead", {}, h("tr", {},
+      ...["#", "state", "params", `${metric} by epoch`, metric, "job"].map((t) => h("th", { text: t })))), rows)));
   // Both charts exist from the start, side by side, so neither is sized before the other takes its place.
   const values = new Chart(charts, { id: "chart-trials", title: `${metric} of each complete trial`, xLabel: "trial",
     xWhole: true, series: [{ label: metric, points: true, line: false }] });
@@ -517,7 +517,7 @@ async function sweepPage(id) {
       const epochs = Object.keys(t.intermediate || {}).map(Number).sort((a, b) => a - b);
       const last = epochs.length ? `${fmt(t.intermediate[epochs[epochs.length - 1]], 4)} @ ${epochs[epochs.length - 1]}` : "—";
       return h("tr", { "data-trial": t.number, class: t.number === best ? "best" : null },
-        h("td", { text: t.number }), h("td", {}, badge(t.state)), h("td", { text: paramsText(t.params) }),
+        h("td", { text: t.number }), h("td", {}, badge(t.state)), h("td", { class: "wrap", text: paramsText(t.params) }),
         h("td", { class: "num", text: last }), h("td", { class: "num", text: fmt(t.value, 4) }),
         h("td", {}, t.job_id ? h("a", { href: `#/jobs/${t.job_id}`, text: t.job_id }) : h("span", { class: "muted", text: t.error || "—" })));
     }));
