@@ -25,6 +25,35 @@ TABLE_FIT = """sel => {
            window: document.documentElement.clientWidth, cut };
 }"""
 
+# Every tick label of every chart on the page whose text runs past the room its axis has on the canvas: a
+# y axis on the left draws its labels right-aligned before the ticks, so a label wider than the axis's size
+# less its ticks and gap loses its first digits off the canvas's edge.
+AXES_CLIPPED = """() => {
+  const clipped = [];
+  for (const chart of Chart.live) {
+    const u = chart.plot;
+    const ctx = document.createElement('canvas').getContext('2d');
+    u.axes.forEach((axis, i) => {
+      if (!axis.show || !axis._values || axis.side % 2 === 0) return;
+      ctx.font = axis.font[0];
+      const room = axis._pos - axis.ticks.size - axis.gap;  // from the canvas's left edge to the ticks
+      for (const text of axis._values) {
+        const width = ctx.measureText(text).width / devicePixelRatio;
+        if (width > room) clipped.push(`${chart.box.id} axis ${i}: "${text}" is ${width.toFixed(1)} px in ${room} px`);
+      }
+    });
+  }
+  return clipped;
+}"""
+
+# Charts whose canvas has ink in its first two columns of pixels: a label that ran off the edge.
+INK_AT_LEFT_EDGE = """() => [...Chart.live].filter((chart) => {
+  const canvas = chart.plot.ctx.canvas;
+  const column = chart.plot.ctx.getImageData(0, 0, 2, canvas.height).data;
+  for (let i = 3; i < column.length; i += 4) if (column[i] > 0) return true;
+  return false;
+}).map((chart) => chart.box.id)"""
+
 
 def test_jobs_table_fits_1400_px(tab: Tab, service: Service, client: httpx.Client) -> None:
     name = "lenet-digits-sgd-momentum-0.9-lr-0.01-batch-32-baseline"  # a name as people write them
@@ -74,3 +103,28 @@ def test_sweep_trials_table_fits_1400_px(tab: Tab, service: Service, one_epoch_s
         link = page.locator(f'#trials tr[data-trial="{trial["number"]}"] a')
         assert link.inner_text() == trial["job_id"]
         assert (link.bounding_box() or {"x": 1e9})["x"] + 10 < fit["window"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(mlp_job(batch_size=40, steps=60), id="fast"),  # samples/s in the tens of thousands
+        pytest.param(
+            mlp_job(optimizer={"type": "SGD", "lr": 1e4}, steps=50), id="failed"
+        ),  # lr 10,000, loss in the trillions
+    ],
+)
+def test_chart_axes_show_whole_labels(tab: Tab, service: Service, client: httpx.Client, body: dict[str, Any]) -> None:
+    job = wait_final(client, submit(client, body))
+    count = client.get(f"/v1/jobs/{job['id']}/metrics").json()["count"]
+    page = tab.open(f"#/jobs/{job['id']}", service.keys["alice"])
+    for chart in ("#chart-loss", "#chart-lr", "#chart-throughput"):
+        page.wait_for_function(
+            "([sel, n]) => Number(document.querySelector(sel)?.dataset.points) === n", arg=[chart, count]
+        )
+    page.wait_for_timeout(300)  # the draw that follows the last data
+    tab.shot(f"job-axes-{job['status']}")
+    labels = page.evaluate("() => [...Chart.live].map((c) => c.plot.axes[1]._values || []).flat()")
+    assert len(labels) > 8, labels  # the measure below looked at drawn labels
+    assert page.evaluate(AXES_CLIPPED) == []
+    assert page.evaluate(INK_AT_LEFT_EDGE) == []  # and on the pixels themselves

@@ -123,6 +123,29 @@ function streamEvents(path, onEvent, isDone) {
 }
 
 // ---------- charts ----------
+// Tick labels with as many decimals as the tick spacing needs (uPlot's default keeps 3, so an lr of 3e-4 read
+// "0"), and powers of ten beyond what a short label can hold (a diverged loss of 1e30 had 31 digits).
+function tickLabels(u, splits, axisIdx, space, incr) {
+  const shown = splits.filter((v) => v !== null && Number.isFinite(v));
+  const big = Math.max(0, ...shown.map(Math.abs));
+  const step = Math.abs(incr) || big || 1;
+  const exp = big >= 1e6 || (big > 0 && big < 1e-3);
+  const label = (v, d) => (!exp ? v.toLocaleString("en-US", { minimumFractionDigits: d, maximumFractionDigits: d })
+    : v === 0 ? "0" : v.toExponential(d).replace("e+", "e"));
+  // the fewest digits that still give each tick's own value (0.025 steps need three: 0.075, not 0.08)
+  let d = 0;
+  while (d < 8 && !shown.every((v) => Math.abs(Number(label(v, d).replaceAll(",", "")) - v) <= step * 1e-6)) d += 1;
+  return splits.map((v) => (v === null ? "" : label(v, d)));
+}
+// A y axis as wide as its widest label (uPlot's fixed 50 px cut "10,000" samples/s to "0,000"). uPlot asks
+// again after each layout pass, whose new width may bring new labels; never narrower within one layout, so
+// it settles.
+function axisWidth(u, values, axisIdx, cycle) {
+  const axis = u.axes[axisIdx];
+  u.ctx.font = axis.font[0];
+  const widest = Math.max(0, ...(values || []).map((v) => u.ctx.measureText(v).width / devicePixelRatio));
+  return Math.max(Math.ceil(axis.ticks.size + axis.gap + widest + 2), cycle > 1 ? axis._size : 0);
+}
 // A uPlot chart that redraws at most once per animation frame however fast data arrives.
 class Chart {
   static live = new Set();  // the charts on the page, for tools that measure drawing (bench/ui_compare.py)
@@ -136,10 +159,15 @@ class Chart {
       width: Math.max(300, this.box.clientWidth - 16 || 500), height: 220,
       scales: { x: { time: xTime } },
       // trial numbers and epochs are whole: ticks at whole steps only
-      axes: [{ label: xLabel, ...(xWhole ? { incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000] } : {}) }, {}],
+      axes: [{ label: xLabel, ...(xWhole ? { incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000] } : {}) },
+        { values: tickLabels, size: axisWidth }],
       series: [{ label: xLabel }, ...series.map((s, i) => ({ label: s.label, stroke: s.color || COLORS[i % COLORS.length],
         width: 1.5, spanGaps: true, points: { show: s.points || false }, ...(s.line === false ? { paths: () => null } : {}) }))],
       legend: { live: true },
+      // Fixed, so a layout settles in uPlot's three passes: with padding that follows the labels it could still
+      // be moving on the last pass and keep the y axis at its old width. Room on the left for the first x label
+      // of a chart with no y axis yet.
+      padding: [10, 20, 0, 12],
     };
     this.plot = new uPlot(opts, this.data, this.box);
     // Follow the box, not the window: a chart placed first in a grid is sized before its neighbours arrive.
