@@ -128,3 +128,34 @@ def test_chart_axes_show_whole_labels(tab: Tab, service: Service, client: httpx.
     assert len(labels) > 8, labels  # the measure below looked at drawn labels
     assert page.evaluate(AXES_CLIPPED) == []
     assert page.evaluate(INK_AT_LEFT_EDGE) == []  # and on the pixels themselves
+
+
+# For each curve of a chart: its points, and whether the canvas holds its colour within 3 px of each point.
+INK_AT_POINTS = """sel => {
+  const chart = [...Chart.live].find((c) => c.box.id === sel.slice(1));
+  const u = chart.plot;
+  const near = (x, y, [r, g, b]) => {
+    const px = u.ctx.getImageData(Math.round(x) - 3, Math.round(y) - 3, 7, 7).data;
+    for (let i = 0; i < px.length; i += 4) {
+      if (px[i + 3] > 128 && Math.abs(px[i] - r) + Math.abs(px[i + 1] - g) + Math.abs(px[i + 2] - b) < 60) return true;
+    }
+    return false;
+  };
+  return u.series.slice(1).map((s, k) => {
+    const rgb = COLORS[k % COLORS.length].match(/\\w\\w/g).map((h) => parseInt(h, 16));
+    const points = u.data[0].map((x, i) => [x, u.data[k + 1][i]]).filter(([, y]) => y !== null && y !== undefined);
+    const drawn = points.map(([x, y]) => near(u.valToPos(x, "x", true), u.valToPos(y, "y", true), rgb));
+    return { label: s.label, points: points.length, drawn };
+  });
+}"""
+
+
+def test_a_curve_of_one_point_is_drawn(tab: Tab, service: Service, one_epoch_sweep: dict[str, Any]) -> None:
+    sweep = one_epoch_sweep  # every trial reported epoch 1 only, as a trial the pruner stops at epoch 1
+    page = tab.open(f"#/sweeps/{sweep['id']}", service.keys["alice"])
+    page.wait_for_function("() => Number(document.querySelector('#chart-sweep-epochs')?.dataset.points) === 2")
+    page.wait_for_timeout(300)  # the draw that follows the data
+    tab.shot("sweep-one-epoch")
+    curves = page.evaluate(INK_AT_POINTS, "#chart-sweep-epochs")
+    assert [c["points"] for c in curves] == [1, 1], curves
+    assert all(all(c["drawn"]) for c in curves), curves

@@ -137,6 +137,12 @@ function tickLabels(u, splits, axisIdx, space, incr) {
   while (d < 8 && !shown.every((v) => Math.abs(Number(label(v, d).replaceAll(",", "")) - v) <= step * 1e-6)) d += 1;
   return splits.map((v) => (v === null ? "" : label(v, d)));
 }
+// A series of a single value (a trial pruned at its first epoch, a job at step 1) has no line to draw: mark it.
+function alone(u, seriesIdx) {
+  let seen = 0;
+  for (const v of u.data[seriesIdx]) if (v !== null && v !== undefined && ++seen > 1) return false;
+  return seen === 1;
+}
 // A y axis as wide as its widest label (uPlot's fixed 50 px cut "10,000" samples/s to "0,000"). uPlot asks
 // again after each layout pass, whose new width may bring new labels; never narrower within one layout, so
 // it settles.
@@ -162,7 +168,7 @@ class Chart {
       axes: [{ label: xLabel, ...(xWhole ? { incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000] } : {}) },
         { values: tickLabels, size: axisWidth }],
       series: [{ label: xLabel }, ...series.map((s, i) => ({ label: s.label, stroke: s.color || COLORS[i % COLORS.length],
-        width: 1.5, spanGaps: true, points: { show: s.points || false }, ...(s.line === false ? { paths: () => null } : {}) }))],
+        width: 1.5, spanGaps: true, points: { show: s.points || alone }, ...(s.line === false ? { paths: () => null } : {}) }))],
       legend: { live: true },
       // Fixed, so a layout settles in uPlot's three passes: with padding that follows the labels it could still
       // be moving on the last pass and keep the y axis at its old width. Room on the left for the first x label
