@@ -103,6 +103,33 @@ def test_job_page_curves_grow_live_and_show_what_was_captured(tab: Tab, service:
     tab.shot("job")
 
 
+# The bold value beside a label in the header's facts ("epoch 3", "created 4 s ago").
+FACT = """k => [...document.querySelectorAll('.facts > span')]
+  .find((s) => s.firstChild.textContent.trim() === k)?.querySelector('b')?.textContent"""
+
+
+def test_job_header_follows_a_live_job(tab: Tab, service: Service, client: httpx.Client) -> None:
+    from api.routes.sweeps import EXAMPLE
+
+    # digits hold out a split, so each epoch's end brings a held-out accuracy; far more epochs than the test sees
+    body = {**EXAMPLE["template"], "epochs": 1000, "capture": {"graph": False}}
+    job_id = submit(client, body)
+    wait_until(client, job_id, lambda d: d["status"] == "running" and d["step"] > 0)
+    try:
+        page = tab.open(f"#/jobs/{job_id}", service.keys["alice"])
+        page.wait_for_selector("#chart-loss")
+        first = {k: page.evaluate(FACT, k) for k in ("epoch", "held-out acc", "created")}
+        assert all(first.values()), first
+        page.wait_for_function(f"n => Number(({FACT})('epoch')) > n", arg=int(first["epoch"]))
+        page.wait_for_function(f"a => ({FACT})('held-out acc') !== a", arg=first["held-out acc"])
+        page.wait_for_function(f"c => ({FACT})('created') !== c", arg=first["created"])
+        assert 0 <= float(page.evaluate(FACT, "held-out acc")) <= 1
+        tab.shot("job-live-header")
+    finally:
+        client.post(f"/v1/jobs/{job_id}/cancel")
+    assert wait_final(client, job_id)["status"] == "cancelled"
+
+
 def test_a_failed_jobs_error_is_prominent(tab: Tab, service: Service, client: httpx.Client) -> None:
     job_id = submit(client, mlp_job(optimizer={"type": "SGD", "lr": 1e4}, steps=50))
     assert wait_final(client, job_id)["status"] == "failed"

@@ -320,6 +320,13 @@ async function jobPage(id) {
   const cols = { step: [], loss: [], accuracy: [], lr: [], sps: [], vstep: [], vloss: [], vacc: [] };
   let accCount = 0;
   let state = doc;
+  const showFacts = (d) => {
+    const rate = finite(d.samples_per_s);
+    facts.replaceChildren(...[["device", d.device_used || d.device], ["worker", d.worker], ["epoch", d.epoch],
+      ["samples/s", rate === null ? null : Math.round(rate).toLocaleString("en-US")], ["held-out acc", fmt(d.val_accuracy, 3)],
+      ["created", age(d.created_at) + " ago"], ["attempt", d.attempt]]
+      .map(([k, v]) => h("span", {}, `${k} `, h("b", { text: v === null || v === undefined ? "—" : String(v) }))));
+  };
   const showDoc = (d) => {
     state = d;
     status.replaceChildren(badge(d.status));
@@ -328,11 +335,15 @@ async function jobPage(id) {
     cancel.hidden = FINAL.has(d.status);
     errorBox.hidden = !d.error;
     errorBox.textContent = d.error ? `Job ${d.status}: ${d.error}` : "";
-    facts.replaceChildren(...[["device", d.device_used || d.device], ["worker", d.worker], ["epoch", d.epoch],
-      ["samples/s", fmt(d.samples_per_s, 0)], ["held-out acc", fmt(d.val_accuracy, 3)], ["created", age(d.created_at) + " ago"],
-      ["attempt", d.attempt]].map(([k, v]) => h("span", {}, `${k} `, h("b", { text: v === null || v === undefined ? "—" : String(v) }))));
+    showFacts(d);
   };
   showDoc(doc);
+  // The facts follow the metric stream (epoch, samples/s, held-out accuracy) a few times a second however fast
+  // records arrive, and the age counts on by itself.
+  let factsTimer = null;
+  const factsSoon = () => { factsTimer = factsTimer || setTimeout(() => { factsTimer = null; showFacts(state); }, 250); };
+  const ticker = setInterval(() => showFacts(state), 1000);
+  onDispose(() => { clearTimeout(factsTimer); clearInterval(ticker); });
   const redraw = () => {
     const n = cols.step.length;
     // held-out values sit on the train steps they were measured at, as a second series with gaps elsewhere
@@ -367,6 +378,7 @@ async function jobPage(id) {
       state = { ...state, step: data.step, loss: data.loss, epoch: data.epoch, samples_per_s: data.samples_per_s, val_accuracy: data.val_accuracy ?? state.val_accuracy };
       prog.replaceChildren(progress(state));
       lossNow.textContent = fmt(data.loss);
+      factsSoon();
       if (every && data.step % every === 0) {  // a snapshot was just taken: show it once it is written
         clearTimeout(gradTimer);
         gradTimer = setTimeout(() => loadGradients(id, gradBox).catch(showError), 700);
