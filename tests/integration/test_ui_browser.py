@@ -218,6 +218,35 @@ def test_session_page(tab: Tab, service: Service, client: httpx.Client) -> None:
     tab.shot("session")
 
 
+def test_sessions_page_lists_the_tenants_sessions(
+    tab: Tab, service: Service, client: httpx.Client, client_bob: httpx.Client
+) -> None:
+    from tests.integration.jobs_helpers import MLP
+
+    mine = [client.post("/v1/sessions", json={"network": MLP, "seed": s, "device": "cpu"}).json()["id"] for s in (0, 1)]
+    assert (
+        client.post(f"/v1/sessions/{mine[1]}/forward", json={"input": {"randn": [2, 6], "seed": 1}}).status_code == 200
+    )
+    theirs = client_bob.post("/v1/sessions", json={"network": MLP, "seed": 0, "device": "cpu"}).json()["id"]
+    page = tab.open("#/sessions", service.keys["alice"])
+    page.wait_for_selector(f'tr[data-session-id="{mine[0]}"]')
+    listed = page.eval_on_selector_all(
+        "#sessions-body tr[data-session-id]", "rows => rows.map((r) => r.dataset.sessionId)"
+    )
+    assert listed.index(mine[1]) < listed.index(mine[0])  # newest first, as GET /v1/sessions
+    assert theirs not in listed
+    row = f'tr[data-session-id="{mine[1]}"]'
+    assert "MLP" in page.inner_text(row) and "cpu" in page.inner_text(row)
+    assert page.inner_text(f"{row} .version") == str(client.get(f"/v1/sessions/{mine[1]}").json()["version"])
+    tab.shot("sessions")
+    page.click(f'tr[data-session-id="{mine[0]}"] button.delete')
+    page.wait_for_selector(f'tr[data-session-id="{mine[0]}"]', state="detached")
+    assert client.get(f"/v1/sessions/{mine[0]}").status_code == 404
+    page.click(f"{row} a")
+    page.wait_for_selector("#session-repr")
+    assert page.url.endswith(f"#/sessions/{mine[1]}")
+
+
 def test_docs_work_offline_with_examples(tab: Tab) -> None:
     page = tab.page
     page.goto(f"{tab.service.url}/docs")

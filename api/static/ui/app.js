@@ -232,7 +232,7 @@ function route() {
   else if (parts[0] === "sweeps" && parts[1]) page = sweepPage(decodeURIComponent(parts[1]));
   else if (parts[0] === "sweeps") page = sweepsList();
   else if (parts[0] === "sessions" && parts[1]) page = sessionPage(decodeURIComponent(parts[1]));
-  else if (parts[0] === "sessions") page = sessionPicker();
+  else if (parts[0] === "sessions") page = sessionsList();
   else page = jobsList(params.get("status") || "");
   Promise.resolve(page).catch(showError);
 }
@@ -580,11 +580,31 @@ async function sweepPage(id) {
 }
 
 // ---------- a session ----------
-function sessionPicker() {
+// The tenant's sessions, newest first, as the jobs list shows jobs; a session's calls move it, so the list
+// re-reads itself every few seconds.
+async function sessionsList() {
   const input = h("input", { id: "session-id", size: 50, placeholder: "sess_..." });
+  const body = h("tbody", { id: "sessions-body" });
   view().append(h("h1", { text: "Sessions" }), h("div", { class: "toolbar" }, input,
     h("button", { class: "primary", onclick: () => { location.hash = `#/sessions/${input.value.trim()}`; } }, "Open")),
-  h("p", { class: "muted", text: "A session's id is what POST /v1/sessions answered." }));
+  h("div", { class: "table-wrap" }, h("table", { id: "sessions" }, h("thead", {}, h("tr", {},
+    ...["session", "network", "form", "parameters", "device", "optimizer", "version", "age", ""].map((t) => h("th", { text: t })))), body)));
+  await poll(5000, async () => {
+    const page = await api.json("/v1/sessions?limit=100");
+    body.replaceChildren(...page.data.map((s) => {
+      const remove = h("button", { class: "danger delete", onclick: async () => {
+        try { await api.fetch(`/v1/sessions/${s.id}`, { method: "DELETE" }); row.remove(); } catch (err) { showError(err); } } }, "Delete");
+      const row = h("tr", { "data-session-id": s.id },
+        h("td", {}, h("a", { href: `#/sessions/${s.id}`, text: s.id })),
+        h("td", { class: "wrap", text: `${s.repr.split("(")[0]}${s.network_id ? ` (${s.network_id})` : ""}` }),
+        h("td", { text: s.format }), h("td", { class: "num", text: s.num_elements.toLocaleString("en-US") }),
+        h("td", { text: s.device }), h("td", { text: s.optimizer ? s.optimizer.type : "none" }),
+        h("td", { class: "num version", text: s.version ?? 0 }), h("td", { text: age(s.created_at) }), h("td", {}, remove));
+      return row;
+    }));
+    if (!page.data.length) body.append(h("tr", {}, h("td", { colspan: 9, class: "muted", text: "No sessions: POST /v1/sessions or client.remote(...) starts one." })));
+    return false;
+  });
 }
 function gradStats(values) {
   const flat = [values].flat(Infinity).map(Number);
