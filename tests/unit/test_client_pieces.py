@@ -195,3 +195,23 @@ def test_a_request_file_that_cannot_be_read_is_a_usage_error_not_a_traceback(tmp
     (folder / "list.json").write_text("[1]")
     with pytest.raises(click.BadParameter, match="one object"):
         read_job_file(folder / "list.json")
+
+
+def test_a_dataset_id_is_an_uploaded_dataset() -> None:
+    from gradserve.jobs import fork_changes, job_request
+
+    spec = {"name": "Tiny", "input_shape": [4], "layers": [{"type": "Linear", "in_features": 4, "out_features": 2}]}
+    body, _ = job_request(spec, "data_0123", batch_size=8, steps=1)
+    assert body["dataset"] == {"source": "upload", "id": "data_0123"}
+    assert fork_changes({"dataset": "data_0123"}) == {"dataset": {"source": "upload", "id": "data_0123"}}
+
+
+def test_a_frame_without_pandas_says_which_extra_installs_it(monkeypatch: object) -> None:
+    import pytest
+
+    from gradserve.jobs import metrics_frame
+
+    assert isinstance(monkeypatch, pytest.MonkeyPatch)
+    monkeypatch.setitem(sys.modules, "pandas", None)  # what an environment without pandas imports
+    with pytest.raises(ImportError, match=r"pip install 'gradserve\[pandas\]'"):
+        metrics_frame({"step": [1, 2], "loss": [0.5, 0.4]})
