@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import httpx
+import pytest
 import torch
 from torch import nn
 
@@ -206,12 +207,9 @@ def test_a_dataset_id_is_an_uploaded_dataset() -> None:
     assert fork_changes({"dataset": "data_0123"}) == {"dataset": {"source": "upload", "id": "data_0123"}}
 
 
-def test_a_frame_without_pandas_says_which_extra_installs_it(monkeypatch: object) -> None:
-    import pytest
-
+def test_a_frame_without_pandas_says_which_extra_installs_it(monkeypatch: pytest.MonkeyPatch) -> None:
     from gradserve.jobs import metrics_frame
 
-    assert isinstance(monkeypatch, pytest.MonkeyPatch)
     monkeypatch.setitem(sys.modules, "pandas", None)  # what an environment without pandas imports
     with pytest.raises(ImportError, match=r"pip install 'gradserve\[pandas\]'"):
         metrics_frame({"step": [1, 2], "loss": [0.5, 0.4]})
