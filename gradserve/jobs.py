@@ -44,6 +44,26 @@ class Dataset:
     def input_shape(self) -> list[int]:
         return list(self.arrays["inputs"]["shape"][1:])
 
+    @classmethod
+    def of(cls, meta: dict[str, Any]) -> Dataset:
+        """From the service's description (``GET /v1/datasets/{id}``, or the upload's answer)."""
+        return cls(meta["id"], meta["num_samples"], meta["arrays"])
+
+
+DatasetArg = Dataset | dict[str, Any] | str  # an upload, a dataset spec, or an uploaded dataset's id
+
+
+def dataset_spec(dataset: DatasetArg) -> dict[str, Any]:
+    """A dataset argument as the request's ``dataset``: an id (``"data_..."``) is the uploaded dataset it names."""
+    if isinstance(dataset, Dataset):
+        return dataset.spec()
+    if isinstance(dataset, str):
+        return {"source": "upload", "id": dataset}
+    if not isinstance(dataset, dict):
+        kind = type(dataset).__name__
+        raise TypeError(f"dataset must be a Dataset, an uploaded dataset's id or a dataset spec (dict), not {kind}")
+    return dict(dataset)
+
 
 # --- request bodies ----------------------------------------------------------------------------------------------
 
@@ -55,7 +75,7 @@ def dataset_file(arrays: dict[str, Any]) -> bytes:
 
 def job_body(
     network: nn.Module | dict[str, Any] | str,
-    dataset: Dataset | dict[str, Any],
+    dataset: DatasetArg,
     criterion: nn.Module | dict[str, Any] | str,
     optimizer: dict[str, Any] | str | type[torch.optim.Optimizer],
     *,
@@ -66,8 +86,7 @@ def job_body(
     """The ``POST /v1/jobs`` body. ``network``: a module (traced), a spec, or a network id."""
     from gradserve.client import optimizer_spec
 
-    data = dataset.spec() if isinstance(dataset, Dataset) else dict(dataset)
-    body: dict[str, Any] = {"dataset": data, "criterion": criterion_spec(criterion)}
+    body: dict[str, Any] = {"dataset": dataset_spec(dataset), "criterion": criterion_spec(criterion)}
     body["optimizer"] = optimizer_spec(optimizer, optimizer_args)
     if isinstance(network, str):
         body["network_id"] = network
@@ -82,7 +101,7 @@ def job_body(
 
 def job_request(
     network: nn.Module | dict[str, Any] | str,
-    dataset: Dataset | dict[str, Any],
+    dataset: DatasetArg,
     criterion: nn.Module | dict[str, Any] | str = "CrossEntropyLoss",
     optimizer: dict[str, Any] | str | type[torch.optim.Optimizer] = "SGD",
     *,
@@ -96,9 +115,11 @@ def job_request(
     return body, network if isinstance(network, nn.Module) else None
 
 
-def _dataset_input_shape(dataset: Dataset | dict[str, Any]) -> list[int] | None:
+def _dataset_input_shape(dataset: DatasetArg) -> list[int] | None:
     if isinstance(dataset, Dataset):
         return dataset.input_shape
+    if isinstance(dataset, str):  # Jobs.submit looks an id up first; the async twin sends it as it is
+        return None
     if dataset.get("source") == "digits":
         size = dataset.get("image_size", 8)
         return [1, size, size]
@@ -143,8 +164,8 @@ def fork_changes(changes: dict[str, Any]) -> dict[str, Any]:
             raise ValueError("give lr once: in the optimizer's spec or as lr=, not both")
         args = {"lr": out.pop("lr")} if "lr" in out else {}
         out["optimizer"] = optimizer_spec(out["optimizer"], args)
-    if isinstance(out.get("dataset"), Dataset):
-        out["dataset"] = out["dataset"].spec()
+    if out.get("dataset") is not None:
+        out["dataset"] = dataset_spec(out["dataset"])
     return out
 
 
@@ -159,7 +180,12 @@ def fork_step(doc: dict[str, Any], step: int | None) -> int:
 
 def metrics_frame(columns: dict[str, Any]) -> Any:
     """Per-step columns as a pandas DataFrame indexed by step (pandas is optional)."""
-    import pandas as pd
+    try:
+        import pandas as pd
+    except ImportError as err:
+        raise ImportError(
+            "metrics(frame=True) needs pandas, which the client does not install: pip install 'gradserve[pandas]'"
+        ) from err
 
     per_step = {k: v for k, v in columns.items() if isinstance(v, list) and len(v) == len(columns["step"])}
     return pd.DataFrame(per_step).set_index("step")
@@ -298,7 +324,7 @@ class Jobs:
     def submit(
         self,
         network: nn.Module | dict[str, Any] | str,
-        dataset: Dataset | dict[str, Any],
+        dataset: DatasetArg,
         *args: Any,
         format: str = "auto",
         output: str | int | None = None,
@@ -308,7 +334,10 @@ class Jobs:
         epochs=... or steps=..., seed=..., device=..., capture=...)``; see ``job_request``.
 
         A module the catalogue spec cannot express is exported (``format="export"`` forces it) on a batch of
-        zeros shaped as the dataset's inputs, uploaded as a network, and the job trains that network."""
+        zeros shaped as the dataset's inputs, uploaded as a network, and the job trains that network. ``dataset``
+        may be an uploaded dataset's id (``"data_..."``), looked up for its shape and dtype."""
+        if isinstance(dataset, str):
+            dataset = self._client.datasets.get(dataset)
         if not isinstance(network, nn.Module):
             body, _ = job_request(network, dataset, *args, **kwargs)
             return self.submit_body(body)
@@ -355,7 +384,19 @@ class Datasets:
             {"inputs": inputs, "targets": targets, "test_inputs": test_inputs, "test_targets": test_targets}
         )
         meta = self._client.request("POST", "/v1/datasets", content=blob, headers={"Content-Type": _wire.OCTET}).json()
-        return Dataset(meta["id"], meta["num_samples"], meta["arrays"])
+        return Dataset.of(meta)
+
+    def get(self, dataset_id: str) -> Dataset:
+        """An uploaded dataset by its id (``GET /v1/datasets/{id}``): its sample count and arrays' shapes."""
+        return Dataset.of(self._client.request("GET", f"/v1/datasets/{dataset_id}").json())
+
+    def list(self, limit: int = 50, offset: int = 0) -> list[Dataset]:
+        """The tenant's uploaded datasets, newest first."""
+        params = {"limit": limit, "offset": offset}
+        return [Dataset.of(m) for m in self._client.request("GET", "/v1/datasets", params=params).json()["data"]]
+
+    def delete(self, dataset_id: str) -> None:
+        self._client.request("DELETE", f"/v1/datasets/{dataset_id}")
 
 
 class Sessions:

@@ -113,7 +113,15 @@ class AsyncDatasets:
         )
         headers = {"Content-Type": _wire.OCTET}
         meta = (await self._client.request("POST", "/v1/datasets", content=blob, headers=headers)).json()
-        return Dataset(meta["id"], meta["num_samples"], meta["arrays"])
+        return Dataset.of(meta)
+
+    async def get(self, dataset_id: str) -> Dataset:
+        return Dataset.of((await self._client.request("GET", f"/v1/datasets/{dataset_id}")).json())
+
+    async def list(self, limit: int = 50, offset: int = 0) -> list[Dataset]:
+        params = {"limit": limit, "offset": offset}
+        answer = (await self._client.request("GET", "/v1/datasets", params=params)).json()
+        return [Dataset.of(m) for m in answer["data"]]
 
 
 class AsyncSessions:

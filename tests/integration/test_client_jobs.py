@@ -91,6 +91,20 @@ def test_watch_as_plain_lines_and_a_dataset_from_numpy(gs: gradserve.Client) -> 
     assert job.to_local().fc.weight.shape == (2, 4)
 
 
+def test_a_dataset_by_its_id(gs: gradserve.Client) -> None:
+    rng = np.random.default_rng(1)
+    inputs = rng.standard_normal((48, 4), dtype=np.float32)
+    data = gs.datasets.upload(inputs, (inputs[:, 1] > 0).astype(np.int64))
+    found = gs.datasets.get(data.id)
+    assert found == data and found.input_shape == [4]
+    assert data.id in [d.id for d in gs.datasets.list(limit=500)]
+    job = gs.jobs.submit(nn.Linear(4, 2), data.id, "CrossEntropyLoss", "SGD", lr=0.1, batch_size=16, steps=3)
+    assert job.request()["dataset"] == {"source": "upload", "id": data.id}
+    assert job.wait()["step"] == 3
+    with pytest.raises(gradserve.APIError, match="404"):
+        gs.datasets.get("data_missing")
+
+
 def test_async_client_submits_and_waits(service: Service) -> None:
     async def run() -> dict:
         async with gradserve.AsyncClient(service.url, api_key=API_KEYS["alice"]) as ac:

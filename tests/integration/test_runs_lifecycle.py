@@ -106,6 +106,15 @@ def test_failed_step_and_non_finite_numbers(client: httpx.Client) -> None:
     assert metrics["non_finite"] == [{"step": 3, "column": "loss", "value": "inf"}]
 
 
+def test_session_list_holds_only_the_tenants_sessions(client: httpx.Client, client_bob: httpx.Client) -> None:
+    mine = client.post("/v1/sessions", json={"network": MLP, "seed": 0, "device": "cpu"}).json()["id"]
+    theirs = client_bob.post("/v1/sessions", json={"network": MLP, "seed": 0, "device": "cpu"}).json()["id"]
+    for tenant, own, other in ((client, mine, theirs), (client_bob, theirs, mine)):
+        listed = tenant.get("/v1/sessions", params={"limit": 500}).json()
+        ids = {s["id"] for s in listed["data"]}
+        assert own in ids and other not in ids and listed["total"] == len(ids)
+
+
 def test_list_and_delete_networks_sessions_datasets(service: Service, client: httpx.Client) -> None:
     nets = [client.post("/v1/networks", json=MLP).json()["id"] for _ in range(2)]
     listed = client.get("/v1/networks", params={"limit": 1}).json()

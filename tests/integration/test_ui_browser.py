@@ -8,94 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import ROOT, Service
+from tests.conftest import Service
+from tests.integration.browser_tab import Tab, browser, tab
 from tests.integration.jobs_helpers import lenet_job, mlp_job, submit, wait_final, wait_until
 
 pytestmark = pytest.mark.integration
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-SHOTS = ROOT / ".gradserve" / "screenshots"
-WAIT_MS = 60_000
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"Chromium is missing at {CHROMIUM}: install Debian's package (apt-get install -y chromium)")
-    from playwright.sync_api import sync_playwright
-
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield chromium
-        chromium.close()
-
-
-class Tab:
-    """A browser page on the dashboard; it refuses every request that leaves the service and keeps JS errors."""
-
-    def __init__(self, browser: Any, service: Service) -> None:
-        self.service = service
-        self.context = browser.new_context(viewport={"width": 1280, "height": 1000})
-        self.outside: list[str] = []
-        self.errors: list[str] = []
-        self.hold: Any = None  # a predicate on requests to keep unanswered until a test lets them go
-        self.held: list[Any] = []
-        self.context.route("**/*", self._only_the_service)
-        self.page = self.context.new_page()
-        self.page.set_default_timeout(WAIT_MS)
-        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
-
-    def _only_the_service(self, route: Any) -> None:
-        if self.hold is not None and self.hold(route.request):
-            self.held.append(route)
-        elif route.request.url.startswith(self.service.url):
-            route.continue_()
-        else:
-            self.outside.append(route.request.url)
-            route.abort()
-
-    def open(self, fragment: str, key: str | None) -> Any:
-        self.page.goto(f"{self.service.url}/ui/{fragment}")
-        if key is not None:
-            self.page.fill("#key-input", key)
-            self.page.click("#key-save")
-        return self.page
-
-    def points(self, selector: str) -> int:
-        return int(self.page.get_attribute(selector, "data-points") or 0)
-
-    def shot(self, name: str) -> None:
-        self.page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
-
-    def close(self) -> None:
-        self.context.close()
-        assert not self.outside, f"the page asked for outside resources: {self.outside}"
-        assert not self.errors, f"JavaScript errors: {self.errors}"
-
-
-@pytest.fixture
-def tab(browser: Any, service: Service) -> Iterator[Tab]:
-    t = Tab(browser, service)
-    yield t
-    t.close()
+__all__ = ["browser", "tab"]  # fixtures, used by name
 
 
 def test_wrong_key_shows_a_clear_message_and_no_data(tab: Tab, client: httpx.Client) -> None:
@@ -179,6 +101,33 @@ def test_job_page_curves_grow_live_and_show_what_was_captured(tab: Tab, service:
     assert '"Conv2d"' in page.inner_text("#job-request")
     assert page.is_hidden("#job-error")
     tab.shot("job")
+
+
+# The bold value beside a label in the header's facts ("epoch 3", "created 4 s ago").
+FACT = """k => [...document.querySelectorAll('.facts > span')]
+  .find((s) => s.firstChild.textContent.trim() === k)?.querySelector('b')?.textContent"""
+
+
+def test_job_header_follows_a_live_job(tab: Tab, service: Service, client: httpx.Client) -> None:
+    from api.routes.sweeps import EXAMPLE
+
+    # digits hold out a split, so each epoch's end brings a held-out accuracy; far more epochs than the test sees
+    body = {**EXAMPLE["template"], "epochs": 1000, "capture": {"graph": False}}
+    job_id = submit(client, body)
+    wait_until(client, job_id, lambda d: d["status"] == "running" and d["step"] > 0)
+    try:
+        page = tab.open(f"#/jobs/{job_id}", service.keys["alice"])
+        page.wait_for_selector("#chart-loss")
+        first = {k: page.evaluate(FACT, k) for k in ("epoch", "held-out acc", "created")}
+        assert all(first.values()), first
+        page.wait_for_function(f"n => Number(({FACT})('epoch')) > n", arg=int(first["epoch"]))
+        page.wait_for_function(f"a => ({FACT})('held-out acc') !== a", arg=first["held-out acc"])
+        page.wait_for_function(f"c => ({FACT})('created') !== c", arg=first["created"])
+        assert 0 <= float(page.evaluate(FACT, "held-out acc")) <= 1
+        tab.shot("job-live-header")
+    finally:
+        client.post(f"/v1/jobs/{job_id}/cancel")
+    assert wait_final(client, job_id)["status"] == "cancelled"
 
 
 def test_a_failed_jobs_error_is_prominent(tab: Tab, service: Service, client: httpx.Client) -> None:
@@ -267,6 +216,35 @@ def test_session_page(tab: Tab, service: Service, client: httpx.Client) -> None:
     assert page.locator("#session-params tbody tr").count() == 4
     page.wait_for_selector("#graph svg, #graph-message")
     tab.shot("session")
+
+
+def test_sessions_page_lists_the_tenants_sessions(
+    tab: Tab, service: Service, client: httpx.Client, client_bob: httpx.Client
+) -> None:
+    from tests.integration.jobs_helpers import MLP
+
+    mine = [client.post("/v1/sessions", json={"network": MLP, "seed": s, "device": "cpu"}).json()["id"] for s in (0, 1)]
+    assert (
+        client.post(f"/v1/sessions/{mine[1]}/forward", json={"input": {"randn": [2, 6], "seed": 1}}).status_code == 200
+    )
+    theirs = client_bob.post("/v1/sessions", json={"network": MLP, "seed": 0, "device": "cpu"}).json()["id"]
+    page = tab.open("#/sessions", service.keys["alice"])
+    page.wait_for_selector(f'tr[data-session-id="{mine[0]}"]')
+    listed = page.eval_on_selector_all(
+        "#sessions-body tr[data-session-id]", "rows => rows.map((r) => r.dataset.sessionId)"
+    )
+    assert listed.index(mine[1]) < listed.index(mine[0])  # newest first, as GET /v1/sessions
+    assert theirs not in listed
+    row = f'tr[data-session-id="{mine[1]}"]'
+    assert "MLP" in page.inner_text(row) and "cpu" in page.inner_text(row)
+    assert page.inner_text(f"{row} .version") == str(client.get(f"/v1/sessions/{mine[1]}").json()["version"])
+    tab.shot("sessions")
+    page.click(f'tr[data-session-id="{mine[0]}"] button.delete')
+    page.wait_for_selector(f'tr[data-session-id="{mine[0]}"]', state="detached")
+    assert client.get(f"/v1/sessions/{mine[0]}").status_code == 404
+    page.click(f"{row} a")
+    page.wait_for_selector("#session-repr")
+    assert page.url.endswith(f"#/sessions/{mine[1]}")
 
 
 def test_docs_work_offline_with_examples(tab: Tab) -> None:

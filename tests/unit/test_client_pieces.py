@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import httpx
+import pytest
 import torch
 from torch import nn
 
@@ -204,3 +205,20 @@ def test_a_jobs_final_line_ends_with_its_overall_rate() -> None:
     rates = {"samples_per_s": 11428.0, "overall_samples_per_s": 512.4}
     assert final_line({**doc, **rates}).endswith("loss 0.2500  512 samples/s")
     assert final_line(doc).endswith("loss 0.2500")
+
+
+def test_a_dataset_id_is_an_uploaded_dataset() -> None:
+    from gradserve.jobs import fork_changes, job_request
+
+    spec = {"name": "Tiny", "input_shape": [4], "layers": [{"type": "Linear", "in_features": 4, "out_features": 2}]}
+    body, _ = job_request(spec, "data_0123", batch_size=8, steps=1)
+    assert body["dataset"] == {"source": "upload", "id": "data_0123"}
+    assert fork_changes({"dataset": "data_0123"}) == {"dataset": {"source": "upload", "id": "data_0123"}}
+
+
+def test_a_frame_without_pandas_says_which_extra_installs_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gradserve.jobs import metrics_frame
+
+    monkeypatch.setitem(sys.modules, "pandas", None)  # what an environment without pandas imports
+    with pytest.raises(ImportError, match=r"pip install 'gradserve\[pandas\]'"):
+        metrics_frame({"step": [1, 2], "loss": [0.5, 0.4]})

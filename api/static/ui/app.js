@@ -123,6 +123,35 @@ function streamEvents(path, onEvent, isDone) {
 }
 
 // ---------- charts ----------
+// Tick labels with as many decimals as the tick spacing needs (uPlot's default keeps 3, so an lr of 3e-4 read
+// "0"), and powers of ten beyond what a short label can hold (a diverged loss of 1e30 had 31 digits).
+function tickLabels(u, splits, axisIdx, space, incr) {
+  const shown = splits.filter((v) => v !== null && Number.isFinite(v));
+  const big = Math.max(0, ...shown.map(Math.abs));
+  const step = Math.abs(incr) || big || 1;
+  const exp = big >= 1e6 || (big > 0 && big < 1e-3);
+  const label = (v, d) => (!exp ? v.toLocaleString("en-US", { minimumFractionDigits: d, maximumFractionDigits: d })
+    : v === 0 ? "0" : v.toExponential(d).replace("e+", "e"));
+  // the fewest digits that still give each tick's own value (0.025 steps need three: 0.075, not 0.08)
+  let d = 0;
+  while (d < 8 && !shown.every((v) => Math.abs(Number(label(v, d).replaceAll(",", "")) - v) <= step * 1e-6)) d += 1;
+  return splits.map((v) => (v === null ? "" : label(v, d)));
+}
+// A series of a single value (a trial pruned at its first epoch, a job at step 1) has no line to draw: mark it.
+function alone(u, seriesIdx) {
+  let seen = 0;
+  for (const v of u.data[seriesIdx]) if (v !== null && v !== undefined && ++seen > 1) return false;
+  return seen === 1;
+}
+// A y axis as wide as its widest label (uPlot's fixed 50 px cut "10,000" samples/s to "0,000"). uPlot asks
+// again after each layout pass, whose new width may bring new labels; never narrower within one layout, so
+// it settles.
+function axisWidth(u, values, axisIdx, cycle) {
+  const axis = u.axes[axisIdx];
+  u.ctx.font = axis.font[0];
+  const widest = Math.max(0, ...(values || []).map((v) => u.ctx.measureText(v).width / devicePixelRatio));
+  return Math.max(Math.ceil(axis.ticks.size + axis.gap + widest + 2), cycle > 1 ? axis._size : 0);
+}
 // A uPlot chart that redraws at most once per animation frame however fast data arrives.
 class Chart {
   static live = new Set();  // the charts on the page, for tools that measure drawing (bench/ui_compare.py)
@@ -136,10 +165,15 @@ class Chart {
       width: Math.max(300, this.box.clientWidth - 16 || 500), height: 220,
       scales: { x: { time: xTime } },
       // trial numbers and epochs are whole: ticks at whole steps only
-      axes: [{ label: xLabel, ...(xWhole ? { incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000] } : {}) }, {}],
+      axes: [{ label: xLabel, ...(xWhole ? { incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000] } : {}) },
+        { values: tickLabels, size: axisWidth }],
       series: [{ label: xLabel }, ...series.map((s, i) => ({ label: s.label, stroke: s.color || COLORS[i % COLORS.length],
-        width: 1.5, spanGaps: true, points: { show: s.points || false }, ...(s.line === false ? { paths: () => null } : {}) }))],
+        width: 1.5, spanGaps: true, points: { show: s.points || alone }, ...(s.line === false ? { paths: () => null } : {}) }))],
       legend: { live: true },
+      // Fixed, so a layout settles in uPlot's three passes: with padding that follows the labels it could still
+      // be moving on the last pass and keep the y axis at its old width. Room on the left for the first x label
+      // of a chart with no y axis yet.
+      padding: [10, 20, 0, 12],
     };
     this.plot = new uPlot(opts, this.data, this.box);
     // Follow the box, not the window: a chart placed first in a grid is sized before its neighbours arrive.
@@ -198,7 +232,7 @@ function route() {
   else if (parts[0] === "sweeps" && parts[1]) page = sweepPage(decodeURIComponent(parts[1]));
   else if (parts[0] === "sweeps") page = sweepsList();
   else if (parts[0] === "sessions" && parts[1]) page = sessionPage(decodeURIComponent(parts[1]));
-  else if (parts[0] === "sessions") page = sessionPicker();
+  else if (parts[0] === "sessions") page = sessionsList();
   else page = jobsList(params.get("status") || "");
   Promise.resolve(page).catch(showError);
 }
@@ -222,7 +256,7 @@ async function jobsList(status) {
   const body = h("tbody", { id: "jobs-body" });
   const table = h("table", { id: "jobs" }, h("thead", {}, h("tr", {},
     ...["", "job", "status", "name / network", "progress", "loss", "val acc", "device", "worker", "age", ""].map((t) => h("th", { text: t })))), body);
-  view().append(h("h1", { text: "Jobs" }), h("div", { class: "toolbar" }, filter, compare), table);
+  view().append(h("h1", { text: "Jobs" }), h("div", { class: "toolbar" }, filter, compare), h("div", { class: "table-wrap" }, table));
   let timer = null;
   let alive = true;
   onDispose(() => { alive = false; clearTimeout(timer); });
@@ -234,9 +268,9 @@ async function jobsList(status) {
         try { await api.json(`/v1/jobs/${j.id}/cancel`, { method: "POST" }); await refresh(); } catch (err) { showError(err); } } }, "Cancel");
       return h("tr", { "data-job-id": j.id },
         h("td", {}, box), h("td", {}, h("a", { href: `#/jobs/${j.id}`, text: j.id })), h("td", {}, badge(j.status)),
-        h("td", { text: j.name || j.network_id || "—" }), h("td", {}, progress(j)),
+        h("td", { class: "wrap", text: j.name || j.network_id || "—" }), h("td", {}, progress(j)),
         h("td", { class: "num loss", text: fmt(j.loss) }), h("td", { class: "num", text: fmt(j.val_accuracy, 3) }),
-        h("td", { text: j.device_used || j.device || "—" }), h("td", { text: j.worker || "—" }),
+        h("td", { text: j.device_used || j.device || "—" }), h("td", { class: "wrap", text: j.worker || "—" }),
         h("td", { text: age(j.created_at) }), h("td", {}, cancel));
     }));
     if (!jobs.length) body.append(h("tr", {}, h("td", { colspan: 11, class: "muted", text: "No jobs." })));
@@ -286,6 +320,15 @@ async function jobPage(id) {
   const cols = { step: [], loss: [], accuracy: [], lr: [], sps: [], vstep: [], vloss: [], vacc: [] };
   let accCount = 0;
   let state = doc;
+  const showFacts = (d) => {
+    const rate = finite(d.samples_per_s);
+    facts.replaceChildren(...[["device", d.device_used || d.device], ["worker", d.worker], ["epoch", d.epoch],
+      ["samples/s", rate === null ? null : Math.round(rate).toLocaleString("en-US")],
+      ["overall samples/s", finite(d.overall_samples_per_s) === null ? null : Math.round(d.overall_samples_per_s).toLocaleString("en-US")],
+      ["held-out acc", fmt(d.val_accuracy, 3)],
+      ["created", age(d.created_at) + " ago"], ["attempt", d.attempt]]
+      .map(([k, v]) => h("span", {}, `${k} `, h("b", { text: v === null || v === undefined ? "—" : String(v) }))));
+  };
   const showDoc = (d) => {
     state = d;
     status.replaceChildren(badge(d.status));
@@ -294,11 +337,15 @@ async function jobPage(id) {
     cancel.hidden = FINAL.has(d.status);
     errorBox.hidden = !d.error;
     errorBox.textContent = d.error ? `Job ${d.status}: ${d.error}` : "";
-    facts.replaceChildren(...[["device", d.device_used || d.device], ["worker", d.worker], ["epoch", d.epoch],
-      ["samples/s", fmt(d.samples_per_s, 0)], ["overall samples/s", fmt(d.overall_samples_per_s, 0)], ["held-out acc", fmt(d.val_accuracy, 3)], ["created", age(d.created_at) + " ago"],
-      ["attempt", d.attempt]].map(([k, v]) => h("span", {}, `${k} `, h("b", { text: v === null || v === undefined ? "—" : String(v) }))));
+    showFacts(d);
   };
   showDoc(doc);
+  // The facts follow the metric stream (epoch, samples/s, held-out accuracy) a few times a second however fast
+  // records arrive, and the age counts on by itself.
+  let factsTimer = null;
+  const factsSoon = () => { factsTimer = factsTimer || setTimeout(() => { factsTimer = null; showFacts(state); }, 250); };
+  const ticker = setInterval(() => showFacts(state), 1000);
+  onDispose(() => { clearTimeout(factsTimer); clearInterval(ticker); });
   const redraw = () => {
     const n = cols.step.length;
     // held-out values sit on the train steps they were measured at, as a second series with gaps elsewhere
@@ -333,6 +380,7 @@ async function jobPage(id) {
       state = { ...state, step: data.step, loss: data.loss, epoch: data.epoch, samples_per_s: data.samples_per_s, val_accuracy: data.val_accuracy ?? state.val_accuracy };
       prog.replaceChildren(progress(state));
       lossNow.textContent = fmt(data.loss);
+      factsSoon();
       if (every && data.step % every === 0) {  // a snapshot was just taken: show it once it is written
         clearTimeout(gradTimer);
         gradTimer = setTimeout(() => loadGradients(id, gradBox).catch(showError), 700);
@@ -491,8 +539,8 @@ async function sweepPage(id) {
   root.append(h("h1", {}, `Sweep ${first.name ? `${first.name} ` : ""}`, status),
     h("div", { class: "toolbar" }, cancel, compare), facts, charts,
     h("h2", { text: "Parameter importances" }), importances,
-    h("h2", { text: "Trials" }), h("table", { id: "trials" }, h("thead", {}, h("tr", {},
-      ...["#", "state", "params", `${metric} by epoch`, metric, "job"].map((t) => h("th", { text: t })))), rows));
+    h("h2", { text: "Trials" }), h("div", { class: "table-wrap" }, h("table", { id: "trials" }, h("thead", {}, h("tr", {},
+      ...["#", "state", "params", `${metric} by epoch`, metric, "job"].map((t) => h("th", { text: t })))), rows)));
   // Both charts exist from the start, side by side, so neither is sized before the other takes its place.
   const values = new Chart(charts, { id: "chart-trials", title: `${metric} of each complete trial`, xLabel: "trial",
     xWhole: true, series: [{ label: metric, points: true, line: false }] });
@@ -517,7 +565,7 @@ async function sweepPage(id) {
       const epochs = Object.keys(t.intermediate || {}).map(Number).sort((a, b) => a - b);
       const last = epochs.length ? `${fmt(t.intermediate[epochs[epochs.length - 1]], 4)} @ ${epochs[epochs.length - 1]}` : "—";
       return h("tr", { "data-trial": t.number, class: t.number === best ? "best" : null },
-        h("td", { text: t.number }), h("td", {}, badge(t.state)), h("td", { text: paramsText(t.params) }),
+        h("td", { text: t.number }), h("td", {}, badge(t.state)), h("td", { class: "wrap", text: paramsText(t.params) }),
         h("td", { class: "num", text: last }), h("td", { class: "num", text: fmt(t.value, 4) }),
         h("td", {}, t.job_id ? h("a", { href: `#/jobs/${t.job_id}`, text: t.job_id }) : h("span", { class: "muted", text: t.error || "—" })));
     }));
@@ -534,11 +582,31 @@ async function sweepPage(id) {
 }
 
 // ---------- a session ----------
-function sessionPicker() {
+// The tenant's sessions, newest first, as the jobs list shows jobs; a session's calls move it, so the list
+// re-reads itself every few seconds.
+async function sessionsList() {
   const input = h("input", { id: "session-id", size: 50, placeholder: "sess_..." });
+  const body = h("tbody", { id: "sessions-body" });
   view().append(h("h1", { text: "Sessions" }), h("div", { class: "toolbar" }, input,
     h("button", { class: "primary", onclick: () => { location.hash = `#/sessions/${input.value.trim()}`; } }, "Open")),
-  h("p", { class: "muted", text: "A session's id is what POST /v1/sessions answered." }));
+  h("div", { class: "table-wrap" }, h("table", { id: "sessions" }, h("thead", {}, h("tr", {},
+    ...["session", "network", "form", "parameters", "device", "optimizer", "version", "age", ""].map((t) => h("th", { text: t })))), body)));
+  await poll(5000, async () => {
+    const page = await api.json("/v1/sessions?limit=100");
+    body.replaceChildren(...page.data.map((s) => {
+      const remove = h("button", { class: "danger delete", onclick: async () => {
+        try { await api.fetch(`/v1/sessions/${s.id}`, { method: "DELETE" }); row.remove(); } catch (err) { showError(err); } } }, "Delete");
+      const row = h("tr", { "data-session-id": s.id },
+        h("td", {}, h("a", { href: `#/sessions/${s.id}`, text: s.id })),
+        h("td", { class: "wrap", text: `${s.repr.split("(")[0]}${s.network_id ? ` (${s.network_id})` : ""}` }),
+        h("td", { text: s.format }), h("td", { class: "num", text: s.num_elements.toLocaleString("en-US") }),
+        h("td", { text: s.device }), h("td", { text: s.optimizer ? s.optimizer.type : "none" }),
+        h("td", { class: "num version", text: s.version ?? 0 }), h("td", { text: age(s.created_at) }), h("td", {}, remove));
+      return row;
+    }));
+    if (!page.data.length) body.append(h("tr", {}, h("td", { colspan: 9, class: "muted", text: "No sessions: POST /v1/sessions or client.remote(...) starts one." })));
+    return false;
+  });
 }
 function gradStats(values) {
   const flat = [values].flat(Infinity).map(Number);
