@@ -139,6 +139,24 @@ def test_a_failed_jobs_error_is_prominent(tab: Tab, service: Service, client: ht
     tab.shot("job-failed")
 
 
+def test_a_paused_job_shows_its_breakpoint_and_resumes(tab: Tab, service: Service, client: httpx.Client) -> None:
+    body = mlp_job(optimizer={"type": "SGD", "lr": 4.0, "momentum": 0.9}, steps=60, accumulate_grad_batches=1)
+    job_id = submit(client, {**body, "precision": "bf16-mixed", "breakpoints": {"grad_norm_above": 20.0}})
+    paused = wait_until(client, job_id, lambda d: d["status"] in {"paused", "failed", "succeeded"})
+    assert paused["status"] == "paused", paused
+    page = tab.open(f"#/jobs/{job_id}", service.keys["alice"])
+    page.wait_for_selector("#job-paused:not([hidden])")
+    text = page.inner_text("#job-paused-text")
+    assert f"step {paused['breakpoint']['step']}" in text and "grad_norm_above" in text
+    assert "precision bf16-mixed" in page.inner_text(".facts")
+    tab.shot("job-paused")
+    page.fill("#job-resume-lr", "0.01")
+    page.click("#job-resume")
+    done = wait_final(client, job_id)
+    assert done["status"] == "succeeded" and done["request"]["optimizer"]["lr"] == 4.0
+    page.wait_for_selector("#job-paused", state="hidden")
+
+
 def test_compare_overlays_two_jobs(tab: Tab, service: Service, client: httpx.Client) -> None:
     ids = [submit(client, mlp_job(seed=seed)) for seed in (1, 2)]
     for job_id in ids:

@@ -5,10 +5,23 @@
 
 const KEY = "gradserve.key";
 const FINAL = new Set(["succeeded", "failed", "cancelled", "pruned"]);
+const STOPPED = new Set([...FINAL, "paused"]);  // nothing runs until someone acts: a paused job is resumed or cancelled
 const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
   "#17becf", "#393b79", "#ad494a", "#637939", "#8c6d31", "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1", "#636363"];
 
 // ---------- small helpers ----------
+// How a job's steps run, where it differs from plain fp32 steps: the job page shows these beside its facts.
+function trainingFacts(t) {
+  if (!t) return [];
+  const out = [];
+  if (t.precision && t.precision !== "32") out.push(["precision", t.precision]);
+  if (t.accumulate_grad_batches > 1) out.push(["accumulation", `${t.accumulate_grad_batches} batches a step`]);
+  if (t.clip_grad_norm) out.push(["clip norm", t.clip_grad_norm]);
+  if (t.channels_last) out.push(["memory", "channels-last"]);
+  if (t.compile) out.push(["compiled", "yes"]);
+  return out;
+}
+
 function h(tag, attrs, ...children) {
   const el = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs || {})) {
@@ -300,7 +313,14 @@ async function jobPage(id) {
     onclick: () => api.json(`/v1/jobs/${id}/cancel`, { method: "POST" }).catch(showError) }, "Cancel");
   const tb = h("button", { id: "job-tensorboard", onclick: () => download(`/v1/jobs/${id}/tensorboard`, `${id}-tensorboard.tar.gz`).catch(showError) }, "TensorBoard export");
   const facts = h("div", { class: "facts" });
-  root.append(h("h1", {}, `Job ${id} `, status), errorBox,
+  const pausedText = h("span", { id: "job-paused-text" });
+  const resumeLr = h("input", { id: "job-resume-lr", type: "number", step: "any", min: "0", placeholder: "lr (unchanged)" });
+  const resume = (changes) => api.json(`/v1/jobs/${id}/resume`, { method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ changes }) }).then(route).catch(showError);
+  const pausedBox = h("div", { class: "error-box", id: "job-paused", hidden: true }, pausedText, " ",
+    h("button", { id: "job-resume", onclick: () => resume(resumeLr.value ? { lr: Number(resumeLr.value) } : {}) }, "Resume"), " at ", resumeLr, " ",
+    h("button", { id: "job-skip", onclick: () => resume({ skip_batch: true }) }, "Skip the batch and resume"));
+  root.append(h("h1", {}, `Job ${id} `, status), errorBox, pausedBox,
     h("div", { class: "toolbar" }, prog, h("span", {}, "loss ", lossNow), cancel, tb, h("a", { href: `#/compare?ids=${id}` }, "compare…")), facts);
   const charts = h("div", { class: "charts" });
   root.append(charts);
@@ -326,7 +346,7 @@ async function jobPage(id) {
       ["samples/s", rate === null ? null : Math.round(rate).toLocaleString("en-US")],
       ["overall samples/s", finite(d.overall_samples_per_s) === null ? null : Math.round(d.overall_samples_per_s).toLocaleString("en-US")],
       ["held-out acc", fmt(d.val_accuracy, 3)],
-      ["created", age(d.created_at) + " ago"], ["attempt", d.attempt]]
+      ["created", age(d.created_at) + " ago"], ["attempt", d.attempt], ...trainingFacts(d.training)]
       .map(([k, v]) => h("span", {}, `${k} `, h("b", { text: v === null || v === undefined ? "—" : String(v) }))));
   };
   const showDoc = (d) => {
@@ -337,6 +357,10 @@ async function jobPage(id) {
     cancel.hidden = FINAL.has(d.status);
     errorBox.hidden = !d.error;
     errorBox.textContent = d.error ? `Job ${d.status}: ${d.error}` : "";
+    const bp = d.status === "paused" ? d.breakpoint : null;
+    pausedBox.hidden = !bp;
+    pausedText.textContent = bp ? `Paused before step ${bp.step}'s update: ${bp.rule} ${typeof bp.value === "number" ? fmt(bp.value) : bp.value}`
+      + (bp.parameter ? ` (first non-finite gradient: ${bp.parameter})` : "") + "." : "";
     showFacts(d);
   };
   showDoc(doc);
@@ -388,13 +412,13 @@ async function jobPage(id) {
       if (!graphRequested) { graphRequested = true; loadGraph(`/v1/jobs/${id}/graph?format=svg`, graphBox, NO_GRAPH).catch(showError); }
       redraw();
     } else if (ev.event === "state") {
-      if (FINAL.has(data.status)) state = { ...state, status: data.status };  // the stream ends here
+      if (STOPPED.has(data.status)) state = { ...state, status: data.status };  // the stream ends here
       api.json(`/v1/jobs/${encodeURIComponent(id)}`).then((d) => {
         showDoc(d);
         if (FINAL.has(d.status)) loadExtras();
       }).catch(showError);
     }
-  }, () => FINAL.has(state.status));
+  }, () => STOPPED.has(state.status));
   onDispose(stop);
   gradBox.append(h("div", { class: "notice", text: every ? `Gradient statistics appear every ${every} steps.` : "No gradient snapshots: submit the job with capture.gradients_every." }));
   if (FINAL.has(doc.status)) loadExtras();
