@@ -28,7 +28,7 @@ def sweep_body(
     parallelism: int = 1,
     pruner: str | dict[str, Any] = "median",
     name: str | None = None,
-    seed: int = 0,
+    seed: int | None = None,
 ) -> dict[str, Any]:
     """The ``POST /v1/sweeps`` body. ``template``: a job request (or a ``Job``, whose request is reused);
     ``objective``: ``"val_accuracy"`` (maximized) or ``"val_loss"`` (minimized), or the full dict."""
@@ -43,10 +43,11 @@ def sweep_body(
         "max_trials": max_trials,
         "parallelism": parallelism,
         "pruner": {"type": pruner} if isinstance(pruner, str) else pruner,
-        "seed": seed,
     }
     if name is not None:
         body["name"] = name
+    if seed is not None:  # else the service draws one, and the sweep's GET says which
+        body["seed"] = seed
     return body
 
 

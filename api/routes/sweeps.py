@@ -159,6 +159,7 @@ async def get_sweep(sweep_id: str, sweeps: SweepStoreDep, tenant: TenantDep) -> 
         "objective": req["objective"],
         "max_trials": req["max_trials"],
         "parallelism": req["parallelism"],
+        "seed": req["seed"],
         "trials": trials,
         "best": best_trial(trials, req["objective"]["direction"]),
     }

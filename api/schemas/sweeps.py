@@ -34,6 +34,7 @@ class SweepPublic(BaseModel):
     objective: dict[str, str]
     max_trials: int
     parallelism: int
+    seed: int = Field(description="The sampler's seed (drawn when the request gave none): send it to replay.")
     trials: list[TrialPublic]
     best: TrialPublic | None = Field(description="The best complete trial so far.")
     importances: dict[str, float] | None = Field(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, model_validator
@@ -115,7 +116,13 @@ class SweepCreate(_Req):
     max_trials: Annotated[StrictInt, Field(ge=1, le=1000)] = 10
     parallelism: Annotated[StrictInt, Field(ge=1, le=64)] = 1
     pruner: PrunerSpec = PrunerSpec()
-    seed: Annotated[StrictInt, Field(ge=0, lt=2**31)] = 0
+    # A fixed default made every sweep of one body draw the same trials. Drawn here, it is part of the
+    # stored request the controller reads back, so a sweep keeps its seed and GET can tell it.
+    seed: Annotated[StrictInt, Field(ge=0, lt=2**31)] = Field(
+        default_factory=lambda: secrets.randbelow(2**31),
+        description="The sampler's seed; drawn at random when left out. GET gives it: the same body with it "
+        "draws the same trials.",
+    )
 
     @model_validator(mode="after")
     def _room_for_the_sweep_tag(self) -> SweepCreate:

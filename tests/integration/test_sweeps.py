@@ -135,3 +135,16 @@ def test_a_sweep_survives_an_api_restart(tmp_path: Path) -> None:
     for old in before["trials"]:
         if old["state"] == "complete":
             assert doc["trials"][old["number"]] == old
+
+
+def test_a_sweep_without_a_seed_draws_one_and_records_it_for_a_replay(client: httpx.Client) -> None:
+    body = sweep_body(max_trials=1, pruner={"type": "none"})
+    body["template"]["epochs"] = 1
+    assert "seed" not in body
+    first, second = (client.post("/v1/sweeps", json=body).json()["id"] for _ in range(2))
+    a, b = (wait_sweep(client, s, lambda d: d["status"] != "running") for s in (first, second))
+    assert a["seed"] != b["seed"]  # two sweeps of one body no longer draw the same trials
+    assert a["trials"][0]["params"] != b["trials"][0]["params"]
+    replay = client.post("/v1/sweeps", json={**body, "seed": a["seed"]}).json()["id"]
+    again = wait_sweep(client, replay, lambda d: d["status"] != "running")
+    assert again["seed"] == a["seed"] and again["trials"][0]["params"] == a["trials"][0]["params"]
