@@ -20,7 +20,7 @@ from rich.table import Table
 from gradserve.client import Client
 from gradserve.errors import APIError
 
-EXIT = {"succeeded": 0, "failed": 1, "cancelled": 3, "pruned": 3}
+EXIT = {"succeeded": 0, "failed": 1, "cancelled": 3, "pruned": 3, "paused": 5}
 EXIT_API = 4
 
 
@@ -144,12 +144,14 @@ def fork(
 @click.argument("job_id")
 @click.pass_obj
 def watch_job(client: Client, job_id: str) -> None:
-    """Follow a job live; exits 0 if it succeeded, 1 if it failed, 3 if cancelled."""
+    """Follow a job live; exits 0 if it succeeded, 1 if it failed, 3 if cancelled, 5 if a breakpoint paused it."""
     sys.exit(_watch(client, job_id))
 
 
 @jobs.command("ls")
-@click.option("--status", type=click.Choice(["queued", "running", "succeeded", "failed", "cancelled", "pruned"]))
+@click.option(
+    "--status", type=click.Choice(["queued", "running", "paused", "succeeded", "failed", "cancelled", "pruned"])
+)
 @click.option("--limit", type=int, default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="The raw list, one JSON document.")
 @click.pass_obj
@@ -182,6 +184,19 @@ def _num(value: Any) -> str:
 def cancel(client: Client, job_id: str) -> None:
     """Cancel a job (a running one stops after its current step)."""
     click.echo(f"{job_id} {client.jobs.get(job_id).cancel()['status']}")
+
+
+@jobs.command("resume")
+@click.argument("job_id")
+@click.option("--lr", type=float, default=None, help="Every parameter group's learning rate from here on.")
+@click.option("--skip-batch", is_flag=True, help="Leave out the paused step's batches.")
+@click.option("--watch", "follow", is_flag=True, help="Follow it on; the exit code is then the job's outcome.")
+@click.pass_obj
+def resume(client: Client, job_id: str, lr: float | None, skip_batch: bool, follow: bool) -> None:
+    """Resume a job a breakpoint paused, from the step it paused on."""
+    click.echo(f"{job_id} {client.jobs.get(job_id).resume(lr=lr, skip_batch=skip_batch)['status']}")
+    if follow:
+        sys.exit(_watch(client, job_id))
 
 
 @jobs.command("checkpoint")

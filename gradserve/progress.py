@@ -64,6 +64,10 @@ def final_line(doc: dict[str, Any]) -> str:
         line += f"  {fmt(doc['overall_samples_per_s'], ',.0f')} samples/s"
     if doc.get("error"):
         line += f"  error: {doc['error']}"
+    if doc["status"] == "paused" and doc.get("breakpoint"):
+        bp = doc["breakpoint"]
+        line += f"  breakpoint {bp['rule']} at step {bp['step']}: {bp['value']}"
+        line += f" ({bp['parameter']})" if bp.get("parameter") else ""
     return line
 
 

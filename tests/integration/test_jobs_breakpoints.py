@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from safetensors.torch import load as st_load
 from torch import nn
 
-from tests.integration.jobs_helpers import mlp_job, submit, wait_final, wait_until
+from tests.conftest import Service
+from tests.integration.jobs_helpers import gradserve_cli, mlp_job, submit, wait_final, wait_until
 
 DIVERGING_LR = 4.0
 
@@ -106,7 +107,7 @@ def test_a_job_paused_on_its_gradient_norm_resumes_with_a_lower_rate(client: htt
 
 
 def test_a_paused_job_is_cancelled_or_skips_its_batch_and_is_the_tenants(
-    client: httpx.Client, client_bob: httpx.Client
+    service: Service, client: httpx.Client, client_bob: httpx.Client
 ) -> None:
     first = submit(client, mlp_job(steps=30, breakpoints={"loss_above": 0.0}))  # every loss is above 0
     paused = wait_until(client, first, lambda d: d["status"] in {"paused", "failed", "succeeded"})
@@ -118,7 +119,9 @@ def test_a_paused_job_is_cancelled_or_skips_its_batch_and_is_the_tenants(
     assert bad.status_code == 422 and "lr" in str(bad.json()["detail"][0]["loc"])
     loss_at_1 = paused["breakpoint"]["value"]
 
-    client.post(f"/v1/jobs/{first}/resume", json={"changes": {"skip_batch": True}})
+    resumed = gradserve_cli(service, "jobs", "resume", first, "--skip-batch", "--watch")  # the CLI's way
+    assert resumed.returncode == 5, resumed.stderr  # paused again: the exit code says so
+    assert f"{first} queued" in resumed.stdout and "breakpoint loss_above at step 1" in resumed.stdout
     skipped = wait_until(client, first, lambda d: d["status"] == "paused" and d["breakpoint"]["step"] == 1)
     # Step 1 is taken on the second batch of the order now: another loss, and still nothing applied.
     assert skipped["breakpoint"]["value"] != loss_at_1 and skipped["step"] == 0

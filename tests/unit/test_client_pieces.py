@@ -222,3 +222,12 @@ def test_a_frame_without_pandas_says_which_extra_installs_it(monkeypatch: pytest
     monkeypatch.setitem(sys.modules, "pandas", None)  # what an environment without pandas imports
     with pytest.raises(ImportError, match=r"pip install 'gradserve\[pandas\]'"):
         metrics_frame({"step": [1, 2], "loss": [0.5, 0.4]})
+
+
+def test_a_paused_jobs_final_line_names_its_breakpoint() -> None:
+    from gradserve.progress import final_line
+
+    bp = {"rule": "nonfinite", "step": 7, "value": "inf", "parameter": "fc2.bias"}
+    doc = {"id": "job_1", "status": "paused", "step": 6, "total_steps": 60, "breakpoint": bp}
+    assert final_line(doc).endswith("breakpoint nonfinite at step 7: inf (fc2.bias)")
+    assert "breakpoint" not in final_line({**doc, "status": "succeeded"})
