@@ -13,29 +13,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load as st_load
-from torch import nn
 
-from tests.integration.jobs_helpers import mlp_job, submit, wait_final
+from tests.integration.jobs_helpers import LocalMLP, mlp_job, submit, wait_final
 from tests.lenet import LENET_SPEC, Net
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 CUDA = torch.device("cuda")
 
 
-class Local(nn.Module):  # mlp_job's network, hand-written
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc1, self.fc2 = nn.Linear(6, 16), nn.Linear(16, 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.relu(self.fc1(x)))
-
-
 def _local(precision: str, k: int = 1) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(1)
     x, y = torch.randn((40, 6), generator=g).to(CUDA), torch.randn((40, 3), generator=g).to(CUDA)
     torch.manual_seed(2)
-    net = Local().to(CUDA)
+    net = LocalMLP().to(CUDA)
     opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
     scaler = torch.amp.GradScaler("cuda") if precision == "16-mixed" else None
     dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)

@@ -10,6 +10,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import torch
+import torch.nn.functional as F
+from torch import nn
 
 from tests.conftest import API_KEYS, ROOT, Service
 from tests.lenet import LENET_SPEC
@@ -24,6 +27,17 @@ MLP = {
         {"name": "fc2", "type": "Linear", "in_features": 16, "out_features": 3},
     ],
 }
+
+
+class LocalMLP(nn.Module):
+    """``MLP`` hand-written, as a user would: the local side of tests against ``mlp_job``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(6, 16), nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.relu(self.fc1(x)))
 
 
 def mlp_job(**overrides: Any) -> dict[str, Any]:

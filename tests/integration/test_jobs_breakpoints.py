@@ -8,21 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load as st_load
-from torch import nn
 
 from tests.conftest import Service
-from tests.integration.jobs_helpers import gradserve_cli, mlp_job, submit, wait_final, wait_until
+from tests.integration.jobs_helpers import LocalMLP, gradserve_cli, mlp_job, submit, wait_final, wait_until
 
 DIVERGING_LR = 4.0
-
-
-class Local(nn.Module):  # mlp_job's network, hand-written
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc1, self.fc2 = nn.Linear(6, 16), nn.Linear(16, 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.relu(self.fc1(x)))
 
 
 def _local_run(lr: float, steps: int, *, norm_above: float | None = None, then_lr: float = 0.0) -> dict:
@@ -32,7 +22,7 @@ def _local_run(lr: float, steps: int, *, norm_above: float | None = None, then_l
     g = torch.Generator().manual_seed(1)  # the random dataset, as documented
     x, y = torch.randn((40, 6), generator=g), torch.randn((40, 3), generator=g)
     torch.manual_seed(2)
-    net = Local()
+    net = LocalMLP()
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
     shuffler, step, out = torch.Generator().manual_seed(2), 0, {}
     while step < steps:
