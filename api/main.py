@@ -24,6 +24,7 @@ from api.routes import (
     job_export,
     job_fork,
     job_resume,
+    job_sessions,
     job_tensorboard,
     job_views,
     jobs,
@@ -90,6 +91,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(job_export.router)
     app.include_router(job_fork.router)
     app.include_router(job_resume.router)
+    app.include_router(job_sessions.router)
+    app.include_router(job_sessions.batch_router)
     app.include_router(usage.router)
     app.add_middleware(Idempotency, settings=settings)  # inside BodySizeLimit: it buffers bodies
     app.include_router(job_views.router)

@@ -22,11 +22,21 @@ from gradserve.fx_spec import to_spec
 
 if TYPE_CHECKING:
     from gradserve.client import Client
+    from gradserve.remote import RemoteNet
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled", "pruned"})  # pruned: a sweep stopped the trial
 STOPPED = TERMINAL | {"paused"}  # paused: a breakpoint held; resume() or cancel() it
 POLL_S = 0.25
 RECONNECTS = 20  # a watch outlives this many dropped event streams
+
+
+@dataclass(frozen=True)
+class StepBatch:
+    """The batch a job took at ``step``, as a session opened there holds it."""
+
+    step: int
+    inputs: torch.Tensor
+    targets: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -236,6 +246,20 @@ class Job:
         if check and doc["status"] not in {"succeeded", "paused"}:
             raise JobFailed(doc)
         return doc
+
+    def session(self, step: int | None = None, *, device: str = "auto") -> RemoteNet:
+        """A live session holding the job's state before ``step`` (default: the step a breakpoint paused it
+        on), with that step's batch as ``net.batch.inputs`` and ``net.batch.targets``: forward, the job's
+        criterion and backward give the job's loss and gradients at that step, bit for bit."""
+        from gradserve.remote import RemoteNet
+
+        body: dict[str, Any] = {"device": device} if step is None else {"device": device, "step": step}
+        public = self._client.session_call("POST", f"/v1/jobs/{self.id}/sessions", json=body).json()
+        net = RemoteNet.attach(self._client, public)
+        blob = self._client.request("GET", f"/v1/sessions/{net.id}/batch", params={"format": "safetensors"}).content
+        tensors = safetensors.torch.load(blob)
+        net.batch = StepBatch(public["job"]["step"], tensors["inputs"], tensors["targets"])
+        return net
 
     def resume(self, *, lr: float | None = None, skip_batch: bool = False) -> dict[str, Any]:
         """Queue a paused job again from the step it paused on: as it was, with a new ``lr``, or without that

@@ -58,11 +58,19 @@ class RemoteNet:
         self._public: dict[str, Any] | None = None
         self._threads: int | None = None
         self.generation = 0  # bumped by each forward: older outputs and losses are stale
+        self.batch: Any = None  # a session opened at a job's step: that step's batch (gradserve.jobs.StepBatch)
         self.loss_generation = 0
         if self._spec is not None and (input_shape is not None or "input_shape" in self._spec):
             self._create(list(input_shape or self._spec["input_shape"]), None)
 
     # --- the session ---------------------------------------------------------------------------------------------
+
+    @classmethod
+    def attach(cls, client: Client, public: dict[str, Any]) -> RemoteNet:
+        """A session the service already built (``public``: its create answer), e.g. a job opened at a step."""
+        net = cls(client, {}, public.get("optimizer"), input_shape=None, seed=public["seed"], device=public["device"])
+        net._public = public
+        return net
 
     @property
     def id(self) -> str:

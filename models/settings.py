@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     max_graph_nodes: int = 50_000
     max_parameters: int = 50_000_000
     max_activation_bytes: int = 2 * 1024**3
+    # Opening a job at a step replays the steps since the nearest kept checkpoint on a session worker.
+    max_replay_steps: int = 10_000
     max_tensor_elements: int = 1_000_000
     max_batch_size: int = 4096
     max_steps: int = 1_000_000

@@ -233,7 +233,7 @@ class Trainer:
             micro = min(cfg.accumulate, math.ceil((n - self.cursor) / cfg.batch_size))
             losses, corrects, size, count = [], [], 0, 0
             for i in range(micro):
-                x, y = self._next_batch(n)
+                x, y = self.next_batch(n)
                 with self._autocast():
                     out = self.forward(x)  # forward
                     loss = self.criterion(out, y)  # loss
@@ -324,9 +324,9 @@ class Trainer:
         """Leave out the batches of the next step (a resumed breakpoint's ``skip_batch``); no step is taken."""
         n = self.data.x.shape[0]
         for _ in range(min(self.cfg.accumulate, math.ceil((n - self.cursor) / self.cfg.batch_size))):
-            self._next_batch(n)
+            self.next_batch(n)
 
-    def _next_batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def next_batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The next batch of the data order; moves the cursor, and the epoch at its end."""
         cfg, x_all, y_all = self.cfg, self.data.x, self.data.y
         if self.cursor == 0 and cfg.shuffle:

@@ -4,6 +4,7 @@ last checkpoint if there is one, train, and record the outcome. Failures end the
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import logging
@@ -123,7 +124,9 @@ def _build(
     plan: dict[str, Any],
     device: torch.device,
     source_key: str | None,
+    **overrides: Any,
 ) -> Trainer:
+    """The job's trainer as its run starts; ``overrides``: TrainConfig fields a replay changes."""
     # Inline and uploaded data live in a hash under field "data" (the job's own, or the dataset's).
     blob = opt_bytes(client.hget(source_key, "data")) if source_key else None
     data = materialize(req.dataset.model_dump(), plan, blob).to(device)
@@ -155,7 +158,7 @@ def _build(
         breakpoints=_rules(req),
         scheduler_interval="epoch" if sched is None else sched.interval,
     )
-    return Trainer(net, criterion, optimizer, data, cfg, scheduler)
+    return Trainer(net, criterion, optimizer, data, dataclasses.replace(cfg, **overrides), scheduler)
 
 
 def _rules(req: JobCreate) -> Rules | None:

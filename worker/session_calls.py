@@ -18,13 +18,15 @@ import redis
 import torch
 
 from models.errors import GradserveError, InvalidInput, NotFound
+from models.nn import state_codec
 from models.settings import Settings, get_settings
 from models.store.keys import Keys
 from models.store.replies import opt_bytes
 from models.wire.session import answer_frame, error_frame, read_ref, stamp
-from models.wire.tensors import from_safetensors
+from models.wire.tensors import from_safetensors, to_safetensors
 from worker import session_store as store
 from worker import sessions as ops
+from worker.job_step import before_step
 from worker.lock_release import release_when_back
 from worker.session_store import SessionCache
 
@@ -105,6 +107,17 @@ def _create(
     """Build and store a new session; a retried create (same Idempotency-Key, so same id) answers as the first."""
     tenant, sid = call["tenant"], call["session_id"]
     if client.hexists(keys.session(tenant, sid), "version"):  # admission left a placeholder: not built yet
+        return answer_frame(call["meta"]["public"], binary=binary)
+    from_job = call["args"].get("from_job")
+    if from_job is not None:  # the job's own state before one of its steps, and that step's batch
+        at = before_step(client, keys, tenant, from_job["job_id"], from_job["step"], from_job["start"])
+        device = at.trainer.device
+        rng = state_codec.rng_state(device)
+        s = ops.LiveSession(tenant, sid, call["meta"], device, at.trainer.net, at.trainer.optimizer, rng)
+        store.write_new(pipe, keys, s, call["queue"], settings.session_ttl_s)
+        batch = {"inputs": at.inputs.cpu(), "targets": at.targets.cpu()}
+        pipe.hset(keys.session(tenant, sid), "batch", to_safetensors(batch, metadata={"step": str(from_job["step"])}))
+        cache.put(s)
         return answer_frame(call["meta"]["public"], binary=binary)
     weights = None
     if call["meta"].get("format") == "export":

@@ -110,6 +110,22 @@ async def create_session(body: S.SessionCreate, request: Request) -> Response:
     return await _start(request, body, network_id, summary.public(), network, {})
 
 
+async def start_from_job(
+    request: Request, body: S.SessionCreate, network_id: str | None, from_job: dict[str, Any]
+) -> Response:
+    """A session of a job's catalogue network holding the job's state before a step (``from_job``)."""
+    assert body.network is not None
+    settings: Settings = request.app.state.settings
+    summary = await run_in_threadpool(_validate, body.network, body, settings)
+    network = {
+        "spec": body.network.model_dump(mode="json", exclude_unset=True),
+        "input_shape": body.network.input_shape,
+        "input_dtype": body.network.input_dtype,
+    }
+    extra = {"job": {"id": from_job["job_id"], "step": from_job["step"]}}
+    return await _start(request, body, network_id, summary.public(), network, extra, {"from_job": from_job})
+
+
 async def _create_exported(request: Request, body: S.SessionCreate, doc: dict[str, Any]) -> Response:
     """A session of an exported network: its checked programs travel in the session's meta, its weights
     are read once from the network's blobs by the worker that builds it."""
@@ -139,8 +155,10 @@ async def _start(
     summary: dict[str, Any],
     network: dict[str, Any],
     public_extra: dict[str, Any],
+    create_args: dict[str, Any] | None = None,
 ) -> Response:
-    """Place, admit and build the session on a worker; ``network`` is what its meta says of the network."""
+    """Place, admit and build the session on a worker; ``network`` is what its meta says of the network,
+    ``create_args`` what else the worker's create takes (a job's step to start from)."""
     calls, tenant = context(request)
     store: Store = request.app.state.store
     device, queue = await _place(body.device, store)
@@ -171,7 +189,7 @@ async def _start(
             tenant=tenant,
             sid=sid,
             op="create",
-            args={"seed": body.seed},
+            args={"seed": body.seed, **(create_args or {})},
             queue=queue,
             extra={"meta": meta, "queue": queue},
             call_id=call_id,

@@ -55,6 +55,9 @@ class SessionPublic(BuiltNetwork):
     network_id: str | None
     format: str = "spec"
     version: int | None = None
+    job: dict[str, Any] | None = Field(
+        default=None, description="A session opened at a job's step: {id, step}; GET .../batch has that batch."
+    )
 
 
 class ForwardIn(_In):

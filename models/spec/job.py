@@ -232,3 +232,10 @@ class ResumeChanges(_Req):
 
 class ResumeCreate(_Req):
     changes: ResumeChanges = ResumeChanges()
+
+
+class JobSessionCreate(_Req):
+    step: Annotated[StrictInt, Field(ge=1)] | None = Field(
+        default=None, description="Open the job before this step; default: the step a breakpoint paused it on."
+    )
+    device: Device = "auto"

@@ -1,0 +1,97 @@
+"""A live session at any step of a job: the job's exact state before that step, with the step's batch loaded.
+
+The worker rebuilds it from the nearest kept checkpoint at or before the step (or the job's seeded start)
+and replays the steps between, as the job ran them; so the replay is at most ``checkpoint_every`` steps
+of a job that keeps checkpoints, and never more than GRADSERVE_MAX_REPLAY_STEPS.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from fastapi import APIRouter, Body, Request, Response, status
+
+from api.deps import SettingsDep, TenantDep
+from api.job_submit import JobStoreDep, require_job
+from api.responses import TensorJSONResponse
+from api.routes.sessions import start_from_job
+from api.schemas import sessions as S
+from models.errors import Conflict, InvalidInput, NotFound
+from models.spec.job import JobCreate, JobSessionCreate
+from models.spec.network import NetworkSpec
+from models.store.redis import Store
+from models.store.replies import opt_bytes
+from models.wire.session import OCTET
+from models.wire.tensors import encode, from_safetensors, safetensors_metadata
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+batch_router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
+
+
+@router.post(
+    "/{job_id}/sessions",
+    status_code=status.HTTP_201_CREATED,
+    response_class=Response,
+    responses={201: {"model": S.SessionPublic}, 404: {"description": "No such job"}, 409: {"description": "Not here"}},
+)
+async def session_at_step(
+    job_id: str,
+    request: Request,
+    jobs: JobStoreDep,
+    tenant: TenantDep,
+    settings: SettingsDep,
+    body: JobSessionCreate = Body(default=JobSessionCreate()),
+) -> Response:
+    """Open the job at ``step`` (default: the step a breakpoint paused it on): forward its batch, take the
+    job's loss and backward, and the loss and gradients are the job's at that step, bit for bit."""
+    doc = await require_job(jobs, tenant, job_id)
+    paused_at = (doc.get("breakpoint") or {}).get("step") if doc["status"] == "paused" else None
+    step = body.step if body.step is not None else paused_at
+    if step is None:
+        raise InvalidInput("give the step to open the job at (only a paused job has a default)", ("body", "step"))
+    reached = int(doc.get("step") or 0)
+    if step > reached + 1:
+        raise Conflict(f"job '{job_id}' has taken {reached} steps: it can be opened at steps 1 to {reached + 1}")
+    raw = [await jobs.raw_field(tenant=tenant, job_id=job_id, name=n) for n in ("network", "request")]
+    network = json.loads(raw[0] or b"{}")
+    if network.get("format") == "export":
+        raise Conflict("a job of an exported network cannot be opened as a session yet; fork it at a checkpoint")
+    req = JobCreate.model_validate_json(raw[1] or b"{}")
+    if req.accumulate_grad_batches > 1:
+        raise Conflict("a job that accumulates gradients cannot be opened at a step yet: its step is several batches")
+    kept = [c["step"] for c in await jobs.checkpoints(tenant=tenant, job_id=job_id)]
+    start = max((c for c in kept if c <= step - 1), default=0)
+    if step - 1 - start > settings.max_replay_steps:
+        raise Conflict(
+            f"opening step {step} would replay {step - 1 - start:,} steps from the nearest checkpoint (step {start}); "
+            f"the limit is {settings.max_replay_steps:,} (GRADSERVE_MAX_REPLAY_STEPS): submit jobs with "
+            "capture.checkpoint_every to open them anywhere"
+        )
+    create = S.SessionCreate(
+        network=NetworkSpec.model_validate(network),
+        seed=req.seed,
+        device=body.device,
+        optimizer=req.optimizer,
+    )
+    from_job: dict[str, Any] = {"job_id": job_id, "step": step, "start": start}
+    return await start_from_job(request, create, doc.get("network_id"), from_job)
+
+
+@batch_router.get("/{session_id}/batch", responses={404: {"description": "No such session, or not opened at a step"}})
+async def session_batch(
+    session_id: str, request: Request, tenant: TenantDep, format: Literal["json", "safetensors"] = "json"
+) -> Any:
+    """The batch of the step a session was opened at (``inputs``, ``targets``): forward the one, take the job's
+    criterion against the other, and the loss is the job's at that step."""
+    store: Store = request.app.state.store
+    blob = opt_bytes(await store.redis.hget(store.keys.session(tenant, session_id), "batch"))
+    if blob is None:
+        raise NotFound(f"session '{session_id}' not found, or not opened at a job's step (POST /v1/jobs/ID/sessions)")
+    if format == "safetensors":
+        return Response(blob, media_type=OCTET)
+    tensors = from_safetensors(blob, loc=("session", "batch"))
+    step = int(safetensors_metadata(blob).get("step", 0))
+    encoded = {k: encode(v) for k, v in tensors.items()}  # nested lists, as forward and loss take them
+    dtypes = {k: e["dtype"] for k, e in encoded.items()}
+    return TensorJSONResponse({"step": step, **{k: e["data"] for k, e in encoded.items()}, "dtypes": dtypes})

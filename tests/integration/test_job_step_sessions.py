@@ -1,0 +1,83 @@
+"""A live session at a step of a job: its forward, the job's loss and backward are the job's at that step,
+bit for bit; from a checkpoint and a replay, from the job's start, at a breakpoint; the tenant's alone."""
+
+from __future__ import annotations
+
+import httpx
+import torch
+import torch.nn.functional as F
+
+import gradserve
+from tests.conftest import API_KEYS, Service
+from tests.integration.jobs_helpers import LocalMLP, mlp_job, submit, wait_final, wait_until
+
+
+def _local_grads(step: int) -> dict[str, torch.Tensor]:
+    """mlp_job's loop run locally: the gradients of ``step``."""
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn((40, 6), generator=g), torch.randn((40, 3), generator=g)
+    torch.manual_seed(2)
+    net = LocalMLP()
+    opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+    shuffler, done = torch.Generator().manual_seed(2), 0
+    while True:
+        for idx in torch.randperm(40, generator=shuffler).split(8):
+            done += 1
+            F.mse_loss(net(x[idx]), y[idx]).backward()
+            if done == step:
+                return {k: p.grad.clone() for k, p in net.named_parameters()}
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+
+def _step_loss_and_grads(client: httpx.Client, sid: str) -> tuple[float, dict[str, torch.Tensor]]:
+    batch = client.get(f"/v1/sessions/{sid}/batch").json()
+    assert client.post(f"/v1/sessions/{sid}/forward", json={"input": batch["inputs"]}).status_code == 200
+    loss = client.post(f"/v1/sessions/{sid}/loss", json={"criterion": {"type": "MSELoss"}, "target": batch["targets"]})
+    assert loss.status_code == 200, loss.text
+    assert client.post(f"/v1/sessions/{sid}/backward", json={}).status_code == 200
+    grads = {}
+    for name in ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"):
+        grads[name] = torch.tensor(client.get(f"/v1/sessions/{sid}/parameters/{name}").json()["grad"])
+    return loss.json()["loss"], grads
+
+
+def test_a_session_at_a_step_gives_the_jobs_loss_and_gradients(service: Service, client: httpx.Client) -> None:
+    job_id = submit(client, mlp_job(steps=12, capture={"checkpoint_every": 5, "graph": False}))
+    assert wait_final(client, job_id)["status"] == "succeeded"
+    losses = client.get(f"/v1/jobs/{job_id}/metrics").json()["loss"]
+    for step in (8, 1):  # from the checkpoint at 5 and two replayed steps; from the job's seeded start
+        opened = client.post(f"/v1/jobs/{job_id}/sessions", json={"step": step})
+        assert opened.status_code == 201, opened.text
+        assert opened.json()["job"] == {"id": job_id, "step": step}
+        loss, grads = _step_loss_and_grads(client, opened.json()["id"])
+        assert loss == losses[step - 1]
+        for name, local in _local_grads(step).items():
+            assert torch.equal(grads[name], local), (step, name)
+
+    with gradserve.Client(service.url, api_key=API_KEYS["alice"]) as c:  # the client's way
+        net = c.jobs.get(job_id).session(step=11)
+        assert net.batch.step == 11 and net.batch.inputs.shape == (8, 6)
+        loss = net.loss({"type": "MSELoss"}, net(net.batch.inputs), net.batch.targets)
+        assert loss.item() == losses[10]
+        net.delete()
+
+    assert client.post(f"/v1/jobs/{job_id}/sessions", json={"step": 14}).status_code == 409  # 12 steps taken
+    assert client.post(f"/v1/jobs/{job_id}/sessions", json={}).status_code == 422  # not paused: say which step
+
+
+def test_a_paused_job_opens_at_its_breakpoint_and_is_the_tenants(
+    client: httpx.Client, client_bob: httpx.Client
+) -> None:
+    job_id = submit(client, mlp_job(steps=30, breakpoints={"loss_above": 1.2}))
+    paused = wait_until(client, job_id, lambda d: d["status"] in {"paused", "failed", "succeeded"})
+    assert paused["status"] == "paused", paused
+    assert client_bob.post(f"/v1/jobs/{job_id}/sessions", json={}).status_code == 404
+    opened = client.post(f"/v1/jobs/{job_id}/sessions", json={})
+    assert opened.status_code == 201, opened.text
+    sid = opened.json()["id"]
+    assert opened.json()["job"]["step"] == paused["breakpoint"]["step"]
+    assert client_bob.get(f"/v1/sessions/{sid}/batch").status_code == 404
+    loss, _ = _step_loss_and_grads(client, sid)
+    assert loss == paused["breakpoint"]["value"]  # the loss the breakpoint saw
+    client.post(f"/v1/jobs/{job_id}/cancel")
