@@ -137,15 +137,19 @@ def main() -> None:
     steps_for = {1: 500 * scale, 64: 100 * scale, 256: 25 * scale}
     device = torch.device(args.device)
     keep_freed_memory()  # the bare loop gets the workers' malloc settings: the baseline at its best
-    print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}, "
-        f"{'quick' if args.quick else 'full'} run",
-        flush=True,
-    )
     proc, url = start_service()  # one job worker and one session worker: the default layout
     figures: dict[str, float] = {}
     try:
         with httpx.Client(base_url=url, timeout=300) as client:
+            # The bare loop at the job worker's thread count: the same work, and on a shared box the same
+            # contention (at PyTorch's default of one thread per core it spun beside the service's processes).
+            (worker,) = [w for w in client.get("/readyz").json()["workers"] if "jobs" in w["lanes"]]
+            torch.set_num_threads(worker["threads"])
+            print(
+                f"torch {torch.__version__}, {torch.get_num_threads()} threads (the job worker's), device {device}, "
+                f"{'quick' if args.quick else 'full'} run",
+                flush=True,
+            )
             service_steps_per_s(client, "ce", 64, 5, args.device)  # warm the worker (imports, caches)
             bare_steps_per_s("ce", 64, 5, device)
             ratios: dict[int, list[float]] = {}
