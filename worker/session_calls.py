@@ -26,6 +26,7 @@ from models.wire.session import answer_frame, error_frame, read_ref, stamp
 from models.wire.tensors import from_safetensors, to_safetensors
 from worker import session_store as store
 from worker import sessions as ops
+from worker.activations import activations
 from worker.job_step import before_step
 from worker.lock_release import release_when_back
 from worker.session_store import SessionCache
@@ -64,7 +65,10 @@ def handle(client: redis.Redis, keys: Keys, settings: Settings, call: dict[str, 
             else:
                 version, stamps, token = got
                 s = store.load(client, keys, cache, tenant, sid, version, stamps)
-                outcome = _run(s, op, _args(client, call), settings)
+                args = _args(client, call)
+                if op == "activations":  # the batch of the step the session was opened at
+                    args["batch"] = _step_batch(client, keys, tenant, sid)
+                outcome = _run(s, op, args, settings)
                 if outcome.parts:
                     store.write(pipe, keys, s, outcome.parts, settings.session_ttl_s)
                 else:
@@ -155,9 +159,20 @@ def _run(s: ops.LiveSession, op: str, args: dict[str, Any], settings: Settings) 
         return ops.graph(s, args["format"], int(args["max_nodes"]), args.get("root", "auto"))
     if op == "get_state":
         return ops.get_state(s)
+    if op == "activations":
+        return activations(
+            s, args["batch"], args["criterion"], args["layers"], bins=args["bins"], tensors=args["tensors"]
+        )
     if op == "put_state":
         return ops.put_state(s, from_safetensors(args["state"], loc=("body",)))
     raise InvalidInput(f"unknown session operation '{op}'", ("path",))
+
+
+def _step_batch(client: redis.Redis, keys: Keys, tenant: str, sid: str) -> dict[str, torch.Tensor]:
+    blob = opt_bytes(client.hget(keys.session(tenant, sid), "batch"))
+    if blob is None:
+        raise NotFound("this session was not opened at a job's step: it has no batch to replay")
+    return from_safetensors(blob, loc=("session", "batch"))
 
 
 def _args(client: redis.Redis, call: dict[str, Any]) -> dict[str, Any]:

@@ -8,24 +8,30 @@ of a job that keeps checkpoints, and never more than GRADSERVE_MAX_REPLAY_STEPS.
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Request, Response, status
+from fastapi import APIRouter, Body, Query, Request, Response, status
 
 from api.deps import SettingsDep, TenantDep
 from api.job_submit import JobStoreDep, require_job
+from api.listing import MAX_QUERY_INT
 from api.responses import TensorJSONResponse
-from api.routes.sessions import start_from_job
+from api.routes.sessions import context, forget_session, start_from_job
 from api.schemas import sessions as S
 from models.errors import Conflict, InvalidInput, NotFound
+from models.settings import Settings
 from models.spec.job import JobCreate, JobSessionCreate
 from models.spec.network import NetworkSpec
+from models.store.jobs import JobStore
+from models.store.keys import JobPart
 from models.store.redis import Store
 from models.store.replies import opt_bytes
 from models.wire.session import OCTET
 from models.wire.tensors import encode, from_safetensors, safetensors_metadata
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+MAX_LAYERS = 64
+MAX_BINS = 256
 batch_router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 
 
@@ -50,6 +56,15 @@ async def session_at_step(
     step = body.step if body.step is not None else paused_at
     if step is None:
         raise InvalidInput("give the step to open the job at (only a paused job has a default)", ("body", "step"))
+    response, _ = await _open(request, jobs, tenant, settings, doc, step, body.device)
+    return response
+
+
+async def _open(
+    request: Request, jobs: JobStore, tenant: str, settings: Settings, doc: dict[str, Any], step: int, device: str
+) -> tuple[Response, JobCreate]:
+    """Build the session at ``step`` of the job ``doc``; the answer, and the job's request."""
+    job_id = doc["id"]
     reached = int(doc.get("step") or 0)
     if step > reached + 1:
         raise Conflict(f"job '{job_id}' has taken {reached} steps: it can be opened at steps 1 to {reached + 1}")
@@ -69,13 +84,58 @@ async def session_at_step(
             "capture.checkpoint_every to open them anywhere"
         )
     create = S.SessionCreate(
-        network=NetworkSpec.model_validate(network),
-        seed=req.seed,
-        device=body.device,
-        optimizer=req.optimizer,
+        network=NetworkSpec.model_validate(network), seed=req.seed, device=device, optimizer=req.optimizer
     )
     from_job: dict[str, Any] = {"job_id": job_id, "step": step, "start": start}
-    return await start_from_job(request, create, doc.get("network_id"), from_job)
+    return await start_from_job(request, create, doc.get("network_id"), from_job), req
+
+
+@router.get(
+    "/{job_id}/activations",
+    responses={200: {"content": {OCTET: {}}, "description": "with format=safetensors"}, 404: {}, 409: {}},
+)
+async def job_activations(
+    job_id: str,
+    request: Request,
+    jobs: JobStoreDep,
+    tenant: TenantDep,
+    settings: SettingsDep,
+    step: Annotated[int, Query(ge=1, le=MAX_QUERY_INT)],
+    layers: Annotated[str, Query(min_length=1, max_length=2000, description="Module names, comma-separated.")],
+    format: Literal["json", "safetensors"] = "json",
+    bins: Annotated[int, Query(ge=1, le=MAX_BINS)] = 20,
+) -> Response:
+    """Each layer's output and the gradient that came back into it at ``step``: statistics and a histogram
+    (or the tensors, ``format=safetensors``), replayed from the nearest checkpoint; nothing is captured while
+    the job trains. Answers are kept with the job, so asking again costs nothing."""
+    names = [n for n in layers.split(",") if n]
+    if not names or len(names) > MAX_LAYERS:
+        raise InvalidInput(f"give 1 to {MAX_LAYERS} layer names, comma-separated", ("query", "layers"))
+    doc = await require_job(jobs, tenant, job_id)
+    cache = jobs.part(tenant, job_id, JobPart.ACTIVATIONS)
+    field = json.dumps([step, names, format, bins])
+    media = OCTET if format == "safetensors" else "application/json"
+    kept = opt_bytes(await jobs.redis.hget(cache, field))
+    if kept is not None:
+        return Response(kept, media_type=media)
+    opened, req = await _open(request, jobs, tenant, settings, doc, step, "auto")
+    sid = json.loads(bytes(opened.body))["id"]
+    calls, _ = context(request)
+    try:
+        args = {
+            "criterion": req.criterion.model_dump(mode="json", exclude_unset=True),
+            "layers": names,
+            "bins": bins,
+            "tensors": format == "safetensors",
+        }
+        reply = await calls.call(tenant=tenant, sid=sid, op="activations", args=args)
+    finally:
+        await forget_session(request, tenant, sid)
+    pipe = jobs.redis.pipeline(transaction=False)
+    pipe.hset(cache, field, reply.body)
+    pipe.expire(cache, settings.job_ttl_s)
+    await pipe.execute()
+    return Response(reply.body, media_type=media)
 
 
 @batch_router.get("/{session_id}/batch", responses={404: {"description": "No such session, or not opened at a step"}})

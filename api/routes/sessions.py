@@ -242,16 +242,22 @@ async def get_session(session_id: str, request: Request) -> dict[str, Any]:
     return {**json.loads(meta)["public"], "version": int(version or 0)}
 
 
-@router.delete("/{session_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_session(session_id: str, request: Request) -> Response:
-    """Forget the session and its state (after any call on it in flight)."""
-    calls, tenant = context(request)
+async def forget_session(request: Request, tenant: str, session_id: str) -> bool:
+    """Delete a session's state and release what it booked; False when there was none."""
+    calls, _ = context(request)
     store: Store = request.app.state.store
     async with calls.serial(tenant, session_id):
         deleted = await store.redis.delete(store.keys.session(tenant, session_id))
     calls.forget(tenant, session_id)
     await session_quota.release(store.redis, store.keys, tenant, session_id)
-    if not deleted:
+    return bool(deleted)
+
+
+@router.delete("/{session_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_session(session_id: str, request: Request) -> Response:
+    """Forget the session and its state (after any call on it in flight)."""
+    _, tenant = context(request)
+    if not await forget_session(request, tenant, session_id):
         raise NotFound(f"session '{session_id}' not found")
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 

@@ -26,6 +26,7 @@ class JobPart:
     EXPORTS = "exports"  # hash: "{format}:{step}" -> an exported model file, made on first request
     INIT = "init"  # hash: an exported network's programs and initial weights, copied from it at submit
     PRUNE = "prune"  # flag set with CANCEL by a sweep's pruner: the job then ends "pruned", not "cancelled"
+    ACTIVATIONS = "acts"  # hash: JSON [step, layers, format, bins] -> a replayed step's activations answer
 
 
 def job_parts() -> list[str]:

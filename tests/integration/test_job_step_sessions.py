@@ -4,6 +4,7 @@ bit for bit; from a checkpoint and a replay, from the job's start, at a breakpoi
 from __future__ import annotations
 
 import httpx
+import safetensors.torch
 import torch
 import torch.nn.functional as F
 
@@ -81,3 +82,50 @@ def test_a_paused_job_opens_at_its_breakpoint_and_is_the_tenants(
     loss, _ = _step_loss_and_grads(client, sid)
     assert loss == paused["breakpoint"]["value"]  # the loss the breakpoint saw
     client.post(f"/v1/jobs/{job_id}/cancel")
+
+
+def test_activations_of_a_step_equal_a_local_runs_hooks(client: httpx.Client, client_bob: httpx.Client) -> None:
+    job_id = submit(client, mlp_job(steps=10, capture={"checkpoint_every": 4, "graph": False}))
+    assert wait_final(client, job_id)["status"] == "succeeded"
+    step = 7
+    g = torch.Generator().manual_seed(1)  # mlp_job's loop run locally, with hooks at step 7
+    x, y = torch.randn((40, 6), generator=g), torch.randn((40, 3), generator=g)
+    torch.manual_seed(2)
+    net = LocalMLP()
+    opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+    seen: dict[str, torch.Tensor] = {}
+    for name in ("fc1", "fc2"):
+        getattr(net, name).register_forward_hook(lambda _m, _i, out, name=name: seen.update({name: out}))
+    shuffler, done = torch.Generator().manual_seed(2), 0
+    while done < step:
+        for idx in torch.randperm(40, generator=shuffler).split(8):
+            done += 1
+            for out in (seen.get("fc1"), seen.get("fc2")):
+                if out is not None and out.requires_grad:
+                    out.retain_grad()
+            loss = F.mse_loss(net(x[idx]), y[idx])
+            for out in seen.values():
+                out.retain_grad()
+            loss.backward()
+            if done == step:
+                break
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+    params = {"step": step, "layers": "fc1,fc2", "format": "safetensors"}
+    got = client.get(f"/v1/jobs/{job_id}/activations", params=params)
+    assert got.status_code == 200, got.text
+    remote = safetensors.torch.load(got.content)
+    for name in ("fc1", "fc2"):
+        assert torch.equal(remote[f"{name}.output"], seen[name].detach()), name
+        assert torch.equal(remote[f"{name}.grad"], seen[name].grad), name
+    stats = client.get(f"/v1/jobs/{job_id}/activations", params={**params, "format": "json", "bins": 8}).json()
+    assert stats["loss"] == client.get(f"/v1/jobs/{job_id}/metrics").json()["loss"][step - 1]
+    fc2 = stats["layers"]["fc2"]
+    assert fc2["shape"] == [8, 3] and sum(fc2["output"]["histogram"]["counts"]) == 24
+    assert fc2["grad"]["max"] == seen["fc2"].grad.max().item()
+    again = client.get(f"/v1/jobs/{job_id}/activations", params=params)  # kept with the job
+    assert again.content == got.content
+    bad = client.get(f"/v1/jobs/{job_id}/activations", params={"step": step, "layers": "fc3"})
+    assert bad.status_code == 422 and "fc3" in bad.text and "fc1" in bad.text
+    assert client_bob.get(f"/v1/jobs/{job_id}/activations", params=params).status_code == 404
