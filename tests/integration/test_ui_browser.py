@@ -150,11 +150,37 @@ def test_a_paused_job_shows_its_breakpoint_and_resumes(tab: Tab, service: Servic
     assert f"step {paused['breakpoint']['step']}" in text and "grad_norm_above" in text
     assert "precision bf16-mixed" in page.inner_text(".facts")
     tab.shot("job-paused")
+    page.click("#job-open-session")  # the paused step as a live session
+    page.wait_for_url("**#/sessions/sess_*")
+    sid = page.url.split("#/sessions/")[1]
+    assert client.get(f"/v1/sessions/{sid}/batch").json()["step"] == paused["breakpoint"]["step"]
+    page.go_back()
+    page.wait_for_selector("#job-paused:not([hidden])")
     page.fill("#job-resume-lr", "0.01")
     page.click("#job-resume")
     done = wait_final(client, job_id)
     assert done["status"] == "succeeded" and done["request"]["optimizer"]["lr"] == 4.0
     page.wait_for_selector("#job-paused", state="hidden")
+
+
+def test_a_steps_activations_are_shown_from_the_loss_curve(tab: Tab, service: Service, client: httpx.Client) -> None:
+    job_id = submit(client, mlp_job(steps=20, capture={"checkpoint_every": 5, "graph": False}))
+    assert wait_final(client, job_id)["status"] == "succeeded"
+    page = tab.open(f"#/jobs/{job_id}", service.keys["alice"])
+    page.wait_for_selector("#chart-loss[data-points='20']")
+    box = page.locator("#chart-loss .u-over").bounding_box()
+    assert box is not None
+    page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5)
+    page.mouse.click(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5)
+    page.wait_for_selector("#acts-result table.acts")
+    step = int(page.input_value("#acts-step"))
+    assert 1 <= step <= 20
+    text = page.inner_text("#acts-result")
+    loss = client.get(f"/v1/jobs/{job_id}/metrics").json()["loss"][step - 1]
+    assert f"step {step}" in text and "fc1 [8, 16]" in text and "fc2 [8, 3]" in text and "gradient" in text
+    assert page.locator("#acts-result .hist i").count() >= 24 * 2
+    assert abs(float(text.split("loss ")[1].split()[0]) - loss) < 1e-3
+    tab.shot("job-activations")
 
 
 def test_compare_overlays_two_jobs(tab: Tab, service: Service, client: httpx.Client) -> None:

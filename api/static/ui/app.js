@@ -9,6 +9,37 @@ const STOPPED = new Set([...FINAL, "paused"]);  // nothing runs until someone ac
 const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
   "#17becf", "#393b79", "#ad494a", "#637939", "#8c6d31", "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1", "#636363"];
 
+// ---------- activations of a step, replayed by the service ----------
+function activationsPanel(id, doc) {
+  const named = ((doc.request || {}).network || {}).layers || [];
+  const layers = h("input", { id: "acts-layers", size: 40, value: named.filter((l) => l.name).map((l) => l.name).join(",") });
+  const step = h("input", { id: "acts-step", type: "number", min: "1", placeholder: "step" });
+  const out = h("div", { id: "acts-result" });
+  const show = async (at) => {
+    step.value = String(at);
+    out.replaceChildren(h("span", { class: "muted", text: `replaying step ${at}…` }));
+    const q = new URLSearchParams({ step: String(at), layers: layers.value, bins: "24" });
+    const got = await api.json(`/v1/jobs/${encodeURIComponent(id)}/activations?${q}`);
+    const row = (name, kind, st) => h("tr", {}, h("td", { text: name }), h("td", { text: kind }),
+      ...["mean", "std", "min", "max"].map((k) => h("td", { class: "num", text: st ? fmt(st[k]) : "—" })),
+      h("td", {}, histogram(st && st.histogram)));
+    out.replaceChildren(h("div", { text: `step ${at}: loss ${fmt(got.loss)}` }), h("table", { class: "acts" },
+      h("tr", {}, ...["layer", "", "mean", "std", "min", "max", "histogram"].map((t) => h("th", { text: t }))),
+      ...Object.entries(got.layers).flatMap(([name, l]) => [row(`${name} [${l.shape.join(", ")}]`, "output", l.output),
+        row("", "gradient", l.grad)])));
+  };
+  const box = h("div", { id: "activations" }, h("div", { class: "toolbar" }, "step ", step, " layers ", layers,
+    h("button", { id: "acts-show", onclick: () => step.value && show(Number(step.value)).catch(showError) }, "Show")), out);
+  return { box, show: (at) => show(at).catch(showError) };
+}
+
+function histogram(hist) {
+  if (!hist) return h("span", { class: "muted", text: "—" });
+  const top = Math.max(...hist.counts, 1);
+  return h("span", { class: "hist", title: `${fmt(hist.min)} … ${fmt(hist.max)}` },
+    ...hist.counts.map((c) => h("i", { style: `height:${Math.round(20 * c / top)}px` })));
+}
+
 // ---------- small helpers ----------
 // How a job's steps run, where it differs from plain fp32 steps: the job page shows these beside its facts.
 function trainingFacts(t) {
@@ -319,7 +350,10 @@ async function jobPage(id) {
     body: JSON.stringify({ changes }) }).then(route).catch(showError);
   const pausedBox = h("div", { class: "error-box", id: "job-paused", hidden: true }, pausedText, " ",
     h("button", { id: "job-resume", onclick: () => resume(resumeLr.value ? { lr: Number(resumeLr.value) } : {}) }, "Resume"), " at ", resumeLr, " ",
-    h("button", { id: "job-skip", onclick: () => resume({ skip_batch: true }) }, "Skip the batch and resume"));
+    h("button", { id: "job-skip", onclick: () => resume({ skip_batch: true }) }, "Skip the batch and resume"), " ",
+    h("button", { id: "job-open-session", onclick: () => api.json(`/v1/jobs/${id}/sessions`, { method: "POST",
+      headers: { "Content-Type": "application/json" }, body: "{}" })
+      .then((sess) => { location.hash = `#/sessions/${encodeURIComponent(sess.id)}`; }).catch(showError) }, "Open in a session"));
   root.append(h("h1", {}, `Job ${id} `, status), errorBox, pausedBox,
     h("div", { class: "toolbar" }, prog, h("span", {}, "loss ", lossNow), cancel, tb, h("a", { href: `#/compare?ids=${id}` }, "compare…")), facts);
   const charts = h("div", { class: "charts" });
@@ -334,6 +368,12 @@ async function jobPage(id) {
   const graphBox = h("div", { class: "graph", id: "graph" }, h("span", { class: "muted", text: "loading…" }));
   const ckptBox = h("div", { id: "checkpoints" });
   const request = h("pre", { id: "job-request", text: JSON.stringify(doc.request || {}, null, 2) });
+  const acts = activationsPanel(id, doc);
+  loss.plot.over.addEventListener("click", () => {  // pick a step on the loss curve: its activations
+    const idx = loss.plot.cursor.idx;
+    if (idx !== null && idx !== undefined && loss.data[0][idx] !== undefined) acts.show(loss.data[0][idx]);
+  });
+  root.append(h("h2", { text: "Activations and their gradients (click a step on the loss curve)" }), acts.box);
   root.append(h("h2", { text: "Gradients (captured steps)" }), gradBox, h("h2", { text: "Autograd graph (step 1)" }), graphBox,
     h("h2", { text: "Checkpoints" }), ckptBox, h("h2", { text: "Request" }), request);
 
