@@ -199,6 +199,30 @@ def resume(client: Client, job_id: str, lr: float | None, skip_batch: bool, foll
         sys.exit(_watch(client, job_id))
 
 
+@jobs.command("debug")
+@click.argument("job_id")
+@click.option("--step", type=int, default=None, help="The step to open (default: the step a breakpoint paused on).")
+@click.pass_obj
+def debug(client: Client, job_id: str, step: int | None) -> None:
+    """Open a Python prompt on the job's state before a step: ``net`` (a live session) and ``batch``."""
+    import code
+
+    import torch
+
+    net = client.jobs.get(job_id).session(step=step)
+    batch = net.batch
+    banner = (
+        f"job {job_id} before step {batch.step}: net (a live session; its state is the job's), "
+        f"batch.inputs {list(batch.inputs.shape)}, batch.targets {list(batch.targets.shape)}.\n"
+        "Try: out = net(batch.inputs); loss = net.loss({...the job's criterion...}, out, batch.targets); "
+        "loss.backward(). The session is deleted at exit."
+    )
+    try:
+        code.interact(banner=banner, local={"net": net, "batch": batch, "torch": torch, "client": client}, exitmsg="")
+    finally:
+        net.delete()
+
+
 @jobs.command("checkpoint")
 @click.argument("job_id")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)

@@ -3,6 +3,10 @@ bit for bit; from a checkpoint and a replay, from the job's start, at a breakpoi
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import httpx
 import safetensors.torch
 import torch
@@ -62,6 +66,14 @@ def test_a_session_at_a_step_gives_the_jobs_loss_and_gradients(service: Service,
         loss = net.loss({"type": "MSELoss"}, net(net.batch.inputs), net.batch.targets)
         assert loss.item() == losses[10]
         net.delete()
+
+    # gradserve jobs debug: a Python prompt with net and batch bound
+    typed = "print('LOSS', repr(net.loss({'type': 'MSELoss'}, net(batch.inputs), batch.targets).item()))\n"
+    env = {**os.environ, "GRADSERVE_URL": service.url, "GRADSERVE_API_KEY": API_KEYS["alice"]}
+    argv = [sys.executable, "-m", "launcher", "jobs", "debug", job_id, "--step", "3"]
+    shell = subprocess.run(argv, input=typed, env=env, capture_output=True, text=True, timeout=120)
+    assert f"LOSS {losses[2]!r}" in shell.stdout, shell.stdout + shell.stderr
+    assert "before step 3" in shell.stderr  # the banner
 
     assert client.post(f"/v1/jobs/{job_id}/sessions", json={"step": 14}).status_code == 409  # 12 steps taken
     assert client.post(f"/v1/jobs/{job_id}/sessions", json={}).status_code == 422  # not paused: say which step
