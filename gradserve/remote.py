@@ -22,6 +22,7 @@ from gradserve.remote_values import RemoteModule, RemoteParameter, RemoteTensor
 
 if TYPE_CHECKING:
     from gradserve.client import Client
+    from gradserve.jobs import Job
 
 BINARY = {"Content-Type": _wire.OCTET, "Accept": _wire.OCTET}
 _DTYPES = {torch.float32: "float32", torch.float64: "float64", torch.int64: "int64"}
@@ -234,6 +235,18 @@ class RemoteNet:
             local = build_network(NetworkSpec.model_validate(self._spec))
         local.load_state_dict(self.state_dict())
         return local
+
+    def continue_as_job(self, **changes: Any) -> Job:
+        """A session opened at a job's step (``job.session(step)``) goes on as a job: from this session's
+        weights and optimizer as they stand, with the job's RNG, scheduler and data order at the step, and
+        ``changes`` as ``job.fork`` takes them. Left as it was opened, it repeats a fork at ``step - 1``."""
+        from gradserve.jobs import Job, fork_changes
+
+        body = {"changes": fork_changes(changes)}
+        answer = self._client.request("POST", f"/v1/sessions/{self.id}/jobs", json=body).json()
+        job = Job(self._client, answer["id"])
+        job.refresh()
+        return job
 
     def delete(self) -> None:
         """Forget the session on the service."""

@@ -17,7 +17,12 @@ class JobSubmitted(BaseModel):
 
 class ParentLink(BaseModel):
     id: str
-    step: int = Field(description="The parent's checkpoint this job was forked from.")
+    step: int = Field(description="The parent's checkpoint this job was forked from (the steps it had taken).")
+    session: str | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,  # a plain fork's link stays {id, step}
+        description="Set on a session continued as a job: the session, opened at the parent's step + 1.",
+    )
 
 
 class JobPublic(BaseModel):

@@ -234,6 +234,12 @@ class ResumeCreate(_Req):
     changes: ResumeChanges = ResumeChanges()
 
 
+class SessionJobCreate(_Req):
+    """A session opened at a job's step, continued as a job: a fork of the job from the session's state."""
+
+    changes: ForkChanges = ForkChanges()
+
+
 class JobSessionCreate(_Req):
     step: Annotated[StrictInt, Field(ge=1)] | None = Field(
         default=None, description="Open the job before this step; default: the step a breakpoint paused it on."
