@@ -30,6 +30,9 @@ POLL_S = 0.25
 RECONNECTS = 20  # a watch outlives this many dropped event streams
 
 
+KEEP: Any = object()  # an argument left out, where None means something (no breakpoints)
+
+
 @dataclass(frozen=True)
 class StepBatch:
     """The batch a job took at ``step``, as a session opened there holds it."""
@@ -261,12 +264,14 @@ class Job:
         net.batch = StepBatch(public["job"]["step"], tensors["inputs"], tensors["targets"])
         return net
 
-    def resume(self, *, lr: float | None = None, skip_batch: bool = False) -> dict[str, Any]:
-        """Queue a paused job again from the step it paused on: as it was, with a new ``lr``, or without that
-        step's batch (``skip_batch``)."""
+    def resume(self, *, lr: float | None = None, skip_batch: bool = False, breakpoints: Any = KEEP) -> dict[str, Any]:
+        """Queue a paused job again from the step it paused on: as it was, with a new ``lr``, without that
+        step's batch (``skip_batch``), or with other ``breakpoints`` from here on (a dict of rules, or None)."""
         changes: dict[str, Any] = {} if lr is None else {"lr": lr}
         if skip_batch:
             changes["skip_batch"] = True
+        if breakpoints is not KEEP:
+            changes["breakpoints"] = breakpoints
         return dict(self._client.request("POST", f"/v1/jobs/{self.id}/resume", json={"changes": changes}).json())
 
     def watch(self, console: Any = None) -> dict[str, Any]:

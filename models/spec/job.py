@@ -228,6 +228,10 @@ class ResumeChanges(_Req):
     skip_batch: StrictBool = Field(
         default=False, description="Leave out the batches of the step that paused; the step is taken on the next."
     )
+    breakpoints: Breakpoints | None = Field(
+        default=None,
+        description="The rules from here on, in place of the job's (null: none); left out, the job's stay.",
+    )
 
 
 class ResumeCreate(_Req):
