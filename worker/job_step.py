@@ -21,7 +21,7 @@ from models.store.keys import JobPart, Keys
 from models.store.replies import opt_bytes, required
 from models.wire.session import OCTET
 from worker.engine import Hooks, Trainer, choose_device
-from worker.jobs import _build, _network
+from worker.jobs import _build, _Exported, _network
 from worker.sessions import LiveSession, Outcome
 
 
@@ -29,6 +29,7 @@ from worker.sessions import LiveSession, Outcome
 class StepState:
     trainer: Trainer  # after step - 1 steps; the global RNG is the job's as step ``step`` begins
     state: TrainState  # the trainer's, before it drew step ``step``'s batch
+    fixed: dict[str, torch.Tensor]  # an exported network's non-persistent buffers and constants (a session keeps them)
     inputs: torch.Tensor  # step ``step``'s batch
     targets: torch.Tensor
     criterion: dict[str, Any]
@@ -67,7 +68,9 @@ def before_step(client: redis.Redis, keys: Keys, tenant: str, job_id: str, step:
     trainer.net.train()
     state = trainer.state()
     inputs, targets = trainer.next_batch(trainer.data.x.shape[0])
-    return StepState(trainer, state, inputs, targets, req.criterion.model_dump(mode="json", exclude_unset=True))
+    fixed = spec.built().fixed if isinstance(spec, _Exported) else {}
+    criterion = req.criterion.model_dump(mode="json", exclude_unset=True)
+    return StepState(trainer, state, fixed, inputs, targets, criterion)
 
 
 def job_state_at(state: TrainState) -> bytes:

@@ -119,7 +119,9 @@ def _create(
         at = before_step(client, keys, tenant, from_job["job_id"], from_job["step"], from_job["start"])
         device = at.trainer.device
         rng = state_codec.rng_state(device)
-        s = ops.LiveSession(tenant, sid, call["meta"], device, at.trainer.net, at.trainer.optimizer, rng)
+        s = ops.LiveSession(
+            tenant, sid, call["meta"], device, at.trainer.net, at.trainer.optimizer, rng, fixed=at.fixed
+        )
         store.write_new(pipe, keys, s, call["queue"], settings.session_ttl_s)
         batch = {"inputs": at.inputs.cpu(), "targets": at.targets.cpu()}
         step_batch = to_safetensors(batch, metadata={"step": str(from_job["step"])})

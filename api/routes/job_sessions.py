@@ -22,6 +22,7 @@ from api.schemas import sessions as S
 from api.schemas.jobs import JobSubmitted
 from api.strict_json import StrictJsonRoute
 from models.errors import Conflict, InvalidInput, NotFound
+from models.nn.job_network import ExportedNetwork
 from models.settings import Settings
 from models.spec.job import JobCreate, JobSessionCreate, SessionJobCreate
 from models.spec.network import NetworkSpec
@@ -73,8 +74,6 @@ async def _open(
         raise Conflict(f"job '{job_id}' has taken {reached} steps: it can be opened at steps 1 to {reached + 1}")
     raw = [await jobs.raw_field(tenant=tenant, job_id=job_id, name=n) for n in ("network", "request")]
     network = json.loads(raw[0] or b"{}")
-    if network.get("format") == "export":
-        raise Conflict("a job of an exported network cannot be opened as a session yet; fork it at a checkpoint")
     req = JobCreate.model_validate_json(raw[1] or b"{}")
     if req.accumulate_grad_batches > 1:
         raise Conflict("a job that accumulates gradients cannot be opened at a step yet: its step is several batches")
@@ -86,10 +85,16 @@ async def _open(
             f"the limit is {settings.max_replay_steps:,} (GRADSERVE_MAX_REPLAY_STEPS): submit jobs with "
             "capture.checkpoint_every to open them anywhere"
         )
+    from_job: dict[str, Any] = {"job_id": job_id, "step": step, "start": start}
+    if network.get("format") == "export":  # its programs and initial weights, in the job's INIT hash
+        exported = ExportedNetwork.from_stored(raw[0] or b"{}", jobs.part(tenant, job_id, JobPart.INIT))
+        create = S.SessionCreate(
+            network_id=exported.network_id or job_id, seed=req.seed, device=device, optimizer=req.optimizer
+        )
+        return await start_from_job(request, create, exported.network_id, from_job, exported), req
     create = S.SessionCreate(
         network=NetworkSpec.model_validate(network), seed=req.seed, device=device, optimizer=req.optimizer
     )
-    from_job: dict[str, Any] = {"job_id": job_id, "step": step, "start": start}
     return await start_from_job(request, create, doc.get("network_id"), from_job), req
 
 
