@@ -13,6 +13,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from models.data.formats import decode_upload
 from models.wire.tensors import DTYPES, from_safetensors
 from worker.engine import Data
 
@@ -52,10 +53,12 @@ def _from_digits(dataset: dict[str, Any], plan: dict[str, Any], blob: bytes | No
 
 
 def _from_file(dataset: dict[str, Any], plan: dict[str, Any], blob: bytes | None) -> Split:
-    """Inline and uploaded data: a safetensors file stored in Redis when the job was submitted."""
+    """Inline and uploaded data: a safetensors file stored in Redis when the job was submitted, or an image
+    folder or table stored as received, decoded by the recipe its upload recorded (the plan's ``decode``)."""
     if blob is None:
         raise DataError(f"the {dataset['source']} dataset's data is gone (expired or deleted)")
-    tensors = from_safetensors(blob, loc=("dataset",))
+    recipe = plan.get("decode")
+    tensors = from_safetensors(blob, loc=("dataset",)) if recipe is None else decode_upload(blob, recipe)
     return tensors["inputs"], tensors["targets"], tensors.get("test_inputs"), tensors.get("test_targets")
 
 
