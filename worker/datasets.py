@@ -13,7 +13,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from models.data import transforms
 from models.data.formats import decode_upload
+from models.data.transforms import Pipeline
 from models.wire.tensors import DTYPES, from_safetensors
 from worker.engine import Data
 
@@ -25,7 +27,14 @@ class DataError(Exception):
 def materialize(dataset: dict[str, Any], plan: dict[str, Any], blob: bytes | None = None) -> Data:
     """The dataset of a job, inputs in the network's dtype and shape, targets as the loss wants them."""
     x, y, x_val, y_val = SOURCES[dataset["source"]](dataset, plan, blob)
+    pipeline = None
+    if dataset.get("transforms"):
+        pipeline = Pipeline(transforms.parse(dataset["transforms"]), plan["augment_seed"])
+        x = pipeline.apply_fixed(x.to(torch.float32))
+        x_val = None if x_val is None else pipeline.apply_eval(x_val.to(torch.float32))
     data = Data(_inputs(x, plan), _targets(y, plan), None, None, plan.get("num_classes"))
+    if pipeline is not None and pipeline.per_batch:
+        data.augment = pipeline.augment
     if x_val is not None and y_val is not None and len(x_val):
         data.x_val, data.y_val = _inputs(x_val, plan), _targets(y_val, plan)
     return data

@@ -181,3 +181,39 @@ def test_hostile_zip_is_refused_naming_the_member() -> None:
         z.writestr("dog/2.png", _png(np.zeros((3, 2, 3), np.uint8)))
     with pytest.raises(InvalidInput, match=r"member 'dog/2\.png' is 2x3 but 'cat/1\.png' is 2x2"):
         _inspect(mixed.getvalue(), ZIP)
+
+
+def test_transforms_compute_as_torchvision_and_draw_by_the_batch_place() -> None:
+    from models.data.transforms import Pipeline, center_crop, output_shape, parse, resize
+
+    # Antialiased bilinear 2x2 -> 1x1 averages the four pixels; the shorter edge sets the scale.
+    assert resize(torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]]), 1).item() == 2.5
+    assert list(resize(torch.zeros(1, 3, 4, 6), 2).shape) == [1, 3, 2, 3]
+    grid = torch.arange(16.0).view(1, 1, 4, 4)
+    assert center_crop(grid, 1).item() == 10.0  # top = left = round(1.5) = 2, as torchvision rounds
+    assert center_crop(grid, [2, 4]).flatten().tolist() == list(range(4, 12))
+    specs = parse(
+        [
+            {"type": "normalize", "mean": [0.5], "std": [0.25]},
+            {"type": "random_crop", "size": 3, "padding": 1},
+            {"type": "random_horizontal_flip", "p": 1.0},
+        ]
+    )
+    assert output_shape([1, 4, 4], specs, ("t",)) == [1, 3, 3]
+    pipe = Pipeline(specs, seed=7)
+    assert [t.type for t in pipe.fixed] == ["normalize"] and len(pipe.per_batch) == 2
+    x = pipe.apply_fixed(grid.repeat(8, 1, 1, 1) / 16)
+    assert torch.equal(x[0], (grid[0] / 16 - 0.5) / 0.25)
+    a, b = pipe.augment(x, 0, 8), pipe.augment(x, 0, 8)
+    assert torch.equal(a, b) and not torch.equal(a, pipe.augment(x, 0, 16)) and list(a.shape) == [8, 1, 3, 3]
+    padded = torch.nn.functional.pad(x, (1, 1, 1, 1))
+    for crop, image in zip(a, padded, strict=True):  # each a flipped 3x3 window of its padded image
+        windows = image.unfold(1, 3, 1).unfold(2, 3, 1).reshape(-1, 3, 3)  # (9, 3, 3)
+        assert any(torch.equal(crop[0].flip(-1), w) for w in windows)
+    # A held-out split: the raw images through every transform, a centre crop for the random one, no flip.
+    assert torch.equal(pipe.apply_eval(grid / 16), x[:1, :, 0:3, 0:3])  # top = left = round(0.5) = 0
+    with pytest.raises(InvalidInput, match="random_crop to 9x9 does not fit images of 4x4 padded by 1") as err:
+        output_shape([1, 4, 4], parse([{"type": "random_crop", "size": 9, "padding": 1}]), ("t",))
+    assert err.value.loc == ("t", 0, "size")
+    with pytest.raises(InvalidInput, match="normalize has 3 means and 3 stds; the images have 1 channels"):
+        output_shape([1, 4, 4], parse([{"type": "normalize", "mean": [0, 0, 0], "std": [1, 1, 1]}]), ("t",))
