@@ -18,6 +18,10 @@ import torch
 
 from models.errors import InvalidInput, Loc, PayloadTooLarge
 
+# The upload's query parameters that chose the columns: where their errors point.
+LABEL: Loc = ("query", "label")
+FEATURES: Loc = ("query", "features")
+
 
 @dataclass(frozen=True)
 class TableRecipe:
@@ -42,25 +46,25 @@ def inspect_table(
         raise InvalidInput(
             f"the label column '{label}' is not in the table; its columns are {', '.join(names)} "
             "(name the label with ?label=COLUMN)",
-            (*loc, "label"),
+            LABEL,
         )
     if features is None:
         features = [n for n in names if n != label and _numeric(schema.field(n).type)]
     if not features:
-        raise InvalidInput(f"the table has no numeric feature column besides the label '{label}'", (*loc, "features"))
+        raise InvalidInput(f"the table has no numeric feature column besides the label '{label}'", FEATURES)
     for name in features:
         if name not in names:
             raise InvalidInput(
-                f"feature column '{name}' is not in the table; its columns are {', '.join(names)}", (*loc, "features")
+                f"feature column '{name}' is not in the table; its columns are {', '.join(names)}", FEATURES
             )
         if not _numeric(schema.field(name).type):
             raise InvalidInput(
                 f"feature column '{name}' has type {schema.field(name).type}; features must be numeric "
                 "(integers, floats or booleans)",
-                (*loc, "features"),
+                FEATURES,
             )
         if name == label:
-            raise InvalidInput(f"column '{name}' is the label; it cannot be a feature too", (*loc, "features"))
+            raise InvalidInput(f"column '{name}' is the label; it cannot be a feature too", FEATURES)
     rows = pf.metadata.num_rows
     if rows == 0:
         raise InvalidInput("the table has no rows", loc)
@@ -91,7 +95,7 @@ def inspect_table(
     elif not _numeric(kind):
         raise InvalidInput(
             f"the label column '{label}' has type {kind}; labels are integers or strings (classes) or floats (values)",
-            (*loc, "label"),
+            LABEL,
         )
     recipe = TableRecipe(label, features, classes)
     x, y = decode_table(blob, recipe, loc=loc)
