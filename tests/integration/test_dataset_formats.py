@@ -121,7 +121,7 @@ def test_image_folder_and_table_train_as_a_local_loop(
     local_images = _local(pipe.apply_fixed(stored["inputs"]), stored["targets"], Linear(108, 3), 7, pipe)
     columns = torch.tensor(np.stack([table["height"].to_numpy(), table["width"].to_numpy()], 1), dtype=torch.float32)
     torch.manual_seed(5)
-    local_table = _local(columns, torch.from_numpy(table["label"].to_numpy()), Linear(2, 2), 6, None)
+    local_table = _local(columns, torch.from_numpy(table["label"].to_numpy().copy()), Linear(2, 2), 6, None)
     for job_id, local in ((image_job, local_images), (table_job, local_table)):
         done = wait_final(client, job_id)
         assert done["status"] == "succeeded", done.get("error")
