@@ -22,11 +22,14 @@ Archive = Literal["tar", "zip"]
 
 def archive_files(blob: bytes, kind: Archive, *, max_members: int, max_bytes: int, loc: Loc) -> dict[str, bytes]:
     """Path -> bytes of every regular file; directories are implied by the paths."""
-    return _tar_files(blob, max_members, loc) if kind == "tar" else _zip_files(blob, max_members, max_bytes, loc)
+    if kind == "tar":
+        return _tar_files(blob, max_members, max_bytes, loc)
+    return _zip_files(blob, max_members, max_bytes, loc)
 
 
-def _tar_files(blob: bytes, max_members: int, loc: Loc) -> dict[str, bytes]:
+def _tar_files(blob: bytes, max_members: int, max_bytes: int, loc: Loc) -> dict[str, bytes]:
     out: dict[str, bytes] = {}
+    total = 0
     try:
         # "r:" reads plain tar only: no decompressor means no archive inflates past the body's own size.
         with tarfile.open(fileobj=io.BytesIO(blob), mode="r:") as tar:
@@ -39,8 +42,16 @@ def _tar_files(blob: bytes, max_members: int, loc: Loc) -> dict[str, bytes]:
                     raise InvalidInput(f"member '{member.name}' is a link to '{target}'; links are refused", loc)
                 if member.isdir():
                     continue
-                if not member.isfile():
+                if not member.isfile() or member.issparse():
+                    # A sparse member's holes read back as zeros: a few bytes can declare gigabytes.
                     raise InvalidInput(f"member '{member.name}' is not a regular file or folder", loc)
+                total += member.size
+                if total > max_bytes:
+                    raise PayloadTooLarge(
+                        f"the tar's files pass {max_bytes:,} bytes at member '{member.name}' "
+                        "(GRADSERVE_MAX_DATASET_BYTES)",
+                        loc,
+                    )
                 data = tar.extractfile(member)
                 assert data is not None  # a regular file always has data
                 out[name] = data.read()
