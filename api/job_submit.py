@@ -151,7 +151,7 @@ async def submit(
         summary = spec.summary()
     else:
         summary = await run_in_threadpool(network_summary, spec, settings)
-    arrays, data, source_key = None, None, None
+    arrays, data, source_key, decode = None, None, None, None
     job_id = f"job_{uuid.uuid4().hex}"
     request_doc = req.model_dump(mode="json", exclude_unset=True)
     arrays_loc: Loc = ("body", "dataset")
@@ -170,7 +170,10 @@ async def submit(
             raise NotFound(f"dataset '{req.dataset.id}' not found (body.dataset.id)")
         arrays, arrays_loc = meta["arrays"], ("body", "dataset", "id")
         source_key = store.keys.dataset(tenant, req.dataset.id)
+        decode = meta.get("decode")  # an image folder or table, stored as received (models.data.formats)
     plan = await run_in_threadpool(plan_job, req, spec, summary, settings, arrays, arrays_loc)
+    if decode is not None:
+        plan["decode"] = decode
     if fork is not None and fork.check is not None:
         fork.check(plan)
     placed = place(LANE_JOBS, req.device, await store.live_workers())

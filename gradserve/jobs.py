@@ -5,6 +5,7 @@ with the async twin (``gradserve.jobs_async``)."""
 from __future__ import annotations
 
 import copy
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from gradserve import _wire
+from gradserve import _wire, dataset_files
 from gradserve.errors import GradserveError, JobFailed
 from gradserve.export_form import catalogue_spec, export_module, named_inputs
 from gradserve.fx_spec import to_spec
@@ -414,6 +415,21 @@ class Datasets:
         )
         meta = self._client.request("POST", "/v1/datasets", content=blob, headers={"Content-Type": _wire.OCTET}).json()
         return Dataset.of(meta)
+
+    def upload_file(
+        self, path: str | os.PathLike[str], *, label: str | None = None, features: list[str] | None = None
+    ) -> Dataset:
+        """Upload a dataset file, its format from the suffix: .npz, .safetensors, .parquet (``label``: the label
+        column, default 'label'; ``features``: the feature columns, default every other numeric one), or .tar
+        and .zip (an image folder, one subfolder per class)."""
+        request = dataset_files.file_request(path, label, features)
+        return Dataset.of(self._client.request("POST", "/v1/datasets", **request).json())
+
+    def upload_folder(self, path: str | os.PathLike[str]) -> Dataset:
+        """Upload a directory with one subfolder per class of PNG or JPEG images (torchvision's ImageFolder)."""
+        blob = dataset_files.folder_tar(path)
+        headers = {"Content-Type": "application/x-tar"}
+        return Dataset.of(self._client.request("POST", "/v1/datasets", content=blob, headers=headers).json())
 
     def get(self, dataset_id: str) -> Dataset:
         """An uploaded dataset by its id (``GET /v1/datasets/{id}``): its sample count and arrays' shapes."""

@@ -165,11 +165,19 @@ class DatasetArray(BaseModel):
 
 class DatasetPublic(BaseModel):
     id: str
-    format: Literal["safetensors", "npz"]
+    format: Literal["safetensors", "npz", "image_folder", "parquet"]
     num_samples: int
     bytes: int
     arrays: dict[str, DatasetArray]
     created_at: float | None = None
+    # Image folders and tables (stored as received): what the upload's check found.
+    archive: Literal["tar", "zip"] | None = Field(default=None, description="The image folder's container.")
+    shape: list[int] | None = Field(default=None, description="One sample's input shape: [3, H, W] or [features].")
+    classes: list[str] | None = Field(
+        default=None, description="Class names by index: the sorted class folders, or a string label's values."
+    )
+    label: str | None = Field(default=None, description="The table's label column.")
+    features: list[str] | None = Field(default=None, description="The table's feature columns, in vector order.")
 
 
 class DatasetsPublic(BaseModel):
