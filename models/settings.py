@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     s3_secret_access_key: SecretStr | None = None
     # A store that does not answer within this (connect, and retries of a request) is an outage: a 503.
     artifacts_timeout_s: float = Field(default=5.0, gt=0)
+    # How often one worker deletes objects whose Redis record is gone (expired or deleted jobs and datasets),
+    # and how old such an object must be: a record is written a moment after its object.
+    artifacts_sweep_interval_s: int = Field(default=600, ge=1)
+    artifacts_sweep_grace_s: int = Field(default=3600, ge=0)
 
     # Limits, enforced before anything is allocated.
     max_body_bytes: int = 32 * 1024 * 1024

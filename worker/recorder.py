@@ -225,7 +225,7 @@ class RedisHooks(Hooks):
             self._forget([ref.key])
             return
         # A rerun's checkpoint at a step already kept replaced that record: its old object goes too.
-        self._forget([kept[s] for s in drop if s in kept] + [kept[state.step]] * (state.step in kept))
+        self._forget([kept[s] for s in {*drop, state.step} if s in kept])
 
     def _forget(self, keys: list[str]) -> None:
         for key in keys:

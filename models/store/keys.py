@@ -121,6 +121,10 @@ class Keys:
         ``{this}:snapshot``. One journal holds every sweep's study (named ``tenant/sweep_id``)."""
         return f"{self.prefix}:sys:optuna"
 
+    def artifact_sweep(self) -> str:
+        """Held by the worker sweeping the artifact store this interval (models.store.artifact_sweep): one at a time."""
+        return f"{self.prefix}:sys:artifacts:sweep"
+
     def worker(self, name: str) -> str:
         return f"{self.prefix}:sys:worker:{name}"
 
