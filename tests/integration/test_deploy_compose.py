@@ -22,11 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import boto3
 import httpx
 import pytest
 import redis
 
 from launcher.embedded_redis import free_port, redis_server_binary
+from tests.conftest import S3Server
 from tests.deploy import example_env, resolved_config
 from tests.lenet import LENET_SPEC
 
@@ -127,8 +129,24 @@ def _fake_redis_binaries(bin_dir: Path, port: int, data_dir: Path) -> None:
         path.chmod(0o755)
 
 
+def _local_minio(service: dict, server: S3Server) -> dict[str, str]:
+    """The compose services' MinIO as moto's S3 server, with the bucket `minio-bucket` would have made."""
+    env = service["environment"]
+    assert env["GRADSERVE_S3_ENDPOINT_URL"] == "http://minio:9000", env
+    bucket = urlsplit(env["GRADSERVE_ARTIFACTS_URL"]).netloc
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=server.endpoint,
+        aws_access_key_id=env["GRADSERVE_S3_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["GRADSERVE_S3_SECRET_ACCESS_KEY"],
+        region_name="us-east-1",
+    )
+    s3.create_bucket(Bucket=bucket)
+    return {"GRADSERVE_S3_ENDPOINT_URL": server.endpoint}
+
+
 @pytest.fixture(scope="module")
-def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
+def deployed(tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server) -> Iterator[Deployed]:
     tmp = tmp_path_factory.mktemp("deploy")
     values = example_env(**dict([PROBE_SETTING]))
     services = resolved_config(tmp / "project", values)["services"]
@@ -140,15 +158,16 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
     for name in ("worker", "worker-sessions", "api"):
         assert services[name]["environment"]["REDIS_URL"] == services["api"]["environment"]["REDIS_URL"]
     _fake_redis_binaries(tmp / "redis-bin", redis_port, tmp / "redis-data")
+    minio = _local_minio(services["api"], s3_server)
     envs = {
         "redis": {
             "PATH": f"{tmp / 'redis-bin'}:/usr/bin:/bin",
             "HOME": str(home),
             **{k: str(v) for k, v in services["redis"]["environment"].items()},
         },
-        "api": _container_env(services["api"], {"REDIS_URL": redis_url}, home),
-        "worker": _container_env(services["worker"], {"REDIS_URL": redis_url}, home),
-        "worker-sessions": _container_env(services["worker-sessions"], {"REDIS_URL": redis_url}, home),
+        "api": _container_env(services["api"], {"REDIS_URL": redis_url, **minio}, home),
+        "worker": _container_env(services["worker"], {"REDIS_URL": redis_url, **minio}, home),
+        "worker-sessions": _container_env(services["worker-sessions"], {"REDIS_URL": redis_url, **minio}, home),
     }
     deployed = Deployed(
         url=f"http://127.0.0.1:{api_port}",
