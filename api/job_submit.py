@@ -69,7 +69,7 @@ def network_summary(spec: NetworkSpec, settings: Settings) -> NetworkSummary:
 
 def get_job_store(request: Request) -> JobStore:
     store = request.app.state.store
-    return JobStore(store.redis, store.keys)
+    return JobStore(store.redis, store.keys, request.app.state.artifacts)
 
 
 JobStoreDep = Annotated[JobStore, Depends(get_job_store)]

@@ -36,6 +36,7 @@ from api.routes import (
 from api.routes import sweeps as sweep_routes
 from api.unexpected import UnexpectedErrors
 from models.settings import Settings, get_settings
+from models.store.artifacts import shared_artifacts
 from models.store.connect import redis_options
 from models.store.keys import Keys
 from models.store.redis import Store
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         producer.conf.update(celery_config(settings))
         app.state.redis = redis
         app.state.store = Store(redis, Keys(settings.key_prefix))
+        app.state.artifacts = shared_artifacts(settings)
         app.state.celery = producer
         app.state.session_calls = SessionCalls(redis, app.state.store.keys, settings)
         try:

@@ -26,6 +26,7 @@ from models.settings import Settings
 from models.spec.job import JobCreate
 from models.spec.sweep import SweepCreate
 from models.spec.sweep_space import apply_params, trial_template
+from models.store.artifacts import shared_artifacts
 from models.store.jobs import JobStore
 from models.store.keys import JobPart
 from models.store.leases import Leases
@@ -48,7 +49,7 @@ class SweepController:
     def __init__(self, redis: Redis, store: Store, celery: Celery, settings: Settings) -> None:
         self.redis, self.store, self.celery, self.settings = redis, store, celery, settings
         self.keys = store.keys
-        self.jobs = JobStore(redis, store.keys)
+        self.jobs = JobStore(redis, store.keys, shared_artifacts(settings))
         self.sweeps = SweepStore(redis, store.keys, settings.sweep_ttl_s)
         self.token = uuid.uuid4().hex
         self.leases = Leases(redis)

@@ -43,25 +43,45 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     controller = SweepController(redis, store, producer, settings)
     leases, key = Leases(redis), store.keys.sweeper_leader()
     me = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "token": uuid.uuid4().hex})
-    leading = False
-    try:
+    leading = asyncio.Event()
+
+    async def keep_lease() -> None:
+        # Renewed on its own beat, not between ticks: a slow tick on a loaded host must not let the lease
+        # lapse under a leader that is still driving.
         while not stop.is_set():
             try:
-                now_leading = await leases.hold(key, me, settings.sweep_lease_ttl_s)
-                if now_leading != leading:
-                    log.warning("sweeper %d %s", os.getpid(), "leads" if now_leading else "stands by")
-                    leading = now_leading
-                if leading:
+                held = await leases.hold(key, me, settings.sweep_lease_ttl_s)
+            except Exception:
+                log.exception("sweeper lease renewal failed")
+                held = False
+            if held != leading.is_set():
+                log.warning("sweeper %d %s", os.getpid(), "leads" if held else "stands by")
+                if held:
+                    leading.set()
+                else:
+                    leading.clear()
+            await _pause(stop, settings.sweep_lease_ttl_s / 3)
+
+    renewer = asyncio.create_task(keep_lease())
+    try:
+        while not stop.is_set():
+            if leading.is_set():
+                try:
                     await controller.tick()
-            except Exception:  # a Redis outage or a bug in one tick must not end the loop
-                log.exception("sweeper tick failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), settings.sweep_poll_s)
+                except Exception:  # a Redis outage or a bug in one tick must not end the loop
+                    log.exception("sweeper tick failed")
+            await _pause(stop, settings.sweep_poll_s)
     finally:
+        renewer.cancel()
         with contextlib.suppress(RedisError, OSError):  # a standby takes over at once, not after the lease
             await leases.release(key, me)
         producer.close()
         await redis.aclose()
+
+
+async def _pause(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
 
 
 def run() -> int:

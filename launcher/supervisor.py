@@ -29,6 +29,7 @@ from launcher.embedded_redis import start_redis
 from launcher.privileges import NOTED_ENV, root_notice
 from launcher.threads import split_threads, usable_cores
 from models.settings import get_settings
+from models.store.artifacts import where
 from models.store.connect import redacted
 from models.tasks import LANE_JOBS, LANE_SESSIONS
 
@@ -159,6 +160,9 @@ def run_up(*, host: str, port: int, workers: int, session_workers: int = 1, data
         _say(f"embedded Redis at {url} (data in {Path(data_dir) / 'redis'})")
     else:
         _say(f"using Redis at {redacted(settings.redis_url)}")
+    if "GRADSERVE_ARTIFACTS_URL" not in env:  # blobs beside the embedded Redis's data, whatever the cwd
+        env["GRADSERVE_ARTIFACTS_URL"] = f"file://{(Path(data_dir) / 'artifacts').resolve()}"
+    _say(f"artifacts in {where(env['GRADSERVE_ARTIFACTS_URL'])}")
     stack = Stack(host, port, workers, session_workers, env)
     try:
         api = stack.start_api()

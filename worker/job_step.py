@@ -16,7 +16,10 @@ import torch
 
 from models.errors import Conflict
 from models.nn.state_codec import TrainState, pack_train_state, unpack_train_state
+from models.settings import get_settings
 from models.spec.job import JobCreate
+from models.store.artifacts import shared_artifacts
+from models.store.job_blobs import checkpoint_at
 from models.store.keys import JobPart, Keys
 from models.store.replies import opt_bytes, required
 from models.wire.session import OCTET
@@ -44,8 +47,10 @@ def before_step(client: redis.Redis, keys: Keys, tenant: str, job_id: str, step:
     plan: dict[str, Any] = json.loads(required(raw[2], "the job's plan"))
     device = choose_device(req.device, torch.cuda.is_available())
     # The replay records nothing and stops before the step: no captures, checkpoints or breakpoints.
+    artifacts = shared_artifacts(get_settings())
     trainer = _build(
         client,
+        artifacts,
         req,
         spec,
         plan,
@@ -59,7 +64,7 @@ def before_step(client: redis.Redis, keys: Keys, tenant: str, job_id: str, step:
         stop_on_nan=False,
     )
     if start > 0:
-        blob = opt_bytes(client.hget(keys.job_part(tenant, job_id, JobPart.CHECKPOINTS), str(start)))
+        blob = checkpoint_at(client, artifacts, keys, tenant, job_id, start)
         if blob is None:
             raise Conflict(f"the job's checkpoint at step {start} is gone (retention dropped it); try another step")
         trainer.load_state(unpack_train_state(blob))

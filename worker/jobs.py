@@ -24,6 +24,8 @@ from models.nn.state_codec import unpack_train_state
 from models.settings import Settings
 from models.spec.job import JobCreate
 from models.spec.network import NetworkSpec
+from models.store.artifacts import Artifacts, ArtifactUnavailable, shared_artifacts
+from models.store.job_blobs import resume_state, source_data
 from models.store.keys import Keys
 from models.store.replies import opt_bytes, required
 from models.wire.tensors import from_safetensors
@@ -45,10 +47,12 @@ def run_job(client: redis.Redis, keys: Keys, settings: Settings, *, tenant: str,
         log.info("job %s not run: %s", job_id, claimed)
         return claimed
     lease.start()
+    artifacts = shared_artifacts(settings)
     hooks = RedisHooks(
         client,
         jk,
         lease,
+        artifacts,
         ttl_s=settings.job_ttl_s,
         max_records=settings.job_max_records,
         keep_last=settings.checkpoint_keep_last,
@@ -63,8 +67,8 @@ def run_job(client: redis.Redis, keys: Keys, settings: Settings, *, tenant: str,
         spec = _network(client, jk.init, required(raw[1], "the job's network"))
         plan: dict[str, Any] = json.loads(required(raw[2], "the job's plan"))
         device = choose_device(req.device, torch.cuda.is_available())
-        trainer = _build(client, req, spec, plan, device, raw[4].decode() if raw[4] else None)
-        blob = opt_bytes(client.get(jk.resume))
+        trainer = _build(client, artifacts, req, spec, plan, device, raw[4].decode() if raw[4] else None)
+        blob = resume_state(client, artifacts, keys, tenant, job_id)
         if blob is not None and raw[5] is not None and raw[6] is None:  # a fork's first start, from its parent
             start_fork(trainer, unpack_train_state(blob), json.loads(raw[5]), req)
         elif blob is not None:
@@ -101,6 +105,16 @@ def run_job(client: redis.Redis, keys: Keys, settings: Settings, *, tenant: str,
         # reaper re-enqueues it to resume from its last checkpoint. Marking it failed would lose it.
         log.warning("job %s lost Redis mid-run; it resumes from its checkpoint once Redis is back", job_id)
         return "redis unreachable"
+    except ArtifactUnavailable as exc:
+        # As with Redis: this attempt ends, its lease lapses and a reaper re-enqueues the job, which resumes
+        # from the last checkpoint recorded (whole: no record names an object before its write completed).
+        log.warning("job %s: attempt ended, the artifact store failed: %s", job_id, exc.msg)
+        try:
+            resumes_from = int(client.hget(jk.job, "checkpoint_step") or 0)
+            hooks.state("running", attempt_failed=exc.msg, resumes_from=resumes_from)
+        except redis.RedisError:
+            pass
+        return "artifact store unreachable"
     except Exception as exc:  # any failure ends this job, never the worker
         error = _describe(exc, device)
         if not isinstance(exc, (NonFiniteLoss, DataError, GradserveError, torch.OutOfMemoryError)):
@@ -119,6 +133,7 @@ def run_job(client: redis.Redis, keys: Keys, settings: Settings, *, tenant: str,
 
 def _build(
     client: redis.Redis,
+    artifacts: Artifacts,
     req: JobCreate,
     spec: NetworkSpec | _Exported,
     plan: dict[str, Any],
@@ -127,8 +142,7 @@ def _build(
     **overrides: Any,
 ) -> Trainer:
     """The job's trainer as its run starts; ``overrides``: TrainConfig fields a replay changes."""
-    # Inline and uploaded data live in a hash under field "data" (the job's own, or the dataset's).
-    blob = opt_bytes(client.hget(source_key, "data")) if source_key else None
+    blob = source_data(client, artifacts, source_key)
     data = materialize(req.dataset.model_dump(), plan, blob).to(device)
     torch.manual_seed(req.seed)  # before an exported network too: the RNG then draws dropout and data order
     net = (spec.build() if isinstance(spec, _Exported) else build_network(spec)).to(device)

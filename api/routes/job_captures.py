@@ -96,12 +96,10 @@ async def get_checkpoint(
     """A checkpoint's state_dict as safetensors (``safetensors.torch.load`` + ``load_state_dict``)."""
     doc = await require_job(jobs, tenant, job_id)
     if step is None:
-        blob = await jobs.checkpoint(tenant=tenant, job_id=job_id)
-        if blob is None:
-            raise NotFound(f"job '{job_id}' has no checkpoint yet")
         step = doc.get("checkpoint_step")
-    else:
-        blob = await run_in_threadpool(weights_of, await checkpoint_state(jobs, tenant, job_id, step))
+        if step is None:
+            raise NotFound(f"job '{job_id}' has no checkpoint yet")
+    blob = await run_in_threadpool(weights_of, await checkpoint_state(jobs, tenant, job_id, step))
     headers = {
         "Content-Disposition": f'attachment; filename="{job_id}-{step}.safetensors"',
         "X-Checkpoint-Step": str(step if step is not None else ""),

@@ -47,7 +47,7 @@ def test_compose_file_is_valid_with_every_profile(tmp_path: Path) -> None:
     compose(tmp_path, example_env(), "config", "--quiet")
 
 
-@pytest.mark.parametrize("variable", ["REDIS_PASSWORD", "GRADSERVE_API_KEYS"])
+@pytest.mark.parametrize("variable", ["REDIS_PASSWORD", "MINIO_ROOT_PASSWORD", "GRADSERVE_API_KEYS"])
 def test_compose_refuses_to_start_without_required_secrets(tmp_path: Path, variable: str) -> None:
     result = compose(tmp_path, example_env(**{variable: ""}), "config", "--quiet", check=False)
     assert result.returncode != 0
@@ -94,10 +94,28 @@ def test_api_and_workers_wire_up_as_documented(config: dict) -> None:
     assert all(p.get("host_ip") == "127.0.0.1" for p in services["flower"]["ports"])
 
 
+def test_minio_holds_the_artifacts_with_its_bucket_made_first(config: dict) -> None:
+    services = config["services"]
+    minio, bucket = services["minio"], services["minio-bucket"]
+    assert "ports" not in minio and [v["target"] for v in minio["volumes"]] == ["/data"]
+    assert bucket["depends_on"]["minio"]["condition"] == "service_healthy"
+    assert "mc mb --ignore-existing" in " ".join(bucket["entrypoint"])
+    secret = example_env()["MINIO_ROOT_PASSWORD"]
+    for name in ("api", "worker", "worker-gpu", "worker-sessions", "worker-sessions-gpu"):
+        service = services[name]
+        assert service["depends_on"]["minio-bucket"]["condition"] == "service_completed_successfully"
+        env = service["environment"]
+        assert env["GRADSERVE_ARTIFACTS_URL"] == "s3://gradserve/artifacts"
+        assert env["GRADSERVE_S3_ENDPOINT_URL"] == "http://minio:9000"
+        assert env["GRADSERVE_S3_SECRET_ACCESS_KEY"] == secret == minio["environment"]["MINIO_ROOT_PASSWORD"]
+
+
 def test_no_secret_is_baked_in() -> None:
     for path in (DOCKERFILE, COMPOSE_FILE, ENV_EXAMPLE):
         text = path.read_text()
-        assert not re.search(r"(?im)^\s*(REDIS_PASSWORD|GRADSERVE_API_KEYS)\s*[=:]\s*[^$\s#]", text), path
+        assert not re.search(
+            r"(?im)^\s*(REDIS_PASSWORD|MINIO_ROOT_PASSWORD|GRADSERVE_API_KEYS)\s*[=:]\s*[^$\s#]", text
+        ), path
         assert not re.search(r"redis://:[^$@]+@", text), path
     assert not re.search(r"(?im)^\s*(ENV|ARG)\s+\S*(PASSWORD|SECRET|API_KEYS|REDIS_URL)", DOCKERFILE.read_text())
 
@@ -133,7 +151,7 @@ def _default_cell(default: object) -> str:
 
 
 def test_readme_documents_every_setting_with_its_default() -> None:
-    rows = dict(re.findall(r"(?m)^\|\s*`([A-Z_]+)`\s*\|\s*`?([^`|]*?)`?\s*\|", README.read_text()))
+    rows = dict(re.findall(r"(?m)^\|\s*`([A-Z0-9_]+)`\s*\|\s*`?([^`|]*?)`?\s*\|", README.read_text()))
     missing = []
     for field, info in Settings.model_fields.items():
         default = info.default if info.default is not PydanticUndefined else info.default_factory()
