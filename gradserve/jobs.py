@@ -15,17 +15,18 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from gradserve import _wire
 from gradserve.errors import GradserveError, JobFailed
 from gradserve.export_form import catalogue_spec, export_module, named_inputs
-from gradserve.fx_spec import to_spec
+from gradserve.fx_spec import optimizer_spec, to_spec
+from gradserve.protocol import codec
+from gradserve.protocol.sse import parse_events
+from gradserve.protocol.states import JOB_STOPPED
+from gradserve.transport import check
 
 if TYPE_CHECKING:
-    from gradserve.client import Client
     from gradserve.remote import RemoteNet
+    from gradserve.transport import Transport
 
-TERMINAL = frozenset({"succeeded", "failed", "cancelled", "pruned"})  # pruned: a sweep stopped the trial
-STOPPED = TERMINAL | {"paused"}  # paused: a breakpoint held; resume() or cancel() it
 POLL_S = 0.25
 RECONNECTS = 20  # a watch outlives this many dropped event streams
 
@@ -80,7 +81,7 @@ def dataset_spec(dataset: DatasetArg) -> dict[str, Any]:
 
 def dataset_file(arrays: dict[str, Any]) -> bytes:
     """Tensors or numpy arrays (None left out) as the safetensors file ``POST /v1/datasets`` takes."""
-    return _wire.state_bytes({k: torch.as_tensor(v) for k, v in arrays.items() if v is not None})
+    return codec.to_safetensors({k: torch.as_tensor(v) for k, v in arrays.items() if v is not None})
 
 
 def job_body(
@@ -94,7 +95,6 @@ def job_body(
     extra: dict[str, Any],
 ) -> dict[str, Any]:
     """The ``POST /v1/jobs`` body. ``network``: a module (traced), a spec, or a network id."""
-    from gradserve.client import optimizer_spec
 
     body: dict[str, Any] = {"dataset": dataset_spec(dataset), "criterion": criterion_spec(criterion)}
     body["optimizer"] = optimizer_spec(optimizer, optimizer_args)
@@ -166,7 +166,6 @@ def fork_changes(changes: dict[str, Any]) -> dict[str, Any]:
     """``job.fork``'s keyword changes as the fork request's ``changes``: an optimizer given as a class or
     name (with ``lr`` beside it) becomes its spec, an uploaded ``Dataset`` its reference; ``lr_scheduler=None``
     stays, since it removes the parent's scheduler."""
-    from gradserve.client import optimizer_spec
 
     out = dict(changes)
     if out.get("optimizer") is not None:
@@ -220,7 +219,7 @@ def local_module(job: dict[str, Any], module: nn.Module | None, network: dict[st
 class Job:
     """A training job on the service."""
 
-    def __init__(self, client: Client, job_id: str, module: nn.Module | None = None) -> None:
+    def __init__(self, client: Transport, job_id: str, module: nn.Module | None = None) -> None:
         self._client = client
         self.id = job_id
         self.module = module
@@ -239,7 +238,7 @@ class Job:
         """Block until the job ends or a breakpoint pauses it (see ``doc["breakpoint"]``); ``JobFailed`` when it
         failed or was cancelled (unless ``check=False``)."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while (doc := self.refresh())["status"] not in STOPPED:
+        while (doc := self.refresh())["status"] not in JOB_STOPPED:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"job {self.id} still {doc['status']} after {timeout} s")
             time.sleep(POLL_S)
@@ -278,9 +277,6 @@ class Job:
     def events(self) -> Iterator[tuple[str, dict[str, Any]]]:
         """The job's server-sent events as ``(event, data)`` pairs, ending with the final state; a dropped
         connection is resumed from the last event seen (``Last-Event-ID``), so nothing is lost or repeated."""
-        from gradserve.client import check
-        from gradserve.progress import sse_events
-
         last = "0-0"
         for _ in range(RECONNECTS):
             try:
@@ -288,10 +284,11 @@ class Job:
                 path = f"/v1/jobs/{self.id}/events"
                 with self._client.http.stream("GET", path, headers=headers, timeout=None) as response:
                     check(response)
-                    for event_id, event, data in sse_events(response.iter_lines()):
-                        last = event_id or last
-                        yield event, data
-                        if event == "state" and data.get("status") in STOPPED:
+                    for event in parse_events(response.iter_lines()):
+                        last = event.id or last
+                        data = event.json()
+                        yield event.event, data
+                        if event.event == "state" and data.get("status") in JOB_STOPPED:
                             return
                 return
             except (httpx.RemoteProtocolError, httpx.ReadError):
@@ -342,7 +339,7 @@ class Job:
 
 
 class Jobs:
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Transport) -> None:
         self._client = client
 
     def submit(
@@ -361,7 +358,7 @@ class Jobs:
         zeros shaped as the dataset's inputs, uploaded as a network, and the job trains that network. ``dataset``
         may be an uploaded dataset's id (``"data_..."``), looked up for its shape and dtype."""
         if isinstance(dataset, str):
-            dataset = self._client.datasets.get(dataset)
+            dataset = Datasets(self._client).get(dataset)
         if not isinstance(network, nn.Module):
             body, _ = job_request(network, dataset, *args, **kwargs)
             return self.submit_body(body)
@@ -399,7 +396,7 @@ class Jobs:
 
 
 class Datasets:
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Transport) -> None:
         self._client = client
 
     def upload(self, inputs: Any, targets: Any, test_inputs: Any = None, test_targets: Any = None) -> Dataset:
@@ -407,7 +404,7 @@ class Datasets:
         blob = dataset_file(
             {"inputs": inputs, "targets": targets, "test_inputs": test_inputs, "test_targets": test_targets}
         )
-        meta = self._client.request("POST", "/v1/datasets", content=blob, headers={"Content-Type": _wire.OCTET}).json()
+        meta = self._client.request("POST", "/v1/datasets", content=blob, headers={"Content-Type": codec.OCTET}).json()
         return Dataset.of(meta)
 
     def get(self, dataset_id: str) -> Dataset:
@@ -424,7 +421,7 @@ class Datasets:
 
 
 class Sessions:
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Transport) -> None:
         self._client = client
 
     def list(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
