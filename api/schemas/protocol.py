@@ -1,4 +1,4 @@
-"""The protocol's public form (``GET /v1/protocol``)."""
+"""The protocol's public form (``GET /protocol``)."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ the states a job, sweep or trial can be in (``states``), the server-sent event f
 catalogue's names and fields (``catalogue``). The binary codec (``codec``) is the one part that needs torch,
 and is imported on its own: ``from gradserve.protocol import codec``.
 
-The server's schemas and stores, the client and the dashboard (through ``GET /v1/protocol``) all read
+The server's schemas and stores, the client and the dashboard (through ``GET /protocol``) all read
 these; nothing else spells a status or parses an event stream.
 """
 

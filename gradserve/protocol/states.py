@@ -42,7 +42,7 @@ TRIAL_ENDED: frozenset[str] = frozenset(TrialState) - {TrialState.RUNNING}
 
 
 def public_states() -> dict[str, dict[str, list[str]]]:
-    """The states as the dashboard reads them (``GET /v1/protocol``): each kind's states in order, and its ends."""
+    """The states as the dashboard reads them (``GET /protocol``): each kind's states in order, and its ends."""
 
     def values(states: frozenset[str]) -> list[str]:
         return sorted(str(s) for s in states)

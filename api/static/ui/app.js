@@ -4,16 +4,11 @@
 "use strict";
 
 const KEY = "gradserve.key";
-// A job's states come from the API (GET /v1/protocol), read once before the first page is drawn.
-let JOB_STATES = [];
-let FINAL = new Set();
-let STOPPED = new Set();  // nothing runs until someone acts: a paused job is resumed or cancelled
-async function loadProtocol() {
-  const response = await fetch("/v1/protocol");
-  if (!response.ok) throw new Error(`GET /v1/protocol: ${response.status}`);
-  const job = (await response.json()).states.job;
-  [JOB_STATES, FINAL, STOPPED] = [job.states, new Set(job.terminal), new Set(job.stopped)];
-}
+// A job's states come from the API: the service writes gradserve.protocol's states (GET /protocol) into the page.
+const PROTOCOL = JSON.parse(document.getElementById("protocol").textContent);
+const JOB_STATES = PROTOCOL.states.job.states;
+const FINAL = new Set(PROTOCOL.states.job.terminal);
+const STOPPED = new Set(PROTOCOL.states.job.stopped);  // nothing runs until someone acts: a paused job is resumed or cancelled
 const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
   "#17becf", "#393b79", "#ad494a", "#637939", "#8c6d31", "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1", "#636363"];
 
@@ -722,4 +717,4 @@ async function sessionPage(id) {
   }
 }
 
-loadProtocol().then(route, showError);
+route();
