@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -36,7 +35,6 @@ from api.routes import (
 )
 from api.routes import protocol as protocol_routes
 from api.routes import sweeps as sweep_routes
-from api.sweep_controller import SweepController
 from api.unexpected import UnexpectedErrors
 from models.settings import Settings, get_settings
 from models.store.connect import redis_options
@@ -63,12 +61,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.store = Store(redis, Keys(settings.key_prefix))
         app.state.celery = producer
         app.state.session_calls = SessionCalls(redis, app.state.store.keys, settings)
-        # Every API process drives the sweeps whose lease it holds: no controller process to deploy.
-        sweeper = asyncio.create_task(SweepController(redis, app.state.store, producer, settings).run())
         try:
             yield
         finally:
-            sweeper.cancel()
             producer.close()
             await redis.aclose()
 

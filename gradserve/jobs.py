@@ -5,6 +5,7 @@ with the async twin (``gradserve.jobs_async``)."""
 from __future__ import annotations
 
 import copy
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,20 +16,24 @@ import safetensors.torch
 import torch
 from torch import nn
 
+from gradserve import dataset_files
 from gradserve.errors import GradserveError, JobFailed
 from gradserve.export_form import catalogue_spec, export_module, named_inputs
 from gradserve.fx_spec import optimizer_spec, to_spec
 from gradserve.protocol import codec
 from gradserve.protocol.sse import parse_events
 from gradserve.protocol.states import JOB_STOPPED
+from gradserve.remote import RemoteNet
 from gradserve.transport import check
 
 if TYPE_CHECKING:
-    from gradserve.remote import RemoteNet
     from gradserve.transport import Transport
 
 POLL_S = 0.25
 RECONNECTS = 20  # a watch outlives this many dropped event streams
+
+
+KEEP: Any = object()  # an argument left out, where None means something (no breakpoints)
 
 
 @dataclass(frozen=True)
@@ -246,26 +251,26 @@ class Job:
             raise JobFailed(doc)
         return doc
 
-    def session(self, step: int | None = None, *, device: str = "auto") -> RemoteNet:
+    def session(self, step: int | None = None, *, device: str = "auto") -> JobSession:
         """A live session holding the job's state before ``step`` (default: the step a breakpoint paused it
         on), with that step's batch as ``net.batch.inputs`` and ``net.batch.targets``: forward, the job's
         criterion and backward give the job's loss and gradients at that step, bit for bit."""
-        from gradserve.remote import RemoteNet
-
         body: dict[str, Any] = {"device": device} if step is None else {"device": device, "step": step}
         public = self._client.session_call("POST", f"/v1/jobs/{self.id}/sessions", json=body).json()
-        net = RemoteNet.attach(self._client, public)
+        net = JobSession.attach(self._client, public)
         blob = self._client.request("GET", f"/v1/sessions/{net.id}/batch", params={"format": "safetensors"}).content
         tensors = safetensors.torch.load(blob)
         net.batch = StepBatch(public["job"]["step"], tensors["inputs"], tensors["targets"])
         return net
 
-    def resume(self, *, lr: float | None = None, skip_batch: bool = False) -> dict[str, Any]:
-        """Queue a paused job again from the step it paused on: as it was, with a new ``lr``, or without that
-        step's batch (``skip_batch``)."""
+    def resume(self, *, lr: float | None = None, skip_batch: bool = False, breakpoints: Any = KEEP) -> dict[str, Any]:
+        """Queue a paused job again from the step it paused on: as it was, with a new ``lr``, without that
+        step's batch (``skip_batch``), or with other ``breakpoints`` from here on (a dict of rules, or None)."""
         changes: dict[str, Any] = {} if lr is None else {"lr": lr}
         if skip_batch:
             changes["skip_batch"] = True
+        if breakpoints is not KEEP:
+            changes["breakpoints"] = breakpoints
         return dict(self._client.request("POST", f"/v1/jobs/{self.id}/resume", json={"changes": changes}).json())
 
     def watch(self, console: Any = None) -> dict[str, Any]:
@@ -338,6 +343,20 @@ class Job:
         return f"Job('{self.id}', status={self.last.get('status', '?')!r})"
 
 
+class JobSession(RemoteNet):
+    """A session opened at a job's step (``job.session(step)``): a remote network that can go on as a job."""
+
+    def continue_as_job(self, **changes: Any) -> Job:
+        """A session opened at a job's step (``job.session(step)``) goes on as a job: from this session's
+        weights and optimizer as they stand, with the job's RNG, scheduler and data order at the step, and
+        ``changes`` as ``job.fork`` takes them. Left as it was opened, it repeats a fork at ``step - 1``."""
+        body = {"changes": fork_changes(changes)}
+        answer = self._client.request("POST", f"/v1/sessions/{self.id}/jobs", json=body).json()
+        job = Job(self._client, answer["id"])
+        job.refresh()
+        return job
+
+
 class Jobs:
     def __init__(self, client: Transport) -> None:
         self._client = client
@@ -406,6 +425,21 @@ class Datasets:
         )
         meta = self._client.request("POST", "/v1/datasets", content=blob, headers={"Content-Type": codec.OCTET}).json()
         return Dataset.of(meta)
+
+    def upload_file(
+        self, path: str | os.PathLike[str], *, label: str | None = None, features: list[str] | None = None
+    ) -> Dataset:
+        """Upload a dataset file, its format from the suffix: .npz, .safetensors, .parquet (``label``: the label
+        column, default 'label'; ``features``: the feature columns, default every other numeric one), or .tar
+        and .zip (an image folder, one subfolder per class)."""
+        request = dataset_files.file_request(path, label, features)
+        return Dataset.of(self._client.request("POST", "/v1/datasets", **request).json())
+
+    def upload_folder(self, path: str | os.PathLike[str]) -> Dataset:
+        """Upload a directory with one subfolder per class of PNG or JPEG images (torchvision's ImageFolder)."""
+        blob = dataset_files.folder_tar(path)
+        headers = {"Content-Type": "application/x-tar"}
+        return Dataset.of(self._client.request("POST", "/v1/datasets", content=blob, headers=headers).json())
 
     def get(self, dataset_id: str) -> Dataset:
         """An uploaded dataset by its id (``GET /v1/datasets/{id}``): its sample count and arrays' shapes."""

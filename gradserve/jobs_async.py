@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -10,6 +11,7 @@ import safetensors.torch
 import torch
 from torch import nn
 
+from gradserve import dataset_files
 from gradserve.errors import JobFailed
 from gradserve.jobs import (
     POLL_S,
@@ -114,6 +116,19 @@ class AsyncDatasets:
         headers = {"Content-Type": codec.OCTET}
         meta = (await self._client.request("POST", "/v1/datasets", content=blob, headers=headers)).json()
         return Dataset.of(meta)
+
+    async def upload_file(
+        self, path: str | os.PathLike[str], *, label: str | None = None, features: list[str] | None = None
+    ) -> Dataset:
+        """``Datasets.upload_file``'s twin."""
+        request = dataset_files.file_request(path, label, features)
+        return Dataset.of((await self._client.request("POST", "/v1/datasets", **request)).json())
+
+    async def upload_folder(self, path: str | os.PathLike[str]) -> Dataset:
+        """``Datasets.upload_folder``'s twin."""
+        blob = dataset_files.folder_tar(path)
+        headers = {"Content-Type": "application/x-tar"}
+        return Dataset.of((await self._client.request("POST", "/v1/datasets", content=blob, headers=headers)).json())
 
     async def get(self, dataset_id: str) -> Dataset:
         return Dataset.of((await self._client.request("GET", f"/v1/datasets/{dataset_id}")).json())

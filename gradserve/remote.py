@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import safetensors.torch
 import torch
@@ -66,7 +66,7 @@ class RemoteNet:
     # --- the session ---------------------------------------------------------------------------------------------
 
     @classmethod
-    def attach(cls, client: Transport, public: dict[str, Any]) -> RemoteNet:
+    def attach(cls, client: Transport, public: dict[str, Any]) -> Self:
         """A session the service already built (``public``: its create answer), e.g. a job opened at a step."""
         net = cls(client, {}, public.get("optimizer"), input_shape=None, seed=public["seed"], device=public["device"])
         net._public = public

@@ -1,7 +1,7 @@
-"""``gradserve up | api | worker``: the one entry point for running the service.
+"""``gradserve up | api | worker | sweeper``: the one entry point for running the service.
 
-``up`` is for a laptop or a single box: it supervises everything. ``api`` and ``worker`` run one
-part each, which is what docker-compose and other process managers call.
+``up`` is for a laptop or a single box: it supervises everything. ``api``, ``worker`` and ``sweeper``
+run one part each, which is what docker-compose and other process managers call.
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8000)
 
+    sub.add_parser("sweeper", help="the sweep controller (one leads, others stand by)")
+
     worker = sub.add_parser("worker", help="one Celery worker process")
     worker.add_argument(
         "--lane",
@@ -77,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.command == "api":
         return run_api(args.host, args.port)
+    if args.command == "sweeper":
+        from api.sweeper import run
+
+        return run()
     return run_worker(args.queues, args.name, args.loglevel, lane=args.lane)
 
 

@@ -61,6 +61,7 @@ class Stack:
         self.run_id = uuid.uuid4().hex[:6]
         self.generation = 0
         self.api: subprocess.Popen[bytes] | None = None
+        self.sweeper: subprocess.Popen[bytes] | None = None
         # Slot i: job workers first, then session workers; a dead worker is restarted in its slot.
         self.lanes = [LANE_JOBS] * workers + [LANE_SESSIONS] * session_workers
         self.workers: list[subprocess.Popen[bytes] | None] = [None] * len(self.lanes)
@@ -81,6 +82,9 @@ class Stack:
             [sys.executable, "-m", "launcher", "api", "--host", self.host, "--port", str(self.port)], self.env
         )
         return self.api
+
+    def start_sweeper(self) -> None:
+        self.sweeper = _spawn([sys.executable, "-m", "launcher", "sweeper"], self.env)
 
     def start_worker(self, index: int) -> None:
         self.generation += 1
@@ -115,7 +119,7 @@ class Stack:
         return sum(1 for w in body.get("workers", []) if f"gradserve-{self.run_id}-" in w.get("name", ""))
 
     def children(self) -> list[subprocess.Popen[bytes]]:
-        return [p for p in (self.api, *self.workers) if p is not None]
+        return [p for p in (self.api, self.sweeper, *self.workers) if p is not None]
 
     def stop(self) -> None:
         for proc in self.children():
@@ -158,6 +162,7 @@ def run_up(*, host: str, port: int, workers: int, session_workers: int = 1, data
     stack = Stack(host, port, workers, session_workers, env)
     try:
         api = stack.start_api()
+        stack.start_sweeper()
         for i in range(len(stack.workers)):
             stack.start_worker(i)
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -218,6 +223,9 @@ def _supervise(stack: Stack, stop: threading.Event, redis_proc: subprocess.Popen
         if redis_proc is not None and redis_proc.poll() is not None:
             _say(f"the embedded Redis exited with {redis_proc.returncode}; stopping")
             return 1
+        if stack.sweeper is not None and stack.sweeper.poll() is not None:
+            _say(f"the sweeper exited with {stack.sweeper.returncode}; starting a new one")
+            stack.start_sweeper()
         for i, proc in enumerate(stack.workers):
             if proc is not None and proc.poll() is not None:
                 _say(f"{stack.lanes[i]} worker {i} exited with {proc.returncode}; starting a new one")

@@ -86,8 +86,8 @@ class Settings(BaseSettings):
     # Checkpoints kept per job: the last K, plus every one whose step is a multiple of M (0: none).
     checkpoint_keep_last: int = Field(default=10, ge=1)
     checkpoint_keep_every: int = Field(default=0, ge=0)
-    # Sweeps: each API process drives the active sweeps it holds a lease on, every sweep_poll_s; a lease
-    # not renewed for sweep_lease_ttl_s (its process died) lets another API process take the sweep over.
+    # Sweeps: the sweeper holding the leader lease drives the active sweeps every sweep_poll_s; a lease not
+    # renewed for sweep_lease_ttl_s (its process died) lets a standby sweeper take over.
     sweep_poll_s: float = Field(default=0.2, gt=0)
     sweep_lease_ttl_s: float = Field(default=5.0, gt=0)
     sweep_ttl_s: int = 7 * 24 * 3600

@@ -18,7 +18,7 @@ import torch
 
 from models.errors import GradserveError, first_line
 from models.nn.build import build_network
-from models.nn.exported_admit import build_stored
+from models.nn.exported_admit import Built, build_stored
 from models.nn.objectives import build_loss, build_optimizer, build_scheduler
 from models.nn.state_codec import unpack_train_state
 from models.settings import Settings
@@ -197,7 +197,10 @@ class _Exported:
     weights: bytes
 
     def build(self) -> torch.nn.Module:
-        return build_stored(self.meta, from_safetensors(self.weights, loc=("network", "weights"))).net
+        return self.built().net
+
+    def built(self) -> Built:
+        return build_stored(self.meta, from_safetensors(self.weights, loc=("network", "weights")))
 
 
 def _network(client: redis.Redis, init_key: str, raw: bytes) -> NetworkSpec | _Exported:

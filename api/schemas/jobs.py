@@ -18,7 +18,12 @@ class JobSubmitted(BaseModel):
 
 class ParentLink(BaseModel):
     id: str
-    step: int = Field(description="The parent's checkpoint this job was forked from.")
+    step: int = Field(description="The parent's checkpoint this job was forked from (the steps it had taken).")
+    session: str | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,  # a plain fork's link stays {id, step}
+        description="Set on a session continued as a job: the session, opened at the parent's step + 1.",
+    )
 
 
 class JobPublic(BaseModel):
@@ -161,11 +166,19 @@ class DatasetArray(BaseModel):
 
 class DatasetPublic(BaseModel):
     id: str
-    format: Literal["safetensors", "npz"]
+    format: Literal["safetensors", "npz", "image_folder", "parquet"]
     num_samples: int
     bytes: int
     arrays: dict[str, DatasetArray]
     created_at: float | None = None
+    # Image folders and tables (stored as received): what the upload's check found.
+    archive: Literal["tar", "zip"] | None = Field(default=None, description="The image folder's container.")
+    shape: list[int] | None = Field(default=None, description="One sample's input shape: [3, H, W] or [features].")
+    classes: list[str] | None = Field(
+        default=None, description="Class names by index: the sorted class folders, or a string label's values."
+    )
+    label: str | None = Field(default=None, description="The table's label column.")
+    features: list[str] | None = Field(default=None, description="The table's feature columns, in vector order.")
 
 
 class DatasetsPublic(BaseModel):

@@ -68,7 +68,7 @@ return 'ended:' .. status
 """
 
 # KEYS: the job hash, the events, the tenant's active set, the queued set. ARGV: job id, max concurrent,
-# changes (JSON), ttl, maxlen, the queued event, now, member, job key prefix.
+# changes (JSON), ttl, maxlen, the queued event, now, member, job key prefix, the new request ('' keeps it).
 _RESUME = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 'missing' end
@@ -80,6 +80,7 @@ for _, id in ipairs(redis.call('SMEMBERS', KEYS[3])) do
 end
 if active >= tonumber(ARGV[2]) then return 'busy:' .. active end
 redis.call('HSET', KEYS[1], 'status', 'queued', 'resume_changes', ARGV[3])
+if ARGV[10] ~= '' then redis.call('HSET', KEYS[1], 'request', ARGV[10]) end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'type', 'state', 'data', ARGV[6])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 redis.call('SADD', KEYS[3], ARGV[1])
@@ -302,9 +303,18 @@ class JobStore:
         return result.decode() if isinstance(result, bytes) else str(result)
 
     async def resume(
-        self, *, tenant: str, job_id: str, changes: dict[str, Any], max_concurrent: int, ttl_s: int, max_records: int
+        self,
+        *,
+        tenant: str,
+        job_id: str,
+        changes: dict[str, Any],
+        max_concurrent: int,
+        ttl_s: int,
+        max_records: int,
+        request: str | None = None,
     ) -> str:
-        """'queued', 'missing', 'not:<status>' (it is not paused), or 'busy:<active jobs>' (over the quota)."""
+        """'queued', 'missing', 'not:<status>' (it is not paused), or 'busy:<active jobs>' (over the quota).
+        ``request``: the job's request as it goes on (new breakpoints), stored only if it does resume."""
         script = self.redis.register_script(_RESUME)
         keys = [
             self.keys.job(tenant, job_id),
@@ -315,7 +325,7 @@ class JobStore:
         event = json.dumps({"status": "queued", "reason": "resumed", "changes": changes})
         prefix = self.keys.job(tenant, "")
         args: list[str | int | float] = [job_id, max_concurrent, json.dumps(changes), ttl_s, max_records, event]
-        result = await script(keys=keys, args=[*args, time.time(), f"{tenant}/{job_id}", prefix])
+        result = await script(keys=keys, args=[*args, time.time(), f"{tenant}/{job_id}", prefix, request or ""])
         return result.decode() if isinstance(result, bytes) else str(result)
 
     # --- records ---

@@ -108,12 +108,17 @@ class Keys:
 
     # --- service bookkeeping ---
     def sweeps_active(self) -> str:
-        """Set of ``tenant/sweep_id`` of sweeps that still need driving (by any API process)."""
+        """Set of ``tenant/sweep_id`` of sweeps that still need driving (by the sweeper)."""
         return f"{self.prefix}:sys:sweeps:active"
 
     def sweep_lease(self, member: str) -> str:
-        """The token of the API process driving sweep ``tenant/sweep_id``; it lapses when that process dies."""
+        """The token of the sweeper driving sweep ``tenant/sweep_id``; it lapses when that process dies."""
         return f"{self.prefix}:sys:sweeps:lease:{member}"
+
+    def sweeper_leader(self) -> str:
+        """The lease of the sweeper process that drives the sweeps (``gradserve sweeper``): its identity as
+        JSON {host, pid, token}; standbys wait for it to lapse."""
+        return f"{self.prefix}:sys:sweeper:leader"
 
     def optuna_journal(self) -> str:
         """Prefix of Optuna's JournalRedisBackend: it writes ``{this}:log_number``, ``{this}:log:{n}`` and
