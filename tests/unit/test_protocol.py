@@ -88,3 +88,9 @@ def test_a_binary_answer_reads_back_whole() -> None:
     assert torch.equal(back["output"], out) and back["shape"] == [2, 3] and back["grad"] is None
     tied = torch.ones(4)
     assert codec.safetensors_metadata(codec.pack_call({"a": tied, "b": tied}, {"k": 1})) == {"args": '{"k": 1}'}
+
+
+def test_the_cli_has_an_exit_code_for_every_end() -> None:
+    from gradserve.cli import EXIT, SWEEP_EXIT
+
+    assert set(EXIT) == JOB_STOPPED and set(SWEEP_EXIT) == SWEEP_TERMINAL
