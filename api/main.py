@@ -33,6 +33,7 @@ from api.routes import (
     ui,
     usage,
 )
+from api.routes import protocol as protocol_routes
 from api.routes import sweeps as sweep_routes
 from api.unexpected import UnexpectedErrors
 from models.settings import Settings, get_settings
@@ -79,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_outage_handlers(app, settings.retry_after_s)
     install_openapi(app)
     app.include_router(health.router)
+    app.include_router(protocol_routes.router)
     app.include_router(networks.router)
     app.include_router(sessions.router)
     app.include_router(session_list.router)

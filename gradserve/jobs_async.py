@@ -11,11 +11,10 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from gradserve import _wire, dataset_files
+from gradserve import dataset_files
 from gradserve.errors import JobFailed
 from gradserve.jobs import (
     POLL_S,
-    STOPPED,
     Dataset,
     dataset_file,
     fork_changes,
@@ -24,13 +23,15 @@ from gradserve.jobs import (
     local_module,
     metrics_frame,
 )
+from gradserve.protocol import codec
+from gradserve.protocol.states import JOB_STOPPED
 
 if TYPE_CHECKING:
-    from gradserve.client import AsyncClient
+    from gradserve.transport import AsyncTransport
 
 
 class AsyncJob:
-    def __init__(self, client: AsyncClient, job_id: str, module: nn.Module | None = None) -> None:
+    def __init__(self, client: AsyncTransport, job_id: str, module: nn.Module | None = None) -> None:
         self._client = client
         self.id = job_id
         self.module = module
@@ -42,7 +43,7 @@ class AsyncJob:
 
     async def wait(self, timeout: float | None = None, *, check: bool = True) -> dict[str, Any]:
         deadline = None if timeout is None else time.monotonic() + timeout
-        while (doc := await self.refresh())["status"] not in STOPPED:
+        while (doc := await self.refresh())["status"] not in JOB_STOPPED:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"job {self.id} still {doc['status']} after {timeout} s")
             await asyncio.sleep(POLL_S)
@@ -80,7 +81,7 @@ class AsyncJob:
 
 
 class AsyncJobs:
-    def __init__(self, client: AsyncClient) -> None:
+    def __init__(self, client: AsyncTransport) -> None:
         self._client = client
 
     async def submit(self, *args: Any, **kwargs: Any) -> AsyncJob:
@@ -105,14 +106,14 @@ class AsyncJobs:
 
 
 class AsyncDatasets:
-    def __init__(self, client: AsyncClient) -> None:
+    def __init__(self, client: AsyncTransport) -> None:
         self._client = client
 
     async def upload(self, inputs: Any, targets: Any, test_inputs: Any = None, test_targets: Any = None) -> Dataset:
         blob = dataset_file(
             {"inputs": inputs, "targets": targets, "test_inputs": test_inputs, "test_targets": test_targets}
         )
-        headers = {"Content-Type": _wire.OCTET}
+        headers = {"Content-Type": codec.OCTET}
         meta = (await self._client.request("POST", "/v1/datasets", content=blob, headers=headers)).json()
         return Dataset.of(meta)
 
@@ -139,7 +140,7 @@ class AsyncDatasets:
 
 
 class AsyncSessions:
-    def __init__(self, client: AsyncClient) -> None:
+    def __init__(self, client: AsyncTransport) -> None:
         self._client = client
 
     async def list(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:

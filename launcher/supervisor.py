@@ -24,9 +24,9 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from launcher.cli import refuse_open_single_user, refuse_taken_port
 from launcher.embedded_redis import start_redis
 from launcher.privileges import NOTED_ENV, root_notice
+from launcher.refusals import refuse_open_single_user, refuse_taken_port
 from launcher.threads import split_threads, usable_cores
 from models.settings import get_settings
 from models.store.artifacts import where

@@ -1,4 +1,4 @@
-"""Job and dataset resource schemas (requests are models.jobspec.JobCreate)."""
+"""Job and dataset resource schemas (requests are models.spec.job.JobCreate; states: gradserve.protocol)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-JobStatus = Literal["queued", "running", "paused", "succeeded", "failed", "cancelled", "pruned"]
+from gradserve.protocol.states import JobStatus as JobStatus
+
 Number = float  # non-finite values are null, with the reason in ``non_finite`` (api.finite)
 
 

@@ -1,7 +1,7 @@
 """The job request: a network, a dataset (a union on ``source``), a loss, an optimizer and a length.
 
 Pydantic checks each field alone; what needs the network (shapes, counts against limits) is checked
-by ``models.job_plan.plan_job``, so the worker receives only requests that can run.
+by ``models.nn.job_plan.plan_job``, so the worker receives only requests that can run.
 """
 
 from __future__ import annotations

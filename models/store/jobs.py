@@ -37,10 +37,6 @@ from models.store.usage import LEDGER_LUA, ledgers, over_quota, put_within_quota
 
 log = logging.getLogger(__name__)
 
-TERMINAL = frozenset({"succeeded", "failed", "cancelled", "pruned"})
-# Where nothing runs until someone acts: a wait or an event stream ends here as at an end. A paused job
-# (a breakpoint held) is resumed or cancelled.
-STOPPED = TERMINAL | {"paused"}
 _INTS = (
     "step",
     "total_steps",

@@ -1,4 +1,4 @@
-"""Async storage used by the API: networks and the worker registry. Key names come from models.keys."""
+"""Async storage used by the API: networks and the worker registry. Key names come from models.store.keys."""
 
 from __future__ import annotations
 

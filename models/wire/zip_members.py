@@ -1,8 +1,8 @@
 """The members of an uploaded zip (.npz, or an image folder) file, inflated a step at a time and never past a byte cap.
 
 ``zipfile`` bounds what it inflates per read for deflate, but hands bzip2 each compressed chunk whole:
-4 KB of bzip2 can inflate to gigabytes (an 1,850-byte .npz took the API to a 5.47 GB peak while only
-its array header was wanted). Here every decompressor is asked for at most ``STEP`` bytes at a time.
+a few KB of bzip2 can inflate to gigabytes, even when only an array's header is wanted. Here every
+decompressor is asked for at most ``STEP`` bytes at a time.
 """
 
 from __future__ import annotations

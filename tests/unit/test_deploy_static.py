@@ -130,6 +130,15 @@ def test_image_gets_every_package_and_the_context_lets_it() -> None:
         assert f"!{source}" in ignore or f"!{source}/" in ignore, f".dockerignore hides {source}"
 
 
+def test_every_package_folder_is_installed() -> None:
+    packages = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    tops = {p.split(".")[0] for p in packages}
+    folders = {
+        ".".join(init.parent.relative_to(ROOT).parts) for top in tops for init in (ROOT / top).rglob("__init__.py")
+    }
+    assert folders - packages == set(), "packages missing from pyproject.toml's [tool.setuptools] packages"
+
+
 def test_lock_pins_every_runtime_dependency() -> None:
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     lock = (ROOT / "requirements.lock").read_text()
