@@ -15,7 +15,7 @@ from launcher.privileges import NOTED_ENV, quiet_celery_root_warning, root_notic
 from launcher.refusals import refuse_open_single_user
 from launcher.tuning import keep_freed_memory
 from models.settings import get_settings
-from models.tasks import LANE_JOBS, LANE_QUEUES, LANE_SESSIONS, lane_queues
+from models.placement import LANE_JOBS, LANE_QUEUES, LANE_SESSIONS, lane_queues
 
 CLIENT_COMMANDS = ("jobs", "sweeps", "sessions")
 
