@@ -94,9 +94,14 @@ def worker(lane: str, queues: str | None, name: str | None, loglevel: str) -> No
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``gradserve ...``: the exit code of the command (2 for bad usage, as click and argparse both say)."""
+    """``gradserve ...``: the exit code of the command (2 for bad usage)."""
+    return run_click(cli, "gradserve", argv)
+
+
+def run_click(command: click.Command, prog: str, argv: list[str] | None = None) -> int:
+    """``command``'s exit code, as a script's: click's own for usage (2), the command's for the rest."""
     try:
-        cli.main(args=sys.argv[1:] if argv is None else argv, prog_name="gradserve", standalone_mode=True)
+        command.main(args=sys.argv[1:] if argv is None else argv, prog_name=prog, standalone_mode=True)
     except SystemExit as exc:
         if isinstance(exc.code, str):  # sys.exit("message"): said, as the interpreter would have
             print(exc.code, file=sys.stderr)
