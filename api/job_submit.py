@@ -20,6 +20,7 @@ from models.errors import InvalidInput, Loc, NotFound
 from models.nn.build import NetworkSummary, validate_network
 from models.nn.job_network import ExportedNetwork
 from models.nn.job_plan import plan_job
+from models.placement import LANE_JOBS, place
 from models.settings import Settings
 from models.spec.job import InlineDataset, JobCreate, UploadDataset
 from models.spec.network import NetworkSpec
@@ -27,7 +28,7 @@ from models.store.jobs import JobStore
 from models.store.keys import JobPart
 from models.store.redis import Store
 from models.store.summary import summary as records_summary
-from models.tasks import JOB_RUN, LANE_JOBS, place
+from models.tasks import JOB_RUN
 from models.wire.tensors import decode, describe_array, from_safetensors, to_safetensors
 
 # Shape inference of a network costs ~10 ms and its result depends on the spec alone (and the limits,
@@ -176,14 +177,8 @@ async def submit(
         plan["decode"] = decode
     if fork is not None and fork.check is not None:
         fork.check(plan)
-    placed = place(LANE_JOBS, req.device, await store.live_workers())
-    if placed is None:
-        raise InvalidInput(
-            "no worker with a CUDA device has been seen alive recently; use device 'auto' or "
-            "'cpu', or start a GPU worker",
-            ("body", "device"),
-        )
-    queue = placed[1]  # the device itself is the worker's to choose (worker.engine.choose_device)
+    # The device itself is the worker's to choose (models.placement.worker_device): "auto" stays "auto".
+    queue = place(LANE_JOBS, req.device, await store.live_workers()).queue
     fields: dict[str, Any] = {
         "id": job_id,
         "status": "queued",

@@ -1,4 +1,5 @@
-"""``gradserve jobs ...``, ``gradserve sweeps ...`` and ``gradserve sessions ...``: the client from a shell.
+"""``gradserve jobs ...``, ``gradserve sweeps ...`` and ``gradserve sessions ...``: the client from a shell
+(subgroups of launcher.cli's ``gradserve`` group, loaded when named).
 
 Exit codes a script can rely on: 0 the job (or sweep) succeeded, or the command did what it said; 1 it
 failed; 3 it was cancelled (a job also when its sweep pruned it); 4 the service refused the request (the
@@ -26,7 +27,10 @@ EXIT_API = 4
 
 
 class _Group(click.Group):
-    """Service errors as one readable line and exit code 4, not a traceback."""
+    """Service errors as one readable line and exit code 4, not a traceback; ``--url``/``--api-key`` anywhere."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, _global_first(args))
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -372,13 +376,3 @@ def _global_first(args: list[str]) -> list[str]:
         (front if arg.split("=", 1)[0] in _GLOBAL else rest).append(arg)
         i += 1
     return front + rest
-
-
-def main(argv: list[str]) -> int:
-    """Run ``gradserve jobs|sweeps|sessions ...`` (``argv`` from the word after ``gradserve``)."""
-    group = COMMANDS[argv[0]]
-    try:
-        group.main(args=_global_first(argv[1:]), prog_name=f"gradserve {argv[0]}", standalone_mode=True)
-    except SystemExit as exc:
-        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
-    return 0

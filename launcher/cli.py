@@ -6,84 +6,108 @@ run one part each, which is what docker-compose and other process managers call.
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import sys
+from typing import Any
+
+import click
 
 from launcher.privileges import NOTED_ENV, quiet_celery_root_warning, root_notice
 from launcher.refusals import refuse_open_single_user
 from launcher.tuning import keep_freed_memory
+from models.placement import LANE_JOBS, LANE_QUEUES, LANE_SESSIONS, lane_queues
 from models.settings import get_settings
-from models.tasks import LANE_JOBS, LANE_QUEUES, LANE_SESSIONS, lane_queues
 
 CLIENT_COMMANDS = ("jobs", "sweeps", "sessions")
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gradserve", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name in CLIENT_COMMANDS:  # listed in --help; gradserve.cli parses their arguments
-        sub.add_parser(name, help=f"the client: gradserve {name} --help")
+class _Gradserve(click.Group):
+    """The client's groups (gradserve.cli) are loaded when named: a worker never imports httpx or rich."""
 
-    up = sub.add_parser("up", help="API + workers (+ an embedded Redis when REDIS_URL is unset)")
-    up.add_argument("--host", default="127.0.0.1")
-    up.add_argument("--port", type=int, default=8000)
-    up.add_argument("--workers", type=int, default=1, help="job worker processes (default 1)")
-    up.add_argument(
-        "--session-workers", type=int, default=1, help="session worker processes, for interactive calls (default 1)"
-    )
-    up.add_argument(
-        "--data-dir",
-        default=os.environ.get("GRADSERVE_DATA_DIR", ".gradserve"),
-        help="where the embedded Redis keeps its data (default .gradserve)",
-    )
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *CLIENT_COMMANDS])
 
-    api = sub.add_parser("api", help="the HTTP API alone")
-    api.add_argument("--host", default="127.0.0.1")
-    api.add_argument("--port", type=int, default=8000)
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in CLIENT_COMMANDS:
+            from gradserve.cli import COMMANDS
 
-    sub.add_parser("sweeper", help="the sweep controller (one leads, others stand by)")
+            return COMMANDS[cmd_name]
+        return super().get_command(ctx, cmd_name)
 
-    worker = sub.add_parser("worker", help="one Celery worker process")
-    worker.add_argument(
-        "--lane",
-        choices=sorted(LANE_QUEUES),
-        default=LANE_JOBS,
-        help=f"{LANE_JOBS}: training jobs; {LANE_SESSIONS}: interactive session calls (default {LANE_JOBS})",
-    )
-    worker.add_argument(
-        "--queues", default=None, help="explicit queues (default: the lane's CPU queue, plus its GPU one with CUDA)"
-    )
-    worker.add_argument("--name", default=None, help="Celery node name (default: gradserve-<pid>@<host>)")
-    worker.add_argument("--loglevel", default="WARNING")
-    return parser
+
+@click.group(cls=_Gradserve, help="Run the service (up, api, worker, sweeper) or use it (jobs, sweeps, sessions).")
+def cli() -> None:
+    pass
+
+
+def _host_port(f: Any) -> Any:
+    f = click.option("--port", type=int, default=8000, show_default=True)(f)
+    return click.option("--host", default="127.0.0.1", show_default=True)(f)
+
+
+@cli.command(help="API + workers (+ an embedded Redis when REDIS_URL is unset)")
+@_host_port
+@click.option("--workers", type=int, default=1, help="job worker processes (default 1)")
+@click.option(
+    "--session-workers", type=int, default=1, help="session worker processes, for interactive calls (default 1)"
+)
+@click.option(
+    "--data-dir",
+    envvar="GRADSERVE_DATA_DIR",
+    default=".gradserve",
+    help="where the embedded Redis keeps its data (default .gradserve; $GRADSERVE_DATA_DIR)",
+)
+def up(host: str, port: int, workers: int, session_workers: int, data_dir: str) -> None:
+    from launcher.supervisor import run_up
+
+    sys.exit(run_up(host=host, port=port, workers=workers, session_workers=session_workers, data_dir=data_dir))
+
+
+@cli.command(help="the HTTP API alone")
+@_host_port
+def api(host: str, port: int) -> None:
+    sys.exit(run_api(host, port))
+
+
+@cli.command(help="the sweep controller (one leads, others stand by)")
+def sweeper() -> None:
+    from api.sweeper import run
+
+    sys.exit(run())
+
+
+@cli.command(help="one Celery worker process")
+@click.option(
+    "--lane",
+    type=click.Choice(sorted(LANE_QUEUES)),
+    default=LANE_JOBS,
+    help=f"{LANE_JOBS}: training jobs; {LANE_SESSIONS}: interactive session calls (default {LANE_JOBS})",
+)
+@click.option(
+    "--queues", default=None, help="explicit queues (default: the lane's CPU queue, plus its GPU one with CUDA)"
+)
+@click.option("--name", default=None, help="Celery node name (default: gradserve-<pid>@<host>)")
+@click.option("--loglevel", default="WARNING", show_default=True)
+def worker(lane: str, queues: str | None, name: str | None, loglevel: str) -> None:
+    sys.exit(run_worker(queues, name, loglevel, lane=lane))
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in CLIENT_COMMANDS:  # the client's commands: gradserve jobs ..., gradserve sessions ...
-        from gradserve.cli import main as client_main
+    """``gradserve ...``: the exit code of the command (2 for bad usage)."""
+    return run_click(cli, "gradserve", argv)
 
-        return client_main(argv)
-    args = _parser().parse_args(argv)
-    if args.command == "up":
-        from launcher.supervisor import run_up
 
-        return run_up(
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
-            session_workers=args.session_workers,
-            data_dir=args.data_dir,
-        )
-    if args.command == "api":
-        return run_api(args.host, args.port)
-    if args.command == "sweeper":
-        from api.sweeper import run
-
-        return run()
-    return run_worker(args.queues, args.name, args.loglevel, lane=args.lane)
+def run_click(command: click.Command, prog: str, argv: list[str] | None = None) -> int:
+    """``command``'s exit code, as a script's: click's own for usage (2), the command's for the rest."""
+    try:
+        command.main(args=sys.argv[1:] if argv is None else argv, prog_name=prog, standalone_mode=True)
+    except SystemExit as exc:
+        if isinstance(exc.code, str):  # sys.exit("message"): said, as the interpreter would have
+            print(exc.code, file=sys.stderr)
+            return 1
+        return exc.code or 0
+    return 0
 
 
 def run_api(host: str, port: int) -> int:

@@ -10,13 +10,14 @@ API and worker containers. Docker runs this every interval, so it stays light: n
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import socket
 import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+import click
 
 ROLES = ("api", "worker")
 
@@ -70,18 +71,22 @@ def check_worker(hostname: str | None = None) -> str | None:
     return None
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m launcher.healthcheck", description=__doc__.splitlines()[0])
-    parser.add_argument("role", nargs="?", choices=ROLES, help="default: read from PID 1's command line")
-    parser.add_argument("--port", type=int, default=None, help="the API's port (default: from PID 1, else 8000)")
-    args = parser.parse_args(argv)
+@click.command(help="Exit 0 when this container is healthy: the API answers GET /readyz, or a worker here beats.")
+@click.argument("role", required=False, type=click.Choice(ROLES))  # default: from PID 1's command line
+@click.option("--port", type=int, default=None, help="the API's port (default: from PID 1, else 8000)")
+def healthcheck(role: str | None, port: int | None) -> None:
     detected_role, detected_port = detect(container_command())
-    role = args.role or detected_role
-    problem = check_api(args.port or detected_port) if role == "api" else check_worker()
+    role = role or detected_role
+    problem = check_api(port or detected_port) if role == "api" else check_worker()
     if problem:
         print(f"unhealthy {role}: {problem}", file=sys.stderr)
-        return 1
-    return 0
+        sys.exit(1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from launcher.cli import run_click
+
+    return run_click(healthcheck, "python -m launcher.healthcheck", argv)
 
 
 if __name__ == "__main__":

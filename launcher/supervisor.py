@@ -28,10 +28,10 @@ from launcher.embedded_redis import start_redis
 from launcher.privileges import NOTED_ENV, root_notice
 from launcher.refusals import refuse_open_single_user, refuse_taken_port
 from launcher.threads import split_threads, usable_cores
+from models.placement import LANE_JOBS, LANE_SESSIONS
 from models.settings import get_settings
 from models.store.artifacts import where
 from models.store.connect import redacted
-from models.tasks import LANE_JOBS, LANE_SESSIONS
 
 READY_TIMEOUT_S = 180
 # The line `gradserve up` prints once everything answers; launcher/spawn.py waits for it.

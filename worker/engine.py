@@ -19,6 +19,7 @@ from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
 from models.nn import state_codec
 from models.nn.state_codec import TrainState
+from models.placement import worker_device
 from worker.breakpoints import Paused, Rules, Watch
 from worker.throughput import Throughput
 
@@ -133,10 +134,11 @@ class NonFiniteLoss(Exception):
 
 
 def choose_device(requested: str, cuda_available: bool) -> torch.device:
-    """``auto`` takes CUDA when this worker has it; ``cuda`` on a worker without it is an error."""
-    if requested == "cuda" and not cuda_available:
+    """The job's device (models.placement.worker_device); ``cuda`` on a worker without it is an error."""
+    device = worker_device(requested, cuda_available)
+    if device is None:
         raise RuntimeError("the job asks for device 'cuda' but this worker has no CUDA device")
-    return torch.device("cuda" if requested == "cuda" or (requested == "auto" and cuda_available) else "cpu")
+    return torch.device(device)
 
 
 def _clone_tensors(value: Any) -> Any:

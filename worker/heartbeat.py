@@ -15,8 +15,8 @@ import redis
 import torch
 
 from launcher.threads import usable_cores
+from models.placement import lanes_of
 from models.store.keys import Keys
-from models.tasks import lanes_of
 
 
 def describe_device() -> dict[str, object]:

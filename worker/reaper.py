@@ -25,12 +25,13 @@ import redis
 from celery import Celery
 from celery.signals import worker_ready, worker_shutdown
 
+from models.placement import QUEUE_CPU
 from models.settings import Settings
 from models.store.artifact_sweep import sweep_once
 from models.store.artifacts import ArtifactUnavailable, shared_artifacts
 from models.store.keys import JobPart, Keys
 from models.store.replies import members, opt_text, text
-from models.tasks import JOB_RUN, QUEUE_CPU, broker_queue_key
+from models.tasks import JOB_RUN, broker_queue_key
 
 log = logging.getLogger(__name__)
 

@@ -25,6 +25,7 @@ from models.nn.exported_admit import build_stored
 from models.nn.graph import mark_freed, to_dot, to_svg, trace
 from models.nn.objectives import build_loss, build_optimizer
 from models.nn.shapes import fmt_shape
+from models.placement import worker_device
 from models.settings import Settings
 from models.spec.losses import LossSpec
 from models.spec.network import NetworkSpec
@@ -97,7 +98,7 @@ def build_live(
     An exported network's weights are the user's own (``weights``, read from the network at create);
     its seed seeds the RNG only, as ``torch.manual_seed(seed)`` before a local loop does."""
     device = torch.device(meta["device"])
-    if device.type == "cuda" and not torch.cuda.is_available():
+    if worker_device(device.type, torch.cuda.is_available()) is None:
         raise Conflict("this session lives on a GPU but the worker that took the call has none")
     if seed is not None:
         torch.manual_seed(seed)

@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 from api.deps import SettingsDep, StoreDep, tenant_for
 from api.strict_json import StrictJsonRoute
 from models.errors import Unauthorized
-from models.tasks import LANE_QUEUES
+from models.placement import LANE_QUEUES
 
 router = APIRouter(tags=["operations"], route_class=StrictJsonRoute)
 

@@ -15,7 +15,8 @@ from api.deps import TenantDep
 from api.downsample import as_float
 from api.job_submit import JobStoreDep, require_job
 from api.strict_json import StrictJsonRoute
-from models.wire.tensorboard import Histogram, event, header
+from models.wire import tensorboard
+from models.wire.tensorboard import Value
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=StrictJsonRoute)
 GZIP = "application/gzip"
@@ -32,18 +33,16 @@ SCALARS = {
 
 def event_file(records: list[dict[str, Any]], gradients: dict[int, bytes], started: float) -> bytes:
     """Every record as one event of its step's scalars; each gradient snapshot as one event of histograms."""
-    out = [header(started)]
     walls = {r["step"]: float(r.get("t") or started) for r in records}
-    for r in records:
-        values: dict[str, float | Histogram] = {tag: as_float(r[k]) for k, tag in SCALARS.items() if k in r}
-        out.append(event(wall_time=walls[r["step"]], step=r["step"], values=values))
+    steps: list[tuple[int, float, dict[str, Value]]] = [
+        (r["step"], walls[r["step"]], {tag: as_float(r[k]) for k, tag in SCALARS.items() if k in r}) for r in records
+    ]
     for step, blob in sorted(gradients.items()):
-        tensors = st_load(blob)
-        histograms: dict[str, float | Histogram] = {
-            f"gradients/{name}": Histogram.of(t.detach().double().numpy()) for name, t in tensors.items()
+        histograms: dict[str, Value] = {
+            f"gradients/{name}": t.detach().double().numpy() for name, t in st_load(blob).items()
         }
-        out.append(event(wall_time=walls.get(step, started), step=step, values=histograms))
-    return b"".join(out)
+        steps.append((step, walls.get(step, started), histograms))
+    return tensorboard.event_file(steps)
 
 
 def archive(job_id: str, events: bytes, started: float) -> bytes:

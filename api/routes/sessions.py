@@ -22,17 +22,17 @@ from api.binary_route import BINARY_ANSWER, BINARY_REQUEST, BinaryBodyRoute, bin
 from api.calls import SessionCalls
 from api.deps import get_tenant
 from api.schemas import sessions as S
-from models.errors import InvalidInput, NotFound, ServiceUnavailable
+from models.errors import InvalidInput, NotFound
 from models.nn.build import build_network, validate_network
 from models.nn.exported_admit import stored_form
 from models.nn.graph import DEFAULT_MAX_NODES
 from models.nn.job_network import ExportedNetwork
 from models.nn.objectives import build_optimizer
+from models.placement import LANE_SESSIONS, place
 from models.settings import Settings
 from models.spec.network import NetworkSpec
 from models.store.redis import Store
 from models.store.replies import opt_bytes
-from models.tasks import LANE_SESSIONS, lanes_of, place
 from models.wire.session import CALL_ID_PATTERN, Reply
 from models.wire.tensors import decode
 
@@ -183,7 +183,8 @@ async def _start(
     ``create_args`` what else the worker's create takes (a job's step to start from)."""
     calls, tenant = context(request)
     store: Store = request.app.state.store
-    device, queue = await _place(body.device, store)
+    placed = place(LANE_SESSIONS, body.device, await store.live_workers())
+    device, queue = placed.device, placed.queue
     sid, call_id = _new_session_id(request, tenant)
     state_bytes = session_quota.state_bound(int(summary["num_elements"]))
     await session_quota.admit(store.redis, store.keys, calls.settings, tenant, sid, state_bytes)
@@ -236,21 +237,6 @@ def _validate(spec: NetworkSpec, body: S.SessionCreate, settings: Settings) -> A
         with torch.device("meta"):
             build_optimizer(body.optimizer, build_network(spec).parameters())
     return summary
-
-
-async def _place(device: str, store: Store) -> tuple[str, str]:
-    """The session's device and queue: the sessions lane, on a GPU when asked or (``auto``) when one is live."""
-    workers = await store.live_workers()
-    if not any(LANE_SESSIONS in lanes_of(w.get("queues", [])) for w in workers):
-        raise ServiceUnavailable(
-            "no session worker is alive to hold the session (`gradserve worker --lane sessions`); see GET /readyz"
-        )
-    placed = place(LANE_SESSIONS, device, workers)
-    if placed is None:
-        raise InvalidInput(
-            'no live session worker has a GPU (see GET /readyz); use "device": "cpu" or "auto"', ("body", "device")
-        )
-    return placed
 
 
 @router.get("/{session_id}", response_model=S.SessionPublic)

@@ -1,144 +1,51 @@
-"""TensorBoard event files written by hand: TFRecord framing around ``Event`` protobufs.
-
-Only the handful of fields TensorBoard reads for scalars and histograms are encoded, so the service needs
-neither TensorFlow nor tensorboard's protobuf stubs at run time. Field numbers follow
-tensorboard/compat/proto/{event,summary}.proto; the tests read the files back with tensorboard's own reader.
-"""
+"""TensorBoard event files, written by tensorboardX's FileWriter: the TFRecord framing, the CRCs and the
+``Event``/``Summary`` protobufs are the library's (it needs numpy and protobuf, not TensorFlow or tensorboard
+itself, whose server and its dependencies would weigh some 60 MB on the API). The tests read the files back
+with tensorboard's own reader."""
 
 from __future__ import annotations
 
-import struct
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+from tensorboardX import FileWriter
+from tensorboardX.proto.summary_pb2 import Summary
+from tensorboardX.summary import histogram, histogram_raw
 
-FILE_VERSION = b"brain.Event:2"
 HISTOGRAM_BINS = 30
+# A scalar, or the values (any shape) that one histogram counts.
+Value = float | npt.NDArray[np.floating]
 
 
-def _crc32c_table() -> list[int]:
-    table = []
-    for byte in range(256):
-        crc = byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
-        table.append(crc)
-    return table
-
-
-_TABLE = _crc32c_table()
-
-
-def crc32c(data: bytes) -> int:
-    """CRC-32C (Castagnoli), the checksum TFRecord uses; zlib's crc32 is a different polynomial."""
-    crc = 0xFFFFFFFF
-    table = _TABLE
-    for byte in data:
-        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
-
-
-def _masked_crc(data: bytes) -> int:
-    crc = crc32c(data)
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def tfrecord(payload: bytes) -> bytes:
-    """One TFRecord: length, masked CRC of the length, payload, masked CRC of the payload."""
-    length = struct.pack("<Q", len(payload))
-    return length + struct.pack("<I", _masked_crc(length)) + payload + struct.pack("<I", _masked_crc(payload))
-
-
-# --- protobuf wire format: varint keys, fixed 64/32-bit numbers, length-delimited bytes ---
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    value &= (1 << 64) - 1  # negative int64 values take ten bytes, as protobuf encodes them
-    while True:
-        bits = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(bits | 0x80)
+def summary(values: Mapping[str, Value]) -> Summary:
+    """One step's scalars and histograms; a histogram counts the finite values only (a diverged gradient's
+    inf and nan would fail the library's binning), and one with none left is empty."""
+    out = Summary()
+    for tag, value in values.items():
+        if isinstance(value, np.ndarray):
+            flat = value.astype(np.float64).ravel()
+            flat = flat[np.isfinite(flat)]
+            made = (
+                histogram(tag, flat, bins=HISTOGRAM_BINS) if flat.size else histogram_raw(tag, 0, 0, 0, 0, 0, [0], [0])
+            )
+            out.value.extend(made.value)
         else:
-            out.append(bits)
-            return bytes(out)
+            out.value.add(tag=tag, simple_value=float(value))
+    return out
 
 
-def _key(field: int, wire_type: int) -> bytes:
-    return _varint(field << 3 | wire_type)
-
-
-def _double(field: int, value: float) -> bytes:
-    return _key(field, 1) + struct.pack("<d", value)
-
-
-def _float(field: int, value: float) -> bytes:
-    return _key(field, 5) + struct.pack("<f", value)
-
-
-def _bytes(field: int, value: bytes) -> bytes:
-    return _key(field, 2) + _varint(len(value)) + value
-
-
-def _packed_doubles(field: int, values: Iterable[float]) -> bytes:
-    return _bytes(field, b"".join(struct.pack("<d", float(v)) for v in values))
-
-
-@dataclass(frozen=True)
-class Histogram:
-    """What ``HistogramProto`` holds: bucket i counts values in (limits[i-1], limits[i]]."""
-
-    min: float
-    max: float
-    num: float
-    sum: float
-    sum_squares: float
-    bucket_limits: Sequence[float]
-    buckets: Sequence[float]
-
-    @classmethod
-    def of(cls, values: npt.ArrayLike, bins: int = HISTOGRAM_BINS) -> Histogram:
-        """The histogram of the finite values (all of them, flattened), ``bins`` equal-width buckets."""
-        flat = np.asarray(values, dtype=np.float64).ravel()
-        flat = flat[np.isfinite(flat)]
-        if flat.size == 0:
-            return cls(0.0, 0.0, 0.0, 0.0, 0.0, [0.0], [0.0])
-        counts, edges = np.histogram(flat, bins=bins)
-        return cls(
-            min=float(flat.min()),
-            max=float(flat.max()),
-            num=float(flat.size),
-            sum=float(flat.sum()),
-            sum_squares=float(np.dot(flat, flat)),
-            bucket_limits=[float(e) for e in edges[1:]],
-            buckets=[float(c) for c in counts],
-        )
-
-    def encode(self) -> bytes:
-        return (
-            _double(1, self.min)
-            + _double(2, self.max)
-            + _double(3, self.num)
-            + _double(4, self.sum)
-            + _double(5, self.sum_squares)
-            + _packed_doubles(6, self.bucket_limits)
-            + _packed_doubles(7, self.buckets)
-        )
-
-
-def _value(tag: str, value: float | Histogram) -> bytes:
-    body = _bytes(1, tag.encode())
-    body += _bytes(5, value.encode()) if isinstance(value, Histogram) else _float(2, value)
-    return _bytes(1, body)  # Summary.value (repeated)
-
-
-def event(*, wall_time: float, step: int, values: dict[str, float | Histogram]) -> bytes:
-    """One ``Event`` record whose summary holds every (tag, scalar or histogram) of a step."""
-    summary = b"".join(_value(tag, v) for tag, v in values.items())
-    return tfrecord(_double(1, wall_time) + _key(2, 0) + _varint(step) + _bytes(5, summary))
-
-
-def header(wall_time: float) -> bytes:
-    """The first record of every event file: its format version."""
-    return tfrecord(_double(1, wall_time) + _bytes(3, FILE_VERSION))
+def event_file(steps: Iterable[tuple[int, float, Mapping[str, Value]]]) -> bytes:
+    """One event file holding, for each ``(step, wall time, values)``, one event of the step's values."""
+    with tempfile.TemporaryDirectory(prefix="gradserve-tb-") as logdir:
+        # The writer's thread flushes on close; the queue bound only sets how often it wakes before that.
+        writer = FileWriter(logdir, max_queue=1024, flush_secs=3600)
+        try:
+            for step, wall_time, values in steps:
+                writer.add_summary(summary(values), global_step=step, walltime=wall_time)
+        finally:
+            writer.close()
+        (path,) = Path(logdir).iterdir()
+        return path.read_bytes()

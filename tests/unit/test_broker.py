@@ -12,8 +12,9 @@ from celery import Celery
 
 from api.broker import task_message
 from launcher.embedded_redis import start_redis
+from models.placement import QUEUE_CPU
 from models.settings import Settings
-from models.tasks import QUEUE_CPU, SESSION_CALL, broker_queue_key, celery_config
+from models.tasks import SESSION_CALL, broker_queue_key, celery_config
 
 # Fields that differ on every message by design.
 _VOLATILE = {("properties", "delivery_tag"), ("properties", "reply_to"), ("headers", "origin")}
