@@ -39,6 +39,7 @@ _INTS = (
     "resumed_from",
     "batch_size",
     "threads",
+    "world_size",
 )
 _FLOATS = (
     "loss",

@@ -1,0 +1,129 @@
+"""Jobs of many processes: a 2-process job against the same DDP loop written out locally (spawned
+with torch.multiprocessing, on gloo, with PyTorch's DistributedSampler), bit for bit; its checkpoint in
+the user's plain module; a fork of it going on at 1 process; bad resources named."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+from safetensors.torch import load as st_load
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+
+from tests.conftest import detail_of
+from tests.integration.jobs_helpers import LocalMLP, mlp_job, submit, wait_final
+
+N, BATCH, STEPS, DATA_SEED, SEED = 37, 8, 6, 1, 2  # 37 = 4 batches of 8 and one of 5, padded to 6 at 2 ranks
+
+
+def train_ddp(rank: int, world: int, port: int, threads: int, first: int, folder: str) -> None:
+    """One rank of the local reference: the loop a user writes with DDP, from step ``first`` (0: the
+    seeded start, else the state saved at that step) to STEPS; rank 0 saves the state at each step."""
+    torch.set_num_threads(threads)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    g = torch.Generator().manual_seed(DATA_SEED)  # the job's random dataset
+    x, y = torch.randn((N, 6), generator=g), torch.randn((N, 3), generator=g)
+    torch.manual_seed(SEED)
+    net = LocalMLP()
+    opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+    if first:
+        saved = torch.load(Path(folder, f"state_{first}.pt"), weights_only=True)
+        net.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+    ddp = DistributedDataParallel(net)
+    sampler = DistributedSampler(TensorDataset(x, y), num_replicas=world, rank=rank, shuffle=False)
+    loader = DataLoader(TensorDataset(x, y), batch_size=BATCH // world, sampler=sampler)  # this rank's share
+    step, losses = 0, []
+    while step < STEPS:
+        for xb, yb in loader:
+            step += 1
+            if step <= first:
+                continue  # already taken before the checkpoint
+            loss = F.mse_loss(ddp(xb), yb)  # forward, loss
+            loss.backward()  # DDP averages the gradients over the ranks
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            mean = loss.detach().double()
+            dist.all_reduce(mean)  # the loss the job records: the ranks' mean
+            losses.append(float(mean / world))
+            if rank == 0:
+                state = {"model": net.state_dict(), "optimizer": opt.state_dict(), "losses": losses}
+                torch.save(state, Path(folder, f"state_{step}.pt"))
+            if step == STEPS:
+                break
+    dist.destroy_process_group()
+
+
+def reference(world: int, threads: int, first: int, folder: Path) -> dict[str, Any]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(train_ddp, args=(world, port, threads, first, str(folder)), nprocs=world)
+    return torch.load(folder / f"state_{STEPS}.pt", weights_only=True)
+
+
+def ddp_job(**overrides: Any) -> dict[str, Any]:
+    return mlp_job(
+        dataset={"source": "random", "num_samples": N, "seed": DATA_SEED},
+        batch_size=BATCH,
+        steps=STEPS,
+        seed=SEED,
+        shuffle=False,
+        capture={"checkpoint_every": 3, "graph": False},
+        resources={"nodes": 1, "processes_per_node": 2},
+        **overrides,
+    )
+
+
+def test_two_processes_equal_the_local_ddp_loop_and_resume_at_one(client: httpx.Client, tmp_path: Path) -> None:
+    job_id = submit(client, ddp_job())
+    assert client.get(f"/v1/jobs/{job_id}").json()["world_size"] == 2  # shown while queued
+    done = wait_final(client, job_id)
+    assert done["status"] == "succeeded", done.get("error")
+    assert done["world_size"] == 2 and done["step"] == STEPS
+
+    local = reference(2, done["threads"], 0, tmp_path)
+    remote = st_load(client.get(f"/v1/jobs/{job_id}/checkpoint").content)
+    assert set(remote) == {"fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"}  # no "module." prefixes
+    for name, tensor in local["model"].items():
+        assert torch.equal(remote[name], tensor), name
+    assert client.get(f"/v1/jobs/{job_id}/metrics").json()["loss"] == local["losses"]
+    LocalMLP().load_state_dict(remote)  # the user's plain module takes it as it is
+
+    # The checkpoint at step 3 goes on at one process: the same global batches, taken whole.
+    fork = client.post(f"/v1/jobs/{job_id}/fork", json={"step": 3, "changes": {"resources": {"processes_per_node": 1}}})
+    assert fork.status_code == 202, fork.text
+    child = wait_final(client, fork.json()["id"])
+    assert child["status"] == "succeeded", child.get("error")
+    assert child["world_size"] == 1
+    local = reference(1, child["threads"], 3, tmp_path)
+    remote = st_load(client.get(f"/v1/jobs/{child['id']}/checkpoint").content)
+    for name, tensor in local["model"].items():
+        assert torch.equal(remote[name], tensor), name
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "words"),
+    [
+        ({"resources": {"nodes": 2, "processes_per_node": 2}}, "nodes", "multi-node"),
+        ({"resources": {"processes_per_node": 0}}, "processes_per_node", "greater than or equal to 1"),
+        ({"resources": {"processes_per_node": 3}}, "body", "batch_size 8 is the batch over all 3 processes"),
+        ({"strategy": "fsdp"}, "strategy", "not supported yet"),
+        ({"resources": {"processes_per_node": 2, "gpus": 1}}, "gpus", "Extra inputs"),
+        ({"breakpoints": {"nonfinite": True}}, "body", "breakpoints are not supported yet"),
+    ],
+)
+def test_bad_resources_are_named(client: httpx.Client, change: dict, field: str, words: str) -> None:
+    body = {**ddp_job(), **change}
+    response = client.post("/v1/jobs", json=body)
+    assert response.status_code == 422, response.text
+    detail = detail_of(response)
+    assert field in detail["loc"] and words in detail["msg"], detail
