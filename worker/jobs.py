@@ -18,7 +18,6 @@ import torch
 
 from models.errors import GradserveError, first_line
 from models.nn.build import build_network
-from models.nn.exported_admit import build_stored
 from models.nn.objectives import build_loss, build_optimizer, build_scheduler
 from models.nn.state_codec import unpack_train_state
 from models.settings import Settings
@@ -269,6 +268,9 @@ class _Exported:
     weights: bytes
 
     def build(self) -> torch.nn.Module:
+        # Imported here: torch.export's modules take seconds to import, which every rank of a job would pay.
+        from models.nn.exported_admit import build_stored
+
         return build_stored(self.meta, from_safetensors(self.weights, loc=("network", "weights"))).net
 
 

@@ -5,6 +5,7 @@ the user's plain module; a fork of it going on at 1 process; bad resources named
 from __future__ import annotations
 
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from tests.conftest import detail_of
-from tests.integration.jobs_helpers import LocalMLP, mlp_job, submit, wait_final
+from tests.integration.jobs_helpers import LocalMLP, mlp_job, submit, wait_final, wait_until
 
 N, BATCH, STEPS, DATA_SEED, SEED = 37, 8, 6, 1, 2  # 37 = 4 batches of 8 and one of 5, padded to 6 at 2 ranks
 
@@ -66,21 +67,28 @@ def reference(world: int, threads: int, first: int, folder: Path) -> dict[str, A
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    mp.spawn(train_ddp, args=(world, port, threads, first, str(folder)), nprocs=world)
+    if world == 1:  # one rank: this process
+        before = torch.get_num_threads()
+        try:
+            train_ddp(0, 1, port, threads, first, str(folder))
+        finally:
+            torch.set_num_threads(before)
+    else:
+        mp.spawn(train_ddp, args=(world, port, threads, first, str(folder)), nprocs=world)
     return torch.load(folder / f"state_{STEPS}.pt", weights_only=True)
 
 
 def ddp_job(**overrides: Any) -> dict[str, Any]:
-    return mlp_job(
-        dataset={"source": "random", "num_samples": N, "seed": DATA_SEED},
-        batch_size=BATCH,
-        steps=STEPS,
-        seed=SEED,
-        shuffle=False,
-        capture={"checkpoint_every": 3, "graph": False},
-        resources={"nodes": 1, "processes_per_node": 2},
-        **overrides,
-    )
+    body = {
+        "dataset": {"source": "random", "num_samples": N, "seed": DATA_SEED},
+        "batch_size": BATCH,
+        "steps": STEPS,
+        "seed": SEED,
+        "shuffle": False,
+        "capture": {"checkpoint_every": 3, "graph": False},
+        "resources": {"nodes": 1, "processes_per_node": 2},
+    }
+    return mlp_job(**{**body, **overrides})
 
 
 def test_two_processes_equal_the_local_ddp_loop_and_resume_at_one(client: httpx.Client, tmp_path: Path) -> None:
@@ -98,9 +106,15 @@ def test_two_processes_equal_the_local_ddp_loop_and_resume_at_one(client: httpx.
     assert client.get(f"/v1/jobs/{job_id}/metrics").json()["loss"] == local["losses"]
     LocalMLP().load_state_dict(remote)  # the user's plain module takes it as it is
 
-    # The checkpoint at step 3 goes on at one process: the same global batches, taken whole.
+    # The checkpoint at step 3 goes on at 2 processes, bit for bit, and at one: the same global batches, whole.
+    again = client.post(f"/v1/jobs/{job_id}/fork", json={"step": 3})
     fork = client.post(f"/v1/jobs/{job_id}/fork", json={"step": 3, "changes": {"resources": {"processes_per_node": 1}}})
-    assert fork.status_code == 202, fork.text
+    assert again.status_code == fork.status_code == 202, (again.text, fork.text)
+    resumed = wait_final(client, again.json()["id"])
+    assert resumed["status"] == "succeeded" and resumed["world_size"] == 2, resumed.get("error")
+    again_weights = st_load(client.get(f"/v1/jobs/{resumed['id']}/checkpoint").content)
+    assert again_weights.keys() == remote.keys()
+    assert all(torch.equal(remote[name], tensor) for name, tensor in again_weights.items())
     child = wait_final(client, fork.json()["id"])
     assert child["status"] == "succeeded", child.get("error")
     assert child["world_size"] == 1
@@ -108,6 +122,33 @@ def test_two_processes_equal_the_local_ddp_loop_and_resume_at_one(client: httpx.
     remote = st_load(client.get(f"/v1/jobs/{child['id']}/checkpoint").content)
     for name, tensor in local["model"].items():
         assert torch.equal(remote[name], tensor), name
+
+
+def _ranks_of(job_id: str) -> list[int]:
+    """The pids of the job's rank processes on this machine (their command line names the job)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if b"worker.rank" in argv and job_id.encode() in argv:
+            found.append(int(proc.name))
+    return found
+
+
+def test_cancel_stops_every_rank_and_keeps_the_step(client: httpx.Client) -> None:
+    job_id = submit(client, ddp_job(steps=20_000, dataset={"source": "random", "num_samples": 4096, "seed": 1}))
+    wait_until(client, job_id, lambda d: (d.get("step") or 0) >= 2, timeout=60)
+    assert len(_ranks_of(job_id)) == 2
+    assert client.post(f"/v1/jobs/{job_id}/cancel").status_code == 202
+    done = wait_final(client, job_id)
+    assert done["status"] == "cancelled" and 2 <= done["step"] < 20_000
+    assert done["checkpoint_step"] == done["step"]  # the state it stopped at, to fork or resume from
+    deadline = time.monotonic() + 10
+    while _ranks_of(job_id):  # the group ends with the job: no rank left training
+        assert time.monotonic() < deadline, _ranks_of(job_id)
+        time.sleep(0.1)
 
 
 @pytest.mark.parametrize(
