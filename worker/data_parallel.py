@@ -19,6 +19,18 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+# How a rank that did not fail on its own ends, so the job worker names the rank that did.
+PEER_LOST = 3  # a collective failed: another rank went away
+LEADER_ENDED = 4  # rank 0 recorded the job's end (failed, say) while the others wait in a collective
+
+
+def peer_lost(exc: BaseException) -> bool:
+    """A collective that failed because another rank went away (gloo reports it as a plain RuntimeError)."""
+    if isinstance(exc, dist.DistError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and any(s in text for s in ("gloo", "NCCL", "Connection closed by peer"))
+
 
 @dataclass(frozen=True)
 class Group:

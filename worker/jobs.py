@@ -27,7 +27,7 @@ from models.store.keys import Keys
 from models.store.replies import opt_bytes, required
 from models.wire.tensors import from_safetensors
 from worker.breakpoints import Paused, Rules
-from worker.data_parallel import Group
+from worker.data_parallel import Group, peer_lost
 from worker.datasets import DataError, materialize
 from worker.engine import Hooks, NonFiniteLoss, TrainConfig, Trainer, choose_device
 from worker.fork import start_fork
@@ -120,7 +120,7 @@ def train(client: redis.Redis, settings: Settings, jk: JobKeys, lease: Lease, gr
         log.warning("job %s lost Redis mid-run; it resumes from its checkpoint once Redis is back", job_id)
         return "redis unreachable"
     except Exception as exc:  # any failure ends this job, never the worker
-        if group is not None and isinstance(exc, torch.distributed.DistError):
+        if group is not None and peer_lost(exc):
             raise  # another rank failed first: the job worker that started the group records which and why
         error = _describe(exc, device)
         if not isinstance(exc, (NonFiniteLoss, DataError, GradserveError, torch.OutOfMemoryError)):

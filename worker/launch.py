@@ -29,10 +29,10 @@ from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
 from models.settings import Settings
 from models.store.replies import opt_text
+from worker.data_parallel import LEADER_ENDED, PEER_LOST
 from worker.recorder import JobKeys, Lease, RedisHooks
 
 log = logging.getLogger(__name__)
-PEER_LOST = 3  # a rank's exit code when a collective failed because another rank went away
 _SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT")
 
 
@@ -62,6 +62,8 @@ def run_group(client: redis.Redis, settings: Settings, jk: JobKeys, lease: Lease
             elastic_launch(config, sys.executable)(*args)
         except ChildFailedError as exc:
             rank, failure = _root_cause(exc)
+            if failure.exitcode == LEADER_ENDED:  # rank 0 recorded the end itself (or Redis is away)
+                return opt_text(client.hget(jk.job, "status")) or "missing"
             error = f"rank {rank} of {ranks} failed: {_failure_text(failure)}"
             log.warning("job %s: %s", jk.job_id, error)
             hooks = RedisHooks(client, jk, lease, ttl_s=settings.job_ttl_s, max_records=settings.job_max_records)
@@ -75,6 +77,8 @@ def _root_cause(exc: ChildFailedError) -> tuple[int, ProcessFailure]:
     """The failure that broke the group: not a rank that only saw a peer go (``PEER_LOST``), if another
     failed; of those, the earliest."""
     causes = {r: f for r, f in exc.failures.items() if f.exitcode != PEER_LOST} or exc.failures
+    if any(f.exitcode == LEADER_ENDED for f in causes.values()):  # the others were stopped after it ended
+        causes = {r: f for r, f in causes.items() if f.exitcode == LEADER_ENDED}
     rank = min(causes, key=lambda r: (causes[r].timestamp, r))
     return rank, causes[rank]
 

@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+import traceback
 from datetime import timedelta
 
 import redis
@@ -24,13 +25,14 @@ from models.spec.job import JobCreate
 from models.store.connect import redis_options
 from models.store.keys import Keys
 from models.store.replies import opt_bytes, required
-from worker.data_parallel import Group
+from worker.data_parallel import LEADER_ENDED, PEER_LOST, Group, peer_lost
 from worker.jobs import follow, rank_device, train
-from worker.launch import PEER_LOST
 from worker.recorder import JobKeys, Lease
 
 log = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1
+# The outcomes every rank reaches after the same step (the end, or a stop all-reduced to all of them).
+_TOGETHER = frozenset({"succeeded", "cancelled", "pruned", "lease lost"})
 
 
 def _die_with_parent(parent: int) -> None:
@@ -63,17 +65,30 @@ def main(argv: list[str]) -> int:
     try:
         if group.leader:
             lease = Lease(client, jk, token, settings.job_lease_ttl_s)  # renewed by the job worker, not here
-            train(client, settings, jk, lease, group)
+            outcome = train(client, settings, jk, lease, group)
+            if outcome not in _TOGETHER:
+                # The others wait in a collective this rank will not join, and leaving the group would wait
+                # on them: leave the process now, and the agent stops the rest.
+                logging.shutdown()
+                os._exit(LEADER_ENDED)
         else:
             follow(client, jk, group)
-    except dist.DistError:
-        # Most often a peer that went away (killed, or failed the job and left): the agent names the cause.
-        log.warning("rank %d of job %s: a collective failed", group.rank, job_id, exc_info=True)
-        return PEER_LOST
-    finally:
-        dist.destroy_process_group()
+    except Exception as exc:
+        if not peer_lost(exc):
+            raise
+        # A peer went away (killed, or rank 0 ended the job and left): the job worker names the cause.
+        log.warning("rank %d of job %s: a collective failed: %s", group.rank, job_id, exc)
+        os._exit(PEER_LOST)
+    dist.destroy_process_group()
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    try:
+        code = main(sys.argv[1:])
+    except BaseException:
+        # The error file is written (by @record); leaving the process normally could wait on the group.
+        traceback.print_exc()
+        logging.shutdown()
+        os._exit(1)
+    sys.exit(code)

@@ -4,6 +4,8 @@ the user's plain module; a fork of it going on at 1 process; bad resources named
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import time
 from pathlib import Path
@@ -145,10 +147,28 @@ def test_cancel_stops_every_rank_and_keeps_the_step(client: httpx.Client) -> Non
     done = wait_final(client, job_id)
     assert done["status"] == "cancelled" and 2 <= done["step"] < 20_000
     assert done["checkpoint_step"] == done["step"]  # the state it stopped at, to fork or resume from
+    _no_ranks_left(job_id)
+
+
+def _no_ranks_left(job_id: str) -> None:
     deadline = time.monotonic() + 10
     while _ranks_of(job_id):  # the group ends with the job: no rank left training
         assert time.monotonic() < deadline, _ranks_of(job_id)
         time.sleep(0.1)
+
+
+def test_a_failed_rank_fails_the_job_naming_it_and_ends_the_group(client: httpx.Client) -> None:
+    diverges = submit(client, ddp_job(steps=200, optimizer={"type": "SGD", "lr": 10000.0, "momentum": 0.9}))
+    job_id = submit(client, ddp_job(steps=20_000, dataset={"source": "random", "num_samples": 4096, "seed": 1}))
+    wait_until(client, job_id, lambda d: (d.get("step") or 0) >= 2, timeout=60)
+    os.kill(max(_ranks_of(job_id)), signal.SIGKILL)  # rank 1, started after rank 0
+    done = wait_final(client, job_id)
+    assert done["status"] == "failed" and done["error"] == "rank 1 of 2 failed: killed by SIGKILL", done
+    _no_ranks_left(job_id)
+    # Rank 0 fails the job on a non-finite loss while rank 1 waits in the next step's all-reduce.
+    done = wait_final(client, diverges)
+    assert done["status"] == "failed" and done["error"].startswith("loss is inf at step"), done
+    _no_ranks_left(diverges)
 
 
 @pytest.mark.parametrize(
