@@ -27,6 +27,7 @@ from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
 from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
+from launcher.threads import rank_threads
 from models.settings import Settings
 from models.store.replies import opt_text
 from worker.data_parallel import LEADER_ENDED, PEER_LOST
@@ -34,11 +35,6 @@ from worker.recorder import JobKeys, Lease, RedisHooks
 
 log = logging.getLogger(__name__)
 _SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT")
-
-
-def rank_threads(worker_threads: int, ranks: int) -> int:
-    """Each rank's share of this worker's threads: the ranks together run no more than the worker alone."""
-    return max(1, worker_threads // ranks)
 
 
 def run_group(client: redis.Redis, settings: Settings, jk: JobKeys, lease: Lease, ranks: int) -> str:
@@ -56,7 +52,7 @@ def run_group(client: redis.Redis, settings: Settings, jk: JobKeys, lease: Lease
             monitor_interval=0.1,
             logs_specs=DefaultLogsSpecs(log_dir=logs),
         )
-        threads = rank_threads(torch.get_num_threads(), ranks)
+        threads = rank_threads(torch.get_num_threads(), ranks)  # this worker's share of the cores, split
         args = ("-m", "worker.rank", jk.tenant, jk.job_id, lease.token, str(threads), str(os.getpid()))
         try:
             elastic_launch(config, sys.executable)(*args)
