@@ -60,13 +60,22 @@ def run_group(client: redis.Redis, settings: Settings, jk: JobKeys, lease: Lease
             rank, failure = _root_cause(exc)
             if failure.exitcode == LEADER_ENDED:  # rank 0 recorded the end itself (or Redis is away)
                 return opt_text(client.hget(jk.job, "status")) or "missing"
-            error = f"rank {rank} of {ranks} failed: {_failure_text(failure)}"
-            log.warning("job %s: %s", jk.job_id, error)
-            hooks = RedisHooks(client, jk, lease, ttl_s=settings.job_ttl_s, max_records=settings.job_max_records)
-            # Refused (the lease is gone) where rank 0 recorded the outcome first: a non-finite loss, say.
-            hooks.state("failed", final=True, finished_at=time.time(), error=error)
-            return "failed"
+            return _failed(client, settings, jk, lease, f"rank {rank} of {ranks} failed: {_failure_text(failure)}")
+        except (SignalException, redis.RedisError):
+            raise
+        except Exception as exc:  # the agent itself (its rendezvous, starting the processes): the job, not the worker
+            log.exception("job %s: the elastic agent failed", jk.job_id)
+            error = f"its {ranks} processes could not run: {type(exc).__name__}: {exc}"
+            return _failed(client, settings, jk, lease, error)
     return opt_text(client.hget(jk.job, "status")) or "missing"
+
+
+def _failed(client: redis.Redis, settings: Settings, jk: JobKeys, lease: Lease, error: str) -> str:
+    log.warning("job %s: %s", jk.job_id, error)
+    hooks = RedisHooks(client, jk, lease, ttl_s=settings.job_ttl_s, max_records=settings.job_max_records)
+    # Refused (the lease is gone) where rank 0 recorded the outcome first: a non-finite loss, say.
+    hooks.state("failed", final=True, finished_at=time.time(), error=error)
+    return "failed"
 
 
 def _root_cause(exc: ChildFailedError) -> tuple[int, ProcessFailure]:

@@ -27,9 +27,9 @@ from tests.integration.jobs_helpers import LocalMLP, mlp_job, submit, wait_final
 N, BATCH, STEPS, DATA_SEED, SEED = 37, 8, 6, 1, 2  # 37 = 4 batches of 8 and one of 5, padded to 6 at 2 ranks
 
 
-def train_ddp(rank: int, world: int, port: int, threads: int, first: int, folder: str) -> None:
+def train_ddp(rank: int, world: int, port: int, threads: int, first: int, last: int, folder: str) -> None:
     """One rank of the local reference: the loop a user writes with DDP, from step ``first`` (0: the
-    seeded start, else the state saved at that step) to STEPS; rank 0 saves the state at each step."""
+    seeded start, else the state saved at that step) to ``last``; rank 0 saves the state at each step."""
     torch.set_num_threads(threads)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     g = torch.Generator().manual_seed(DATA_SEED)  # the job's random dataset
@@ -45,7 +45,7 @@ def train_ddp(rank: int, world: int, port: int, threads: int, first: int, folder
     sampler = DistributedSampler(TensorDataset(x, y), num_replicas=world, rank=rank, shuffle=False)
     loader = DataLoader(TensorDataset(x, y), batch_size=BATCH // world, sampler=sampler)  # this rank's share
     step, losses = 0, []
-    while step < STEPS:
+    while step < last:
         for xb, yb in loader:
             step += 1
             if step <= first:
@@ -60,24 +60,24 @@ def train_ddp(rank: int, world: int, port: int, threads: int, first: int, folder
             if rank == 0:
                 state = {"model": net.state_dict(), "optimizer": opt.state_dict(), "losses": losses}
                 torch.save(state, Path(folder, f"state_{step}.pt"))
-            if step == STEPS:
+            if step == last:
                 break
     dist.destroy_process_group()
 
 
-def reference(world: int, threads: int, first: int, folder: Path) -> dict[str, Any]:
+def reference(world: int, threads: int, first: int, folder: Path, last: int = STEPS) -> dict[str, Any]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     if world == 1:  # one rank: this process
         before = torch.get_num_threads()
         try:
-            train_ddp(0, 1, port, threads, first, str(folder))
+            train_ddp(0, 1, port, threads, first, last, str(folder))
         finally:
             torch.set_num_threads(before)
     else:
-        mp.spawn(train_ddp, args=(world, port, threads, first, str(folder)), nprocs=world)
-    return torch.load(folder / f"state_{STEPS}.pt", weights_only=True)
+        mp.spawn(train_ddp, args=(world, port, threads, first, last, str(folder)), nprocs=world)
+    return torch.load(folder / f"state_{last}.pt", weights_only=True)
 
 
 def ddp_job(**overrides: Any) -> dict[str, Any]:
@@ -93,7 +93,7 @@ def ddp_job(**overrides: Any) -> dict[str, Any]:
     return mlp_job(**{**body, **overrides})
 
 
-def test_two_processes_equal_the_local_ddp_loop_and_resume_at_one(client: httpx.Client, tmp_path: Path) -> None:
+def test_two_processes_equal_the_local_ddp_loop_and_resume_at_1_and_back(client: httpx.Client, tmp_path: Path) -> None:
     job_id = submit(client, ddp_job())
     assert client.get(f"/v1/jobs/{job_id}").json()["world_size"] == 2  # shown while queued
     done = wait_final(client, job_id)
@@ -122,6 +122,17 @@ def test_two_processes_equal_the_local_ddp_loop_and_resume_at_one(client: httpx.
     assert child["world_size"] == 1
     local = reference(1, child["threads"], 3, tmp_path)
     remote = st_load(client.get(f"/v1/jobs/{child['id']}/checkpoint").content)
+    for name, tensor in local["model"].items():
+        assert torch.equal(remote[name], tensor), name
+
+    # And back: the 1-process checkpoint goes on at 2 processes.
+    changes = {"steps": STEPS + 3, "resources": {"processes_per_node": 2}}
+    back = client.post(f"/v1/jobs/{child['id']}/fork", json={"step": STEPS, "changes": changes})
+    assert back.status_code == 202, back.text
+    grandchild = wait_final(client, back.json()["id"])
+    assert grandchild["status"] == "succeeded" and grandchild["world_size"] == 2, grandchild.get("error")
+    local = reference(2, grandchild["threads"], STEPS, tmp_path, last=STEPS + 3)
+    remote = st_load(client.get(f"/v1/jobs/{grandchild['id']}/checkpoint").content)
     for name, tensor in local["model"].items():
         assert torch.equal(remote[name], tensor), name
 
