@@ -69,7 +69,7 @@ def network_summary(spec: NetworkSpec, settings: Settings) -> NetworkSummary:
 
 def get_job_store(request: Request) -> JobStore:
     store = request.app.state.store
-    return JobStore(store.redis, store.keys)
+    return JobStore(store.redis, store.keys, request.app.state.artifacts)
 
 
 JobStoreDep = Annotated[JobStore, Depends(get_job_store)]
@@ -108,6 +108,16 @@ async def require_job(jobs: JobStore, tenant: str, job_id: str) -> dict[str, Any
     return doc
 
 
+async def checkpoint_state(jobs: JobStore, tenant: str, job_id: str, step: int) -> bytes:
+    """The full training state kept at ``step``, or a 404 that lists the steps kept."""
+    blob = await jobs.checkpoint_state(tenant=tenant, job_id=job_id, step=step)
+    if blob is None:
+        kept = [c["step"] for c in await jobs.checkpoints(tenant=tenant, job_id=job_id)]
+        shown = ", ".join(map(str, kept[-20:])) or "none"
+        raise NotFound(f"job '{job_id}' keeps no checkpoint at step {step}; kept steps: {shown}")
+    return blob
+
+
 @dataclass
 class ForkStart:
     """A fork begins where its parent was: the state at ``step``, the parent's records up to it."""
@@ -120,6 +130,7 @@ class ForkStart:
     data: bytes | None = None  # the parent's inline dataset, when the fork keeps it
     check: Any = None  # called with the plan before anything is stored (raises InvalidInput)
     exported: ExportedNetwork | None = None  # the parent's exported network, its programs in the parent's INIT
+    session: str | None = None  # the session whose state this is (a session continued as a job)
 
 
 async def submit(
@@ -140,7 +151,7 @@ async def submit(
         summary = spec.summary()
     else:
         summary = await run_in_threadpool(network_summary, spec, settings)
-    arrays, data, source_key = None, None, None
+    arrays, data, source_key, decode = None, None, None, None
     job_id = f"job_{uuid.uuid4().hex}"
     request_doc = req.model_dump(mode="json", exclude_unset=True)
     arrays_loc: Loc = ("body", "dataset")
@@ -159,7 +170,10 @@ async def submit(
             raise NotFound(f"dataset '{req.dataset.id}' not found (body.dataset.id)")
         arrays, arrays_loc = meta["arrays"], ("body", "dataset", "id")
         source_key = store.keys.dataset(tenant, req.dataset.id)
+        decode = meta.get("decode")  # an image folder or table, stored as received (models.data.formats)
     plan = await run_in_threadpool(plan_job, req, spec, summary, settings, arrays, arrays_loc)
+    if decode is not None:
+        plan["decode"] = decode
     if fork is not None and fork.check is not None:
         fork.check(plan)
     placed = place(LANE_JOBS, req.device, await store.live_workers())
@@ -195,7 +209,9 @@ async def submit(
         # Its parent's numbers up to the fork; a rate belongs to the run that measured it.
         numbers = records_summary(fork.history)
         fields.update(
-            parent=json.dumps({"id": fork.parent, "step": fork.step}),
+            parent=json.dumps(
+                {"id": fork.parent, "step": fork.step, **({"session": fork.session} if fork.session else {})}
+            ),
             fork=json.dumps(fork.policy),
             step=fork.step,
             recorded_step=fork.step,

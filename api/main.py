@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -34,10 +33,11 @@ from api.routes import (
     ui,
     usage,
 )
+from api.routes import protocol as protocol_routes
 from api.routes import sweeps as sweep_routes
-from api.sweep_controller import SweepController
 from api.unexpected import UnexpectedErrors
 from models.settings import Settings, get_settings
+from models.store.artifacts import shared_artifacts
 from models.store.connect import redis_options
 from models.store.keys import Keys
 from models.store.redis import Store
@@ -60,14 +60,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         producer.conf.update(celery_config(settings))
         app.state.redis = redis
         app.state.store = Store(redis, Keys(settings.key_prefix))
+        app.state.artifacts = shared_artifacts(settings)
         app.state.celery = producer
         app.state.session_calls = SessionCalls(redis, app.state.store.keys, settings)
-        # Every API process drives the sweeps whose lease it holds: no controller process to deploy.
-        sweeper = asyncio.create_task(SweepController(redis, app.state.store, producer, settings).run())
         try:
             yield
         finally:
-            sweeper.cancel()
             producer.close()
             await redis.aclose()
 
@@ -82,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_outage_handlers(app, settings.retry_after_s)
     install_openapi(app)
     app.include_router(health.router)
+    app.include_router(protocol_routes.router)
     app.include_router(networks.router)
     app.include_router(sessions.router)
     app.include_router(session_list.router)

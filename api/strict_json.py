@@ -1,9 +1,9 @@
 """Request bodies are parsed as strict JSON (RFC 8259) by orjson, on every route, and a query parameter
-the route does not take is a 422 (a misspelt ``?stpe=100`` silently ignored returned the wrong thing).
+the route does not take is a 422 (a misspelt ``?stpe=100``, ignored, would answer something else).
 
-Python's ``json`` accepts ``NaN``, ``Infinity`` and ``1e400`` (as inf): such values slipped into
-specs and tensors and then broke the error response that echoed them (a 500). orjson refuses them
-with a clear 422 ``json_invalid``, caps nesting depth, and is ~10x faster on tensor bodies.
+Python's ``json`` accepts ``NaN``, ``Infinity`` and ``1e400`` (as inf), which are not JSON and cannot be
+echoed back in an error response. orjson refuses them with a clear 422 ``json_invalid``, caps nesting
+depth, and is ~10x faster on tensor bodies.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
-"""Drives the active sweeps from inside each API process: no process of its own, state only in Redis.
+"""Drives the active sweeps, from the sweeper process (``api.sweeper``); state only in Redis.
 
-Every ``sweep_poll_s`` each API process walks the active sweeps and drives those whose lease it holds
-or can take (one process per sweep at a time; a dead process's lease lapses and another takes over).
-Driving a sweep: report each running trial's new held-out records to Optuna, ask the job to stop when
+Every ``sweep_poll_s`` the leading sweeper walks the active sweeps and drives each whose lease it holds
+or can take (a sweep's own lease keeps a handover from driving it twice while an old leader finishes a
+tick). Driving a sweep: report each running trial's new held-out records to Optuna, ask the job to stop when
 the pruner says so (it ends ``pruned``), tell Optuna how ended trials ended, and start new trials as
 ordinary jobs until ``max_trials`` have run with at most ``parallelism`` at once.
 """
@@ -26,20 +26,15 @@ from models.settings import Settings
 from models.spec.job import JobCreate
 from models.spec.sweep import SweepCreate
 from models.spec.sweep_space import apply_params, trial_template
+from models.store.artifacts import shared_artifacts
 from models.store.jobs import JobStore
 from models.store.keys import JobPart
+from models.store.leases import Leases
 from models.store.redis import Store
 from models.store.replies import text
 from models.store.sweeps import SweepStore
 
 log = logging.getLogger(__name__)
-
-_HOLD = """
-local owner = redis.call('GET', KEYS[1])
-if owner and owner ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1
-"""
 
 # A trial's state in the sweep, from its job's final status.
 _ENDED = {
@@ -54,27 +49,16 @@ class SweepController:
     def __init__(self, redis: Redis, store: Store, celery: Celery, settings: Settings) -> None:
         self.redis, self.store, self.celery, self.settings = redis, store, celery, settings
         self.keys = store.keys
-        self.jobs = JobStore(redis, store.keys)
+        self.jobs = JobStore(redis, store.keys, shared_artifacts(settings))
         self.sweeps = SweepStore(redis, store.keys, settings.sweep_ttl_s)
         self.token = uuid.uuid4().hex
-        self._hold = redis.register_script(_HOLD)
+        self.leases = Leases(redis)
         self._storage: Any = None
-
-    async def run(self) -> None:
-        while True:
-            try:
-                await self.tick()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a Redis outage or a bug in one tick must not end the loop
-                log.exception("sweep controller tick failed")
-            await asyncio.sleep(self.settings.sweep_poll_s)
 
     async def tick(self) -> None:
         for raw in await self.redis.smembers(self.keys.sweeps_active()):
             member = text(raw)
-            ttl_ms = int(self.settings.sweep_lease_ttl_s * 1000)
-            if await self._hold(keys=[self.keys.sweep_lease(member)], args=[self.token, ttl_ms]):
+            if await self.leases.hold(self.keys.sweep_lease(member), self.token, self.settings.sweep_lease_ttl_s):
                 tenant, _, sweep_id = member.partition("/")
                 await self.drive(tenant, sweep_id)
 

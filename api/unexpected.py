@@ -1,8 +1,8 @@
 """A bug in a handler is one 500, logged, and the connection stays usable.
 
 Starlette's outermost layer answers an unexpected exception with a 500 and then raises it again for
-the server to log; uvicorn, seeing an exception after the answer went out, closes the connection, so
-the client's next request on that keep-alive connection was reset. This layer, the outermost one the
+the server to log; uvicorn, seeing an exception after the answer went out, closes the connection, and
+the client's next request on that keep-alive connection is reset. This layer, the outermost one the
 app can add, logs the exception and answers (or finishes) instead, raising only when an answer was
 already half sent, since then closing is the only honest end.
 """

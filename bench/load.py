@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.raw_http import Dropped, KeepAlive  # noqa: E402
 from bench.session_latency import bare_forward, pct, start_service  # noqa: E402
+from gradserve.protocol.states import JOB_STOPPED  # noqa: E402
 from models.spec.network import LENET_EXAMPLE  # noqa: E402
 from tests.integration.jobs_helpers import MLP  # noqa: E402  (the test suite's small network)
 
@@ -105,7 +106,7 @@ async def jobs_loop(client: httpx.AsyncClient, until: float, codes: Counter, don
         job_id = r.json()["id"]
         while True:
             doc = (await client.get(f"/v1/jobs/{job_id}")).json()
-            if doc.get("status") in ("succeeded", "failed", "cancelled"):
+            if doc.get("status") in JOB_STOPPED:
                 done[doc["status"]] += 1
                 break
             await asyncio.sleep(0.1)

@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.session_latency import start_service, stop_service  # noqa: E402
+from gradserve.protocol.states import JOB_STOPPED  # noqa: E402
 from launcher.tuning import keep_freed_memory  # noqa: E402
 from models.nn.build import build_network  # noqa: E402
 from models.spec.network import NetworkSpec  # noqa: E402
@@ -175,7 +176,7 @@ def service_run(
     if response.status_code != 202:
         raise RuntimeError(f"width {width} batch {batch} {precision}: {response.status_code} {response.text}")
     job_id = response.json()["id"]
-    while (doc := client.get(f"/v1/jobs/{job_id}").json())["status"] not in {"succeeded", "failed", "cancelled"}:
+    while (doc := client.get(f"/v1/jobs/{job_id}").json())["status"] not in JOB_STOPPED:
         time.sleep(0.1)
     if doc["status"] != "succeeded":
         raise RuntimeError(f"job {job_id} ended {doc['status']}: {doc.get('error')}")

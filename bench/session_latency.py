@@ -31,10 +31,10 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from gradserve.protocol.codec import OCTET, pack_call  # noqa: E402
 from launcher.spawn import spawn_up  # noqa: E402
 from models.nn.build import build_network  # noqa: E402
 from models.spec.network import LENET_EXAMPLE, NetworkSpec  # noqa: E402
-from models.wire.session import OCTET, binary_body  # noqa: E402
 
 
 def pct(samples: list[float], q: float) -> float:
@@ -87,7 +87,7 @@ def stop_service(proc: subprocess.Popen[bytes]) -> None:
 def batch_256(client: httpx.Client, sid: str, n: int) -> dict[str, list[float]]:
     """A real [256, 1, 32, 32] input as a safetensors body, against the same call with a generator input."""
     x = torch.randn(256, 1, 32, 32, generator=torch.Generator().manual_seed(1))
-    binary = binary_body({"input": x})
+    binary = pack_call({"input": x})
     generator = json.dumps({"input": {"randn": [256, 1, 32, 32], "seed": 1}}).encode()
     both = {
         "binary": ({"Content-Type": OCTET, "Accept": OCTET}, binary),

@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.session_latency import start_service, stop_service  # noqa: E402
+from gradserve.protocol.states import JOB_STOPPED  # noqa: E402
 from launcher.tuning import keep_freed_memory  # noqa: E402
 from models.spec.network import LENET_EXAMPLE  # noqa: E402
 
@@ -101,7 +102,7 @@ def job(loss: str, batch: int, steps: int, device: str) -> dict:
 def wait(client: httpx.Client, job_id: str, poll_s: float) -> dict:
     while True:
         doc = client.get(f"/v1/jobs/{job_id}").json()
-        if doc["status"] in {"succeeded", "failed", "cancelled"}:
+        if doc["status"] in JOB_STOPPED:
             if doc["status"] != "succeeded":
                 raise RuntimeError(f"job {job_id} ended {doc['status']}: {doc.get('error')}")
             return doc

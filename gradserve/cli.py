@@ -19,6 +19,7 @@ from rich.table import Table
 
 from gradserve.client import Client
 from gradserve.errors import APIError
+from gradserve.protocol.states import JobStatus, SweepStatus
 
 EXIT = {"succeeded": 0, "failed": 1, "cancelled": 3, "pruned": 3, "paused": 5}
 EXIT_API = 4
@@ -149,9 +150,7 @@ def watch_job(client: Client, job_id: str) -> None:
 
 
 @jobs.command("ls")
-@click.option(
-    "--status", type=click.Choice(["queued", "running", "paused", "succeeded", "failed", "cancelled", "pruned"])
-)
+@click.option("--status", type=click.Choice([s.value for s in JobStatus]))
 @click.option("--limit", type=int, default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="The raw list, one JSON document.")
 @click.pass_obj
@@ -285,7 +284,7 @@ def show_sweep(client: Client, sweep_id: str, as_json: bool) -> None:
 
 
 @sweeps.command("ls")
-@click.option("--status", type=click.Choice(["running", "succeeded", "failed", "cancelled"]))
+@click.option("--status", type=click.Choice([s.value for s in SweepStatus]))
 @click.option("--limit", type=int, default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="The raw list, one JSON document.")
 @click.pass_obj

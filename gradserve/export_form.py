@@ -19,9 +19,9 @@ import torch.utils._pytree as pytree
 from torch import nn
 from torch.export import Dim, ExportedProgram
 
-from gradserve import _wire
 from gradserve.errors import ExportError, SpecError
 from gradserve.fx_spec import to_spec
+from gradserve.protocol import codec
 
 MAX_BATCH = 4096
 _DTYPES = {
@@ -46,7 +46,7 @@ class ExportedUpload:
     def files(self) -> dict[str, tuple[str, bytes, str]]:
         parts = {
             "form": ("form.json", json.dumps(self.form).encode(), "application/json"),
-            "weights": ("weights.safetensors", self.weights, _wire.OCTET),
+            "weights": ("weights.safetensors", self.weights, codec.OCTET),
         }
         for mode, raw in self.programs.items():
             parts[f"{mode}_program"] = (f"{mode}_program.json", raw, "application/json")
@@ -144,7 +144,7 @@ def export_module(
         "state_order": list(module.state_dict()),
         "batch": None if dynamic is not None else int(next(iter(inputs.values())).shape[0]),
     }
-    return ExportedUpload(form, {mode: _serialize(ep) for mode, ep in programs.items()}, _wire.state_bytes(state))
+    return ExportedUpload(form, {mode: _serialize(ep) for mode, ep in programs.items()}, codec.to_safetensors(state))
 
 
 def _dynamic_shapes(module: nn.Module, examples: dict[str, torch.Tensor]) -> dict[str, Any]:

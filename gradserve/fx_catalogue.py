@@ -11,72 +11,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gradserve.protocol.catalogue import MODULE_FIELDS
+
 # --- modules ------------------------------------------------------------------------------------------------------
 
-_CONV = (
-    "in_channels",
-    "out_channels",
-    "kernel_size",
-    "stride",
-    "padding",
-    "dilation",
-    "groups",
-    "bias",
-    "padding_mode",
-)
-_CONV_T = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "output_padding", "groups", "bias")
-_MAXPOOL = ("kernel_size", "stride", "padding", "dilation", "ceil_mode")
-_AVGPOOL = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad")
-_BN = ("num_features", "eps", "momentum", "affine", "track_running_stats")
-_RNN = ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout", "bidirectional")
-
-# Catalogue module type -> the spec fields, read back from the instance's attributes of the same name.
-MODULE_FIELDS: dict[str, tuple[str, ...]] = {
-    "Linear": ("in_features", "out_features", "bias"),
-    "Conv1d": _CONV,
-    "Conv2d": _CONV,
-    "Conv3d": _CONV,
-    "ConvTranspose1d": (*_CONV_T, "dilation"),
-    "ConvTranspose2d": (*_CONV_T, "dilation"),
-    "MaxPool1d": _MAXPOOL,
-    "MaxPool2d": _MAXPOOL,
-    "AvgPool1d": _AVGPOOL,
-    "AvgPool2d": _AVGPOOL,
-    "AdaptiveAvgPool1d": ("output_size",),
-    "AdaptiveAvgPool2d": ("output_size",),
-    "AdaptiveMaxPool2d": ("output_size",),
-    "BatchNorm1d": _BN,
-    "BatchNorm2d": _BN,
-    "BatchNorm3d": _BN,
-    "LayerNorm": ("normalized_shape", "eps", "elementwise_affine", "bias"),
-    "GroupNorm": ("num_groups", "num_channels", "eps", "affine"),
-    "Dropout": ("p",),
-    "Dropout2d": ("p",),
-    "Embedding": ("num_embeddings", "embedding_dim", "padding_idx"),
-    "ReLU": (),
-    "ReLU6": (),
-    "LeakyReLU": ("negative_slope",),
-    "ELU": ("alpha",),
-    "GELU": ("approximate",),
-    "SiLU": (),
-    "Mish": (),
-    "Tanh": (),
-    "Sigmoid": (),
-    "Softplus": ("beta", "threshold"),
-    "Hardtanh": ("min_val", "max_val"),
-    "PReLU": ("num_parameters", "init"),
-    "Softmax": ("dim",),
-    "LogSoftmax": ("dim",),
-    "Flatten": ("start_dim", "end_dim"),
-    "Unflatten": ("dim", "unflattened_size"),
-    "Identity": (),
-    "RNN": (*_RNN, "nonlinearity"),
-    "LSTM": _RNN,
-    "GRU": _RNN,
-    "MultiheadAttention": ("embed_dim", "num_heads", "dropout", "bias", "kdim", "vdim", "batch_first"),
-}
-# Modules whose output is a tuple: the spec passes on element ``select``.
-TUPLE_MODULES = frozenset({"RNN", "LSTM", "GRU", "MultiheadAttention"})
+_MAXPOOL = MODULE_FIELDS["MaxPool2d"]
+_AVGPOOL = MODULE_FIELDS["AvgPool2d"]
 
 
 def _bias(module: nn.Module) -> bool:

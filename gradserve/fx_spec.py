@@ -23,15 +23,14 @@ from gradserve.fx_catalogue import (
     FUNCTION_OPS,
     IGNORED,
     METHOD_OPS,
-    MODULE_FIELDS,
     MUST_BE,
     SUPPORTED_NAMES,
     TENSOR_ARGS,
-    TUPLE_MODULES,
     json_value,
     module_fields,
     same_construction,
 )
+from gradserve.protocol.catalogue import MODULE_FIELDS, TUPLE_MODULES
 
 # A layer name, as models.spec.types.LAYER_NAME says (a unit test keeps the two equal): the client does not
 # import the server's models, which need pydantic.
@@ -322,3 +321,17 @@ def to_spec(net: nn.Module, input_shape: list[int] | None = None, input_dtype: s
 
 
 __all__ = ["MODULE_FIELDS", "SpecError", "module_fields", "to_spec", "trace"]
+
+
+def optimizer_spec(
+    optimizer: type[torch.optim.Optimizer] | str | dict[str, Any] | None, args: dict[str, Any]
+) -> dict[str, Any] | None:
+    """``torch.optim.SGD`` + ``{"lr": 0.01}`` (or ``"SGD"``, or a ready dict) as our optimizer spec."""
+    if optimizer is None:
+        if args:
+            raise TypeError(f"optimizer arguments {sorted(args)} given without an optimizer")
+        return None
+    if isinstance(optimizer, dict):
+        return {**optimizer, **args}
+    name = optimizer if isinstance(optimizer, str) else optimizer.__name__
+    return {"type": name, **{k: list(v) if isinstance(v, tuple) else v for k, v in args.items()}}

@@ -5,6 +5,7 @@ with the async twin (``gradserve.jobs_async``)."""
 from __future__ import annotations
 
 import copy
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,19 +16,24 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from gradserve import _wire
+from gradserve import dataset_files
 from gradserve.errors import GradserveError, JobFailed
 from gradserve.export_form import catalogue_spec, export_module, named_inputs
-from gradserve.fx_spec import to_spec
+from gradserve.fx_spec import optimizer_spec, to_spec
+from gradserve.protocol import codec
+from gradserve.protocol.sse import parse_events
+from gradserve.protocol.states import JOB_STOPPED
+from gradserve.remote import RemoteNet
+from gradserve.transport import check
 
 if TYPE_CHECKING:
-    from gradserve.client import Client
-    from gradserve.remote import RemoteNet
+    from gradserve.transport import Transport
 
-TERMINAL = frozenset({"succeeded", "failed", "cancelled", "pruned"})  # pruned: a sweep stopped the trial
-STOPPED = TERMINAL | {"paused"}  # paused: a breakpoint held; resume() or cancel() it
 POLL_S = 0.25
 RECONNECTS = 20  # a watch outlives this many dropped event streams
+
+
+KEEP: Any = object()  # an argument left out, where None means something (no breakpoints)
 
 
 @dataclass(frozen=True)
@@ -80,7 +86,7 @@ def dataset_spec(dataset: DatasetArg) -> dict[str, Any]:
 
 def dataset_file(arrays: dict[str, Any]) -> bytes:
     """Tensors or numpy arrays (None left out) as the safetensors file ``POST /v1/datasets`` takes."""
-    return _wire.state_bytes({k: torch.as_tensor(v) for k, v in arrays.items() if v is not None})
+    return codec.to_safetensors({k: torch.as_tensor(v) for k, v in arrays.items() if v is not None})
 
 
 def job_body(
@@ -94,7 +100,6 @@ def job_body(
     extra: dict[str, Any],
 ) -> dict[str, Any]:
     """The ``POST /v1/jobs`` body. ``network``: a module (traced), a spec, or a network id."""
-    from gradserve.client import optimizer_spec
 
     body: dict[str, Any] = {"dataset": dataset_spec(dataset), "criterion": criterion_spec(criterion)}
     body["optimizer"] = optimizer_spec(optimizer, optimizer_args)
@@ -166,7 +171,6 @@ def fork_changes(changes: dict[str, Any]) -> dict[str, Any]:
     """``job.fork``'s keyword changes as the fork request's ``changes``: an optimizer given as a class or
     name (with ``lr`` beside it) becomes its spec, an uploaded ``Dataset`` its reference; ``lr_scheduler=None``
     stays, since it removes the parent's scheduler."""
-    from gradserve.client import optimizer_spec
 
     out = dict(changes)
     if out.get("optimizer") is not None:
@@ -220,7 +224,7 @@ def local_module(job: dict[str, Any], module: nn.Module | None, network: dict[st
 class Job:
     """A training job on the service."""
 
-    def __init__(self, client: Client, job_id: str, module: nn.Module | None = None) -> None:
+    def __init__(self, client: Transport, job_id: str, module: nn.Module | None = None) -> None:
         self._client = client
         self.id = job_id
         self.module = module
@@ -239,7 +243,7 @@ class Job:
         """Block until the job ends or a breakpoint pauses it (see ``doc["breakpoint"]``); ``JobFailed`` when it
         failed or was cancelled (unless ``check=False``)."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while (doc := self.refresh())["status"] not in STOPPED:
+        while (doc := self.refresh())["status"] not in JOB_STOPPED:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"job {self.id} still {doc['status']} after {timeout} s")
             time.sleep(POLL_S)
@@ -247,26 +251,26 @@ class Job:
             raise JobFailed(doc)
         return doc
 
-    def session(self, step: int | None = None, *, device: str = "auto") -> RemoteNet:
+    def session(self, step: int | None = None, *, device: str = "auto") -> JobSession:
         """A live session holding the job's state before ``step`` (default: the step a breakpoint paused it
         on), with that step's batch as ``net.batch.inputs`` and ``net.batch.targets``: forward, the job's
         criterion and backward give the job's loss and gradients at that step, bit for bit."""
-        from gradserve.remote import RemoteNet
-
         body: dict[str, Any] = {"device": device} if step is None else {"device": device, "step": step}
         public = self._client.session_call("POST", f"/v1/jobs/{self.id}/sessions", json=body).json()
-        net = RemoteNet.attach(self._client, public)
+        net = JobSession.attach(self._client, public)
         blob = self._client.request("GET", f"/v1/sessions/{net.id}/batch", params={"format": "safetensors"}).content
         tensors = safetensors.torch.load(blob)
         net.batch = StepBatch(public["job"]["step"], tensors["inputs"], tensors["targets"])
         return net
 
-    def resume(self, *, lr: float | None = None, skip_batch: bool = False) -> dict[str, Any]:
-        """Queue a paused job again from the step it paused on: as it was, with a new ``lr``, or without that
-        step's batch (``skip_batch``)."""
+    def resume(self, *, lr: float | None = None, skip_batch: bool = False, breakpoints: Any = KEEP) -> dict[str, Any]:
+        """Queue a paused job again from the step it paused on: as it was, with a new ``lr``, without that
+        step's batch (``skip_batch``), or with other ``breakpoints`` from here on (a dict of rules, or None)."""
         changes: dict[str, Any] = {} if lr is None else {"lr": lr}
         if skip_batch:
             changes["skip_batch"] = True
+        if breakpoints is not KEEP:
+            changes["breakpoints"] = breakpoints
         return dict(self._client.request("POST", f"/v1/jobs/{self.id}/resume", json={"changes": changes}).json())
 
     def watch(self, console: Any = None) -> dict[str, Any]:
@@ -278,9 +282,6 @@ class Job:
     def events(self) -> Iterator[tuple[str, dict[str, Any]]]:
         """The job's server-sent events as ``(event, data)`` pairs, ending with the final state; a dropped
         connection is resumed from the last event seen (``Last-Event-ID``), so nothing is lost or repeated."""
-        from gradserve.client import check
-        from gradserve.progress import sse_events
-
         last = "0-0"
         for _ in range(RECONNECTS):
             try:
@@ -288,10 +289,11 @@ class Job:
                 path = f"/v1/jobs/{self.id}/events"
                 with self._client.http.stream("GET", path, headers=headers, timeout=None) as response:
                     check(response)
-                    for event_id, event, data in sse_events(response.iter_lines()):
-                        last = event_id or last
-                        yield event, data
-                        if event == "state" and data.get("status") in STOPPED:
+                    for event in parse_events(response.iter_lines()):
+                        last = event.id or last
+                        data = event.json()
+                        yield event.event, data
+                        if event.event == "state" and data.get("status") in JOB_STOPPED:
                             return
                 return
             except (httpx.RemoteProtocolError, httpx.ReadError):
@@ -341,8 +343,22 @@ class Job:
         return f"Job('{self.id}', status={self.last.get('status', '?')!r})"
 
 
+class JobSession(RemoteNet):
+    """A session opened at a job's step (``job.session(step)``): a remote network that can go on as a job."""
+
+    def continue_as_job(self, **changes: Any) -> Job:
+        """A session opened at a job's step (``job.session(step)``) goes on as a job: from this session's
+        weights and optimizer as they stand, with the job's RNG, scheduler and data order at the step, and
+        ``changes`` as ``job.fork`` takes them. Left as it was opened, it repeats a fork at ``step - 1``."""
+        body = {"changes": fork_changes(changes)}
+        answer = self._client.request("POST", f"/v1/sessions/{self.id}/jobs", json=body).json()
+        job = Job(self._client, answer["id"])
+        job.refresh()
+        return job
+
+
 class Jobs:
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Transport) -> None:
         self._client = client
 
     def submit(
@@ -361,7 +377,7 @@ class Jobs:
         zeros shaped as the dataset's inputs, uploaded as a network, and the job trains that network. ``dataset``
         may be an uploaded dataset's id (``"data_..."``), looked up for its shape and dtype."""
         if isinstance(dataset, str):
-            dataset = self._client.datasets.get(dataset)
+            dataset = Datasets(self._client).get(dataset)
         if not isinstance(network, nn.Module):
             body, _ = job_request(network, dataset, *args, **kwargs)
             return self.submit_body(body)
@@ -399,7 +415,7 @@ class Jobs:
 
 
 class Datasets:
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Transport) -> None:
         self._client = client
 
     def upload(self, inputs: Any, targets: Any, test_inputs: Any = None, test_targets: Any = None) -> Dataset:
@@ -407,8 +423,23 @@ class Datasets:
         blob = dataset_file(
             {"inputs": inputs, "targets": targets, "test_inputs": test_inputs, "test_targets": test_targets}
         )
-        meta = self._client.request("POST", "/v1/datasets", content=blob, headers={"Content-Type": _wire.OCTET}).json()
+        meta = self._client.request("POST", "/v1/datasets", content=blob, headers={"Content-Type": codec.OCTET}).json()
         return Dataset.of(meta)
+
+    def upload_file(
+        self, path: str | os.PathLike[str], *, label: str | None = None, features: list[str] | None = None
+    ) -> Dataset:
+        """Upload a dataset file, its format from the suffix: .npz, .safetensors, .parquet (``label``: the label
+        column, default 'label'; ``features``: the feature columns, default every other numeric one), or .tar
+        and .zip (an image folder, one subfolder per class)."""
+        request = dataset_files.file_request(path, label, features)
+        return Dataset.of(self._client.request("POST", "/v1/datasets", **request).json())
+
+    def upload_folder(self, path: str | os.PathLike[str]) -> Dataset:
+        """Upload a directory with one subfolder per class of PNG or JPEG images (torchvision's ImageFolder)."""
+        blob = dataset_files.folder_tar(path)
+        headers = {"Content-Type": "application/x-tar"}
+        return Dataset.of(self._client.request("POST", "/v1/datasets", content=blob, headers=headers).json())
 
     def get(self, dataset_id: str) -> Dataset:
         """An uploaded dataset by its id (``GET /v1/datasets/{id}``): its sample count and arrays' shapes."""
@@ -424,7 +455,7 @@ class Datasets:
 
 
 class Sessions:
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Transport) -> None:
         self._client = client
 
     def list(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:

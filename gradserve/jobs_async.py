@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -10,11 +11,10 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from gradserve import _wire
+from gradserve import dataset_files
 from gradserve.errors import JobFailed
 from gradserve.jobs import (
     POLL_S,
-    STOPPED,
     Dataset,
     dataset_file,
     fork_changes,
@@ -23,13 +23,15 @@ from gradserve.jobs import (
     local_module,
     metrics_frame,
 )
+from gradserve.protocol import codec
+from gradserve.protocol.states import JOB_STOPPED
 
 if TYPE_CHECKING:
-    from gradserve.client import AsyncClient
+    from gradserve.transport import AsyncTransport
 
 
 class AsyncJob:
-    def __init__(self, client: AsyncClient, job_id: str, module: nn.Module | None = None) -> None:
+    def __init__(self, client: AsyncTransport, job_id: str, module: nn.Module | None = None) -> None:
         self._client = client
         self.id = job_id
         self.module = module
@@ -41,7 +43,7 @@ class AsyncJob:
 
     async def wait(self, timeout: float | None = None, *, check: bool = True) -> dict[str, Any]:
         deadline = None if timeout is None else time.monotonic() + timeout
-        while (doc := await self.refresh())["status"] not in STOPPED:
+        while (doc := await self.refresh())["status"] not in JOB_STOPPED:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"job {self.id} still {doc['status']} after {timeout} s")
             await asyncio.sleep(POLL_S)
@@ -79,7 +81,7 @@ class AsyncJob:
 
 
 class AsyncJobs:
-    def __init__(self, client: AsyncClient) -> None:
+    def __init__(self, client: AsyncTransport) -> None:
         self._client = client
 
     async def submit(self, *args: Any, **kwargs: Any) -> AsyncJob:
@@ -104,16 +106,29 @@ class AsyncJobs:
 
 
 class AsyncDatasets:
-    def __init__(self, client: AsyncClient) -> None:
+    def __init__(self, client: AsyncTransport) -> None:
         self._client = client
 
     async def upload(self, inputs: Any, targets: Any, test_inputs: Any = None, test_targets: Any = None) -> Dataset:
         blob = dataset_file(
             {"inputs": inputs, "targets": targets, "test_inputs": test_inputs, "test_targets": test_targets}
         )
-        headers = {"Content-Type": _wire.OCTET}
+        headers = {"Content-Type": codec.OCTET}
         meta = (await self._client.request("POST", "/v1/datasets", content=blob, headers=headers)).json()
         return Dataset.of(meta)
+
+    async def upload_file(
+        self, path: str | os.PathLike[str], *, label: str | None = None, features: list[str] | None = None
+    ) -> Dataset:
+        """``Datasets.upload_file``'s twin."""
+        request = dataset_files.file_request(path, label, features)
+        return Dataset.of((await self._client.request("POST", "/v1/datasets", **request)).json())
+
+    async def upload_folder(self, path: str | os.PathLike[str]) -> Dataset:
+        """``Datasets.upload_folder``'s twin."""
+        blob = dataset_files.folder_tar(path)
+        headers = {"Content-Type": "application/x-tar"}
+        return Dataset.of((await self._client.request("POST", "/v1/datasets", content=blob, headers=headers)).json())
 
     async def get(self, dataset_id: str) -> Dataset:
         return Dataset.of((await self._client.request("GET", f"/v1/datasets/{dataset_id}")).json())
@@ -125,7 +140,7 @@ class AsyncDatasets:
 
 
 class AsyncSessions:
-    def __init__(self, client: AsyncClient) -> None:
+    def __init__(self, client: AsyncTransport) -> None:
         self._client = client
 
     async def list(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:

@@ -3,35 +3,24 @@ samples/s, ETA) on a terminal, or as plain lines elsewhere; it ends with the job
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
+from typing import Any, Protocol
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-if TYPE_CHECKING:
-    from gradserve.jobs import Job
+
+class Watched(Protocol):
+    """What ``watch`` reads of a ``gradserve.jobs.Job``."""
+
+    id: str
+
+    def refresh(self) -> dict[str, Any]: ...
+    def events(self) -> Iterator[tuple[str, dict[str, Any]]]: ...
+
 
 PLAIN_EVERY_S = 1.0  # plain lines (not a terminal): at most one progress line a second, plus epochs and states
-
-
-def sse_events(lines: Iterable[str]) -> Iterator[tuple[str, str, dict[str, Any]]]:
-    """``(id, event, data)`` from server-sent event lines; comments (keep-alives) and ``retry`` are skipped."""
-    event_id, event = "", "message"
-    data: list[str] = []
-    for line in lines:
-        if not line:
-            if data:
-                yield event_id, event, json.loads("\n".join(data))
-            event, data = "message", []
-        elif line.startswith("id:"):
-            event_id = line[3:].strip()
-        elif line.startswith("event:"):
-            event = line[6:].strip()
-        elif line.startswith("data:"):
-            data.append(line[5:].strip())
 
 
 def fmt(value: Any, spec: str) -> str:
@@ -71,7 +60,7 @@ def final_line(doc: dict[str, Any]) -> str:
     return line
 
 
-def watch(job: Job, console: Console | None = None) -> dict[str, Any]:
+def watch(job: Watched, console: Console | None = None) -> dict[str, Any]:
     console = console or Console()
     total = job.refresh().get("total_steps")
     if console.is_terminal:
@@ -83,7 +72,7 @@ def watch(job: Job, console: Console | None = None) -> dict[str, Any]:
     return doc
 
 
-def _watch_bar(job: Job, console: Console, total: int | None) -> None:
+def _watch_bar(job: Watched, console: Console, total: int | None) -> None:
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -102,7 +91,7 @@ def _watch_bar(job: Job, console: Console, total: int | None) -> None:
                 bar.update(task, description=f"{job.id[:12]} {data.get('status')}")
 
 
-def _watch_lines(job: Job, console: Console, total: int | None) -> None:
+def _watch_lines(job: Watched, console: Console, total: int | None) -> None:
     last_print = 0.0
     epoch = None
     for event, data in job.events():

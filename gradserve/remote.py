@@ -10,20 +10,20 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import safetensors.torch
 import torch
 from torch import nn
 
-from gradserve import _wire
 from gradserve.export_form import catalogue_spec, export_module, named_inputs
+from gradserve.protocol import codec
 from gradserve.remote_values import RemoteModule, RemoteParameter, RemoteTensor
 
 if TYPE_CHECKING:
-    from gradserve.client import Client
+    from gradserve.transport import Transport
 
-BINARY = {"Content-Type": _wire.OCTET, "Accept": _wire.OCTET}
+BINARY = {"Content-Type": codec.OCTET, "Accept": codec.OCTET}
 _DTYPES = {torch.float32: "float32", torch.float64: "float64", torch.int64: "int64"}
 
 
@@ -32,7 +32,7 @@ class RemoteNet:
 
     def __init__(
         self,
-        client: Client,
+        client: Transport,
         net: nn.Module | dict[str, Any],
         optimizer: dict[str, Any] | None,
         *,
@@ -51,7 +51,7 @@ class RemoteNet:
         self.exported = self._spec is None
         self.training = self._module.training if self._module is not None else True
         self._seed_pending: int | None = None
-        self._weights = None if self._module is None else _wire.state_bytes(self._module.state_dict())
+        self._weights = None if self._module is None else codec.to_safetensors(self._module.state_dict())
         self._optimizer = optimizer
         self._seed = seed
         self._device = device
@@ -66,7 +66,7 @@ class RemoteNet:
     # --- the session ---------------------------------------------------------------------------------------------
 
     @classmethod
-    def attach(cls, client: Client, public: dict[str, Any]) -> RemoteNet:
+    def attach(cls, client: Transport, public: dict[str, Any]) -> Self:
         """A session the service already built (``public``: its create answer), e.g. a job opened at a step."""
         net = cls(client, {}, public.get("optimizer"), input_shape=None, seed=public["seed"], device=public["device"])
         net._public = public
@@ -91,7 +91,7 @@ class RemoteNet:
         body = {"network": spec, "seed": self._seed, "device": self._device, "optimizer": self._optimizer}
         self._public = self._client.session_call("POST", "/v1/sessions", json=body).json()
         if self._weights is not None:  # the module's own weights, not the seed's
-            self._call("PUT", "state", content=self._weights, headers={"Content-Type": _wire.OCTET})
+            self._call("PUT", "state", content=self._weights, headers={"Content-Type": codec.OCTET})
             if self._seed_pending is None:  # as an exported session starts: torch.manual_seed(seed), no init draws
                 self._seed_pending = self._seed
         self._started()
@@ -106,15 +106,15 @@ class RemoteNet:
 
     def _call(self, method: str, op: str, **kwargs: Any) -> Any:
         response = self._client.session_call(method, f"/v1/sessions/{self.id}/{op}", **kwargs)
-        if response.headers.get("content-type", "").startswith(_wire.OCTET):
-            return response.content if op == "state" else _wire.unpack(response.content)
+        if response.headers.get("content-type", "").startswith(codec.OCTET):
+            return response.content if op == "state" else codec.unpack_answer(response.content)
         body = response.json()
         if isinstance(body, dict) and "threads" in body:
             self._threads = int(body["threads"])
         return body
 
     def _binary(self, method: str, op: str, tensors: dict[str, torch.Tensor], args: dict[str, Any]) -> Any:
-        body = self._call(method, op, content=_wire.pack(tensors, args), headers=BINARY)
+        body = self._call(method, op, content=codec.pack_call(tensors, args), headers=BINARY)
         if "threads" in body:
             self._threads = int(body["threads"])
         return body
@@ -201,7 +201,7 @@ class RemoteNet:
 
     def parameter(self, name: str) -> dict[str, Any]:
         """A parameter's (or buffer's) ``data`` and ``grad`` (None where PyTorch's is), as local tensors."""
-        answer: dict[str, Any] = self._call("GET", f"parameters/{name}", headers={"Accept": _wire.OCTET})
+        answer: dict[str, Any] = self._call("GET", f"parameters/{name}", headers={"Accept": codec.OCTET})
         answer.setdefault("grad", None)
         if "threads" in answer:
             self._threads = int(answer["threads"])
@@ -220,7 +220,7 @@ class RemoteNet:
         return {k: got[k] for k in order if k in got} | {k: v for k, v in got.items() if k not in order}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self._call("PUT", "state", content=_wire.state_bytes(state), headers={"Content-Type": _wire.OCTET})
+        self._call("PUT", "state", content=codec.to_safetensors(state), headers={"Content-Type": codec.OCTET})
 
     def to_local(self) -> nn.Module:
         """An ordinary module with the remote weights: a copy of the original, else built from the spec."""

@@ -1,41 +1,53 @@
 """What ``rnet`` hands out: its children (``rnet.conv1``), parameters (``.data`` and ``.grad`` fetched when read)
 and the output or loss of its last forward (``RemoteTensor``), which a loss function applied to it sends to the
-session's ``loss`` call through ``__torch_function__``."""
+session's ``loss`` call through ``__torch_function__``; its ``grad_fn`` walks the service's graph dump as
+PyTorch's ``grad_fn.name`` and ``grad_fn.next_functions`` walk a local one."""
 
 from __future__ import annotations
 
 import inspect
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gradserve.graph import GradFn, graph_root
+from gradserve.protocol.catalogue import LOSS_FIELDS
 
-if TYPE_CHECKING:
-    from gradserve.remote import RemoteNet
-
-# torch.nn.functional loss -> (our criterion type, the keyword arguments it carries).
-LOSSES: dict[Any, tuple[str, tuple[str, ...]]] = {
-    F.mse_loss: ("MSELoss", ()),
-    F.l1_loss: ("L1Loss", ()),
-    F.smooth_l1_loss: ("SmoothL1Loss", ("beta",)),
-    F.huber_loss: ("HuberLoss", ("delta",)),
-    F.cross_entropy: ("CrossEntropyLoss", ("weight", "ignore_index", "label_smoothing")),
-    F.nll_loss: ("NLLLoss", ("weight", "ignore_index")),
-    F.binary_cross_entropy: ("BCELoss", ("weight",)),
-    F.binary_cross_entropy_with_logits: ("BCEWithLogitsLoss", ("weight", "pos_weight")),
-    F.kl_div: ("KLDivLoss", ("log_target",)),
-    F.soft_margin_loss: ("SoftMarginLoss", ()),
-    F.poisson_nll_loss: ("PoissonNLLLoss", ("log_input", "full", "eps")),
+# torch.nn.functional loss -> our criterion type (its fields: the protocol's LOSS_FIELDS).
+LOSSES: dict[Any, str] = {
+    F.mse_loss: "MSELoss",
+    F.l1_loss: "L1Loss",
+    F.smooth_l1_loss: "SmoothL1Loss",
+    F.huber_loss: "HuberLoss",
+    F.cross_entropy: "CrossEntropyLoss",
+    F.nll_loss: "NLLLoss",
+    F.binary_cross_entropy: "BCELoss",
+    F.binary_cross_entropy_with_logits: "BCEWithLogitsLoss",
+    F.kl_div: "KLDivLoss",
+    F.soft_margin_loss: "SoftMarginLoss",
+    F.poisson_nll_loss: "PoissonNLLLoss",
 }
+
+
+class NetLike(Protocol):
+    """What the values below read of the ``RemoteNet`` that hands them out (``gradserve.remote``)."""
+
+    _module: nn.Module | None
+    generation: int
+    loss_generation: int
+
+    def _named_shapes(self) -> list[tuple[str, list[int]]]: ...
+    def parameter(self, name: str) -> dict[str, Any]: ...
+    def graph(self, root: str = "auto", max_nodes: int = 500) -> dict[str, Any]: ...
+    def backward(self, gradient: torch.Tensor | None = None, retain_graph: bool = False) -> None: ...
+    def loss(self, criterion: dict[str, Any], output: RemoteTensor, target: torch.Tensor) -> RemoteTensor: ...
 
 
 class RemoteModule:
     """``rnet.conv1``: a child of the remote network, whose parameters are read by name."""
 
-    def __init__(self, net: RemoteNet, prefix: str) -> None:
+    def __init__(self, net: NetLike, prefix: str) -> None:
         self._net = net
         self._prefix = prefix
 
@@ -65,7 +77,7 @@ class RemoteModule:
 class RemoteParameter:
     """A parameter (or buffer) of the remote network: ``.data`` and ``.grad`` are fetched on each read."""
 
-    def __init__(self, net: RemoteNet, name: str, shape: list[int] | None) -> None:
+    def __init__(self, net: NetLike, name: str, shape: list[int] | None) -> None:
         self._net = net
         self.name = name
         self._shape = shape
@@ -96,7 +108,7 @@ class RemoteParameter:
 class RemoteTensor:
     """The output (or loss) of the session's last forward. Values came with the call; the graph stays remote."""
 
-    def __init__(self, net: RemoteNet, value: torch.Tensor, grad_fn: str | None, of: str, generation: int) -> None:
+    def __init__(self, net: NetLike, value: torch.Tensor, grad_fn: str | None, of: str, generation: int) -> None:
         self._net = net
         self._value = value
         self._grad_fn_name = grad_fn
@@ -183,7 +195,8 @@ class RemoteTensor:
 
 def _criterion(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[dict[str, Any], torch.Tensor]:
     """A functional loss call as our criterion spec and its target."""
-    kind, carried = LOSSES[func]
+    kind = LOSSES[func]
+    carried = LOSS_FIELDS[kind]
     bound = inspect.signature(func).bind(*args, **kwargs).arguments
     for legacy in ("size_average", "reduce"):
         if bound.get(legacy) is not None:
@@ -199,3 +212,64 @@ def _criterion(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tupl
     if target is None:
         raise TypeError(f"{kind} needs a target tensor")
     return criterion, torch.as_tensor(target)
+
+
+# --- the autograd graph: the service's dump walked like PyTorch's ``grad_fn.name``, ``grad_fn.next_functions``
+
+
+class Name(str):
+    """``grad_fn.name`` compares as the string and, called as PyTorch's ``name()`` is, returns it."""
+
+    def __call__(self) -> str:
+        return str(self)
+
+
+class GradFn:
+    """One node of a dumped autograd graph (``MseLossBackward0``, ``AddmmBackward0``, ``AccumulateGrad`` ...)."""
+
+    def __init__(self, node: dict[str, Any], graph: _Graph) -> None:
+        self.name = Name(node["name"])
+        self.id: str = node["id"]
+        self.param: dict[str, Any] | None = node.get("param")  # on AccumulateGrad: {"name", "shape"}
+        self.saved: dict[str, Any] = node.get("saved", {})
+        self._graph = graph
+
+    @property
+    def next_functions(self) -> tuple[tuple[GradFn | None, int], ...]:
+        """``(node, input_nr)`` per input in PyTorch's order; ``(None, 0)`` where no gradient flows."""
+        edges = sorted(self._graph.edges.get(self.id, []), key=lambda e: e["index"])
+        slots: list[tuple[GradFn | None, int]] = [(None, 0)] * (edges[-1]["index"] + 1 if edges else 0)
+        for edge in edges:
+            slots[edge["index"]] = (self._graph.node(edge["target"]), edge["input_nr"])
+        return tuple(slots)
+
+    @property
+    def variable(self) -> RemoteParameter | None:
+        """On an ``AccumulateGrad``: the parameter it accumulates into, as PyTorch's ``.variable``."""
+        if self.param is None:
+            return None
+        return RemoteParameter(self._graph.net, self.param["name"], self.param.get("shape"))
+
+    def __repr__(self) -> str:
+        return f"<{self.name} object>"
+
+
+class _Graph:
+    def __init__(self, dump: dict[str, Any], net: NetLike) -> None:
+        self.net = net
+        self.nodes = {n["id"]: n for n in dump["nodes"]}
+        self.edges: dict[str, list[dict[str, Any]]] = {}
+        for edge in dump["edges"]:
+            self.edges.setdefault(edge["source"], []).append(edge)
+        self._made: dict[str, GradFn] = {}
+
+    def node(self, node_id: str) -> GradFn:
+        if node_id not in self._made:
+            self._made[node_id] = GradFn(self.nodes[node_id], self)
+        return self._made[node_id]
+
+
+def graph_root(dump: dict[str, Any], net: NetLike) -> GradFn | None:
+    if dump.get("root") is None:
+        return None
+    return _Graph(dump, net).node(dump["root"])

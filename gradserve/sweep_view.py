@@ -5,7 +5,7 @@ says how the sweep ended and its best trial."""
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -13,9 +13,13 @@ from rich.table import Table
 from rich.text import Text
 
 from gradserve.progress import fmt
+from gradserve.protocol.states import SWEEP_TERMINAL
 
-if TYPE_CHECKING:
-    from gradserve.sweeps import Sweep
+
+class Watched(Protocol):
+    """What ``watch`` reads of a ``gradserve.sweeps.Sweep``."""
+
+    def refresh(self) -> dict[str, Any]: ...
 
 
 def _g(value: Any) -> str:
@@ -72,8 +76,7 @@ def final_line(doc: dict[str, Any]) -> str:
     return line
 
 
-def watch(sweep: Sweep, console: Console | None, poll_s: float) -> dict[str, Any]:
-    from gradserve.sweeps import SWEEP_TERMINAL
+def watch(sweep: Watched, console: Console | None, poll_s: float) -> dict[str, Any]:
 
     console = console or Console()
     doc = sweep.refresh()

@@ -8,14 +8,14 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from gradserve.errors import GradserveError, SweepEnded
-from gradserve.jobs import Job
+from gradserve.jobs import Job, Jobs
+from gradserve.protocol.states import SWEEP_TERMINAL
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from gradserve.client import Client
+    from gradserve.transport import Transport
 
-SWEEP_TERMINAL = frozenset({"succeeded", "cancelled", "failed"})
 POLL_S = 1.0  # a sweep's trials last seconds to hours: once a second is live enough for a table
 
 
@@ -54,7 +54,7 @@ def sweep_body(
 class Sweep:
     """A sweep on the service; ``last`` is its latest document (status, trials, best, importances)."""
 
-    def __init__(self, client: Client, sweep_id: str) -> None:
+    def __init__(self, client: Transport, sweep_id: str) -> None:
         self._client = client
         self.id = sweep_id
         self.last: dict[str, Any] = {}
@@ -87,7 +87,7 @@ class Sweep:
             trial = next(t for t in self.last.get("trials") or self.trials if t["number"] == trial)
         if trial["job_id"] is None:
             raise GradserveError(f"trial {trial['number']} has no job: {trial.get('error')}")
-        return self._client.jobs.get(trial["job_id"])
+        return Jobs(self._client).get(trial["job_id"])
 
     def wait(self, timeout: float | None = None, *, check: bool = True) -> dict[str, Any]:
         """Block until the sweep ends; ``SweepEnded`` if it was cancelled or failed (unless ``check=False``)."""
@@ -121,7 +121,7 @@ class Sweep:
 
 
 class Sweeps:
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Transport) -> None:
         self._client = client
 
     def create(self, template: dict[str, Any] | Job, space: dict[str, Any], **options: Any) -> Sweep:

@@ -1,24 +1,22 @@
-"""``gradserve up | api | worker``: the one entry point for running the service.
+"""``gradserve up | api | worker | sweeper``: the one entry point for running the service.
 
-``up`` is for a laptop or a single box: it supervises everything. ``api`` and ``worker`` run one
-part each, which is what docker-compose and other process managers call.
+``up`` is for a laptop or a single box: it supervises everything. ``api``, ``worker`` and ``sweeper``
+run one part each, which is what docker-compose and other process managers call.
 """
 
 from __future__ import annotations
 
 import argparse
-import errno
 import math
 import os
-import socket
 import sys
 
 from launcher.privileges import NOTED_ENV, quiet_celery_root_warning, root_notice
+from launcher.refusals import refuse_open_single_user
 from launcher.tuning import keep_freed_memory
 from models.settings import get_settings
 from models.tasks import LANE_JOBS, LANE_QUEUES, LANE_SESSIONS, lane_queues
 
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 CLIENT_COMMANDS = ("jobs", "sweeps", "sessions")
 
 
@@ -44,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     api = sub.add_parser("api", help="the HTTP API alone")
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8000)
+
+    sub.add_parser("sweeper", help="the sweep controller (one leads, others stand by)")
 
     worker = sub.add_parser("worker", help="one Celery worker process")
     worker.add_argument(
@@ -79,40 +79,11 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.command == "api":
         return run_api(args.host, args.port)
+    if args.command == "sweeper":
+        from api.sweeper import run
+
+        return run()
     return run_worker(args.queues, args.name, args.loglevel, lane=args.lane)
-
-
-def refuse_open_single_user(host: str) -> str | None:
-    """Single-user mode has no authentication, so it must not listen beyond loopback."""
-    if get_settings().single_user and host not in LOOPBACK:
-        return (
-            f"refusing to listen on {host} without API keys: set GRADSERVE_API_KEYS='key:tenant,...' "
-            "or listen on 127.0.0.1"
-        )
-    return None
-
-
-def refuse_taken_port(host: str, port: int) -> str | None:
-    """Whether the API could listen on ``host:port``, asked before anything starts.
-
-    Otherwise `up` started Redis and the workers, the API failed to bind, and the stack gave up only
-    when readiness never came. The probe binds as uvicorn does (SO_REUSEADDR, so a port a previous run
-    left in TIME_WAIT counts as free, as it is to uvicorn).
-    """
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as exc:
-        return f"cannot listen on {host}: {exc.strerror}"
-    family, kind, proto, _, address = infos[0]
-    with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(address)
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                return f"port {port} on {host} is already in use (another gradserve up?); choose another with --port"
-            return f"cannot listen on {host} port {port}: {exc.strerror}"
-    return None
 
 
 def run_api(host: str, port: int) -> int:

@@ -24,11 +24,12 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from launcher.cli import refuse_open_single_user, refuse_taken_port
 from launcher.embedded_redis import start_redis
 from launcher.privileges import NOTED_ENV, root_notice
+from launcher.refusals import refuse_open_single_user, refuse_taken_port
 from launcher.threads import split_threads, usable_cores
 from models.settings import get_settings
+from models.store.artifacts import where
 from models.store.connect import redacted
 from models.tasks import LANE_JOBS, LANE_SESSIONS
 
@@ -61,6 +62,7 @@ class Stack:
         self.run_id = uuid.uuid4().hex[:6]
         self.generation = 0
         self.api: subprocess.Popen[bytes] | None = None
+        self.sweeper: subprocess.Popen[bytes] | None = None
         # Slot i: job workers first, then session workers; a dead worker is restarted in its slot.
         self.lanes = [LANE_JOBS] * workers + [LANE_SESSIONS] * session_workers
         self.workers: list[subprocess.Popen[bytes] | None] = [None] * len(self.lanes)
@@ -81,6 +83,9 @@ class Stack:
             [sys.executable, "-m", "launcher", "api", "--host", self.host, "--port", str(self.port)], self.env
         )
         return self.api
+
+    def start_sweeper(self) -> None:
+        self.sweeper = _spawn([sys.executable, "-m", "launcher", "sweeper"], self.env)
 
     def start_worker(self, index: int) -> None:
         self.generation += 1
@@ -115,7 +120,7 @@ class Stack:
         return sum(1 for w in body.get("workers", []) if f"gradserve-{self.run_id}-" in w.get("name", ""))
 
     def children(self) -> list[subprocess.Popen[bytes]]:
-        return [p for p in (self.api, *self.workers) if p is not None]
+        return [p for p in (self.api, self.sweeper, *self.workers) if p is not None]
 
     def stop(self) -> None:
         for proc in self.children():
@@ -155,9 +160,13 @@ def run_up(*, host: str, port: int, workers: int, session_workers: int = 1, data
         _say(f"embedded Redis at {url} (data in {Path(data_dir) / 'redis'})")
     else:
         _say(f"using Redis at {redacted(settings.redis_url)}")
+    if "GRADSERVE_ARTIFACTS_URL" not in env:  # blobs beside the embedded Redis's data, whatever the cwd
+        env["GRADSERVE_ARTIFACTS_URL"] = f"file://{(Path(data_dir) / 'artifacts').resolve()}"
+    _say(f"artifacts in {where(env['GRADSERVE_ARTIFACTS_URL'])}")
     stack = Stack(host, port, workers, session_workers, env)
     try:
         api = stack.start_api()
+        stack.start_sweeper()
         for i in range(len(stack.workers)):
             stack.start_worker(i)
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -218,6 +227,9 @@ def _supervise(stack: Stack, stop: threading.Event, redis_proc: subprocess.Popen
         if redis_proc is not None and redis_proc.poll() is not None:
             _say(f"the embedded Redis exited with {redis_proc.returncode}; stopping")
             return 1
+        if stack.sweeper is not None and stack.sweeper.poll() is not None:
+            _say(f"the sweeper exited with {stack.sweeper.returncode}; starting a new one")
+            stack.start_sweeper()
         for i, proc in enumerate(stack.workers):
             if proc is not None and proc.poll() is not None:
                 _say(f"{stack.lanes[i]} worker {i} exited with {proc.returncode}; starting a new one")

@@ -3,8 +3,8 @@
 As torchrun does for the processes it starts, each worker gets its share of the cores through
 ``OMP_NUM_THREADS`` (here ``GRADSERVE_WORKER_THREADS``, which ``gradserve worker`` turns into it), so
 the workers together never run more busy threads than there are cores: an OpenMP thread that spins
-waiting for a sibling descheduled by another process is slower than no sibling at all (a tiny MLP
-took 32 s for 256 steps at 2 threads on a loaded 2-core box, 0.9 s at 1 thread). Above
+waiting for a sibling descheduled by another process is slower than no sibling at all (on a loaded
+box, by tens of times for a small network). Above
 two cores one is left to the API and Redis, which serve every call. Session workers, whose calls are
 small and latency-bound, get an even share; job workers share the rest. Exactness is per thread
 count: an answer says how many threads computed it (``threads``, also in /readyz per worker).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LOCAL_TENANT = "local"
@@ -25,6 +25,21 @@ class Settings(BaseSettings):
     session_ttl_s: int = 24 * 3600
     job_ttl_s: int = 7 * 24 * 3600
     reply_ttl_s: int = 60
+
+    # Where blobs go (checkpoints, uploaded datasets, exports): file:///dir, or s3://bucket/prefix with the
+    # endpoint and keys below (any S3-compatible store; the keys are never echoed or logged). `gradserve up`
+    # sets it to file://<its --data-dir>/artifacts when unset.
+    artifacts_url: str = "file://.gradserve/artifacts"
+    s3_endpoint_url: str = ""
+    s3_region: str = "us-east-1"
+    s3_access_key_id: SecretStr | None = None
+    s3_secret_access_key: SecretStr | None = None
+    # A store that does not answer within this (connect, and retries of a request) is an outage: a 503.
+    artifacts_timeout_s: float = Field(default=5.0, gt=0)
+    # How often one worker deletes objects whose Redis record is gone (expired or deleted jobs and datasets),
+    # and how old such an object must be: a record is written a moment after its object.
+    artifacts_sweep_interval_s: int = Field(default=600, ge=1)
+    artifacts_sweep_grace_s: int = Field(default=3600, ge=0)
 
     # Limits, enforced before anything is allocated.
     max_body_bytes: int = 32 * 1024 * 1024
@@ -88,8 +103,8 @@ class Settings(BaseSettings):
     # Checkpoints kept per job: the last K, plus every one whose step is a multiple of M (0: none).
     checkpoint_keep_last: int = Field(default=10, ge=1)
     checkpoint_keep_every: int = Field(default=0, ge=0)
-    # Sweeps: each API process drives the active sweeps it holds a lease on, every sweep_poll_s; a lease
-    # not renewed for sweep_lease_ttl_s (its process died) lets another API process take the sweep over.
+    # Sweeps: the sweeper holding the leader lease drives the active sweeps every sweep_poll_s; a lease not
+    # renewed for sweep_lease_ttl_s (its process died) lets a standby sweeper take over.
     sweep_poll_s: float = Field(default=0.2, gt=0)
     sweep_lease_ttl_s: float = Field(default=5.0, gt=0)
     sweep_ttl_s: int = 7 * 24 * 3600

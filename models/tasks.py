@@ -66,7 +66,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_serializer": "json",
         "accept_content": ["json"],
         "result_serializer": "json",
-        # Answers travel through our own reply keys (models.keys.Keys.reply), not Celery's backend.
+        # Answers travel through our own reply keys (models.store.keys.Keys.reply), not Celery's backend.
         "task_ignore_result": True,
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,

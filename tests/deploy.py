@@ -16,7 +16,11 @@ from tests.conftest import ROOT
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 # What an operator types into .env.example's blanks; URL-safe, as .env.example asks.
-FILLED = {"REDIS_PASSWORD": "0123abcd" * 4, "GRADSERVE_API_KEYS": "key-ops-0123456789:ops,key-lab-0123456789:lab"}
+FILLED = {
+    "REDIS_PASSWORD": "0123abcd" * 4,
+    "MINIO_ROOT_PASSWORD": "4567cdef" * 4,
+    "GRADSERVE_API_KEYS": "key-ops-0123456789:ops,key-lab-0123456789:lab",
+}
 PROFILES = ("gpu", "monitoring")
 
 

@@ -16,7 +16,7 @@ import torch
 from pydantic import TypeAdapter
 from torch import nn
 
-from models.errors import InvalidInput
+from models.errors import Conflict, InvalidInput
 from models.nn import state_codec
 from models.nn.objectives import build_loss
 from models.spec.losses import LossSpec
@@ -35,6 +35,11 @@ def activations(
     bins: int,
     tensors: bool,
 ) -> Outcome:
+    if s.meta.get("format") == "export":  # its forward runs the exported graph, so module hooks never fire
+        raise Conflict(
+            "activations of an exported network's layers are not there yet: open the job at the step "
+            "(POST /v1/jobs/ID/sessions) and read its output, loss and gradients there"
+        )
     modules = dict(s.net.named_modules())
     for name in layers:
         if name not in modules or not name:
@@ -68,6 +73,13 @@ def activations(
         for n, p in s.net.named_parameters():
             p.grad = saved_grads[n]
         state_codec.set_rng_state(rng_now, s.device)
+    silent = [name for name in layers if name not in outputs]
+    if silent:
+        raise InvalidInput(
+            f"layer{'s' if len(silent) > 1 else ''} {', '.join(repr(n) for n in silent)} put out no tensor in the "
+            "step's forward (not called, or its output is a tuple): name the modules inside it",
+            ("query", "layers"),
+        )
     if tensors:
         found = {f"{n}.output": t.detach() for n, t in outputs.items()}
         found.update({f"{n}.grad": t.grad for n, t in outputs.items() if t.grad is not None})

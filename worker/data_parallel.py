@@ -46,13 +46,21 @@ class Group:
         # DDP keeps the user's module as .module: checkpoints are taken from it, without "module." prefixes.
         return DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
 
-    def shard(self, idx: torch.Tensor, epoch_order: torch.Tensor) -> torch.Tensor:
-        """This rank's samples of a batch (indices into the data); ``epoch_order`` pads a short last batch."""
+    def pad(self, idx: torch.Tensor, epoch_order: torch.Tensor) -> torch.Tensor:
+        """A batch (indices into the data) filled up to a multiple of the world size from ``epoch_order``."""
         short = (-idx.numel()) % self.world_size
         if short:
             fill = epoch_order.repeat(math.ceil(short / epoch_order.numel()))[:short]
             idx = torch.cat([idx, fill])
-        return idx[self.rank :: self.world_size]
+        return idx
+
+    def mine(self, batch: torch.Tensor) -> torch.Tensor:
+        """This rank's rows of a padded batch."""
+        return batch[self.rank :: self.world_size]
+
+    def shard(self, idx: torch.Tensor, epoch_order: torch.Tensor) -> torch.Tensor:
+        """This rank's samples of a batch (indices into the data); ``epoch_order`` pads a short last batch."""
+        return self.mine(self.pad(idx, epoch_order))
 
     def reduce(
         self, loss: torch.Tensor, correct: torch.Tensor | None, stop: bool

@@ -13,6 +13,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from models.data import transforms
+from models.data.formats import decode_upload
+from models.data.transforms import Pipeline
 from models.wire.tensors import DTYPES, from_safetensors
 from worker.engine import Data
 
@@ -24,7 +27,14 @@ class DataError(Exception):
 def materialize(dataset: dict[str, Any], plan: dict[str, Any], blob: bytes | None = None) -> Data:
     """The dataset of a job, inputs in the network's dtype and shape, targets as the loss wants them."""
     x, y, x_val, y_val = SOURCES[dataset["source"]](dataset, plan, blob)
+    pipeline = None
+    if dataset.get("transforms"):
+        pipeline = Pipeline(transforms.parse(dataset["transforms"]), plan["augment_seed"])
+        x = pipeline.apply_fixed(x.to(torch.float32))
+        x_val = None if x_val is None else pipeline.apply_eval(x_val.to(torch.float32))
     data = Data(_inputs(x, plan), _targets(y, plan), None, None, plan.get("num_classes"))
+    if pipeline is not None and pipeline.per_batch:
+        data.augment = pipeline.augment
     if x_val is not None and y_val is not None and len(x_val):
         data.x_val, data.y_val = _inputs(x_val, plan), _targets(y_val, plan)
     return data
@@ -52,10 +62,12 @@ def _from_digits(dataset: dict[str, Any], plan: dict[str, Any], blob: bytes | No
 
 
 def _from_file(dataset: dict[str, Any], plan: dict[str, Any], blob: bytes | None) -> Split:
-    """Inline and uploaded data: a safetensors file stored in Redis when the job was submitted."""
+    """Inline and uploaded data: a safetensors file stored in Redis when the job was submitted, or an image
+    folder or table stored as received, decoded by the recipe its upload recorded (the plan's ``decode``)."""
     if blob is None:
         raise DataError(f"the {dataset['source']} dataset's data is gone (expired or deleted)")
-    tensors = from_safetensors(blob, loc=("dataset",))
+    recipe = plan.get("decode")
+    tensors = from_safetensors(blob, loc=("dataset",)) if recipe is None else decode_upload(blob, recipe)
     return tensors["inputs"], tensors["targets"], tensors.get("test_inputs"), tensors.get("test_targets")
 
 

@@ -69,12 +69,15 @@ class Data:
     x_val: torch.Tensor | None = None
     y_val: torch.Tensor | None = None
     num_classes: int | None = None
+    # Random transforms of a batch: (x, epoch, index of its first sample in the epoch's order) -> x.
+    augment: Callable[[torch.Tensor, int, int], torch.Tensor] | None = None
 
     def to(self, device: torch.device) -> Data:
         def move(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t.to(device)
 
-        return Data(self.x.to(device), self.y.to(device), move(self.x_val), move(self.y_val), self.num_classes)
+        x, y = self.x.to(device), self.y.to(device)
+        return Data(x, y, move(self.x_val), move(self.y_val), self.num_classes, self.augment)
 
 
 class Hooks:
@@ -348,20 +351,29 @@ class Trainer:
     def next_batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The next batch of the data order; moves the cursor, and the epoch at its end."""
         cfg, x_all, y_all = self.cfg, self.data.x, self.data.y
+        epoch, start = self.epoch, self.cursor
         if self.cursor == 0 and cfg.shuffle:
             self.order = torch.randperm(n, generator=self.shuffler).to(self.device)
         end = min(self.cursor + cfg.batch_size, n)
         if self.group is not None:  # this rank's share of the batch (see worker.data_parallel)
             epoch_order = self.order if cfg.shuffle else torch.arange(n, device=self.device)
             assert epoch_order is not None
-            idx = self.group.shard(epoch_order[self.cursor : end], epoch_order)
-            x, y = x_all[idx], y_all[idx]  # (B / world_size, *input_shape), ...
+            idx = self.group.pad(epoch_order[self.cursor : end], epoch_order)
+            if self.data.augment is not None:
+                # Every rank draws the whole batch's augmentation and keeps its rows: the samples are those a
+                # one-process job would see, and the ranks' random crops are not copies of each other.
+                x = self.group.mine(self.data.augment(x_all[idx], epoch, start))
+            else:
+                x = x_all[self.group.mine(idx)]  # (B / world_size, *input_shape)
+            y = y_all[self.group.mine(idx)]
         elif cfg.shuffle:
             assert self.order is not None  # drawn at cursor 0, or restored with the cursor by load_state
             idx = self.order[self.cursor : end]
             x, y = x_all[idx], y_all[idx]  # (B, *input_shape), (B, ...)
         else:
             x, y = x_all[self.cursor : end], y_all[self.cursor : end]
+        if self.data.augment is not None and self.group is None:
+            x = self.data.augment(x, epoch, start)  # seeded by the batch's place, which a checkpoint restores
         if cfg.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         self.cursor = end

@@ -1,6 +1,6 @@
 """A fork's first start: the parent's state at the fork step, with the changes the fork asked for.
 
-What the API decided at fork time (``models.store.jobs.fork_policy``) says what carries over. An unchanged
+What the API decided at fork time (the ``policy`` dict of ``api.routes.job_fork``) says what carries over. An unchanged
 optimizer and scheduler carry all their state, which is what makes a no-change fork repeat its parent bit
 for bit. Changed hyper-parameters of the same optimizer replace the values in its param groups (a new
 ``lr`` also becomes the scheduler's base rate); an optimizer of another type, and a new, changed or

@@ -6,6 +6,7 @@ the data order, with step K's batch next.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -14,17 +15,24 @@ import redis
 import torch
 
 from models.errors import Conflict
-from models.nn.state_codec import unpack_train_state
+from models.nn.state_codec import TrainState, pack_train_state, unpack_train_state
+from models.settings import get_settings
 from models.spec.job import JobCreate
+from models.store.artifacts import shared_artifacts
+from models.store.job_blobs import checkpoint_at
 from models.store.keys import JobPart, Keys
 from models.store.replies import opt_bytes, required
+from models.wire.session import OCTET
 from worker.engine import Hooks, Trainer, choose_device
-from worker.jobs import _build, _network
+from worker.jobs import _build, _Exported, _network
+from worker.sessions import LiveSession, Outcome
 
 
 @dataclass
 class StepState:
     trainer: Trainer  # after step - 1 steps; the global RNG is the job's as step ``step`` begins
+    state: TrainState  # the trainer's, before it drew step ``step``'s batch
+    fixed: dict[str, torch.Tensor]  # an exported network's non-persistent buffers and constants (a session keeps them)
     inputs: torch.Tensor  # step ``step``'s batch
     targets: torch.Tensor
     criterion: dict[str, Any]
@@ -39,8 +47,10 @@ def before_step(client: redis.Redis, keys: Keys, tenant: str, job_id: str, step:
     plan: dict[str, Any] = json.loads(required(raw[2], "the job's plan"))
     device = choose_device(req.device, torch.cuda.is_available())
     # The replay records nothing and stops before the step: no captures, checkpoints or breakpoints.
+    artifacts = shared_artifacts(get_settings())
     trainer = _build(
         client,
+        artifacts,
         req,
         spec,
         plan,
@@ -54,12 +64,35 @@ def before_step(client: redis.Redis, keys: Keys, tenant: str, job_id: str, step:
         stop_on_nan=False,
     )
     if start > 0:
-        blob = opt_bytes(client.hget(keys.job_part(tenant, job_id, JobPart.CHECKPOINTS), str(start)))
+        blob = checkpoint_at(client, artifacts, keys, tenant, job_id, start)
         if blob is None:
             raise Conflict(f"the job's checkpoint at step {start} is gone (retention dropped it); try another step")
         trainer.load_state(unpack_train_state(blob))
     if trainer.step < step - 1:
         trainer.run(Hooks())
     trainer.net.train()
+    state = trainer.state()
     inputs, targets = trainer.next_batch(trainer.data.x.shape[0])
-    return StepState(trainer, inputs, targets, req.criterion.model_dump(mode="json", exclude_unset=True))
+    fixed = spec.built().fixed if isinstance(spec, _Exported) else {}
+    criterion = req.criterion.model_dump(mode="json", exclude_unset=True)
+    return StepState(trainer, state, fixed, inputs, targets, criterion)
+
+
+def job_state_at(state: TrainState) -> bytes:
+    """What a session keeps of the job's state at its step beside its own: the RNGs, the data order, the
+    scheduler; weights and optimizer are the session's, which its calls may change."""
+    empty: dict[str, Any] = {"state": {}, "param_groups": []}
+    return pack_train_state(dataclasses.replace(state, model={}, optimizer=empty))
+
+
+def continuation(s: LiveSession, job_state: bytes) -> Outcome:
+    """The state a session continued as a job starts from: the session's weights and optimizer as they stand,
+    the job's RNGs, data order and scheduler as they were at the step the session was opened at."""
+    if s.optimizer is None:
+        raise Conflict("this session has no optimizer to continue with")
+    state = dataclasses.replace(
+        unpack_train_state(job_state),
+        model={k: v.detach().clone() for k, v in s.net.state_dict().items()},
+        optimizer=s.optimizer.state_dict(),
+    )
+    return Outcome(pack_train_state(state), media=OCTET)

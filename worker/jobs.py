@@ -11,7 +11,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 import torch
@@ -23,6 +23,8 @@ from models.nn.state_codec import unpack_train_state
 from models.settings import Settings
 from models.spec.job import JobCreate
 from models.spec.network import NetworkSpec
+from models.store.artifacts import Artifacts, ArtifactUnavailable, shared_artifacts
+from models.store.job_blobs import resume_state, source_data
 from models.store.keys import Keys
 from models.store.replies import opt_bytes, required
 from models.wire.tensors import from_safetensors
@@ -32,6 +34,9 @@ from worker.datasets import DataError, materialize
 from worker.engine import Hooks, NonFiniteLoss, TrainConfig, Trainer, choose_device
 from worker.fork import start_fork
 from worker.recorder import JobKeys, Lease, RedisHooks
+
+if TYPE_CHECKING:
+    from models.nn.exported_admit import Built
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +59,7 @@ def run_job(client: redis.Redis, keys: Keys, settings: Settings, *, tenant: str,
             from worker.launch import run_group  # the elastic agent's imports, only where a job needs them
 
             return run_group(client, settings, jk, lease, ranks)
-        return train(client, settings, jk, lease)
+        return train(client, keys, settings, jk, lease)
     except (redis.ConnectionError, redis.TimeoutError):
         log.warning("job %s lost Redis as it started; it resumes once Redis is back", job_id)
         return "redis unreachable"
@@ -70,14 +75,18 @@ def _world_size(client: redis.Redis, jk: JobKeys) -> int:
         return 1
 
 
-def train(client: redis.Redis, settings: Settings, jk: JobKeys, lease: Lease, group: Group | None = None) -> str:
+def train(
+    client: redis.Redis, keys: Keys, settings: Settings, jk: JobKeys, lease: Lease, group: Group | None = None
+) -> str:
     """The job's training in this process under ``lease`` (held by this process or, for rank 0 of a
     group, by the job worker that started it); records its state, metrics and checkpoints."""
     job_id = jk.job_id
+    artifacts = shared_artifacts(settings)
     hooks = RedisHooks(
         client,
         jk,
         lease,
+        artifacts,
         ttl_s=settings.job_ttl_s,
         max_records=settings.job_max_records,
         keep_last=settings.checkpoint_keep_last,
@@ -89,7 +98,7 @@ def train(client: redis.Redis, settings: Settings, jk: JobKeys, lease: Lease, gr
         raw = [opt_bytes(v) for v in client.hmget(jk.job, list(_FIELDS))]
         req = JobCreate.model_validate_json(required(raw[0], "the job's request"))
         device = rank_device(req, group)
-        trainer = prepare(client, jk, raw, req, device, group, hooks)
+        trainer = prepare(client, artifacts, keys, jk, raw, req, device, group, hooks)
         hooks.state(
             "running",
             device_used=str(device),
@@ -119,6 +128,16 @@ def train(client: redis.Redis, settings: Settings, jk: JobKeys, lease: Lease, gr
         # reaper re-enqueues it to resume from its last checkpoint. Marking it failed would lose it.
         log.warning("job %s lost Redis mid-run; it resumes from its checkpoint once Redis is back", job_id)
         return "redis unreachable"
+    except ArtifactUnavailable as exc:
+        # As with Redis: this attempt ends, its lease lapses and a reaper re-enqueues the job, which resumes
+        # from the last checkpoint recorded (whole: no record names an object before its write completed).
+        log.warning("job %s: attempt ended, the artifact store failed: %s", job_id, exc.msg)
+        try:
+            resumes_from = int(client.hget(jk.job, "checkpoint_step") or 0)
+            hooks.state("running", attempt_failed=exc.msg, resumes_from=resumes_from)
+        except redis.RedisError:
+            pass
+        return "artifact store unreachable"
     except Exception as exc:  # any failure ends this job, never the worker
         if group is not None and peer_lost(exc):
             raise  # another rank failed first: the job worker that started the group records which and why
@@ -136,12 +155,14 @@ def train(client: redis.Redis, settings: Settings, jk: JobKeys, lease: Lease, gr
         _free(device)
 
 
-def follow(client: redis.Redis, jk: JobKeys, group: Group) -> None:
+def follow(client: redis.Redis, keys: Keys, settings: Settings, jk: JobKeys, group: Group) -> None:
     """A rank other than 0: the same trainer, from the same checkpoint, with nothing recorded."""
     raw = [opt_bytes(v) for v in client.hmget(jk.job, list(_FIELDS))]
     req = JobCreate.model_validate_json(required(raw[0], "the job's request"))
+    artifacts = shared_artifacts(settings)
     # The leader alone fails the job on a non-finite loss (and tells the others by leaving the group).
-    trainer = prepare(client, jk, raw, req, rank_device(req, group), group, None, stop_on_nan=False)
+    device = rank_device(req, group)
+    trainer = prepare(client, artifacts, keys, jk, raw, req, device, group, None, stop_on_nan=False)
     trainer.run(Hooks())
 
 
@@ -159,6 +180,8 @@ def rank_device(req: JobCreate, group: Group | None) -> torch.device:
 
 def prepare(
     client: redis.Redis,
+    artifacts: Artifacts,
+    keys: Keys,
     jk: JobKeys,
     raw: list[bytes | None],
     req: JobCreate,
@@ -173,8 +196,8 @@ def prepare(
     spec = _network(client, jk.init, required(raw[1], "the job's network"))
     plan: dict[str, Any] = json.loads(required(raw[2], "the job's plan"))
     source_key = raw[4].decode() if raw[4] else None
-    trainer = _build(client, req, spec, plan, device, source_key, group=group, **overrides)
-    blob = opt_bytes(client.get(jk.resume))
+    trainer = _build(client, artifacts, req, spec, plan, device, source_key, group=group, **overrides)
+    blob = resume_state(client, artifacts, keys, jk.tenant, jk.job_id)
     if blob is not None and raw[5] is not None and raw[6] is None:  # a fork's first start, from its parent
         start_fork(trainer, unpack_train_state(blob), json.loads(raw[5]), req)
     elif blob is not None:
@@ -189,6 +212,7 @@ def prepare(
 
 def _build(
     client: redis.Redis,
+    artifacts: Artifacts,
     req: JobCreate,
     spec: NetworkSpec | _Exported,
     plan: dict[str, Any],
@@ -198,8 +222,7 @@ def _build(
     **overrides: Any,
 ) -> Trainer:
     """The job's trainer as its run starts; ``overrides``: TrainConfig fields a replay changes."""
-    # Inline and uploaded data live in a hash under field "data" (the job's own, or the dataset's).
-    blob = opt_bytes(client.hget(source_key, "data")) if source_key else None
+    blob = source_data(client, artifacts, source_key)
     data = materialize(req.dataset.model_dump(), plan, blob).to(device)
     torch.manual_seed(req.seed)  # before an exported network too: the RNG then draws dropout and data order
     net = (spec.build() if isinstance(spec, _Exported) else build_network(spec)).to(device)
@@ -268,10 +291,13 @@ class _Exported:
     weights: bytes
 
     def build(self) -> torch.nn.Module:
+        return self.built().net
+
+    def built(self) -> Built:
         # Imported here: torch.export's modules take seconds to import, which every rank of a job would pay.
         from models.nn.exported_admit import build_stored
 
-        return build_stored(self.meta, from_safetensors(self.weights, loc=("network", "weights"))).net
+        return build_stored(self.meta, from_safetensors(self.weights, loc=("network", "weights")))
 
 
 def _network(client: redis.Redis, init_key: str, raw: bytes) -> NetworkSpec | _Exported:

@@ -29,6 +29,7 @@ from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
 from launcher.threads import rank_threads
 from models.settings import Settings
+from models.store.artifacts import shared_artifacts
 from models.store.replies import opt_text
 from worker.data_parallel import LEADER_ENDED, PEER_LOST
 from worker.recorder import JobKeys, Lease, RedisHooks
@@ -72,7 +73,8 @@ def run_group(client: redis.Redis, settings: Settings, jk: JobKeys, lease: Lease
 
 def _failed(client: redis.Redis, settings: Settings, jk: JobKeys, lease: Lease, error: str) -> str:
     log.warning("job %s: %s", jk.job_id, error)
-    hooks = RedisHooks(client, jk, lease, ttl_s=settings.job_ttl_s, max_records=settings.job_max_records)
+    artifacts = shared_artifacts(settings)
+    hooks = RedisHooks(client, jk, lease, artifacts, ttl_s=settings.job_ttl_s, max_records=settings.job_max_records)
     # Refused (the lease is gone) where rank 0 recorded the outcome first: a non-finite loss, say.
     hooks.state("failed", final=True, finished_at=time.time(), error=error)
     return "failed"

@@ -2,8 +2,8 @@
 
 A call's state, lock release and reply go out in one MULTI/EXEC. When Redis is gone at that moment
 (killed, restarting from its AOF), the call dies with it, but its lock, persisted, would outlive it
-until its TTL (the call's deadline, a minute): every retry was a 503 "busy with another call" while the
-lock's holder, this live worker, would never release it. The holder knows, so it retries the release
+until its TTL (the call's deadline, a minute), and every retry would be a 503 "busy with another call"
+while the lock's holder, this live worker, never releases it. The holder knows, so it retries the release
 itself, as often as a heartbeat retries, until Redis answers or the lock has lapsed on its own.
 """
 

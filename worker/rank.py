@@ -51,7 +51,8 @@ def main(argv: list[str]) -> int:
     settings = get_settings()
     assert settings.redis_url is not None  # the job worker that started this rank had it
     client = redis.Redis.from_url(settings.redis_url, **redis_options(settings))
-    jk = JobKeys(Keys(settings.key_prefix), tenant, job_id)
+    keys = Keys(settings.key_prefix)
+    jk = JobKeys(keys, tenant, job_id)
     group = Group(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]))
     req = JobCreate.model_validate_json(required(opt_bytes(client.hget(jk.job, "request")), "the job's request"))
     device = rank_device(req, group)
@@ -65,14 +66,14 @@ def main(argv: list[str]) -> int:
     try:
         if group.leader:
             lease = Lease(client, jk, token, settings.job_lease_ttl_s)  # renewed by the job worker, not here
-            outcome = train(client, settings, jk, lease, group)
+            outcome = train(client, keys, settings, jk, lease, group)
             if outcome not in _TOGETHER:
                 # The others wait in a collective this rank will not join, and leaving the group would wait
                 # on them: leave the process now, and the agent stops the rest.
                 logging.shutdown()
                 os._exit(LEADER_ENDED)
         else:
-            follow(client, jk, group)
+            follow(client, keys, settings, jk, group)
     except Exception as exc:
         if not peer_lost(exc):
             raise

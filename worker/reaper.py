@@ -26,6 +26,8 @@ from celery import Celery
 from celery.signals import worker_ready, worker_shutdown
 
 from models.settings import Settings
+from models.store.artifact_sweep import sweep_once
+from models.store.artifacts import ArtifactUnavailable, shared_artifacts
 from models.store.keys import JobPart, Keys
 from models.store.replies import members, opt_text, text
 from models.tasks import JOB_RUN, QUEUE_CPU, broker_queue_key
@@ -123,10 +125,22 @@ class Reaper:
         while not self._stop.wait(self.settings.job_reaper_interval_s):
             try:
                 reap_once(self.client, self.keys, self.settings, self.app)
+                self._sweep()
             except (redis.ConnectionError, redis.TimeoutError) as exc:  # an outage: one line, not a trace
                 log.warning("reaper pass skipped, Redis unreachable: %s", exc)
+            except ArtifactUnavailable as exc:
+                log.warning("artifact sweep skipped: %s", exc.msg)
             except Exception:  # a failed pass must not end the loop; the next one retries
                 log.exception("reaper pass failed")
+
+    def _sweep(self) -> None:
+        """Objects whose records expired or were deleted, by one worker per interval."""
+        interval = self.settings.artifacts_sweep_interval_s
+        if self.client.set(self.keys.artifact_sweep(), "1", nx=True, ex=interval):
+            artifacts = shared_artifacts(self.settings)
+            gone = sweep_once(self.client, self.keys, artifacts, grace_s=self.settings.artifacts_sweep_grace_s)
+            if gone:
+                log.info("artifact sweep deleted %d objects whose records are gone", len(gone))
 
 
 _reaper: Reaper | None = None

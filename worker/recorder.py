@@ -9,9 +9,11 @@ recorded, which makes a resumed run's replay of steps idempotent.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import threading
 import time
+import uuid
 from typing import Any
 
 import redis
@@ -19,12 +21,16 @@ import torch
 from redis.typing import EncodableT
 from torch import nn
 
-from models.nn.state_codec import TrainState, pack_train_state, pack_weights
+from models.nn.state_codec import TrainState, pack_train_state
+from models.store.artifacts import ArtifactRef, Artifacts, ArtifactUnavailable, checkpoint_key
+from models.store.job_blobs import checkpoint_entry
 from models.store.keys import JobPart, Keys
 from models.store.summary import summary
 from models.wire.tensors import scalar, to_safetensors
 from worker.checkpoint import to_drop
 from worker.engine import Hooks
+
+log = logging.getLogger(__name__)
 
 _START = """
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -74,21 +80,15 @@ end
 return 1
 """
 
-# KEYS: lease, latest weights, latest state, job, states by step, index by step.
-# ARGV: token, ttl_s, weights, state, step, index entry (JSON), steps to drop...
+# KEYS: lease, resume record, job, index by step. ARGV: token, ttl_s, index entry (JSON: the object's record),
+# step, steps to drop... The object is written before: a record never points at bytes not yet whole.
 _CHECKPOINT = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[2])
-redis.call('SET', KEYS[3], ARGV[4], 'EX', ARGV[2])
-redis.call('HSET', KEYS[4], 'checkpoint_step', ARGV[5])
-redis.call('HSET', KEYS[5], ARGV[5], ARGV[4])
-redis.call('HSET', KEYS[6], ARGV[5], ARGV[6])
-for i = 7, #ARGV do
-  redis.call('HDEL', KEYS[5], ARGV[i])
-  redis.call('HDEL', KEYS[6], ARGV[i])
-end
-redis.call('EXPIRE', KEYS[5], ARGV[2])
-redis.call('EXPIRE', KEYS[6], ARGV[2])
+redis.call('HSET', KEYS[3], 'checkpoint_step', ARGV[4])
+redis.call('HSET', KEYS[4], ARGV[4], ARGV[3])
+for i = 5, #ARGV do redis.call('HDEL', KEYS[4], ARGV[i]) end
+redis.call('EXPIRE', KEYS[4], ARGV[2])
 return 1
 """
 
@@ -105,10 +105,10 @@ class JobKeys:
             return keys.job_part(tenant, job_id, name)
 
         self.events, self.lease, self.cancel = part(JobPart.EVENTS), part(JobPart.LEASE), part(JobPart.CANCEL)
-        self.checkpoint, self.resume = part(JobPart.CHECKPOINT), part(JobPart.RESUME)
+        self.resume = part(JobPart.RESUME)
         self.grads, self.grad_stats, self.graph = part(JobPart.GRADS), part(JobPart.GRAD_STATS), part(JobPart.GRAPH)
         self.data, self.prune, self.init = part(JobPart.DATA), part(JobPart.PRUNE), part(JobPart.INIT)
-        self.checkpoints, self.checkpoint_index = part(JobPart.CHECKPOINTS), part(JobPart.CHECKPOINT_INDEX)
+        self.checkpoint_index = part(JobPart.CHECKPOINT_INDEX)
 
 
 class Lease:
@@ -150,6 +150,7 @@ class RedisHooks(Hooks):
         client: redis.Redis,
         jk: JobKeys,
         lease: Lease,
+        artifacts: Artifacts,
         *,
         ttl_s: int,
         max_records: int,
@@ -157,7 +158,7 @@ class RedisHooks(Hooks):
         keep_every: int = 0,
     ) -> None:
         self.client, self.jk, self.lease, self.ttl_s, self.maxlen = client, jk, lease, ttl_s, max_records
-        self.keep_last, self.keep_every = keep_last, keep_every
+        self.artifacts, self.keep_last, self.keep_every = artifacts, keep_last, keep_every
         self.cancelled = False
         self._records = client.register_script(_RECORDS)
         self._state = client.register_script(_STATE)
@@ -207,16 +208,31 @@ class RedisHooks(Hooks):
         self.client.set(self.jk.graph, json.dumps(dump), ex=self.ttl_s)
 
     def checkpoint(self, state: TrainState) -> None:
+        """Write the state to the artifact store, then record it; an object no record names is deleted.
+
+        A store that fails the write raises ArtifactUnavailable: the attempt ends and the job resumes from
+        the checkpoint recorded before, which is whole (the store's writes are atomic)."""
         blob = pack_train_state(state)
-        entry = json.dumps({"step": state.step, "epoch": state.epoch, "time": time.time(), "bytes": len(blob)})
-        kept = [int(s) for s in self.client.hkeys(self.jk.checkpoint_index)]
+        nonce = uuid.uuid4().hex[:12]
+        ref = self.artifacts.put(checkpoint_key(self.jk.tenant, self.jk.job_id, state.step, nonce), blob)
+        entry = checkpoint_entry(ref, step=state.step, epoch=state.epoch, time=time.time())
+        kept = {int(s): ArtifactRef.from_json(e).key for s, e in self.client.hgetall(self.jk.checkpoint_index).items()}
         drop = to_drop([*kept, state.step], self.keep_last, self.keep_every)
-        keys = [self.jk.lease, self.jk.checkpoint, self.jk.resume, self.jk.job, self.jk.checkpoints]
-        keys.append(self.jk.checkpoint_index)
-        weights = pack_weights(state.model, state.step, state.epoch)
-        args: list[EncodableT] = [self.lease.token, self.ttl_s, weights, blob, state.step, entry, *drop]
+        keys = [self.jk.lease, self.jk.resume, self.jk.job, self.jk.checkpoint_index]
+        args: list[EncodableT] = [self.lease.token, self.ttl_s, entry, state.step, *drop]
         if not self._checkpoint(keys=keys, args=args):
             self.lease.lost.set()
+            self._forget([ref.key])
+            return
+        # A rerun's checkpoint at a step already kept replaced that record: its old object goes too.
+        self._forget([kept[s] for s in {*drop, state.step} if s in kept])
+
+    def _forget(self, keys: list[str]) -> None:
+        for key in keys:
+            try:
+                self.artifacts.delete(key)
+            except ArtifactUnavailable:  # the sweep (worker.reaper) deletes objects no record names
+                log.warning("checkpoint object %s left for the sweep", key)
 
     def should_stop(self) -> bool:
         return self.cancelled or self.lease.lost.is_set()

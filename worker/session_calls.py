@@ -17,7 +17,7 @@ from typing import Any
 import redis
 import torch
 
-from models.errors import GradserveError, InvalidInput, NotFound
+from models.errors import Conflict, GradserveError, InvalidInput, NotFound
 from models.nn import state_codec
 from models.settings import Settings, get_settings
 from models.store.keys import Keys
@@ -27,7 +27,7 @@ from models.wire.tensors import from_safetensors, to_safetensors
 from worker import session_store as store
 from worker import sessions as ops
 from worker.activations import activations
-from worker.job_step import before_step
+from worker.job_step import before_step, continuation, job_state_at
 from worker.lock_release import release_when_back
 from worker.session_store import SessionCache
 
@@ -68,6 +68,8 @@ def handle(client: redis.Redis, keys: Keys, settings: Settings, call: dict[str, 
                 args = _args(client, call)
                 if op == "activations":  # the batch of the step the session was opened at
                     args["batch"] = _step_batch(client, keys, tenant, sid)
+                if op == "continuation":  # the job's state at that step, beside the session's own
+                    args["job_state"] = _from_job(client, keys, tenant, sid, "job_state")
                 outcome = _run(s, op, args, settings)
                 if outcome.parts:
                     store.write(pipe, keys, s, outcome.parts, settings.session_ttl_s)
@@ -117,10 +119,13 @@ def _create(
         at = before_step(client, keys, tenant, from_job["job_id"], from_job["step"], from_job["start"])
         device = at.trainer.device
         rng = state_codec.rng_state(device)
-        s = ops.LiveSession(tenant, sid, call["meta"], device, at.trainer.net, at.trainer.optimizer, rng)
+        s = ops.LiveSession(
+            tenant, sid, call["meta"], device, at.trainer.net, at.trainer.optimizer, rng, fixed=at.fixed
+        )
         store.write_new(pipe, keys, s, call["queue"], settings.session_ttl_s)
         batch = {"inputs": at.inputs.cpu(), "targets": at.targets.cpu()}
-        pipe.hset(keys.session(tenant, sid), "batch", to_safetensors(batch, metadata={"step": str(from_job["step"])}))
+        step_batch = to_safetensors(batch, metadata={"step": str(from_job["step"])})
+        pipe.hset(keys.session(tenant, sid), mapping={"batch": step_batch, "job_state": job_state_at(at.state)})
         cache.put(s)
         return answer_frame(call["meta"]["public"], binary=binary)
     weights = None
@@ -163,16 +168,22 @@ def _run(s: ops.LiveSession, op: str, args: dict[str, Any], settings: Settings) 
         return activations(
             s, args["batch"], args["criterion"], args["layers"], bins=args["bins"], tensors=args["tensors"]
         )
+    if op == "continuation":
+        return continuation(s, args["job_state"])
     if op == "put_state":
         return ops.put_state(s, from_safetensors(args["state"], loc=("body",)))
     raise InvalidInput(f"unknown session operation '{op}'", ("path",))
 
 
 def _step_batch(client: redis.Redis, keys: Keys, tenant: str, sid: str) -> dict[str, torch.Tensor]:
-    blob = opt_bytes(client.hget(keys.session(tenant, sid), "batch"))
+    return from_safetensors(_from_job(client, keys, tenant, sid, "batch"), loc=("session", "batch"))
+
+
+def _from_job(client: redis.Redis, keys: Keys, tenant: str, sid: str, part: str) -> bytes:
+    blob = opt_bytes(client.hget(keys.session(tenant, sid), part))
     if blob is None:
-        raise NotFound("this session was not opened at a job's step: it has no batch to replay")
-    return from_safetensors(blob, loc=("session", "batch"))
+        raise Conflict(f"this session was not opened at a job's step: it has no {part.replace('_', ' ')}")
+    return blob
 
 
 def _args(client: redis.Redis, call: dict[str, Any]) -> dict[str, Any]:

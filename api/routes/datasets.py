@@ -1,5 +1,6 @@
 """Uploaded datasets: a safetensors or .npz file with arrays ``inputs`` and ``targets`` (and optionally
-``test_inputs``, ``test_targets`` for a held-out split), stored as safetensors for jobs to use."""
+``test_inputs``, ``test_targets`` for a held-out split), stored as safetensors for jobs to use; or an
+image folder (tar, zip) or Parquet table, stored as received (``api.dataset_formats``)."""
 
 from __future__ import annotations
 
@@ -9,18 +10,20 @@ import time
 import uuid
 import zipfile
 from collections.abc import Iterable
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 
+from api.dataset_formats import read_formatted
 from api.deps import SettingsDep, StoreDep, TenantDep
 from api.job_submit import JobStoreDep
 from api.listing import PagingDep, newest_first
 from api.schemas.jobs import DatasetPublic, DatasetsPublic
 from api.strict_json import StrictJsonRoute
+from models.data.formats import CONTENT_TYPES
 from models.errors import InvalidInput, NotFound, PayloadTooLarge
 from models.settings import Settings
 from models.wire.file_headers import NPY_HEADER_ROOM, npz_decoded_bytes, safetensors_decoded_bytes
@@ -39,10 +42,49 @@ MAX_HEADER_BYTES = 64 * 1024
     status_code=status.HTTP_201_CREATED,
     response_model=DatasetPublic,
     response_model_exclude_none=True,
-    openapi_extra={"requestBody": {"content": {"application/octet-stream": {}, "multipart/form-data": {}}}},
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/octet-stream": {},
+                "multipart/form-data": {},
+                **{kind: {} for kind in CONTENT_TYPES},
+            }
+        }
+    },
 )
-async def upload_dataset(request: Request, jobs: JobStoreDep, tenant: TenantDep, settings: SettingsDep) -> Any:
-    """Store a dataset: the file as the raw body, or as the ``file`` field of a multipart form."""
+async def upload_dataset(
+    request: Request,
+    jobs: JobStoreDep,
+    tenant: TenantDep,
+    settings: SettingsDep,
+    label: Annotated[str | None, Query(max_length=200, description="A table's label column (default 'label').")] = None,
+    features: Annotated[
+        str | None, Query(max_length=10_000, description="A table's feature columns, comma-separated, in order.")
+    ] = None,
+) -> Any:
+    """Store a dataset: the file as the raw body, or as the ``file`` field of a multipart form. By Content-Type:
+    ``application/x-tar`` or ``application/zip`` for an image folder (one subfolder per class),
+    ``application/vnd.apache.parquet`` for a table (``?label=COLUMN``, default ``label``; ``?features=a,b``)."""
+    formatted = await read_formatted(request, settings, label=label, features=features)
+    if formatted is not None:
+        described, stored = formatted
+    else:
+        described, stored = await _arrays_upload(request, settings)
+    dataset_id = f"data_{uuid.uuid4().hex}"
+    meta = {"id": dataset_id, **described, "bytes": len(stored), "created_at": time.time()}
+    await jobs.put_dataset(
+        tenant=tenant,
+        dataset_id=dataset_id,
+        meta=meta,
+        data=stored,
+        ttl_s=settings.job_ttl_s,
+        quota=settings.tenant_storage_bytes,
+    )
+    return meta
+
+
+async def _arrays_upload(request: Request, settings: Settings) -> tuple[dict[str, Any], bytes]:
+    """A safetensors or .npz file's description, and the safetensors file stored for it."""
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         form = await request.form()
         upload = form.get("file")
@@ -57,25 +99,13 @@ async def upload_dataset(request: Request, jobs: JobStoreDep, tenant: TenantDep,
             "(GRADSERVE_MAX_DATASET_BYTES)"
         )
     fmt, tensors = await run_in_threadpool(parse_dataset, blob, settings)
-    dataset_id = f"data_{uuid.uuid4().hex}"
     stored = await run_in_threadpool(to_safetensors, tensors)
-    meta = {
-        "id": dataset_id,
+    described = {
         "format": fmt,
         "num_samples": int(tensors["inputs"].shape[0]),
-        "bytes": len(stored),
         "arrays": {k: describe_array(t) for k, t in tensors.items()},
-        "created_at": time.time(),
     }
-    await jobs.put_dataset(
-        tenant=tenant,
-        dataset_id=dataset_id,
-        meta=meta,
-        data=stored,
-        ttl_s=settings.job_ttl_s,
-        quota=settings.tenant_storage_bytes,
-    )
-    return meta
+    return described, stored
 
 
 @router.get("/{dataset_id}", response_model=DatasetPublic, response_model_exclude_none=True)

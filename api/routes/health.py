@@ -26,7 +26,8 @@ async def healthz() -> dict[str, str]:
 @router.get("/readyz", responses={503: {"description": "Redis unreachable or no worker alive"}})
 async def readyz(request: Request, store: StoreDep, settings: SettingsDep) -> Any:
     """Ready to serve: Redis answers and at least one worker's heartbeat is fresh. The workers' names,
-    PIDs and hosts, and Redis's error, only for callers with an API key (or in single-user mode)."""
+    PIDs and hosts, the leading sweeper's, and Redis's error, only for callers with an API key (or in
+    single-user mode)."""
     try:
         tenant_for(request.headers.get("authorization", ""), settings)
         detailed = True
@@ -35,6 +36,7 @@ async def readyz(request: Request, store: StoreDep, settings: SettingsDep) -> An
     try:
         await store.redis.ping()
         workers = await store.live_workers()
+        sweeper = await store.sweeper()
     except (RedisError, OSError) as exc:
         body: dict[str, Any] = {"status": "unavailable", "redis": f"unreachable: {exc}" if detailed else "unreachable"}
         # Like every other answer during a Redis outage (api.outages), this 503 says when to ask again.
@@ -44,7 +46,8 @@ async def readyz(request: Request, store: StoreDep, settings: SettingsDep) -> An
     # Live workers per lane: jobs (training) and sessions (interactive calls).
     body["lanes"] = {lane: sum(1 for w in workers if lane in w.get("lanes", [])) for lane in LANE_QUEUES}
     if detailed:
-        body.update(workers=workers, single_user=settings.single_user)
+        # Sweeps need a sweeper (`gradserve sweeper`); without one they wait, which is why it is shown.
+        body.update(workers=workers, sweeper=sweeper, single_user=settings.single_user)
     else:
         body["workers_alive"] = len(workers)
     return JSONResponse(body, 200 if workers else 503)

@@ -9,13 +9,12 @@ from fastapi.concurrency import run_in_threadpool
 
 from api.deps import TenantDep
 from api.finite import null_fields
-from api.job_submit import JobStoreDep, require_job
+from api.job_submit import JobStoreDep, checkpoint_state, require_job
 from api.listing import MAX_QUERY_INT
 from api.schemas.jobs import CheckpointsPublic, GradientsPublic
 from api.strict_json import StrictJsonRoute
 from models.errors import NotFound
 from models.nn.state_codec import weights_of
-from models.store.jobs import JobStore
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=StrictJsonRoute)
 SAFETENSORS = "application/octet-stream"
@@ -97,24 +96,12 @@ async def get_checkpoint(
     """A checkpoint's state_dict as safetensors (``safetensors.torch.load`` + ``load_state_dict``)."""
     doc = await require_job(jobs, tenant, job_id)
     if step is None:
-        blob = await jobs.checkpoint(tenant=tenant, job_id=job_id)
-        if blob is None:
-            raise NotFound(f"job '{job_id}' has no checkpoint yet")
         step = doc.get("checkpoint_step")
-    else:
-        blob = await run_in_threadpool(weights_of, await checkpoint_state(jobs, tenant, job_id, step))
+        if step is None:
+            raise NotFound(f"job '{job_id}' has no checkpoint yet")
+    blob = await run_in_threadpool(weights_of, await checkpoint_state(jobs, tenant, job_id, step))
     headers = {
         "Content-Disposition": f'attachment; filename="{job_id}-{step}.safetensors"',
         "X-Checkpoint-Step": str(step if step is not None else ""),
     }
     return Response(blob, media_type=SAFETENSORS, headers=headers)
-
-
-async def checkpoint_state(jobs: JobStore, tenant: str, job_id: str, step: int) -> bytes:
-    """The full training state kept at ``step``, or a 404 that lists the steps kept."""
-    blob = await jobs.checkpoint_state(tenant=tenant, job_id=job_id, step=step)
-    if blob is None:
-        kept = [c["step"] for c in await jobs.checkpoints(tenant=tenant, job_id=job_id)]
-        shown = ", ".join(map(str, kept[-20:])) or "none"
-        raise NotFound(f"job '{job_id}' keeps no checkpoint at step {step}; kept steps: {shown}")
-    return blob

@@ -13,9 +13,8 @@ from fastapi import APIRouter, Query, Response
 from fastapi.concurrency import run_in_threadpool
 
 from api.deps import SettingsDep, TenantDep
-from api.job_submit import JobStoreDep, require_job
+from api.job_submit import JobStoreDep, checkpoint_state, require_job
 from api.listing import MAX_QUERY_INT
-from api.routes.job_captures import checkpoint_state
 from api.strict_json import StrictJsonRoute
 from models.errors import NotFound, ServiceUnavailable
 from models.nn.export import SUFFIX, ExportFormat, export_module, export_network

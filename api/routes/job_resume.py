@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -33,6 +34,10 @@ async def resume_job(
             "as it was": {"summary": "Run the paused step again, as it was", "value": {}},
             "lower lr": {"summary": "With a lower learning rate", "value": {"changes": {"lr": 0.001}}},
             "skip": {"summary": "Leave the paused step's batch out", "value": {"changes": {"skip_batch": True}}},
+            "new rules": {
+                "summary": "Pause only above a higher gradient norm from here on",
+                "value": {"changes": {"breakpoints": {"nonfinite": True, "grad_norm_above": 50.0}}},
+            },
         },
     ),
     *,
@@ -40,11 +45,23 @@ async def resume_job(
 ) -> dict[str, Any]:
     """Queue a paused job again; it goes on from the step it paused on (its update was never applied)."""
     jobs, tenant, settings = submitter.jobs, submitter.tenant, submitter.settings
-    changes = body.changes.model_dump(exclude_defaults=True)
+    changes = body.changes.model_dump(mode="json", exclude_defaults=True)
+    request = None
+    if "breakpoints" in body.changes.model_fields_set:  # the rules live in the request every run starts from
+        changes["breakpoints"] = body.changes.model_dump(mode="json", include={"breakpoints"})["breakpoints"]
+        stored = await jobs.raw_field(tenant=tenant, job_id=job_id, name="request")
+        if stored is None:
+            raise NotFound(f"job '{job_id}' not found")
+        doc = json.loads(stored)  # as submitted (an inline dataset's data kept apart), so edited, not rebuilt
+        doc.pop("breakpoints", None)
+        if changes["breakpoints"] is not None:
+            doc["breakpoints"] = changes["breakpoints"]
+        request = json.dumps(doc)
     result = await jobs.resume(
         tenant=tenant,
         job_id=job_id,
         changes=changes,
+        request=request,
         max_concurrent=settings.max_concurrent_jobs,
         ttl_s=settings.job_ttl_s,
         max_records=settings.job_max_records,

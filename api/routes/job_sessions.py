@@ -13,14 +13,18 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Query, Request, Response, status
 
 from api.deps import SettingsDep, TenantDep
-from api.job_submit import JobStoreDep, require_job
+from api.forks import plan_fork
+from api.job_submit import JobStoreDep, SubmitterDep, require_job
 from api.listing import MAX_QUERY_INT
 from api.responses import TensorJSONResponse
 from api.routes.sessions import context, forget_session, start_from_job
 from api.schemas import sessions as S
+from api.schemas.jobs import JobSubmitted
+from api.strict_json import StrictJsonRoute
 from models.errors import Conflict, InvalidInput, NotFound
+from models.nn.job_network import ExportedNetwork
 from models.settings import Settings
-from models.spec.job import JobCreate, JobSessionCreate
+from models.spec.job import JobCreate, JobSessionCreate, SessionJobCreate
 from models.spec.network import NetworkSpec
 from models.store.jobs import JobStore
 from models.store.keys import JobPart
@@ -32,7 +36,7 @@ from models.wire.tensors import encode, from_safetensors, safetensors_metadata
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 MAX_LAYERS = 64
 MAX_BINS = 256
-batch_router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
+batch_router = APIRouter(prefix="/v1/sessions", tags=["sessions"], route_class=StrictJsonRoute)
 
 
 @router.post(
@@ -70,8 +74,6 @@ async def _open(
         raise Conflict(f"job '{job_id}' has taken {reached} steps: it can be opened at steps 1 to {reached + 1}")
     raw = [await jobs.raw_field(tenant=tenant, job_id=job_id, name=n) for n in ("network", "request")]
     network = json.loads(raw[0] or b"{}")
-    if network.get("format") == "export":
-        raise Conflict("a job of an exported network cannot be opened as a session yet; fork it at a checkpoint")
     req = JobCreate.model_validate_json(raw[1] or b"{}")
     if req.accumulate_grad_batches > 1:
         raise Conflict("a job that accumulates gradients cannot be opened at a step yet: its step is several batches")
@@ -83,10 +85,16 @@ async def _open(
             f"the limit is {settings.max_replay_steps:,} (GRADSERVE_MAX_REPLAY_STEPS): submit jobs with "
             "capture.checkpoint_every to open them anywhere"
         )
+    from_job: dict[str, Any] = {"job_id": job_id, "step": step, "start": start}
+    if network.get("format") == "export":  # its programs and initial weights, in the job's INIT hash
+        exported = ExportedNetwork.from_stored(raw[0] or b"{}", jobs.part(tenant, job_id, JobPart.INIT))
+        create = S.SessionCreate(
+            network_id=exported.network_id or job_id, seed=req.seed, device=device, optimizer=req.optimizer
+        )
+        return await start_from_job(request, create, exported.network_id, from_job, exported), req
     create = S.SessionCreate(
         network=NetworkSpec.model_validate(network), seed=req.seed, device=device, optimizer=req.optimizer
     )
-    from_job: dict[str, Any] = {"job_id": job_id, "step": step, "start": start}
     return await start_from_job(request, create, doc.get("network_id"), from_job), req
 
 
@@ -155,3 +163,40 @@ async def session_batch(
     encoded = {k: encode(v) for k, v in tensors.items()}  # nested lists, as forward and loss take them
     dtypes = {k: e["dtype"] for k, e in encoded.items()}
     return TensorJSONResponse({"step": step, **{k: e["data"] for k, e in encoded.items()}, "dtypes": dtypes})
+
+
+@batch_router.post(
+    "/{session_id}/jobs",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobSubmitted,
+    responses={404: {"description": "No such session, or its job is gone"}, 409: {"description": "Not from a job"}},
+)
+async def continue_as_job(
+    session_id: str,
+    request: Request,
+    submitter: SubmitterDep,
+    body: SessionJobCreate = Body(
+        default=SessionJobCreate(),
+        openapi_examples={"lower lr": {"summary": "On at lr 0.01", "value": {"changes": {"lr": 0.01}}}},
+    ),
+) -> dict[str, Any]:
+    """Continue a session opened at a job's step as a job: a fork of that job from the session's weights and
+    optimizer as they stand, with the job's RNG, scheduler and data order at the step, and ``changes``. A
+    session left as it was opened continues exactly as a fork at the checkpoint before its step would."""
+    jobs, tenant = submitter.jobs, submitter.tenant
+    store: Store = request.app.state.store
+    meta = opt_bytes(await store.redis.hget(store.keys.session(tenant, session_id), "meta"))
+    if meta is None:
+        raise NotFound(f"session '{session_id}' not found")
+    origin = json.loads(meta)["public"].get("job")
+    if origin is None:
+        raise Conflict(
+            f"session '{session_id}' was not opened at a job's step, so it has no job to continue: "
+            "open one with POST /v1/jobs/ID/sessions, or submit a job"
+        )
+    await require_job(jobs, tenant, origin["id"])
+    calls, _ = context(request)
+    reply = await calls.call(tenant=tenant, sid=session_id, op="continuation", args={})
+    taken = origin["step"] - 1  # a session opened at step K holds the job after K - 1 steps
+    req, fork = await plan_fork(jobs, tenant, origin["id"], taken, body.changes, reply.body, session=session_id)
+    return {"id": await submitter.submit(req, fork), "status": "queued"}

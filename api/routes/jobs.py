@@ -18,10 +18,12 @@ from api.listing import MAX_QUERY_INT, PagingDep, page_of
 from api.responses import TensorJSONResponse
 from api.schemas.jobs import CancelPublic, JobPublic, JobsPublic, JobStatus, JobSubmitted, MetricsPublic
 from api.strict_json import StrictJsonRoute
+from gradserve.protocol.sse import KEEPALIVE, encode_event, retry_field
+from gradserve.protocol.states import JOB_STOPPED
 from models.errors import Conflict, InvalidInput, NotFound
 from models.spec.job import JobCreate
 from models.spec.network import LENET_EXAMPLE
-from models.store.jobs import STOPPED, JobStore
+from models.store.jobs import JobStore
 from models.tasks import broker_queue_key
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=StrictJsonRoute)
@@ -168,18 +170,18 @@ async def job_events(
 
 
 async def _stream(jobs: JobStore, tenant: str, job_id: str, cursor: str) -> AsyncIterator[bytes]:
-    yield b"retry: 1000\n\n"
+    yield retry_field()
     while True:
-        ended = (await jobs.status(tenant=tenant, job_id=job_id)) in STOPPED | {None}
+        ended = (await jobs.status(tenant=tenant, job_id=job_id)) in JOB_STOPPED | {None}
         # Once the job has ended nothing more can come, so read what is left without waiting.
         entries = await jobs.events(tenant=tenant, job_id=job_id, after=cursor, block_ms=0 if ended else KEEPALIVE_MS)
         if not entries:
             if ended:
                 return
-            yield b": keep-alive\n\n"
+            yield KEEPALIVE
             continue
         for entry_id, kind, data in entries:
             cursor = entry_id
-            yield f"id: {entry_id}\nevent: {kind}\ndata: {data}\n\n".encode()
-            if kind == "state" and json.loads(data).get("status") in STOPPED:
+            yield encode_event(entry_id, kind, data)
+            if kind == "state" and json.loads(data).get("status") in JOB_STOPPED:
                 return

@@ -26,10 +26,12 @@ from models.errors import InvalidInput, NotFound, ServiceUnavailable
 from models.nn.build import build_network, validate_network
 from models.nn.exported_admit import stored_form
 from models.nn.graph import DEFAULT_MAX_NODES
+from models.nn.job_network import ExportedNetwork
 from models.nn.objectives import build_optimizer
 from models.settings import Settings
 from models.spec.network import NetworkSpec
 from models.store.redis import Store
+from models.store.replies import opt_bytes
 from models.tasks import LANE_SESSIONS, lanes_of, place
 from models.wire.session import CALL_ID_PATTERN, Reply
 from models.wire.tensors import decode
@@ -111,19 +113,39 @@ async def create_session(body: S.SessionCreate, request: Request) -> Response:
 
 
 async def start_from_job(
-    request: Request, body: S.SessionCreate, network_id: str | None, from_job: dict[str, Any]
+    request: Request,
+    body: S.SessionCreate,
+    network_id: str | None,
+    from_job: dict[str, Any],
+    exported: ExportedNetwork | None = None,
 ) -> Response:
-    """A session of a job's catalogue network holding the job's state before a step (``from_job``)."""
+    """A session holding a job's state before a step (``from_job``): of its catalogue network (``body.network``),
+    or of its exported one, whose programs and initial weights the job keeps (``exported``)."""
+    extra: dict[str, Any] = {"job": {"id": from_job["job_id"], "step": from_job["step"]}}
+    if exported is not None:
+        store: Store = request.app.state.store
+        fields = [f"{m}_program" for m in exported.modes]
+        programs = [opt_bytes(p) for p in await store.redis.hmget(exported.blobs_key, fields)]
+        if any(p is None for p in programs):
+            raise NotFound(f"job '{from_job['job_id']}''s exported programs have expired")
+        network: dict[str, Any] = {
+            "format": "export",
+            "form": exported.form,
+            "programs": {m: p.decode() for m, p in zip(exported.modes, programs, strict=True) if p is not None},
+            "weights_key": exported.blobs_key,
+        }
+        summary = exported.summary().public()
+        extra["format"] = "export"
+        return await _start(request, body, network_id, summary, network, extra, {"from_job": from_job})
     assert body.network is not None
     settings: Settings = request.app.state.settings
-    summary = await run_in_threadpool(_validate, body.network, body, settings)
+    built = await run_in_threadpool(_validate, body.network, body, settings)
     network = {
         "spec": body.network.model_dump(mode="json", exclude_unset=True),
         "input_shape": body.network.input_shape,
         "input_dtype": body.network.input_dtype,
     }
-    extra = {"job": {"id": from_job["job_id"], "step": from_job["step"]}}
-    return await _start(request, body, network_id, summary.public(), network, extra, {"from_job": from_job})
+    return await _start(request, body, network_id, built.public(), network, extra, {"from_job": from_job})
 
 
 async def _create_exported(request: Request, body: S.SessionCreate, doc: dict[str, Any]) -> Response:

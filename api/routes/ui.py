@@ -1,20 +1,24 @@
 """The dashboard at ``/ui/`` and Swagger UI at ``/docs``, every asset served from ``api/static`` (no CDN).
 
-The pages are static: they hold no data and need no key. Their scripts call the ``/v1`` API with the key the
-user types once (kept in the browser's sessionStorage), so a tenant sees exactly what its key sees.
+The pages hold no tenant's data and need no key (the dashboard's page carries the protocol's states). Their
+scripts call the ``/v1`` API with the key the user types once (kept in the browser's sessionStorage), so a
+tenant sees exactly what its key sees.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from api.docs_examples import enrich
+from gradserve.protocol.states import public_states
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 UPLOT = "uplot-1.6.32"
@@ -40,9 +44,17 @@ async def ui_redirect() -> RedirectResponse:
 
 
 @router.get("/ui/")
-async def ui_index() -> FileResponse:
+async def ui_index() -> HTMLResponse:
     """The dashboard's single page; it routes by the URL's #fragment."""
-    return FileResponse(STATIC / "ui" / "index.html", media_type="text/html", headers={**_NO_CACHE, **PAGE_HEADERS})
+    return HTMLResponse(_index(), headers={**_NO_CACHE, **PAGE_HEADERS})
+
+
+@functools.cache
+def _index() -> str:
+    """The page with the protocol's states written in (as ``GET /protocol`` answers them): the script reads
+    them from there, so it holds no copy and waits for no request before it draws."""
+    states = json.dumps({"states": public_states()}).replace("<", "\\u003c")  # nothing in it may end the block
+    return (STATIC / "ui" / "index.html").read_text().replace("<!-- PROTOCOL -->", states)
 
 
 def install(app: FastAPI) -> None:

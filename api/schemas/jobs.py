@@ -1,4 +1,4 @@
-"""Job and dataset resource schemas (requests are models.jobspec.JobCreate)."""
+"""Job and dataset resource schemas (requests are models.spec.job.JobCreate; states: gradserve.protocol)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-JobStatus = Literal["queued", "running", "paused", "succeeded", "failed", "cancelled", "pruned"]
+from gradserve.protocol.states import JobStatus as JobStatus
+
 Number = float  # non-finite values are null, with the reason in ``non_finite`` (api.finite)
 
 
@@ -17,7 +18,12 @@ class JobSubmitted(BaseModel):
 
 class ParentLink(BaseModel):
     id: str
-    step: int = Field(description="The parent's checkpoint this job was forked from.")
+    step: int = Field(description="The parent's checkpoint this job was forked from (the steps it had taken).")
+    session: str | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,  # a plain fork's link stays {id, step}
+        description="Set on a session continued as a job: the session, opened at the parent's step + 1.",
+    )
 
 
 class JobPublic(BaseModel):
@@ -163,11 +169,19 @@ class DatasetArray(BaseModel):
 
 class DatasetPublic(BaseModel):
     id: str
-    format: Literal["safetensors", "npz"]
+    format: Literal["safetensors", "npz", "image_folder", "parquet"]
     num_samples: int
     bytes: int
     arrays: dict[str, DatasetArray]
     created_at: float | None = None
+    # Image folders and tables (stored as received): what the upload's check found.
+    archive: Literal["tar", "zip"] | None = Field(default=None, description="The image folder's container.")
+    shape: list[int] | None = Field(default=None, description="One sample's input shape: [3, H, W] or [features].")
+    classes: list[str] | None = Field(
+        default=None, description="Class names by index: the sorted class folders, or a string label's values."
+    )
+    label: str | None = Field(default=None, description="The table's label column.")
+    features: list[str] | None = Field(default=None, description="The table's feature columns, in vector order.")
 
 
 class DatasetsPublic(BaseModel):

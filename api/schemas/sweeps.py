@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, Field
 
-SweepStatus = Literal["running", "succeeded", "cancelled", "failed"]
-TrialState = Literal["running", "complete", "pruned", "failed", "cancelled"]
+from gradserve.protocol.states import SweepStatus as SweepStatus
+from gradserve.protocol.states import TrialState
 
 
 class SweepSubmitted(BaseModel):

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from models.errors import InvalidInput, Loc, first_line
-from models.nn.shapes import check_layer_input, fmt_shape
+from models.nn.shapes import PROBE_BATCH, check_layer_input, fmt_shape
 from models.settings import Settings
 from models.spec import layers as L
 from models.spec.layers import LayerBase
@@ -29,8 +29,6 @@ from models.spec.types import torch_kwargs
 Tensors = Sequence[torch.Tensor]
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "int64": torch.int64}
-# Shape inference runs a batch of two, so a layer that mixes up the batch dimension is caught.
-PROBE_BATCH = 2
 
 
 @dataclass(frozen=True)

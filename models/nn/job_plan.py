@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from pydantic import TypeAdapter
 
+from models.data.transforms import transformed_arrays
 from models.errors import InvalidInput, Loc, first_line
 from models.nn.build import NetworkSummary, check_activation_memory, check_indices
 from models.nn.job_network import PlanNetwork
@@ -58,6 +59,8 @@ def plan_job(
     }
     ctx = _Ctx(net, out_shape, class_loss, plan, settings, arrays, arrays_loc)
     n, val = PLANNERS[req.dataset.source](req.dataset, ctx)
+    if getattr(req.dataset, "transforms", None):
+        plan["augment_seed"] = req.seed  # random crops and flips, drawn per batch (models.data.transforms)
     # An optimizer step takes accumulate_grad_batches batches, and an epoch's last step what is left.
     steps_per_epoch = math.ceil(math.ceil(n / req.batch_size) / req.accumulate_grad_batches)
     epochs = req.epochs if req.epochs is not None else 0  # the request's validator gave one of the two
@@ -105,7 +108,10 @@ def _plan_digits(ds: DigitsDataset, c: _Ctx) -> tuple[int, int]:
 def _plan_arrays(ds: Any, c: _Ctx) -> tuple[int, int]:
     if c.arrays is None:
         raise InvalidInput(f"the {ds.source} dataset's arrays are missing", c.arrays_loc)
-    return _arrays(c.arrays, c.arrays_loc, c.net, c.out_shape, c.class_loss, c.plan, c.settings)
+    arrays = c.arrays
+    if getattr(ds, "transforms", None):  # the network takes the samples as the transforms leave them
+        arrays = transformed_arrays(arrays, ds.transforms, (*DS, "transforms"))
+    return _arrays(arrays, c.arrays_loc, c.net, c.out_shape, c.class_loss, c.plan, c.settings)
 
 
 # One planner per dataset source (models.spec.job.DatasetSpec); worker.datasets.SOURCES builds the data.

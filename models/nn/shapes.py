@@ -23,14 +23,14 @@ def fmt_shape(shape: Sequence[int], batch: int | None = None) -> str:
 
 _SPATIAL = {1: "L", 2: "H, W", 3: "D, H, W"}
 _INT_OPS = sorted(c.__name__ for c in L.LAYER_TYPES if c.takes_int and c.kind == "op")
+# Shape inference runs a batch of two, so a layer that mixes up the batch dimension is caught.
+PROBE_BATCH = 2
 # Layers whose ``dim`` the meta device does not range-check (softmax on meta accepts any dim).
 _DIM_LAYERS = (L.softmax, L.log_softmax, L.Softmax, L.LogSoftmax)
 
 
 def check_layer_input(layer: LayerBase, name: str, xs: Sequence[torch.Tensor], loc: Loc) -> None:
     """Raise ``InvalidInput`` when ``layer`` cannot take ``xs``; silent when PyTorch's own error will do."""
-    from models.nn.build import PROBE_BATCH  # the builder imports us; the probe batch is its constant
-
     x = xs[0]
     got = fmt_shape(x.shape, PROBE_BATCH)
     if layer.kind == "module" and layer.type != "Embedding" and not x.is_floating_point():

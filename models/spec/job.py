@@ -1,7 +1,7 @@
 """The job request: a network, a dataset (a union on ``source``), a loss, an optimizer and a length.
 
 Pydantic checks each field alone; what needs the network (shapes, counts against limits) is checked
-by ``models.job_plan.plan_job``, so the worker receives only requests that can run.
+by ``models.nn.job_plan.plan_job``, so the worker receives only requests that can run.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from models.spec.losses import LossSpec
 from models.spec.network import NetworkSpec
 from models.spec.optimizers import OptimizerSpec
 from models.spec.schedulers import SchedulerSpec
+from models.spec.transforms import TransformSpec
 from models.spec.types import Device, Fraction, Pos, PosFloat, Seed
 from models.wire.tensors import TensorIn
 
@@ -77,6 +78,12 @@ class UploadDataset(_Req):
 
     source: Literal["upload"]
     id: Annotated[str, Field(min_length=1, max_length=100)]
+    transforms: Annotated[list[TransformSpec], Field(max_length=32)] = Field(
+        default_factory=list,
+        description="Image transforms in order (resize, center_crop, random_crop, random_horizontal_flip, "
+        "normalize), as torchvision's; random ones are seeded from the job's seed and the batch's place in the "
+        "data order, so a resume is exact.",
+    )
 
 
 DatasetSpec = Annotated[RandomDataset | DigitsDataset | InlineDataset | UploadDataset, Field(discriminator="source")]
@@ -276,10 +283,20 @@ class ResumeChanges(_Req):
     skip_batch: StrictBool = Field(
         default=False, description="Leave out the batches of the step that paused; the step is taken on the next."
     )
+    breakpoints: Breakpoints | None = Field(
+        default=None,
+        description="The rules from here on, in place of the job's (null: none); left out, the job's stay.",
+    )
 
 
 class ResumeCreate(_Req):
     changes: ResumeChanges = ResumeChanges()
+
+
+class SessionJobCreate(_Req):
+    """A session opened at a job's step, continued as a job: a fork of the job from the session's state."""
+
+    changes: ForkChanges = ForkChanges()
 
 
 class JobSessionCreate(_Req):

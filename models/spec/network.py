@@ -1,7 +1,7 @@
 """The network spec: an ordered list of layers, a DAG where a layer names its ``inputs``.
 
 Pydantic checks each spec's own fields; what needs PyTorch (shapes, parameter counts) is checked by
-``models.build.validate_network`` on the meta device.
+``models.nn.build.validate_network`` on the meta device.
 """
 
 from __future__ import annotations

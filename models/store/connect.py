@@ -44,10 +44,10 @@ def _pool_checks_connections() -> dict[str, Any]:
 
     redis-py's pools reconnect a connection that has unread data or whose server closed it, but
     redis-py 8 skips that check while "maintenance notifications" are enabled, and their default,
-    ``"auto"``, counts as enabled even on RESP2, where they never arrive. So after a Redis restart
-    every pooled connection still pointed at the dead server and failed the first command sent on
-    it ("Connection closed by server"): one 503 per pooled connection after Redis was back, in the
-    API and in the workers alike. The notifications are for managed clusters that move shards (on
+    ``"auto"``, counts as enabled even on RESP2, where they never arrive. Without the check, after a
+    Redis restart every pooled connection still points at the dead server and fails the first command
+    sent on it ("Connection closed by server"): one 503 per pooled connection, in the API and the
+    workers. The notifications are for managed clusters that move shards (on
     RESP3), which the service does not use; turning them off brings the check back.
     """
     try:

@@ -5,12 +5,22 @@ of the same keys (lease-guarded writes) is worker/recorder.py.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Any
 
 from redis.asyncio import Redis
 
 from models.errors import NotFound, TooManyRequests
+from models.store.artifacts import (
+    ArtifactRef,
+    Artifacts,
+    ArtifactUnavailable,
+    dataset_key,
+    dataset_prefix,
+    job_blob_key,
+    job_prefix,
+)
 from models.store.keys import JobPart, Keys, job_parts
 from models.store.replies import (
     Entry,
@@ -25,10 +35,8 @@ from models.store.replies import (
 )
 from models.store.usage import LEDGER_LUA, ledgers, over_quota, put_within_quota
 
-TERMINAL = frozenset({"succeeded", "failed", "cancelled", "pruned"})
-# Where nothing runs until someone acts: a wait or an event stream ends here as at an end. A paused job
-# (a breakpoint held) is resumed or cancelled.
-STOPPED = TERMINAL | {"paused"}
+log = logging.getLogger(__name__)
+
 _INTS = (
     "step",
     "total_steps",
@@ -73,7 +81,7 @@ return 'ended:' .. status
 """
 
 # KEYS: the job hash, the events, the tenant's active set, the queued set. ARGV: job id, max concurrent,
-# changes (JSON), ttl, maxlen, the queued event, now, member, job key prefix.
+# changes (JSON), ttl, maxlen, the queued event, now, member, job key prefix, the new request ('' keeps it).
 _RESUME = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 'missing' end
@@ -85,6 +93,7 @@ for _, id in ipairs(redis.call('SMEMBERS', KEYS[3])) do
 end
 if active >= tonumber(ARGV[2]) then return 'busy:' .. active end
 redis.call('HSET', KEYS[1], 'status', 'queued', 'resume_changes', ARGV[3])
+if ARGV[10] ~= '' then redis.call('HSET', KEYS[1], 'request', ARGV[10]) end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'type', 'state', 'data', ARGV[6])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 redis.call('SADD', KEYS[3], ARGV[1])
@@ -152,9 +161,10 @@ def _num(raw: bytes | None, kind: type[int | float]) -> Any:
 
 
 class JobStore:
-    def __init__(self, redis: Redis, keys: Keys) -> None:
+    def __init__(self, redis: Redis, keys: Keys, artifacts: Artifacts) -> None:
         self.redis = redis
         self.keys = keys
+        self.artifacts = artifacts
 
     def part(self, tenant: str, job_id: str, name: str) -> str:
         return self.keys.job_part(tenant, job_id, name)
@@ -192,6 +202,38 @@ class JobStore:
         A fork also gets the state it starts from and its parent's records up to it; they are written
         after admission and before the job's message is sent, so its worker always finds them.
         """
+        start = None
+        if state is not None:  # written before admission: a queued fork always finds whole bytes
+            key = job_blob_key(tenant, job_id, "fork-start.safetensors")
+            start = await self.artifacts.put_async(key, state)
+        try:
+            await self._admit(tenant, job_id, fields, data, ttl_s, max_records, max_concurrent, storage_bytes, quota)
+        except BaseException:
+            if start is not None:
+                await self._forget(job_prefix(tenant, job_id))
+            raise
+        if start is None and not history:
+            return
+        pipe = self.redis.pipeline(transaction=True)
+        if start is not None:
+            pipe.set(self.part(tenant, job_id, JobPart.RESUME), start.to_json(), ex=ttl_s)
+        events = self.part(tenant, job_id, JobPart.EVENTS)
+        for record in history or []:
+            pipe.xadd(events, {"type": "metric", "data": json.dumps(record)}, maxlen=max_records, approximate=True)
+        await pipe.execute()
+
+    async def _admit(
+        self,
+        tenant: str,
+        job_id: str,
+        fields: dict[str, Any],
+        data: bytes | None,
+        ttl_s: int,
+        max_records: int,
+        max_concurrent: int,
+        storage_bytes: int,
+        quota: int,
+    ) -> None:
         script = self.redis.register_script(_ADMIT)
         pairs = [part for k, v in fields.items() if v is not None for part in (k, v)]
         event = json.dumps({"status": "queued", "step": 0})
@@ -226,15 +268,6 @@ class JobStore:
             )
         if code == 3:
             raise over_quota(used=int(count), adding=storage_bytes, quota=quota, what="the job")
-        if state is None and not history:
-            return
-        pipe = self.redis.pipeline(transaction=True)
-        if state is not None:
-            pipe.set(self.part(tenant, job_id, JobPart.RESUME), state, ex=ttl_s)
-        events = self.part(tenant, job_id, JobPart.EVENTS)
-        for record in history or []:
-            pipe.xadd(events, {"type": "metric", "data": json.dumps(record)}, maxlen=max_records, approximate=True)
-        await pipe.execute()
 
     async def get_job(self, *, tenant: str, job_id: str, with_request: bool = False) -> dict[str, Any] | None:
         raw = await self.redis.hgetall(self.keys.job(tenant, job_id))
@@ -287,7 +320,18 @@ class JobStore:
         keys = [self.keys.job(tenant, job_id), self.keys.job_index(tenant), self.keys.jobs_active(tenant)]
         keys += [self.part(tenant, job_id, p) for p in job_parts()]
         result = await script(keys=keys, args=[job_id])
-        return result.decode() if isinstance(result, bytes) else str(result)
+        outcome = result.decode() if isinstance(result, bytes) else str(result)
+        if outcome == "deleted":
+            await self._forget(job_prefix(tenant, job_id))
+        return outcome
+
+    async def _forget(self, prefix: str) -> None:
+        """Delete the objects under ``prefix`` whose records are gone; a store that is down leaves them to the
+        sweep (worker.reaper), which deletes objects whose Redis record is gone."""
+        try:
+            await self.artifacts.delete_prefix_async(prefix)
+        except ArtifactUnavailable:
+            log.warning("objects under %s left for the sweep", prefix)
 
     async def cancel_requested(self, *, tenant: str, job_id: str) -> bool:
         return bool(await self.redis.exists(self.part(tenant, job_id, JobPart.CANCEL)))
@@ -307,9 +351,18 @@ class JobStore:
         return result.decode() if isinstance(result, bytes) else str(result)
 
     async def resume(
-        self, *, tenant: str, job_id: str, changes: dict[str, Any], max_concurrent: int, ttl_s: int, max_records: int
+        self,
+        *,
+        tenant: str,
+        job_id: str,
+        changes: dict[str, Any],
+        max_concurrent: int,
+        ttl_s: int,
+        max_records: int,
+        request: str | None = None,
     ) -> str:
-        """'queued', 'missing', 'not:<status>' (it is not paused), or 'busy:<active jobs>' (over the quota)."""
+        """'queued', 'missing', 'not:<status>' (it is not paused), or 'busy:<active jobs>' (over the quota).
+        ``request``: the job's request as it goes on (new breakpoints), stored only if it does resume."""
         script = self.redis.register_script(_RESUME)
         keys = [
             self.keys.job(tenant, job_id),
@@ -320,7 +373,7 @@ class JobStore:
         event = json.dumps({"status": "queued", "reason": "resumed", "changes": changes})
         prefix = self.keys.job(tenant, "")
         args: list[str | int | float] = [job_id, max_concurrent, json.dumps(changes), ttl_s, max_records, event]
-        result = await script(keys=keys, args=[*args, time.time(), f"{tenant}/{job_id}", prefix])
+        result = await script(keys=keys, args=[*args, time.time(), f"{tenant}/{job_id}", prefix, request or ""])
         return result.decode() if isinstance(result, bytes) else str(result)
 
     # --- records ---
@@ -400,9 +453,6 @@ class JobStore:
         raw = await self.redis.get(self.part(tenant, job_id, JobPart.GRAPH))
         return None if raw is None else json.loads(raw)
 
-    async def checkpoint(self, *, tenant: str, job_id: str) -> bytes | None:
-        return opt_bytes(await self.redis.get(self.part(tenant, job_id, JobPart.CHECKPOINT)))
-
     async def checkpoints(self, *, tenant: str, job_id: str) -> list[dict[str, Any]]:
         """Every kept checkpoint ({step, epoch, time, bytes}), in step order."""
         raw = await self.redis.hvals(self.part(tenant, job_id, JobPart.CHECKPOINT_INDEX))
@@ -410,15 +460,18 @@ class JobStore:
 
     async def checkpoint_state(self, *, tenant: str, job_id: str, step: int) -> bytes | None:
         """The full training state (models.nn.state_codec.pack_train_state) kept at ``step``."""
-        return opt_bytes(await self.redis.hget(self.part(tenant, job_id, JobPart.CHECKPOINTS), str(step)))
+        raw = await self.redis.hget(self.part(tenant, job_id, JobPart.CHECKPOINT_INDEX), str(step))
+        return None if raw is None else await self.artifacts.get_async(ArtifactRef.from_json(raw))
 
     async def export_file(self, *, tenant: str, job_id: str, name: str) -> bytes | None:
-        return opt_bytes(await self.redis.hget(self.part(tenant, job_id, JobPart.EXPORTS), name))
+        raw = await self.redis.hget(self.part(tenant, job_id, JobPart.EXPORTS), name)
+        return None if raw is None else await self.artifacts.get_async(ArtifactRef.from_json(raw))
 
     async def put_export(self, *, tenant: str, job_id: str, name: str, blob: bytes, ttl_s: int) -> None:
+        ref = await self.artifacts.put_async(job_blob_key(tenant, job_id, f"exports/{name.replace(':', '-')}"), blob)
         key = self.part(tenant, job_id, JobPart.EXPORTS)
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hset(key, name, blob)
+        pipe.hset(key, name, ref.to_json())
         pipe.expire(key, ttl_s)
         await pipe.execute()
 
@@ -426,22 +479,32 @@ class JobStore:
     async def put_dataset(
         self, *, tenant: str, dataset_id: str, meta: dict[str, Any], data: bytes, ttl_s: int, quota: int
     ) -> None:
-        """Store a dataset within the tenant's storage quota (else 413)."""
-        await put_within_quota(
-            self.redis,
-            self.keys,
-            tenant=tenant,
-            kind="datasets",
-            key=self.keys.dataset(tenant, dataset_id),
-            value={"meta": json.dumps(meta), "data": data},
-            ttl_s=ttl_s,
-            quota=quota,
-            what=f"the dataset ({meta['bytes']:,} bytes as stored)",
-        )
+        """Store a dataset's file in the artifact store and its record within the tenant's storage quota (else
+        413, and the file is deleted again): Redis keeps ``meta`` and ``ref``, the quota counts the file's bytes."""
+        ref = await self.artifacts.put_async(dataset_key(tenant, dataset_id), data)
+        try:
+            await put_within_quota(
+                self.redis,
+                self.keys,
+                tenant=tenant,
+                kind="datasets",
+                key=self.keys.dataset(tenant, dataset_id),
+                value={"meta": json.dumps(meta), "ref": ref.to_json()},
+                size=ref.size,
+                ttl_s=ttl_s,
+                quota=quota,
+                what=f"the dataset ({meta['bytes']:,} bytes as stored)",
+            )
+        except BaseException:
+            await self._forget(dataset_prefix(tenant, dataset_id))
+            raise
 
     async def delete_dataset(self, *, tenant: str, dataset_id: str) -> bool:
-        """Delete a dataset; False when there was none. Its ledger entry goes at the next sum."""
-        return bool(await self.redis.delete(self.keys.dataset(tenant, dataset_id)))
+        """Delete a dataset and its file; False when there was none. Its ledger entry goes at the next sum."""
+        if not await self.redis.delete(self.keys.dataset(tenant, dataset_id)):
+            return False
+        await self._forget(dataset_prefix(tenant, dataset_id))
+        return True
 
     async def dataset_meta(self, *, tenant: str, dataset_id: str) -> dict[str, Any] | None:
         raw = await self.redis.hget(self.keys.dataset(tenant, dataset_id), "meta")

@@ -15,15 +15,15 @@ class JobPart:
     EVENTS = "events"  # stream: every metric record and state change; entry ids are the SSE ids
     LEASE = "lease"  # the running worker's token, renewed while it runs
     CANCEL = "cancel"  # flag the running worker polls
-    CHECKPOINT = "checkpoint"  # the model's state_dict (safetensors)
-    RESUME = "resume"  # weights + optimizer + RNG + data order (safetensors)
+    RESUME = "resume"  # JSON: the record (models.store.artifacts.ArtifactRef) of the state the job resumes from
     GRADS = "grads"  # hash: step -> gradients (safetensors)
     GRAD_STATS = "gradstats"  # hash: step -> per-parameter statistics (JSON)
     GRAPH = "graph"  # the autograd graph of the first step (JSON)
     DATA = "data"  # hash: an inline dataset, field "data" (safetensors), like an uploaded one
-    CHECKPOINTS = "ckpts"  # hash: step -> the full state at that step (as RESUME), as retention keeps them
-    CHECKPOINT_INDEX = "ckptindex"  # hash: step -> JSON {step, epoch, time, bytes} of each kept checkpoint
-    EXPORTS = "exports"  # hash: "{format}:{step}" -> an exported model file, made on first request
+    # hash: step -> JSON {step, epoch, time, bytes, key, sha256} of each kept checkpoint; its full training
+    # state (weights + optimizer + RNG + data order, safetensors) is the artifact ``key``
+    CHECKPOINT_INDEX = "ckptindex"
+    EXPORTS = "exports"  # hash: "{format}:{step}" -> the record of an exported model file, made on first request
     INIT = "init"  # hash: an exported network's programs and initial weights, copied from it at submit
     PRUNE = "prune"  # flag set with CANCEL by a sweep's pruner: the job then ends "pruned", not "cancelled"
     ACTIVATIONS = "acts"  # hash: JSON [step, layers, format, bins] -> a replayed step's activations answer
@@ -74,7 +74,8 @@ class Keys:
         return f"{self.prefix}:{tenant}:job:{job_id}:{part}"
 
     def dataset(self, tenant: str, dataset_id: str) -> str:
-        """Hash: ``meta`` (JSON: shapes, dtypes, sizes) and ``data`` (safetensors bytes)."""
+        """Hash: ``meta`` (JSON: shapes, dtypes, sizes) and ``ref`` (the record of its safetensors file in the
+        artifact store)."""
         return f"{self.prefix}:{tenant}:data:{dataset_id}"
 
     def pattern(self, tenant: str, kind: str) -> str:
@@ -108,17 +109,26 @@ class Keys:
 
     # --- service bookkeeping ---
     def sweeps_active(self) -> str:
-        """Set of ``tenant/sweep_id`` of sweeps that still need driving (by any API process)."""
+        """Set of ``tenant/sweep_id`` of sweeps that still need driving (by the sweeper)."""
         return f"{self.prefix}:sys:sweeps:active"
 
     def sweep_lease(self, member: str) -> str:
-        """The token of the API process driving sweep ``tenant/sweep_id``; it lapses when that process dies."""
+        """The token of the sweeper driving sweep ``tenant/sweep_id``; it lapses when that process dies."""
         return f"{self.prefix}:sys:sweeps:lease:{member}"
+
+    def sweeper_leader(self) -> str:
+        """The lease of the sweeper process that drives the sweeps (``gradserve sweeper``): its identity as
+        JSON {host, pid, token}; standbys wait for it to lapse."""
+        return f"{self.prefix}:sys:sweeper:leader"
 
     def optuna_journal(self) -> str:
         """Prefix of Optuna's JournalRedisBackend: it writes ``{this}:log_number``, ``{this}:log:{n}`` and
         ``{this}:snapshot``. One journal holds every sweep's study (named ``tenant/sweep_id``)."""
         return f"{self.prefix}:sys:optuna"
+
+    def artifact_sweep(self) -> str:
+        """Held by the worker sweeping the artifact store this interval (models.store.artifact_sweep): one at a time."""
+        return f"{self.prefix}:sys:artifacts:sweep"
 
     def worker(self, name: str) -> str:
         return f"{self.prefix}:sys:worker:{name}"

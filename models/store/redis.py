@@ -1,4 +1,4 @@
-"""Async storage used by the API: networks and the worker registry. Key names come from models.keys."""
+"""Async storage used by the API: networks and the worker registry. Key names come from models.store.keys."""
 
 from __future__ import annotations
 
@@ -89,6 +89,14 @@ class Store:
         return list(await pipe.execute()) if names else []
 
     # --- workers ---
+    async def sweeper(self) -> dict[str, Any] | None:
+        """The leading sweeper ({host, pid}), or None when none leads (none runs, or its lease lapsed)."""
+        raw = await self.redis.get(self.keys.sweeper_leader())
+        if raw is None:
+            return None
+        doc = json.loads(raw)
+        return {"host": doc["host"], "pid": doc["pid"]}
+
     async def live_workers(self) -> list[dict[str, Any]]:
         """Workers whose heartbeat has not expired, each as it described itself."""
         names = [k async for k in self.redis.scan_iter(match=self.keys.worker_pattern(), count=200)]

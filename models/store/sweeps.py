@@ -10,10 +10,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from gradserve.protocol.states import SWEEP_TERMINAL
 from models.store.keys import Keys
 from models.store.replies import members, text
-
-SWEEP_TERMINAL = frozenset({"succeeded", "cancelled", "failed"})
 
 # KEYS: the sweep hash. ARGV: the status it must have, the new status, finished_at (or "").
 _MOVE = """

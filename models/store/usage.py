@@ -94,14 +94,18 @@ async def put_within_quota(
     ttl_s: int,
     quota: int,
     what: str,
+    size: int | None = None,
 ) -> None:
-    """Write ``value`` under ``key`` (a string, or a hash from a dict) and book its bytes, or raise 413."""
+    """Write ``value`` under ``key`` (a string, or a hash from a dict) and book its bytes, or raise 413.
+
+    ``size``: bytes stored beside the record (an artifact it names), booked on top of the record's own."""
     if isinstance(value, dict):
         flat: list[Any] = [part for pair in value.items() for part in pair]
-        size = sum(len(v) if isinstance(v, bytes | str) else 8 for v in value.values())
+        booked = sum(len(v) if isinstance(v, bytes | str) else 8 for v in value.values())
         mode = "hset"
     else:
-        flat, size, mode = [value], len(value), "set"
+        flat, booked, mode = [value], len(value), "set"
+    size = booked + (size or 0)
     script = redis.register_script(_PUT)
     ok, used = await script(
         keys=[*ledgers(keys, tenant), key], args=[KINDS.index(kind) + 1, size, quota, ttl_s, mode, *flat]

@@ -10,15 +10,13 @@
   writing its name under ``Keys.call_claim``; an API that gives up on an attempt not yet taken
   claims it as ``ABANDONED`` first, so an attempt is either run or answered as not run, never both.
   A worker counts as dead once its heartbeat is older than two beats (``heartbeat_stale``).
-- **Binary bodies** are the ``application/octet-stream`` form of a call or an answer: a safetensors
-  file with the tensors under their argument (or field) names and everything else as a JSON object
-  in the metadata, under ``args`` in a request and ``json`` in an answer.
+- **Binary bodies** are the ``application/octet-stream`` form of a call or an answer, written and read
+  by ``gradserve.protocol.codec`` (shared with the client); here they are checked against what a call takes.
 """
 
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
@@ -26,12 +24,11 @@ from typing import Any
 import orjson
 import torch
 
+from gradserve.protocol.codec import ARGS_KEY, pack_answer, safetensors_metadata, to_safetensors
+from gradserve.protocol.codec import OCTET as OCTET
 from models.errors import GradserveError, InvalidInput
-from models.wire.tensors import encode, from_safetensors, safetensors_metadata, to_safetensors
+from models.wire.tensors import encode, from_safetensors
 
-OCTET = "application/octet-stream"
-ARGS_KEY = "args"  # request metadata: the call's other arguments
-JSON_KEY = "json"  # answer metadata: the rest of the JSON answer
 # Above this many bytes a tensor goes to Redis by key: the broker base64-encodes messages twice over.
 INLINE_MAX_BYTES = 64 * 1024
 # The tensor-valued arguments a session call may take, in any request form.
@@ -99,7 +96,7 @@ def answer_frame(body: Any, *, media: str | None = None, binary: bool = False) -
         raw = body.encode() if isinstance(body, str) else bytes(body)
         return b"r\n" + media.encode() + b"\n" + raw
     if binary:
-        return b"r\n" + OCTET.encode() + b"\n" + answer_to_safetensors(body)
+        return b"r\n" + OCTET.encode() + b"\n" + pack_answer(body)
     return b"j\n" + orjson.dumps(answer_to_json(body))
 
 
@@ -134,24 +131,7 @@ def answer_to_json(body: Any) -> Any:
     return {k: encode(v)["data"] if isinstance(v, torch.Tensor) else v for k, v in body.items()}
 
 
-def answer_to_safetensors(body: dict[str, Any]) -> bytes:
-    tensors = {k: v for k, v in body.items() if isinstance(v, torch.Tensor)}
-    rest = {k: v for k, v in body.items() if not isinstance(v, torch.Tensor)}
-    return to_safetensors(tensors, {JSON_KEY: orjson.dumps(rest).decode()})
-
-
-def read_binary_answer(blob: bytes) -> dict[str, Any]:
-    """An answer in the binary form back as one dict: its JSON fields with its tensors in place."""
-    rest = json.loads(safetensors_metadata(blob).get(JSON_KEY, "{}"))
-    return {**rest, **from_safetensors(blob)}
-
-
 # --- requests ----------------------------------------------------------------------------------------------------
-
-
-def binary_body(tensors: dict[str, torch.Tensor], args: dict[str, Any] | None = None) -> bytes:
-    """A call's binary body: what a client sends with ``Content-Type: application/octet-stream``."""
-    return to_safetensors(tensors, {ARGS_KEY: json.dumps(args or {})})
 
 
 def read_binary_body(blob: bytes, allowed: Collection[str]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -8,17 +8,17 @@ floats -> float32, integers -> int64); ``{"data": [...], "dtype": "float64"}``; 
 
 from __future__ import annotations
 
-import contextlib
 import math
 import struct
 from typing import Annotated, Any, Literal
 
-import orjson
 import torch
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, StrictInt, Tag
 from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 
+from gradserve.protocol.codec import safetensors_header as safetensors_header
+from gradserve.protocol.codec import safetensors_metadata as safetensors_metadata
+from gradserve.protocol.codec import to_safetensors as to_safetensors
 from models.errors import InvalidInput, Loc, PayloadTooLarge
 
 DTYPES: dict[str, torch.dtype] = {
@@ -177,17 +177,6 @@ def _stringify_nonfinite(data: Any) -> Any:
     return scalar(data) if isinstance(data, float) else data
 
 
-def to_safetensors(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
-    """Tensors as safetensors; one storage under two names (tied weights) is copied apart, as safetensors needs."""
-    seen: set[int] = set()
-    ready = {}
-    for k, v in tensors.items():
-        ptr = v.untyped_storage().data_ptr() if v.device.type != "meta" else id(v)
-        ready[k] = v.detach().cpu().contiguous() if ptr not in seen else v.detach().cpu().clone()
-        seen.add(ptr)
-    return st_save(ready, metadata=metadata)
-
-
 def from_safetensors(blob: bytes, *, loc: Loc = ("body",)) -> dict[str, torch.Tensor]:
     """The tensors of a safetensors file; more than MAX_SAFETENSORS_TENSORS (or a header too long to hold
     no more) is a 413 before any is made."""
@@ -210,25 +199,3 @@ def from_safetensors(blob: bytes, *, loc: Loc = ("body",)) -> dict[str, torch.Te
         return st_load(blob)
     except Exception as exc:  # safetensors raises its own SafetensorError and others on corrupt input
         raise InvalidInput(f"not a valid safetensors file: {exc}", loc) from exc
-
-
-def safetensors_header(blob: bytes) -> dict[str, Any]:
-    """A safetensors file's JSON header, always with a ``__metadata__`` dict; empty when unreadable
-    (``st_load`` then says why)."""
-    header: Any = None
-    if len(blob) >= 8:
-        (size,) = struct.unpack("<Q", blob[:8])
-        if size <= len(blob) - 8:
-            # orjson: a deeply nested header is a decode error, where json raised a RecursionError
-            with contextlib.suppress(ValueError):
-                header = orjson.loads(blob[8 : 8 + size])
-    if not isinstance(header, dict):
-        header = {}
-    meta = header.get("__metadata__")
-    return {**header, "__metadata__": meta if isinstance(meta, dict) else {}}
-
-
-def safetensors_metadata(blob: bytes) -> dict[str, str]:
-    """The ``__metadata__`` header of a safetensors file, read without loading its tensors."""
-    meta: dict[str, str] = safetensors_header(blob)["__metadata__"]
-    return meta

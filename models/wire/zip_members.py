@@ -1,8 +1,8 @@
-"""The members of an uploaded zip (.npz) file, inflated a step at a time and never past a byte cap.
+"""The members of an uploaded zip (.npz, or an image folder) file, inflated a step at a time and never past a byte cap.
 
 ``zipfile`` bounds what it inflates per read for deflate, but hands bzip2 each compressed chunk whole:
-4 KB of bzip2 can inflate to gigabytes (an 1,850-byte .npz took the API to a 5.47 GB peak while only
-its array header was wanted). Here every decompressor is asked for at most ``STEP`` bytes at a time.
+a few KB of bzip2 can inflate to gigabytes, even when only an array's header is wanted. Here every
+decompressor is asked for at most ``STEP`` bytes at a time.
 """
 
 from __future__ import annotations
@@ -39,9 +39,7 @@ def member_bytes(blob: bytes, info: zipfile.ZipInfo, limit: int, *, loc: Loc) ->
     for piece in _inflate(blob, info, loc):
         out += piece
         if len(out) > limit:
-            raise PayloadTooLarge(
-                f"member '{info.filename}' inflates past {limit:,} bytes, more than its array header declares"
-            )
+            raise PayloadTooLarge(f"member '{info.filename}' inflates past {limit:,} bytes, more than it declares")
     if zlib.crc32(out) != info.CRC:
         raise InvalidInput(f"member '{info.filename}' is corrupt (its CRC does not match)", loc)
     return bytes(out)

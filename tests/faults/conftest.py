@@ -99,13 +99,24 @@ def message_taken_by_a_dying_worker(service: Service, own_redis: OwnRedis, lane:
     it still lands in the queue (no BRPOP was pending), the caller sees ``AssertionError`` and nothing
     was lost. The supervisor starts new workers in their place.
     """
+    key = f"{PREFIX}:celery:{queue}"
+    r = own_redis.client()
+    # The push is seen as it happens (a keyspace event), not guessed at by a sleep: Redis hands a pushed
+    # message to a pending BRPOP before it serves another command, so the LLEN after the event tells.
+    r.config_set("notify-keyspace-events", "Kl")
+    pushes = r.pubsub(ignore_subscribe_messages=True)
+    pushes.subscribe(f"__keyspace@0__:{key}")
     pids = [w["pid"] for w in service.wait_workers(2, lane=lane)]
     for pid in pids:
         os.kill(pid, signal.SIGSTOP)
     try:
         yield
-        time.sleep(0.3)  # the message reaches Redis
-        assert own_redis.client().llen(f"{PREFIX}:celery:{queue}") == 0, "no stopped worker took the message"
+        deadline = time.monotonic() + 30
+        while (event := pushes.get_message(timeout=1.0)) is None or event["data"] != b"lpush":
+            assert time.monotonic() < deadline, f"nothing was pushed onto {key}"
+        assert r.llen(key) == 0, "no stopped worker took the message"
     finally:
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
+        pushes.close()
+        r.config_set("notify-keyspace-events", "")

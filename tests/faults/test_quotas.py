@@ -71,7 +71,12 @@ def test_full_redis_is_507_and_nothing_is_stored(fault_service: Service, own_red
     blob = _dataset(3)
     with fault_service.client("bob") as bob:
         before = bob.get("/v1/usage").json()["datasets"]["count"]
-        r.config_set("maxmemory", int(r.info("memory")["used_memory"]) + 2**20)
+        # Full, whatever else writes meanwhile: a limit under what Redis already holds refuses every write, where
+        # a margin over the memory in use could be outgrown or freed by the workers' own writes on a busy machine.
+        # With noeviction (asserted: any other policy would evict the keys) nothing already stored is lost.
+        assert r.config_get("maxmemory-policy")["maxmemory-policy"] == "noeviction"
+        assert int(r.info("memory")["used_memory"]) > 2**20
+        r.config_set("maxmemory", 2**20)
         try:
             response = bob.post("/v1/datasets", content=blob, headers=OCTETS)
         finally:

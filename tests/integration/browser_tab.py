@@ -77,6 +77,14 @@ class Tab:
     def points(self, selector: str) -> int:
         return int(self.page.get_attribute(selector, "data-points") or 0)
 
+    def frames(self, count: int = 2) -> None:
+        """Wait for the page to render ``count`` frames: what a chart draws after its data is drawn by then."""
+        self.page.evaluate(
+            "(n) => new Promise((done) => {"
+            " const next = (k) => (k ? requestAnimationFrame(() => next(k - 1)) : done()); next(n); })",
+            count,
+        )
+
     def shot(self, name: str) -> None:
         self.page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 

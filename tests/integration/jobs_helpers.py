@@ -14,10 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gradserve.protocol import JOB_TERMINAL, parse_events
 from tests.conftest import API_KEYS, ROOT, Service
 from tests.lenet import LENET_SPEC
 
-FINAL = {"succeeded", "failed", "cancelled", "pruned"}
+FINAL = JOB_TERMINAL
 MLP = {
     "name": "MLP",
     "input_shape": [6],
@@ -95,16 +96,9 @@ def wait_final(client: httpx.Client, job_id: str, timeout: float = 120) -> dict[
 
 
 def sse(response: httpx.Response) -> Iterator[dict[str, str]]:
-    """Parse a text/event-stream body into events ({"id", "event", "data"}), skipping comments."""
-    event: dict[str, str] = {}
-    for line in response.iter_lines():
-        if not line:
-            if "data" in event:
-                yield event
-            event = {}
-        elif not line.startswith(":"):
-            name, _, value = line.partition(":")
-            event[name] = value.removeprefix(" ")
+    """A text/event-stream body's events as ``{"id", "event", "data"}``, read by the protocol's one parser."""
+    for event in parse_events(response.iter_lines()):
+        yield {"id": event.id, "event": event.event, "data": event.data}
 
 
 def gradserve_cli(service: Service, *args: str) -> subprocess.CompletedProcess[str]:

@@ -1,4 +1,4 @@
-"""docker-compose.yml run without Docker: its `redis`, `api` and `worker` services' own commands,
+"""docker-compose.yml run without Docker: its `redis`, `api`, `worker` and `sweeper` services' own commands,
 environment and healthchecks, as `docker compose config` resolves them, become local processes, and a
 tutorial session and a training job go through them over HTTP. If the file drifts from the code (a
 renamed flag, a setting the code no longer reads, a broken healthcheck), this fails.
@@ -22,11 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import boto3
 import httpx
 import pytest
 import redis
 
 from launcher.embedded_redis import free_port, redis_server_binary
+from tests.conftest import S3Server
 from tests.deploy import example_env, resolved_config
 from tests.lenet import LENET_SPEC
 
@@ -127,8 +129,24 @@ def _fake_redis_binaries(bin_dir: Path, port: int, data_dir: Path) -> None:
         path.chmod(0o755)
 
 
+def _local_minio(service: dict, server: S3Server) -> dict[str, str]:
+    """The compose services' MinIO as moto's S3 server, with the bucket `minio-bucket` would have made."""
+    env = service["environment"]
+    assert env["GRADSERVE_S3_ENDPOINT_URL"] == "http://minio:9000", env
+    bucket = urlsplit(env["GRADSERVE_ARTIFACTS_URL"]).netloc
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=server.endpoint,
+        aws_access_key_id=env["GRADSERVE_S3_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["GRADSERVE_S3_SECRET_ACCESS_KEY"],
+        region_name="us-east-1",
+    )
+    s3.create_bucket(Bucket=bucket)
+    return {"GRADSERVE_S3_ENDPOINT_URL": server.endpoint}
+
+
 @pytest.fixture(scope="module")
-def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
+def deployed(tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server) -> Iterator[Deployed]:
     tmp = tmp_path_factory.mktemp("deploy")
     values = example_env(**dict([PROBE_SETTING]))
     services = resolved_config(tmp / "project", values)["services"]
@@ -137,18 +155,20 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
 
     redis_port, api_port = free_port(), free_port()
     redis_url = _local_redis_url(services["api"]["environment"]["REDIS_URL"], values["REDIS_PASSWORD"], redis_port)
-    for name in ("worker", "worker-sessions", "api"):
+    for name in ("worker", "worker-sessions", "sweeper", "api"):
         assert services[name]["environment"]["REDIS_URL"] == services["api"]["environment"]["REDIS_URL"]
     _fake_redis_binaries(tmp / "redis-bin", redis_port, tmp / "redis-data")
+    minio = _local_minio(services["api"], s3_server)
     envs = {
         "redis": {
             "PATH": f"{tmp / 'redis-bin'}:/usr/bin:/bin",
             "HOME": str(home),
             **{k: str(v) for k, v in services["redis"]["environment"].items()},
         },
-        "api": _container_env(services["api"], {"REDIS_URL": redis_url}, home),
-        "worker": _container_env(services["worker"], {"REDIS_URL": redis_url}, home),
-        "worker-sessions": _container_env(services["worker-sessions"], {"REDIS_URL": redis_url}, home),
+        "api": _container_env(services["api"], {"REDIS_URL": redis_url, **minio}, home),
+        "worker": _container_env(services["worker"], {"REDIS_URL": redis_url, **minio}, home),
+        "worker-sessions": _container_env(services["worker-sessions"], {"REDIS_URL": redis_url, **minio}, home),
+        "sweeper": _container_env(services["sweeper"], {"REDIS_URL": redis_url, **minio}, home),
     }
     deployed = Deployed(
         url=f"http://127.0.0.1:{api_port}",
@@ -164,6 +184,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
         _wait_healthy(deployed, "redis", 30)
         _start(deployed, "worker", services["worker"]["command"], tmp)
         _start(deployed, "worker-sessions", services["worker-sessions"]["command"], tmp)
+        _start(deployed, "sweeper", services["sweeper"]["command"], tmp)
         _start(deployed, "api", api_argv, tmp)
         _wait_healthy(deployed, "api", 180, port_map={"8000": str(api_port)})
         _wait_healthy(deployed, "worker", 30)
@@ -213,6 +234,7 @@ def test_ready_with_the_compose_worker_and_keys_required(deployed: Deployed) -> 
         sessions = next(w for w in ready["workers"] if w["name"] == f"sessions@{socket.gethostname()}")
         assert sessions["queues"] == ["sessions-cpu"] and sessions["threads"] == 1
         assert ready["lanes"] == {"jobs": 1, "sessions": 1}
+        assert ready["sweeper"]["pid"] == deployed.procs["sweeper"].pid  # leading: sweeps are driven
         assert httpx.post(f"{deployed.url}/v1/networks", json=LENET_SPEC).status_code == 401
         created = c.post("/v1/networks", json=LENET_SPEC)
         assert created.status_code == 201, created.text

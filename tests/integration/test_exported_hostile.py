@@ -121,9 +121,9 @@ def test_a_graph_over_the_node_bound_is_a_413(service: Service) -> None:
 
 def test_weights_that_do_not_fit_the_graph_name_the_tensor(service: Service) -> None:
     upload = _upload()
-    from gradserve import _wire
+    from gradserve.protocol import codec
 
-    bad = ExportedUpload(upload.form, upload.programs, _wire.state_bytes({"fc.weight": torch.zeros(3, 3)}))
+    bad = ExportedUpload(upload.form, upload.programs, codec.to_safetensors({"fc.weight": torch.zeros(3, 3)}))
     status, text = _post(service, bad)
     assert status == 422 and "fc.weight" in text, text
 

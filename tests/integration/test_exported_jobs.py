@@ -81,6 +81,15 @@ def test_a_nested_model_trains_as_a_job_and_to_local_scores_what_it_reported(gs:
     assert done["status"] == "succeeded", done.get("error")
     assert type(child.to_local()) is type(model)
 
+    # Opened at step 8 (from the checkpoint at 6 and one replayed step), BatchNorm's statistics included: the
+    # session's forward and the job's loss are the job's at step 8.
+    net = job.session(step=8)
+    loss = net.loss({"type": "CrossEntropyLoss"}, net(net.batch.inputs), net.batch.targets)
+    assert loss.item() == gs.request("GET", f"/v1/jobs/{job.id}/metrics").json()["loss"][7]
+    net.delete()
+    seen = gs.http.get(f"/v1/jobs/{job.id}/activations", params={"step": 8, "layers": "bn1"})
+    assert seen.status_code == 409 and "exported network" in seen.text  # not an empty answer
+
 
 def test_a_job_of_a_two_input_network_is_refused_by_name(gs: gradserve.Client, service: Service) -> None:
     from gradserve.export_form import export_module

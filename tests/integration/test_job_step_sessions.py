@@ -141,3 +141,42 @@ def test_activations_of_a_step_equal_a_local_runs_hooks(client: httpx.Client, cl
     bad = client.get(f"/v1/jobs/{job_id}/activations", params={"step": step, "layers": "fc3"})
     assert bad.status_code == 422 and "fc3" in bad.text and "fc1" in bad.text
     assert client_bob.get(f"/v1/jobs/{job_id}/activations", params=params).status_code == 404
+
+
+def test_a_session_continued_as_a_job_matches_a_fork_at_its_step(
+    service: Service, client: httpx.Client, client_bob: httpx.Client
+) -> None:
+    job_id = submit(client, mlp_job(steps=8, capture={"checkpoint_every": 3, "graph": False}))
+    assert wait_final(client, job_id)["status"] == "succeeded"
+    sid = client.post(f"/v1/jobs/{job_id}/sessions", json={"step": 7}).json()["id"]  # after 6 steps
+    _step_loss_and_grads(client, sid)  # looked at (forward, loss, backward), not updated
+    changes = {"lr": 0.02, "steps": 11}
+    went_on = client.post(f"/v1/sessions/{sid}/jobs", json={"changes": changes})
+    assert went_on.status_code == 202, went_on.text
+    forked = client.post(f"/v1/jobs/{job_id}/fork", json={"step": 6, "changes": changes})
+    done = [wait_final(client, j) for j in (went_on.json()["id"], forked.json()["id"])]
+    assert [d["status"] for d in done] == ["succeeded", "succeeded"]
+    assert done[0]["parent"] == {"id": job_id, "step": 6, "session": sid}
+    weights = [safetensors.torch.load(client.get(f"/v1/jobs/{d['id']}/checkpoint").content) for d in done]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    losses = [client.get(f"/v1/jobs/{d['id']}/metrics").json()["loss"] for d in done]
+    assert losses[0] == losses[1] and len(losses[0]) == 11
+    with gradserve.Client(service.url, api_key=API_KEYS["alice"]) as c:  # the client's way
+        job = c.jobs.get(job_id).session(step=7).continue_as_job(lr=0.02, steps=11)
+        assert job.wait()["parent"]["step"] == 6
+        assert all(torch.equal(job.checkpoint()[k], weights[1][k]) for k in weights[1])
+
+    # What the session changes is what the job continues from: after a manual update, the continued job's
+    # first step is the session's forward of that step's batch, at the weights the update left.
+    assert client.post(f"/v1/sessions/{sid}/sgd_update", json={"lr": 0.5}).status_code == 200
+    updated_loss, _ = _step_loss_and_grads(client, sid)
+    again = client.post(f"/v1/sessions/{sid}/jobs", json={})
+    assert again.status_code == 202, again.text
+    assert wait_final(client, again.json()["id"])["status"] == "succeeded"
+    assert client.get(f"/v1/jobs/{again.json()['id']}/metrics").json()["loss"][6] == updated_loss != losses[0][6]
+
+    assert client_bob.post(f"/v1/sessions/{sid}/jobs", json={}).status_code == 404  # alice's session
+    plain = client.post("/v1/sessions", json={"network": mlp_job()["network"], "seed": 0})
+    refused = client.post(f"/v1/sessions/{plain.json()['id']}/jobs", json={})
+    assert refused.status_code == 409 and "not opened at a job's step" in refused.text

@@ -119,3 +119,14 @@ def test_a_paused_job_is_cancelled_or_skips_its_batch_and_is_the_tenants(
     cancelled = client.post(f"/v1/jobs/{first}/cancel")
     assert cancelled.status_code == 202 and cancelled.json()["status"] == "cancelled"
     assert wait_final(client, first)["status"] == "cancelled"
+
+    # New rules as it resumes (null: none): it goes on unpaused, and the paused step it reruns is the one a
+    # run without breakpoints took, so it ends where that run ends.
+    second = submit(client, mlp_job(steps=12, breakpoints={"loss_above": 0.0}))
+    assert wait_until(client, second, lambda d: d["status"] in {"paused", "failed", "succeeded"})["status"] == "paused"
+    resumed = client.post(f"/v1/jobs/{second}/resume", json={"changes": {"breakpoints": None}})
+    assert resumed.status_code == 202 and resumed.json()["changes"] == {"breakpoints": None}, resumed.text
+    assert wait_final(client, second)["status"] == "succeeded"
+    weights = st_load(client.get(f"/v1/jobs/{second}/checkpoint").content)
+    for name, tensor in _local_run(0.05, 12)["weights"].items():
+        assert torch.equal(weights[name], tensor), name

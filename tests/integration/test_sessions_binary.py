@@ -6,7 +6,7 @@ import httpx
 import pytest
 import torch
 
-from models.wire.session import OCTET, binary_body, read_binary_answer
+from gradserve.protocol.codec import OCTET, pack_call, unpack_answer
 from tests.conftest import detail_of
 from tests.lenet import LENET_SPEC
 
@@ -28,10 +28,10 @@ def as_json(client: httpx.Client, sid: str, op: str, tensors: dict[str, torch.Te
 
 
 def as_binary(client: httpx.Client, sid: str, op: str, tensors: dict[str, torch.Tensor], args: dict) -> dict:
-    r = client.post(f"/v1/sessions/{sid}/{op}", content=binary_body(tensors, args), headers=BINARY)
+    r = client.post(f"/v1/sessions/{sid}/{op}", content=pack_call(tensors, args), headers=BINARY)
     assert r.status_code == 200, r.text
     assert r.headers["content-type"] == OCTET
-    return read_binary_answer(r.content)
+    return unpack_answer(r.content)
 
 
 def same(js: dict, binary: dict) -> None:
@@ -68,21 +68,21 @@ def test_binary_and_json_forms_are_bit_identical(client: httpx.Client) -> None:
         js = client.get(f"/v1/sessions/{a}/parameters/{name}").json()
         r = client.get(f"/v1/sessions/{b}/parameters/{name}", headers={"Accept": OCTET})
         assert r.status_code == 200 and r.headers["content-type"] == OCTET
-        same(js, read_binary_answer(r.content))
+        same(js, unpack_answer(r.content))
     # A parameter whose grad is None: null in JSON, absent from the binary answer's tensors.
     client.post(f"/v1/sessions/{b}/zero_grad")
     r = client.get(f"/v1/sessions/{b}/parameters/fc3.bias", headers={"Accept": OCTET})
-    assert read_binary_answer(r.content)["grad"] is None
+    assert unpack_answer(r.content)["grad"] is None
 
 
 def test_binary_request_json_answer_and_the_reverse(client: httpx.Client) -> None:
     sid = new_session(client)
     x = torch.randn(1, 1, 32, 32)
-    r = client.post(f"/v1/sessions/{sid}/forward", content=binary_body({"input": x}), headers={"Content-Type": OCTET})
+    r = client.post(f"/v1/sessions/{sid}/forward", content=pack_call({"input": x}), headers={"Content-Type": OCTET})
     assert r.status_code == 200 and r.headers["content-type"] == "application/json"
     first = torch.tensor(r.json()["output"])
     r = client.post(f"/v1/sessions/{sid}/forward", json={"input": x.tolist()}, headers={"Accept": OCTET})
-    assert torch.equal(read_binary_answer(r.content)["output"], first)
+    assert torch.equal(unpack_answer(r.content)["output"], first)
 
 
 @pytest.mark.parametrize(
@@ -91,14 +91,14 @@ def test_binary_request_json_answer_and_the_reverse(client: httpx.Client) -> Non
         ("forward", b"\xff\x00\x00\x00\x00\x00\x00\x00garbage", ["body"], "not a valid safetensors file"),
         (
             "loss",
-            binary_body({"target": torch.ones(1, 10)}, None)[:8] + b"",  # header cut off: malformed
+            pack_call({"target": torch.ones(1, 10)}, None)[:8] + b"",  # header cut off: malformed
             ["body"],
             "not a valid safetensors file",
         ),
-        ("forward", binary_body({"inputs": torch.ones(1, 1, 32, 32)}), ["body", "inputs"], "unknown tensor 'inputs'"),
-        ("forward", binary_body({}), ["body"], 'exactly one of "input"'),
-        ("loss", binary_body({"target": torch.ones(1, 10)}, {"criterion": {"type": "MSE"}}), ["body", "criterion"], ""),
-        ("backward", binary_body({}, {"retain_graph": "yes"}), ["body", "retain_graph"], "boolean"),
+        ("forward", pack_call({"inputs": torch.ones(1, 1, 32, 32)}), ["body", "inputs"], "unknown tensor 'inputs'"),
+        ("forward", pack_call({}), ["body"], 'exactly one of "input"'),
+        ("loss", pack_call({"target": torch.ones(1, 10)}, {"criterion": {"type": "MSE"}}), ["body", "criterion"], ""),
+        ("backward", pack_call({}, {"retain_graph": "yes"}), ["body", "retain_graph"], "boolean"),
     ],
 )
 def test_bad_binary_bodies_are_422s(client: httpx.Client, op: str, content: bytes, loc: list, words: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 import tarfile
 from pathlib import Path
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from gradserve.protocol import LOSS_FIELDS, MODULE_FIELDS, public_states
 from tests.conftest import Service
 from tests.integration.jobs_helpers import mlp_job, submit, wait_final
 
@@ -124,6 +126,13 @@ def test_ui_and_docs_are_served_from_the_api(service: Service) -> None:
         for asset in assets:
             assert c.get(asset).status_code == 200, asset
         assert c.get("/ui", follow_redirects=False).headers["location"] == "/ui/"
+        # The job states the page's script reads are the protocol's, as GET /protocol answers them (no key)
+        served = c.get("/protocol").json()
+        assert served["layers"] == sorted(MODULE_FIELDS) and served["losses"] == sorted(LOSS_FIELDS)
+        states = {kind: {k: v for k, v in s.items() if v is not None} for kind, s in served["states"].items()}
+        assert states == public_states()
+        block = re.search(r'<script type="application/json" id="protocol">(.*?)</script>', page.text)
+        assert block is not None and json.loads(block.group(1)) == {"states": public_states()}
         assert c.get("/ui/static/../../main.py").status_code == 404
         docs = c.get("/docs").text
         external = [u for u in re.findall(r'(?:src|href|url)\s*[=:]\s*["\']([^"\']+)', docs) if "//" in u]

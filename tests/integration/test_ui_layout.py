@@ -122,7 +122,7 @@ def test_chart_axes_show_whole_labels(tab: Tab, service: Service, client: httpx.
         page.wait_for_function(
             "([sel, n]) => Number(document.querySelector(sel)?.dataset.points) === n", arg=[chart, count]
         )
-    page.wait_for_timeout(300)  # the draw that follows the last data
+    tab.frames()  # the draw that follows the last data
     tab.shot(f"job-axes-{job['status']}")
     labels = page.evaluate("() => [...Chart.live].map((c) => c.plot.axes[1]._values || []).flat()")
     assert len(labels) > 8, labels  # the measure below looked at drawn labels
@@ -154,7 +154,7 @@ def test_a_curve_of_one_point_is_drawn(tab: Tab, service: Service, one_epoch_swe
     sweep = one_epoch_sweep  # every trial reported epoch 1 only, as a trial the pruner stops at epoch 1
     page = tab.open(f"#/sweeps/{sweep['id']}", service.keys["alice"])
     page.wait_for_function("() => Number(document.querySelector('#chart-sweep-epochs')?.dataset.points) === 2")
-    page.wait_for_timeout(300)  # the draw that follows the data
+    tab.frames()  # the draw that follows the data
     tab.shot("sweep-one-epoch")
     curves = page.evaluate(INK_AT_POINTS, "#chart-sweep-epochs")
     assert [c["points"] for c in curves] == [1, 1], curves

@@ -11,11 +11,10 @@ import torch
 from torch import nn
 
 import gradserve
-from gradserve import _wire
 from gradserve.cli import _global_first
-from gradserve.client import optimizer_spec
+from gradserve.fx_spec import optimizer_spec
 from gradserve.jobs import criterion_spec
-from gradserve.progress import sse_events
+from gradserve.protocol import codec
 from gradserve.remote_values import _criterion
 from models.wire.session import read_binary_body
 
@@ -36,14 +35,8 @@ def test_public_surface() -> None:
 
 def test_a_call_body_reads_back_on_the_server_side() -> None:
     x = torch.randn(2, 3, dtype=torch.float64)
-    tensors, args = read_binary_body(_wire.pack({"input": x}, {"retain_graph": True}), ("input",))
+    tensors, args = read_binary_body(codec.pack_call({"input": x}, {"retain_graph": True}), ("input",))
     assert torch.equal(tensors["input"], x) and args == {"retain_graph": True}
-
-
-def test_server_sent_events_with_ids_and_keepalives() -> None:
-    lines = ["retry: 1000", "", ": keep-alive", "", "id: 1-0", "event: metric", 'data: {"step": 1}', ""]
-    lines += ["id: 2-0", "event: state", 'data: {"status": "succeeded"}', ""]
-    assert list(sse_events(lines)) == [("1-0", "metric", {"step": 1}), ("2-0", "state", {"status": "succeeded"})]
 
 
 def test_specs_from_torch_objects() -> None:

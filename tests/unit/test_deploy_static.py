@@ -47,7 +47,7 @@ def test_compose_file_is_valid_with_every_profile(tmp_path: Path) -> None:
     compose(tmp_path, example_env(), "config", "--quiet")
 
 
-@pytest.mark.parametrize("variable", ["REDIS_PASSWORD", "GRADSERVE_API_KEYS"])
+@pytest.mark.parametrize("variable", ["REDIS_PASSWORD", "MINIO_ROOT_PASSWORD", "GRADSERVE_API_KEYS"])
 def test_compose_refuses_to_start_without_required_secrets(tmp_path: Path, variable: str) -> None:
     result = compose(tmp_path, example_env(**{variable: ""}), "config", "--quiet", check=False)
     assert result.returncode != 0
@@ -94,10 +94,28 @@ def test_api_and_workers_wire_up_as_documented(config: dict) -> None:
     assert all(p.get("host_ip") == "127.0.0.1" for p in services["flower"]["ports"])
 
 
+def test_minio_holds_the_artifacts_with_its_bucket_made_first(config: dict) -> None:
+    services = config["services"]
+    minio, bucket = services["minio"], services["minio-bucket"]
+    assert "ports" not in minio and [v["target"] for v in minio["volumes"]] == ["/data"]
+    assert bucket["depends_on"]["minio"]["condition"] == "service_healthy"
+    assert "mc mb --ignore-existing" in " ".join(bucket["entrypoint"])
+    secret = example_env()["MINIO_ROOT_PASSWORD"]
+    for name in ("api", "worker", "worker-gpu", "worker-sessions", "worker-sessions-gpu"):
+        service = services[name]
+        assert service["depends_on"]["minio-bucket"]["condition"] == "service_completed_successfully"
+        env = service["environment"]
+        assert env["GRADSERVE_ARTIFACTS_URL"] == "s3://gradserve/artifacts"
+        assert env["GRADSERVE_S3_ENDPOINT_URL"] == "http://minio:9000"
+        assert env["GRADSERVE_S3_SECRET_ACCESS_KEY"] == secret == minio["environment"]["MINIO_ROOT_PASSWORD"]
+
+
 def test_no_secret_is_baked_in() -> None:
     for path in (DOCKERFILE, COMPOSE_FILE, ENV_EXAMPLE):
         text = path.read_text()
-        assert not re.search(r"(?im)^\s*(REDIS_PASSWORD|GRADSERVE_API_KEYS)\s*[=:]\s*[^$\s#]", text), path
+        assert not re.search(
+            r"(?im)^\s*(REDIS_PASSWORD|MINIO_ROOT_PASSWORD|GRADSERVE_API_KEYS)\s*[=:]\s*[^$\s#]", text
+        ), path
         assert not re.search(r"redis://:[^$@]+@", text), path
     assert not re.search(r"(?im)^\s*(ENV|ARG)\s+\S*(PASSWORD|SECRET|API_KEYS|REDIS_URL)", DOCKERFILE.read_text())
 
@@ -110,6 +128,15 @@ def test_image_gets_every_package_and_the_context_lets_it() -> None:
     ignore = (ROOT / ".dockerignore").read_text().split()
     for source in (s.rstrip("/") for s in copied):
         assert f"!{source}" in ignore or f"!{source}/" in ignore, f".dockerignore hides {source}"
+
+
+def test_every_package_folder_is_installed() -> None:
+    packages = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    tops = {p.split(".")[0] for p in packages}
+    folders = {
+        ".".join(init.parent.relative_to(ROOT).parts) for top in tops for init in (ROOT / top).rglob("__init__.py")
+    }
+    assert folders - packages == set(), "packages missing from pyproject.toml's [tool.setuptools] packages"
 
 
 def test_lock_pins_every_runtime_dependency() -> None:
@@ -133,7 +160,7 @@ def _default_cell(default: object) -> str:
 
 
 def test_readme_documents_every_setting_with_its_default() -> None:
-    rows = dict(re.findall(r"(?m)^\|\s*`([A-Z_]+)`\s*\|\s*`?([^`|]*?)`?\s*\|", README.read_text()))
+    rows = dict(re.findall(r"(?m)^\|\s*`([A-Z0-9_]+)`\s*\|\s*`?([^`|]*?)`?\s*\|", README.read_text()))
     missing = []
     for field, info in Settings.model_fields.items():
         default = info.default if info.default is not PydanticUndefined else info.default_factory()

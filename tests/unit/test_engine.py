@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.data.transforms import Pipeline, parse
 from models.nn.build import build_network
 from models.nn.state_codec import pack_train_state, pack_weights, unpack_train_state
 from models.spec.network import NetworkSpec
@@ -76,10 +77,14 @@ def test_matches_a_hand_written_loop() -> None:
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("opt", ["sgd", "adam"])
+@pytest.mark.parametrize("opt", ["sgd", "adam", "sgd+flips"])
 def test_resume_is_bit_exact(opt: str) -> None:
-    """Stopped after a checkpoint and resumed from its bytes, the run ends on the same weights."""
+    """Stopped after a checkpoint and resumed from its bytes, the run ends on the same weights; random flips
+    (models.data.transforms) included, drawn by the batch's place in the data order."""
     data = _data()
+    if opt.endswith("+flips"):
+        opt, flips = "sgd", Pipeline(parse([{"type": "random_horizontal_flip"}]), seed=1)
+        data.augment = lambda x, epoch, start: flips.augment(x.view(-1, 1, 2, 3), epoch, start).reshape(-1, 6)
     cfg = TrainConfig(total_steps=23, batch_size=8, seed=1, classification=True, checkpoint_every=5, flush_every=1)
     whole = _trainer(cfg, data, opt=opt)
     whole.run(ListHooks())

@@ -1,4 +1,4 @@
-"""The session wire protocol (models.wire.session) round-trips: tensor refs, reply frames, binary bodies."""
+"""The session wire protocol (models.wire.session, gradserve.protocol.codec) round-trips: refs, frames, bodies."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from gradserve.protocol import codec
 from models.errors import Conflict, GradserveError, InvalidInput
 from models.wire import session as W
 from models.wire.tensors import to_safetensors
@@ -47,8 +48,8 @@ def test_frames_roundtrip() -> None:
     assert (reply.media, reply.worker_ms, reply.call_ms) == ("application/json", 1.25, 3.0)
 
     binary = W.read_frame(W.stamp(W.answer_frame({"output": out, "grad": None}, binary=True), 0.5))
-    assert binary.media == W.OCTET
-    back = W.read_binary_answer(binary.body)
+    assert binary.media == codec.OCTET
+    back = codec.unpack_answer(binary.body)
     assert torch.equal(back["output"], out) and back["grad"] is None
 
     raw = W.read_frame(W.stamp(W.answer_frame("digraph {}", media="text/vnd.graphviz"), 0))
@@ -61,9 +62,9 @@ def test_frames_roundtrip() -> None:
 
 def test_binary_body_roundtrip() -> None:
     x = torch.randn(2, 3)
-    tensors, args = W.read_binary_body(W.binary_body({"target": x}, {"criterion": {"type": "MSELoss"}}), ["target"])
+    tensors, args = W.read_binary_body(codec.pack_call({"target": x}, {"criterion": {"type": "MSELoss"}}), ["target"])
     assert torch.equal(tensors["target"], x) and args == {"criterion": {"type": "MSELoss"}}
-    assert W.read_binary_body(W.binary_body({"input": x}), ["input"])[1] == {}
+    assert W.read_binary_body(codec.pack_call({"input": x}), ["input"])[1] == {}
 
 
 @pytest.mark.parametrize(
@@ -72,8 +73,8 @@ def test_binary_body_roundtrip() -> None:
         (b"\x10\x00\x00\x00\x00\x00\x00\x00{not json", ("body",), "not a valid safetensors file"),
         (to_safetensors({"input": torch.ones(1)}, {"args": "{oops"}), ("body", "__metadata__", "args"), "JSON object"),
         (to_safetensors({"input": torch.ones(1)}, {"args": "[1]"}), ("body", "__metadata__", "args"), "not list"),
-        (W.binary_body({"inptu": torch.ones(1)}), ("body", "inptu"), "unknown tensor 'inptu'"),
-        (W.binary_body({}, {"input": [1.0]}), ("body", "__metadata__", "args", "input"), "is a tensor"),
+        (codec.pack_call({"inptu": torch.ones(1)}), ("body", "inptu"), "unknown tensor 'inptu'"),
+        (codec.pack_call({}, {"input": [1.0]}), ("body", "__metadata__", "args", "input"), "is a tensor"),
     ],
 )
 def test_binary_body_refusals(blob: bytes, loc: tuple, msg: str) -> None:

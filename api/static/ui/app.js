@@ -4,8 +4,11 @@
 "use strict";
 
 const KEY = "gradserve.key";
-const FINAL = new Set(["succeeded", "failed", "cancelled", "pruned"]);
-const STOPPED = new Set([...FINAL, "paused"]);  // nothing runs until someone acts: a paused job is resumed or cancelled
+// A job's states come from the API: the service writes gradserve.protocol's states (GET /protocol) into the page.
+const PROTOCOL = JSON.parse(document.getElementById("protocol").textContent);
+const JOB_STATES = PROTOCOL.states.job.states;
+const FINAL = new Set(PROTOCOL.states.job.terminal);
+const STOPPED = new Set(PROTOCOL.states.job.stopped);  // nothing runs until someone acts: a paused job is resumed or cancelled
 const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
   "#17becf", "#393b79", "#ad494a", "#637939", "#8c6d31", "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1", "#636363"];
 
@@ -294,7 +297,7 @@ window.addEventListener("hashchange", route);
 async function jobsList(status) {
   const selected = new Set();
   const filter = h("select", { id: "status-filter", onchange: (e) => { location.hash = `#/jobs${e.target.value ? `?status=${e.target.value}` : ""}`; } },
-    ...["", "queued", "running", "succeeded", "failed", "cancelled", "pruned"].map((s) => h("option", { value: s, selected: s === status, text: s || "all statuses" })));
+    ...["", ...JOB_STATES].map((s) => h("option", { value: s, selected: s === status, text: s || "all statuses" })));
   const compare = h("button", { id: "compare-selected", class: "primary", disabled: true,
     onclick: () => { location.hash = `#/compare?ids=${[...selected].join(",")}`; } }, "Compare selected");
   const body = h("tbody", { id: "jobs-body" });
