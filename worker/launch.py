@@ -98,7 +98,7 @@ def _failure_text(failure: ProcessFailure) -> str:
         return f"killed by {failure.signal_name()}"
     if failure.exitcode == PEER_LOST:
         return "it lost a peer"
-    return message.strip().split("\n")[0] if failure.error_file_data.get("message") else f"exit code {failure.exitcode}"
+    return f"exit code {failure.exitcode}"  # no error file: torch's message would only say how to get one
 
 
 @contextlib.contextmanager

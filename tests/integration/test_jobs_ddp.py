@@ -4,6 +4,7 @@ the user's plain module; a fork of it going on at 1 process; bad resources named
 
 from __future__ import annotations
 
+import copy
 import os
 import signal
 import socket
@@ -21,6 +22,7 @@ from safetensors.torch import load as st_load
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
+from api.routes.sweeps import EXAMPLE
 from tests.conftest import detail_of
 from tests.integration.jobs_helpers import LocalMLP, mlp_job, submit, wait_final, wait_until
 
@@ -206,3 +208,15 @@ def test_bad_resources_are_named(client: httpx.Client, change: dict, field: str,
     assert response.status_code == 422, response.text
     detail = detail_of(response)
     assert field in detail["loc"] and words in detail["msg"], detail
+
+
+def test_a_sweeps_template_takes_resources_as_a_job_does(client: httpx.Client) -> None:
+    body = copy.deepcopy(EXAMPLE)
+    body["template"]["resources"] = {"nodes": 2}
+    response = client.post("/v1/sweeps", json=body)
+    assert response.status_code == 422, response.text
+    assert detail_of(response)["loc"] == ["body", "template", "resources", "nodes"], response.text
+    body["template"]["resources"] = {"processes_per_node": 2}
+    body["template"]["batch_size"] = 33
+    response = client.post("/v1/sweeps", json=body)
+    assert response.status_code == 422 and "multiple of 2" in detail_of(response)["msg"], response.text
