@@ -189,6 +189,7 @@ async def submit(
         "device": req.device,
         "queue": queue,
         "batch_size": req.batch_size,
+        "world_size": req.world_size,
         "training": json.dumps(req.training_settings()),
         "network_id": network_id,
         "request": json.dumps(request_doc),

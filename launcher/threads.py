@@ -30,3 +30,9 @@ def split_threads(cores: int, job_workers: int, session_workers: int) -> tuple[i
     per_session = max(1, usable // max(1, job_workers + session_workers))
     per_job = max(1, (usable - session_workers * per_session) // max(1, job_workers))
     return per_job, per_session
+
+
+def rank_threads(worker_threads: int, ranks: int) -> int:
+    """Threads for each rank of a job of ``ranks`` processes on a job worker of ``worker_threads``: the
+    ranks together run no more busy threads than the worker alone would (its share of the cores)."""
+    return max(1, worker_threads // ranks)

@@ -92,6 +92,8 @@ class Settings(BaseSettings):
     # Jobs. A running job holds a lease renewed every third of its TTL; once it lapses (the worker
     # died), any worker's reaper re-enqueues the job, which resumes from its last checkpoint.
     job_lease_ttl_s: float = 6.0
+    # A collective that waits longer than this fails the job (naming the rank) instead of holding it running.
+    job_collective_timeout_s: float = Field(default=300.0, gt=0)
     job_reaper_interval_s: float = 1.0
     job_max_records: int = 200_000  # metric records kept per job (older ones are trimmed)
     max_gradient_snapshots: int = 200

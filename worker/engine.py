@@ -21,6 +21,7 @@ from models.nn import state_codec
 from models.nn.state_codec import TrainState
 from models.placement import worker_device
 from worker.breakpoints import Paused, Rules, Watch
+from worker.data_parallel import Group
 from worker.throughput import Throughput
 
 __all__ = [
@@ -161,9 +162,13 @@ class Trainer:
         data: Data,
         cfg: TrainConfig,
         scheduler: LRScheduler | ReduceLROnPlateau | None = None,
+        group: Group | None = None,
     ) -> None:
+        """``group``: this process's rank of a data-parallel job (torch.distributed initialized), or None."""
         self.net, self.criterion, self.optimizer, self.data, self.cfg = net, criterion, optimizer, data, cfg
         self.scheduler = scheduler
+        self.group = group
+        self.leader = group is None or group.leader
         self.device = data.x.device
         self.step = 0
         self.epoch = 0
@@ -176,7 +181,11 @@ class Trainer:
         self._throughput = Throughput(start=time.perf_counter())  # restarted by run()
         # The compiled wrapper only runs forward passes: state and parameters stay the plain module's, so a
         # checkpoint's keys have no "_orig_mod." prefix and load into the user's module.
-        self.forward: Callable[[torch.Tensor], torch.Tensor] = torch.compile(net) if cfg.compile else net
+        # Under DDP the forward goes through its wrapper (which all-reduces the gradients in backward); the
+        # optimizer and checkpoints keep the plain module, so its keys have no "module." prefix either.
+        self.ddp = None if group is None else group.wrap(net, self.device)
+        module: nn.Module = net if self.ddp is None else self.ddp
+        self.forward: Callable[[torch.Tensor], torch.Tensor] = torch.compile(module) if cfg.compile else module
         self.scaler = torch.amp.GradScaler(self.device.type) if cfg.precision == "16-mixed" else None
         self.watch = None if cfg.breakpoints is None else Watch(cfg.breakpoints, net)
 
@@ -239,17 +248,18 @@ class Trainer:
             losses, corrects, size, count = [], [], 0, 0
             for i in range(micro):
                 x, y = self.next_batch(n)
-                with self._autocast():
-                    out = self.forward(x)  # forward
-                    loss = self.criterion(out, y)  # loss
-                if step == 1 and i == 0 and cfg.graph:
-                    hooks.graph(loss, net)
-                # Summed micro-batch losses over their count: the gradient of their mean, as one batch of
-                # all of them would give (up to rounding); one micro-batch is backpropagated as is.
-                scaled = loss / micro if micro > 1 else loss
-                if self.scaler is not None:
-                    scaled = self.scaler.scale(scaled)
-                scaled.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
+                with self._syncing(i < micro - 1):
+                    with self._autocast():
+                        out = self.forward(x)  # forward
+                        loss = self.criterion(out, y)  # loss
+                    if step == 1 and i == 0 and cfg.graph and self.leader:
+                        hooks.graph(loss, net)
+                    # Summed micro-batch losses over their count: the gradient of their mean, as one batch of
+                    # all of them would give (up to rounding); one micro-batch is backpropagated as is.
+                    scaled = loss / micro if micro > 1 else loss
+                    if self.scaler is not None:
+                        scaled = self.scaler.scale(scaled)
+                    scaled.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
                 losses.append(loss.detach())
                 if cfg.classification:
                     corrects.append((out.detach().argmax(1) == y).sum())
@@ -277,8 +287,12 @@ class Trainer:
 
             self.step = step
             epoch_done = self.cursor == 0
-            now = time.perf_counter()
             correct = (corrects[0] if micro == 1 else torch.stack(corrects).sum()) if corrects else None
+            stop = False
+            if self.group is not None:  # the leader's stop is asked before its drain: heeded a step later
+                step_loss, correct, stop = self.group.reduce(step_loss, correct, self.leader and hooks.should_stop())
+                size, count = size * self.group.world_size, count * self.group.world_size  # equal shards
+            now = time.perf_counter()
             self._pending.append(
                 (
                     step,
@@ -305,13 +319,18 @@ class Trainer:
             ):
                 self._drain(hooks)
                 last_flush = now
-            if due_ckpt:
+            if due_ckpt and self.leader:
                 hooks.checkpoint(self.state())
-            if not last_step and hooks.should_stop():
+            if not last_step and (stop if self.group is not None else hooks.should_stop()):
                 self._drain(hooks)
                 return "stopped"
         self._drain(hooks)
         return "finished"
+
+    def _syncing(self, deferred: bool) -> contextlib.AbstractContextManager[Any]:
+        """Under DDP, a micro-batch before a step's last keeps its gradients local (no_sync): one all-reduce
+        a step, of the accumulated sum."""
+        return self.ddp.no_sync() if deferred and self.ddp is not None else contextlib.nullcontext()
 
     def _position(self) -> tuple[dict[str, torch.Tensor], int, int, torch.Tensor | None]:
         """Where the run stands before a step: what a breakpoint's state goes back to."""
@@ -338,13 +357,24 @@ class Trainer:
         if self.cursor == 0 and cfg.shuffle:
             self.order = torch.randperm(n, generator=self.shuffler).to(self.device)
         end = min(self.cursor + cfg.batch_size, n)
-        if cfg.shuffle:
+        if self.group is not None:  # this rank's share of the batch (see worker.data_parallel)
+            epoch_order = self.order if cfg.shuffle else torch.arange(n, device=self.device)
+            assert epoch_order is not None
+            idx = self.group.pad(epoch_order[self.cursor : end], epoch_order)
+            if self.data.augment is not None:
+                # Every rank draws the whole batch's augmentation and keeps its rows: the samples are those a
+                # one-process job would see, and the ranks' random crops are not copies of each other.
+                x = self.group.mine(self.data.augment(x_all[idx], epoch, start))
+            else:
+                x = x_all[self.group.mine(idx)]  # (B / world_size, *input_shape)
+            y = y_all[self.group.mine(idx)]
+        elif cfg.shuffle:
             assert self.order is not None  # drawn at cursor 0, or restored with the cursor by load_state
             idx = self.order[self.cursor : end]
             x, y = x_all[idx], y_all[idx]  # (B, *input_shape), (B, ...)
         else:
             x, y = x_all[self.cursor : end], y_all[self.cursor : end]
-        if self.data.augment is not None:
+        if self.data.augment is not None and self.group is None:
             x = self.data.augment(x, epoch, start)  # seeded by the batch's place, which a checkpoint restores
         if cfg.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)

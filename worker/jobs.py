@@ -11,14 +11,13 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 import torch
 
 from models.errors import GradserveError, first_line
 from models.nn.build import build_network
-from models.nn.exported_admit import Built, build_stored
 from models.nn.objectives import build_loss, build_optimizer, build_scheduler
 from models.nn.state_codec import unpack_train_state
 from models.settings import Settings
@@ -30,12 +29,19 @@ from models.store.keys import Keys
 from models.store.replies import opt_bytes, required
 from models.wire.tensors import from_safetensors
 from worker.breakpoints import Paused, Rules
+from worker.data_parallel import Group, peer_lost
 from worker.datasets import DataError, materialize
-from worker.engine import NonFiniteLoss, TrainConfig, Trainer, choose_device
+from worker.engine import Hooks, NonFiniteLoss, TrainConfig, Trainer, choose_device
 from worker.fork import start_fork
 from worker.recorder import JobKeys, Lease, RedisHooks
 
+if TYPE_CHECKING:
+    from models.nn.exported_admit import Built
+
 log = logging.getLogger(__name__)
+
+
+_FIELDS = ("request", "network", "plan", "attempt", "source_key", "fork", "checkpoint_step", "resume_changes")
 
 
 def run_job(client: redis.Redis, keys: Keys, settings: Settings, *, tenant: str, job_id: str, worker: str) -> str:
@@ -47,6 +53,34 @@ def run_job(client: redis.Redis, keys: Keys, settings: Settings, *, tenant: str,
         log.info("job %s not run: %s", job_id, claimed)
         return claimed
     lease.start()
+    try:
+        ranks = _world_size(client, jk)
+        if ranks > 1:
+            from worker.launch import run_group  # the elastic agent's imports, only where a job needs them
+
+            return run_group(client, settings, jk, lease, ranks)
+        return train(client, keys, settings, jk, lease)
+    except (redis.ConnectionError, redis.TimeoutError):
+        log.warning("job %s lost Redis as it started; it resumes once Redis is back", job_id)
+        return "redis unreachable"
+    finally:
+        lease.stop()
+
+
+def _world_size(client: redis.Redis, jk: JobKeys) -> int:
+    raw = opt_bytes(client.hget(jk.job, "request"))
+    try:
+        return JobCreate.model_validate_json(required(raw, "the job's request")).world_size
+    except Exception:  # train() reads it again and records why it cannot run
+        return 1
+
+
+def train(
+    client: redis.Redis, keys: Keys, settings: Settings, jk: JobKeys, lease: Lease, group: Group | None = None
+) -> str:
+    """The job's training in this process under ``lease`` (held by this process or, for rank 0 of a
+    group, by the job worker that started it); records its state, metrics and checkpoints."""
+    job_id = jk.job_id
     artifacts = shared_artifacts(settings)
     hooks = RedisHooks(
         client,
@@ -61,26 +95,15 @@ def run_job(client: redis.Redis, keys: Keys, settings: Settings, *, tenant: str,
     trainer: Trainer | None = None
     device = torch.device("cpu")
     try:
-        fields = ("request", "network", "plan", "attempt", "source_key", "fork", "checkpoint_step", "resume_changes")
-        raw = [opt_bytes(v) for v in client.hmget(jk.job, list(fields))]
+        raw = [opt_bytes(v) for v in client.hmget(jk.job, list(_FIELDS))]
         req = JobCreate.model_validate_json(required(raw[0], "the job's request"))
-        spec = _network(client, jk.init, required(raw[1], "the job's network"))
-        plan: dict[str, Any] = json.loads(required(raw[2], "the job's plan"))
-        device = choose_device(req.device, torch.cuda.is_available())
-        trainer = _build(client, artifacts, req, spec, plan, device, raw[4].decode() if raw[4] else None)
-        blob = resume_state(client, artifacts, keys, tenant, job_id)
-        if blob is not None and raw[5] is not None and raw[6] is None:  # a fork's first start, from its parent
-            start_fork(trainer, unpack_train_state(blob), json.loads(raw[5]), req)
-        elif blob is not None:
-            trainer.load_state(unpack_train_state(blob))
-        if raw[7] is not None:  # resumed from a breakpoint, with changes
-            apply_resume(trainer, json.loads(raw[7]))
-            hooks.checkpoint(trainer.state())  # from here a lost worker resumes with the changes made
-            client.hdel(jk.job, "resume_changes")
+        device = rank_device(req, group)
+        trainer = prepare(client, artifacts, keys, jk, raw, req, device, group, hooks)
         hooks.state(
             "running",
             device_used=str(device),
             threads=torch.get_num_threads(),  # exactness against a local run holds at this count
+            world_size=1 if group is None else group.world_size,
             attempt=int(raw[3] or 1),
             resumed_from=trainer.step,
         )
@@ -116,6 +139,8 @@ def run_job(client: redis.Redis, keys: Keys, settings: Settings, *, tenant: str,
             pass
         return "artifact store unreachable"
     except Exception as exc:  # any failure ends this job, never the worker
+        if group is not None and peer_lost(exc):
+            raise  # another rank failed first: the job worker that started the group records which and why
         error = _describe(exc, device)
         if not isinstance(exc, (NonFiniteLoss, DataError, GradserveError, torch.OutOfMemoryError)):
             log.exception("job %s failed", job_id)
@@ -126,9 +151,63 @@ def run_job(client: redis.Redis, keys: Keys, settings: Settings, *, tenant: str,
             log.exception("could not record the failure of job %s", job_id)
         return "failed"
     finally:
-        lease.stop()
         del trainer
         _free(device)
+
+
+def follow(client: redis.Redis, keys: Keys, settings: Settings, jk: JobKeys, group: Group) -> None:
+    """A rank other than 0: the same trainer, from the same checkpoint, with nothing recorded."""
+    raw = [opt_bytes(v) for v in client.hmget(jk.job, list(_FIELDS))]
+    req = JobCreate.model_validate_json(required(raw[0], "the job's request"))
+    artifacts = shared_artifacts(settings)
+    # The leader alone fails the job on a non-finite loss (and tells the others by leaving the group).
+    device = rank_device(req, group)
+    trainer = prepare(client, artifacts, keys, jk, raw, req, device, group, None, stop_on_nan=False)
+    trainer.run(Hooks())
+
+
+def rank_device(req: JobCreate, group: Group | None) -> torch.device:
+    device = choose_device(req.device, torch.cuda.is_available())
+    if group is None or device.type != "cuda":
+        return device
+    if group.rank >= torch.cuda.device_count():
+        raise RuntimeError(
+            f"the job asks for {group.world_size} processes, one GPU each, "
+            f"but this worker sees {torch.cuda.device_count()} GPUs"
+        )
+    return torch.device("cuda", group.rank)
+
+
+def prepare(
+    client: redis.Redis,
+    artifacts: Artifacts,
+    keys: Keys,
+    jk: JobKeys,
+    raw: list[bytes | None],
+    req: JobCreate,
+    device: torch.device,
+    group: Group | None,
+    hooks: RedisHooks | None,
+    **overrides: Any,
+) -> Trainer:
+    """The job's trainer, from its last checkpoint if it has one. ``raw``: the job's ``_FIELDS``, read by every
+    rank before it builds its trainer: DDP's constructor is a collective, so no rank can write anything
+    (a checkpoint's step, the resume changes dropped) before every rank has read them."""
+    spec = _network(client, jk.init, required(raw[1], "the job's network"))
+    plan: dict[str, Any] = json.loads(required(raw[2], "the job's plan"))
+    source_key = raw[4].decode() if raw[4] else None
+    trainer = _build(client, artifacts, req, spec, plan, device, source_key, group=group, **overrides)
+    blob = resume_state(client, artifacts, keys, jk.tenant, jk.job_id)
+    if blob is not None and raw[5] is not None and raw[6] is None:  # a fork's first start, from its parent
+        start_fork(trainer, unpack_train_state(blob), json.loads(raw[5]), req)
+    elif blob is not None:
+        trainer.load_state(unpack_train_state(blob))
+    if raw[7] is not None:  # resumed from a breakpoint, with changes
+        apply_resume(trainer, json.loads(raw[7]))
+        if hooks is not None:
+            hooks.checkpoint(trainer.state())  # from here a lost worker resumes with the changes made
+            client.hdel(jk.job, "resume_changes")
+    return trainer
 
 
 def _build(
@@ -139,6 +218,7 @@ def _build(
     plan: dict[str, Any],
     device: torch.device,
     source_key: str | None,
+    group: Group | None = None,
     **overrides: Any,
 ) -> Trainer:
     """The job's trainer as its run starts; ``overrides``: TrainConfig fields a replay changes."""
@@ -172,7 +252,7 @@ def _build(
         breakpoints=_rules(req),
         scheduler_interval="epoch" if sched is None else sched.interval,
     )
-    return Trainer(net, criterion, optimizer, data, dataclasses.replace(cfg, **overrides), scheduler)
+    return Trainer(net, criterion, optimizer, data, dataclasses.replace(cfg, **overrides), scheduler, group)
 
 
 def _rules(req: JobCreate) -> Rules | None:
@@ -214,6 +294,9 @@ class _Exported:
         return self.built().net
 
     def built(self) -> Built:
+        # Imported here: torch.export's modules take seconds to import, which every rank of a job would pay.
+        from models.nn.exported_admit import build_stored
+
         return build_stored(self.meta, from_safetensors(self.weights, loc=("network", "weights")))
 
 

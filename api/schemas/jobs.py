@@ -54,7 +54,7 @@ class JobPublic(BaseModel):
     finished_at: float | None
     device: str = Field(description="As requested: auto, cpu or cuda.")
     device_used: str | None = None
-    threads: int | None = Field(default=None, description="PyTorch threads the worker computes with.")
+    threads: int | None = Field(default=None, description="PyTorch threads the worker (each rank) computes with.")
     queue: str | None = None
     queue_position: int | None = Field(
         default=None, description="While queued: 1 means the next job a free worker of its queue takes."
@@ -67,7 +67,10 @@ class JobPublic(BaseModel):
     checkpoint_step: int | None = None
     resumed_from: int | None = None
     network_id: str | None = None
-    batch_size: int | None = None
+    batch_size: int | None = Field(default=None, description="Samples a step over all processes (per micro-batch).")
+    world_size: int | None = Field(
+        default=None, description="Processes training the job together (resources: nodes x processes_per_node)."
+    )
     breakpoint: BreakpointPublic | None = Field(
         default=None, description="The breakpoint that paused the job last: which rule, at which step, on what."
     )

@@ -124,6 +124,25 @@ class Breakpoints(_Req):
         return self.nonfinite or any(v is not None for v in (self.grad_norm_above, self.loss_above, self.loss_spike))
 
 
+MAX_PROCESSES_PER_NODE = 64
+
+
+class Resources(_Req):
+    """The processes a job trains on: one per rank of a torch.distributed group (one GPU each on CUDA)."""
+
+    nodes: Annotated[StrictInt, Field(ge=1)] = Field(default=1, description="Machines; only 1 for now.")
+    processes_per_node: Annotated[StrictInt, Field(ge=1, le=MAX_PROCESSES_PER_NODE)] = Field(
+        default=1, description="Ranks on the machine; above 1 the job runs data-parallel under torch.distributed."
+    )
+
+    @field_validator("nodes")
+    @classmethod
+    def _one_node(cls, value: int) -> int:
+        if value != 1:
+            raise ValueError(f"multi-node jobs are not supported yet (nodes={value}): use nodes 1")
+        return value
+
+
 JobName = Annotated[str, Field(min_length=1, max_length=200)]
 Precision = Literal["32", "bf16-mixed", "16-mixed"]
 MAX_ACCUMULATE = 1024
@@ -147,7 +166,10 @@ class JobCreate(_Req):
         description="Clip the gradients' total norm to this before each step (clip_grad_norm_); "
         "also accepted as gradient_clip_norm.",
     )
-    batch_size: Pos = Field(description="Samples per forward pass (per micro-batch when accumulating).")
+    batch_size: Pos = Field(
+        description="Samples per forward pass (per micro-batch when accumulating), over all processes: each of "
+        "resources.processes_per_node ranks takes batch_size / processes_per_node of them."
+    )
     accumulate_grad_batches: Annotated[StrictInt, Field(ge=1, le=MAX_ACCUMULATE)] = Field(
         default=1,
         description="Micro-batches per optimizer step: each step takes this many consecutive batches of the "
@@ -173,6 +195,21 @@ class JobCreate(_Req):
     breakpoints: Breakpoints | None = Field(
         default=None, description="Pause instead of going on (or failing) when a rule holds; resume or cancel."
     )
+    resources: Resources = Resources()
+    strategy: Literal["ddp", "fsdp"] = Field(
+        default="ddp", description="How ranks share the work: 'ddp' (DistributedDataParallel); 'fsdp' not yet."
+    )
+
+    @property
+    def world_size(self) -> int:
+        return self.resources.nodes * self.resources.processes_per_node
+
+    @field_validator("strategy")
+    @classmethod
+    def _strategy_ready(cls, value: str) -> str:
+        if value != "ddp":
+            raise ValueError(f"strategy {value!r} is not supported yet: use 'ddp'")
+        return value
 
     def training_settings(self) -> dict[str, object]:
         """How each step runs, as the job's record and the dashboard show it beside the metrics."""
@@ -190,6 +227,14 @@ class JobCreate(_Req):
             raise ValueError("give exactly one of network (a spec) or network_id")
         if (self.epochs is None) == (self.steps is None):
             raise ValueError("give exactly one of epochs or steps")
+        ranks = self.world_size
+        if self.batch_size % ranks:
+            raise ValueError(
+                f"batch_size {self.batch_size} is the batch over all {ranks} processes "
+                f"(resources.processes_per_node): it must be a multiple of {ranks}"
+            )
+        if ranks > 1 and self.breakpoints is not None and self.breakpoints.any():
+            raise ValueError(f"breakpoints are not supported yet on a job of {ranks} processes: leave them out")
         return self
 
 
@@ -205,9 +250,12 @@ class ForkChanges(_Req):
     dataset: DatasetSpec | None = None
     name: JobName | None = None
     tags: Annotated[list[Tag], Field(max_length=32)] | None = None
+    resources: Resources | None = Field(
+        default=None, description="Go on at another world size: a checkpoint resumes at any number of processes."
+    )
 
     # null means "remove" only where the job can go without: a scheduler, clipping, a name.
-    @field_validator("optimizer", "lr", "epochs", "steps", "dataset", "tags", mode="before")
+    @field_validator("optimizer", "lr", "epochs", "steps", "dataset", "tags", "resources", mode="before")
     @classmethod
     def _not_null(cls, value: object, info: ValidationInfo) -> object:
         if value is None:

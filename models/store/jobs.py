@@ -47,6 +47,7 @@ _INTS = (
     "resumed_from",
     "batch_size",
     "threads",
+    "world_size",
 )
 _FLOATS = (
     "loss",

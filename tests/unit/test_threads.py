@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from launcher.threads import split_threads, usable_cores
+from launcher.threads import rank_threads, split_threads, usable_cores
 
 
 @pytest.mark.parametrize(
@@ -38,3 +38,8 @@ def test_workers_never_run_more_threads_than_there_are_cores(cores: int) -> None
 
 def test_usable_cores_is_positive() -> None:
     assert usable_cores() >= 1
+
+
+@pytest.mark.parametrize(("threads", "ranks", "expected"), [(8, 2, 4), (7, 2, 3), (1, 2, 1), (2, 2, 1)])
+def test_a_jobs_ranks_share_its_workers_threads(threads: int, ranks: int, expected: int) -> None:
+    assert rank_threads(threads, ranks) == expected

@@ -385,7 +385,8 @@ async function jobPage(id) {
   let state = doc;
   const showFacts = (d) => {
     const rate = finite(d.samples_per_s);
-    facts.replaceChildren(...[["device", d.device_used || d.device], ["worker", d.worker], ["epoch", d.epoch],
+    facts.replaceChildren(...[["device", d.device_used || d.device], ["worker", d.worker],
+      ["processes", d.world_size], ["epoch", d.epoch],
       ["samples/s", rate === null ? null : Math.round(rate).toLocaleString("en-US")],
       ["overall samples/s", finite(d.overall_samples_per_s) === null ? null : Math.round(d.overall_samples_per_s).toLocaleString("en-US")],
       ["held-out acc", fmt(d.val_accuracy, 3)],
