@@ -179,6 +179,9 @@ class DatasetPublic(BaseModel):
     )
     label: str | None = Field(default=None, description="The table's label column.")
     features: list[str] | None = Field(default=None, description="The table's feature columns, in vector order.")
+    source: Literal["url"] | None = Field(default=None, description="'url': registered by reference, not copied.")
+    url: str | None = Field(default=None, description="Where a dataset by reference is read from.")
+    sha256: str | None = Field(default=None, description="A dataset by reference's sha256 when it was registered.")
 
 
 class DatasetsPublic(BaseModel):
