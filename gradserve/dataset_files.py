@@ -48,3 +48,12 @@ def folder_tar(path: str | os.PathLike[str]) -> bytes:
             if file.suffix.lower() in IMAGES:
                 tar.add(file, arcname=rel.as_posix(), recursive=False)
     return buf.getvalue()
+
+
+def reference_body(url: str, fmt: str | None, label: str | None, features: list[str] | None) -> dict[str, Any]:
+    """The body of ``POST /v1/datasets/references``: the URL, and what is given of its format and columns."""
+    body: dict[str, Any] = {"url": url}
+    for name, value in (("format", fmt), ("label", label), ("features", features)):
+        if value is not None:
+            body[name] = value
+    return body

@@ -130,6 +130,18 @@ class AsyncDatasets:
         headers = {"Content-Type": "application/x-tar"}
         return Dataset.of((await self._client.request("POST", "/v1/datasets", content=blob, headers=headers)).json())
 
+    async def register(
+        self,
+        url: str,
+        *,
+        format: str | None = None,
+        label: str | None = None,
+        features: list[str] | None = None,
+    ) -> Dataset:
+        """``Datasets.register``'s twin."""
+        body = dataset_files.reference_body(url, format, label, features)
+        return Dataset.of((await self._client.request("POST", "/v1/datasets/references", json=body)).json())
+
     async def get(self, dataset_id: str) -> Dataset:
         return Dataset.of((await self._client.request("GET", f"/v1/datasets/{dataset_id}")).json())
 

@@ -23,11 +23,12 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+import gradserve
 from models.settings import Settings
 from models.store.artifact_sweep import sweep_once
 from models.store.artifacts import open_artifacts
 from models.store.keys import Keys
-from tests.conftest import S3Server, Service, running_service
+from tests.conftest import API_KEYS, S3Server, Service, running_service
 from tests.integration.dataset_refs import DATA_KEY_ID, DATA_SECRET, UPLOAD_LIMIT, refs_env
 from tests.integration.jobs_helpers import lenet_job, mlp_job, sse, submit, wait_final, wait_until
 from tests.integration.test_dataset_formats import Linear, _job, _local
@@ -249,10 +250,13 @@ def test_datasets_by_reference_on_s3_and_an_allowed_directory(
     answers = []
     with s3_stack.client("alice") as alice, s3_stack.client("bob") as bob:
         on_s3 = alice.post("/v1/datasets/references", json={"url": s3_url})
-        on_disk = alice.post("/v1/datasets/references", json={"url": f"file://{data_dir}/local.npz"})
+        with gradserve.Client(s3_stack.url, api_key=API_KEYS["alice"]) as gs:
+            on_disk_id = gs.datasets.register(f"file://{data_dir}/local.npz").id  # the client's way in
+        on_disk = alice.get(f"/v1/datasets/{on_disk_id}")
         changes = alice.post("/v1/datasets/references", json={"url": f"s3://{s3_server.bucket}/refs/changes.parquet"})
         answers += [on_s3, on_disk, changes]
-        assert on_s3.status_code == on_disk.status_code == changes.status_code == 201, on_s3.text + on_disk.text
+        assert on_s3.status_code == changes.status_code == 201, on_s3.text
+        assert on_disk.json()["format"] == "npz" and on_disk.json()["source"] == "url"
         assert on_s3.json()["source"] == "url" and on_s3.json()["url"] == s3_url
         assert on_s3.json()["features"] == ["a", "b"] and on_s3.json()["num_samples"] == 20
         s3_job = submit(alice, _job({"source": "upload", "id": on_s3.json()["id"]}, [2], 2, 3, 5))
