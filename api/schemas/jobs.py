@@ -166,7 +166,7 @@ class DatasetArray(BaseModel):
 
 class DatasetPublic(BaseModel):
     id: str
-    format: Literal["safetensors", "npz", "image_folder", "parquet"]
+    format: Literal["safetensors", "npz", "image_folder", "webdataset", "parquet"]
     num_samples: int
     bytes: int
     arrays: dict[str, DatasetArray]

@@ -48,7 +48,7 @@ def inspect_upload(
         n = len(folder.samples)
         recipe: dict[str, Any] = {"format": fmt, "archive": archive, "size": [h, w]}
         return {
-            "format": fmt,
+            "format": "webdataset" if folder.webdataset else fmt,
             "archive": archive,
             "shape": [3, h, w],
             "classes": folder.classes,
