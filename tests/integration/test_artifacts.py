@@ -189,6 +189,9 @@ def _s3(server: S3Server) -> Any:
     )
 
 
+OCTET = {"Content-Type": "application/octet-stream"}
+
+
 def test_a_streamed_upload_past_the_old_body_limit_trains_as_a_local_loop(
     s3_stack: Service, s3_server: S3Server
 ) -> None:
@@ -213,6 +216,8 @@ def test_a_streamed_upload_past_the_old_body_limit_trains_as_a_local_loop(
             "max": 3,
         }
         job_id = submit(alice, _job({"source": "upload", "id": data_id}, [9], 9, 4, 6))
+        keyed = alice.post("/v1/datasets", content=blob, headers={"Idempotency-Key": "big", **OCTET})
+        assert keyed.status_code == 413 and "send a larger dataset without the header" in keyed.text, keyed.text
         assert list(_objects(s3_server, f"alice/datasets/{data_id}/").values()) == [len(blob)]
 
         def chunked() -> Iterator[bytes]:  # no Content-Length: the limit is found mid-stream
