@@ -31,6 +31,7 @@ from models.data.sources import copy_to, resolve
 from models.errors import InvalidInput, NotFound, PayloadTooLarge
 from models.settings import Settings
 from models.store.artifacts import dataset_key
+from models.store.usage import over_quota
 from models.wire.tensors import describe_array, to_safetensors
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], route_class=StrictJsonRoute)
@@ -70,12 +71,13 @@ async def upload_dataset(
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         check_query(request, label=label, features=features)
         key = dataset_key(tenant, dataset_id)
+        room = await jobs.storage_left(tenant=tenant, quota=settings.tenant_storage_bytes)
         with spooled(settings) as spool:
             ref = await jobs.artifacts.put_stream_async(
                 key,
                 request.stream(),
-                max_bytes=settings.max_upload_bytes,
-                too_large=_too_large(settings),
+                max_bytes=min(settings.max_upload_bytes, room),
+                too_large=_too_large(settings, room),
                 tee=spool.write,  # on the event loop: one chunk into the page cache, microseconds
             )
             spool.flush()
@@ -109,8 +111,13 @@ async def upload_dataset(
     return meta
 
 
-def _too_large(settings: Settings) -> Callable[[int], PayloadTooLarge]:
+def _too_large(settings: Settings, room: int) -> Callable[[int], PayloadTooLarge]:
+    """The 413 of an upload stopped midway: past GRADSERVE_MAX_UPLOAD_BYTES, or past the tenant's quota."""
+
     def error(seen: int) -> PayloadTooLarge:
+        quota = settings.tenant_storage_bytes
+        if room < settings.max_upload_bytes:
+            return over_quota(used=quota - room, adding=seen, quota=quota, what="the dataset upload (stopped midway)")
         return PayloadTooLarge(
             f"the dataset upload passed its limit of {settings.max_upload_bytes:,} bytes (GRADSERVE_MAX_UPLOAD_BYTES) "
             f"at {seen:,} bytes; nothing was kept"

@@ -33,7 +33,7 @@ from models.store.replies import (
     stream_entries,
     text,
 )
-from models.store.usage import LEDGER_LUA, ledgers, over_quota, put_within_quota
+from models.store.usage import LEDGER_LUA, ledgers, over_quota, put_within_quota, summary
 
 log = logging.getLogger(__name__)
 
@@ -481,6 +481,12 @@ class JobStore:
         """Store a dataset's file in the artifact store and its record (``record_dataset``)."""
         ref = await self.artifacts.put_async(dataset_key(tenant, dataset_id), data)
         await self.record_dataset(tenant=tenant, dataset_id=dataset_id, meta=meta, ref=ref, ttl_s=ttl_s, quota=quota)
+
+    async def storage_left(self, *, tenant: str, quota: int) -> int:
+        """Bytes the tenant may still store: a streamed upload stops there rather than fill the store first
+        (``record_dataset`` still books the bytes atomically)."""
+        used = sum(kind["bytes"] for kind in (await summary(self.redis, self.keys, tenant=tenant)).values())
+        return max(0, quota - used)
 
     async def record_dataset(
         self,
