@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import safetensors.torch
@@ -122,6 +123,7 @@ class AsyncDatasets:
     ) -> Dataset:
         """``Datasets.upload_file``'s twin."""
         request = dataset_files.file_request(path, label, features)
+        request["content"] = dataset_files.file_chunks_async(Path(path))
         return Dataset.of((await self._client.request("POST", "/v1/datasets", **request)).json())
 
     async def upload_folder(self, path: str | os.PathLike[str]) -> Dataset:

@@ -5,6 +5,7 @@ attempt, then a resume that equals an undisturbed run."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import time
@@ -193,7 +194,7 @@ OCTET = {"Content-Type": "application/octet-stream"}
 
 
 def test_a_streamed_upload_past_the_old_body_limit_trains_as_a_local_loop(
-    s3_stack: Service, s3_server: S3Server
+    s3_stack: Service, s3_server: S3Server, tmp_path: Path
 ) -> None:
     """Past GRADSERVE_MAX_BODY_BYTES (32 MiB), streamed to S3 in parts, checked a chunk at a time; and a body
     past GRADSERVE_MAX_UPLOAD_BYTES, sent chunked, is a 413 that leaves no object behind."""
@@ -205,7 +206,9 @@ def test_a_streamed_upload_past_the_old_body_limit_trains_as_a_local_loop(
     blob = buf.getvalue()
     assert Settings().max_body_bytes < len(blob) < UPLOAD_LIMIT
     with s3_stack.client("alice") as alice:
-        data_id = _upload(alice, blob)
+        (tmp_path / "big.npz").write_bytes(blob)
+        with gradserve.Client(s3_stack.url, api_key=API_KEYS["alice"]) as gs:
+            data_id = gs.datasets.upload_file(tmp_path / "big.npz").id  # sent from the file a piece at a time
         meta = alice.get(f"/v1/datasets/{data_id}").json()
         assert meta["format"] == "npz" and meta["bytes"] == len(blob) and meta["num_samples"] == 1_000_000
         assert meta["arrays"]["targets"] == {
@@ -258,6 +261,12 @@ def test_datasets_by_reference_on_s3_and_an_allowed_directory(
         with gradserve.Client(s3_stack.url, api_key=API_KEYS["alice"]) as gs:
             on_disk_id = gs.datasets.register(f"file://{data_dir}/local.npz").id  # the client's way in
         on_disk = alice.get(f"/v1/datasets/{on_disk_id}")
+
+        async def upload_async() -> int:
+            async with gradserve.AsyncClient(s3_stack.url, api_key=API_KEYS["alice"]) as client:
+                return (await client.datasets.upload_file(data_dir / "local.npz")).num_samples
+
+        assert asyncio.run(upload_async()) == 30
         changes = alice.post("/v1/datasets/references", json={"url": f"s3://{s3_server.bucket}/refs/changes.parquet"})
         answers += [on_s3, on_disk, changes]
         assert on_s3.status_code == changes.status_code == 201, on_s3.text
