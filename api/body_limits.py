@@ -21,11 +21,15 @@ from models.settings import Settings
 # is an exported program with its weights, under the general cap.
 SPEC_ROUTES = frozenset({("POST", "/v1/networks"), ("POST", "/v1/sessions")})
 AUTHENTICATED_PREFIX = "/v1/"
+# A dataset sent as a raw body streams to the artifact store (api.routes.datasets): its own, larger cap.
+DATASET_UPLOAD = ("POST", "/v1/datasets")
 
 
 def body_cap(scope: Scope, settings: Settings) -> tuple[int, str]:
     """The most bytes this request's body may have, and the setting that says so."""
     content_type = dict(scope.get("headers") or []).get(b"content-type", b"")
+    if (scope["method"], scope["path"]) == DATASET_UPLOAD and not content_type.startswith(b"multipart/"):
+        return settings.max_upload_bytes, "GRADSERVE_MAX_UPLOAD_BYTES"
     if (scope["method"], scope["path"]) in SPEC_ROUTES and not content_type.startswith(b"multipart/"):
         return settings.max_spec_body_bytes, "GRADSERVE_MAX_SPEC_BODY_BYTES"
     return settings.max_body_bytes, "GRADSERVE_MAX_BODY_BYTES"

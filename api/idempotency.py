@@ -67,13 +67,24 @@ class Idempotency:
         if tenant is None:  # no valid API key: the route answers 401, and nothing is kept
             await self.app(scope, receive, send)
             return
-        body, more = [], True
+        body, more, size = [], True, 0
         while more:
             message = await receive()
             if message["type"] != "http.request":
                 return  # the client went away
             body.append(message.get("body", b""))
+            size += len(body[-1])
             more = message.get("more_body", False)
+            if size > self.settings.max_body_bytes:
+                # Only a streamed dataset upload (its own, larger cap) gets here: a keyed body is held whole to
+                # compare retries, so it keeps the general cap.
+                limit = self.settings.max_body_bytes
+                problem = (
+                    f"a request with an {HEADER} is held whole to compare retries: its body is limited to "
+                    f"{limit:,} bytes (GRADSERVE_MAX_BODY_BYTES); send a larger dataset without the header"
+                )
+                await _json(413, {"detail": problem})(scope, receive, send)
+                return
         payload = b"".join(body)
         fingerprint = _fingerprint(scope, headers, payload)
         redis: Redis = scope["app"].state.redis

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import os
 import tarfile
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ SUFFIXES = {
     ".zip": "application/zip",
 }
 IMAGES = (".png", ".jpg", ".jpeg")
+CHUNK_BYTES = 1024 * 1024
 
 
 def file_request(path: str | os.PathLike[str], label: str | None, features: list[str] | None) -> dict[str, Any]:
@@ -30,7 +32,21 @@ def file_request(path: str | os.PathLike[str], label: str | None, features: list
         params["label"] = label
     if features is not None:
         params["features"] = ",".join(features)
-    return {"content": p.read_bytes(), "headers": {"Content-Type": kind}, "params": params}
+    size = p.stat().st_size  # a missing file fails here, before any request
+    return {"content": file_chunks(p), "headers": {"Content-Type": kind, "Content-Length": str(size)}, "params": params}
+
+
+def file_chunks(path: Path) -> Iterator[bytes]:
+    """The file a piece at a time: the service streams it to its store, and neither side holds it whole."""
+    with path.open("rb") as f:
+        while piece := f.read(CHUNK_BYTES):
+            yield piece
+
+
+async def file_chunks_async(path: Path) -> AsyncIterator[bytes]:
+    """``file_chunks`` for an async client (the reads are local and short)."""
+    for piece in file_chunks(path):
+        yield piece
 
 
 def folder_tar(path: str | os.PathLike[str]) -> bytes:
@@ -48,3 +64,12 @@ def folder_tar(path: str | os.PathLike[str]) -> bytes:
             if file.suffix.lower() in IMAGES:
                 tar.add(file, arcname=rel.as_posix(), recursive=False)
     return buf.getvalue()
+
+
+def reference_body(url: str, fmt: str | None, label: str | None, features: list[str] | None) -> dict[str, Any]:
+    """The body of ``POST /v1/datasets/references``: the URL, and what is given of its format and columns."""
+    body: dict[str, Any] = {"url": url}
+    for name, value in (("format", fmt), ("label", label), ("features", features)):
+        if value is not None:
+            body[name] = value
+    return body

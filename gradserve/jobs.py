@@ -441,6 +441,21 @@ class Datasets:
         headers = {"Content-Type": "application/x-tar"}
         return Dataset.of(self._client.request("POST", "/v1/datasets", content=blob, headers=headers).json())
 
+    def register(
+        self,
+        url: str,
+        *,
+        format: str | None = None,
+        label: str | None = None,
+        features: list[str] | None = None,
+    ) -> Dataset:
+        """A dataset by reference, not copied: ``s3://bucket/path/file.parquet`` (read with your tenant's keys,
+        which the operator sets) or ``file:///path`` under a directory the operator allows. The service checks
+        it once now, as an upload; each job that uses it reads the URL again and fails if the file changed.
+        ``format``: npz, safetensors, parquet, tar or zip (an image folder), by default from the suffix."""
+        body = dataset_files.reference_body(url, format, label, features)
+        return Dataset.of(self._client.request("POST", "/v1/datasets/references", json=body).json())
+
     def get(self, dataset_id: str) -> Dataset:
         """An uploaded dataset by its id (``GET /v1/datasets/{id}``): its sample count and arrays' shapes."""
         return Dataset.of(self._client.request("GET", f"/v1/datasets/{dataset_id}").json())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import safetensors.torch
@@ -122,6 +123,7 @@ class AsyncDatasets:
     ) -> Dataset:
         """``Datasets.upload_file``'s twin."""
         request = dataset_files.file_request(path, label, features)
+        request["content"] = dataset_files.file_chunks_async(Path(path))
         return Dataset.of((await self._client.request("POST", "/v1/datasets", **request)).json())
 
     async def upload_folder(self, path: str | os.PathLike[str]) -> Dataset:
@@ -129,6 +131,18 @@ class AsyncDatasets:
         blob = dataset_files.folder_tar(path)
         headers = {"Content-Type": "application/x-tar"}
         return Dataset.of((await self._client.request("POST", "/v1/datasets", content=blob, headers=headers)).json())
+
+    async def register(
+        self,
+        url: str,
+        *,
+        format: str | None = None,
+        label: str | None = None,
+        features: list[str] | None = None,
+    ) -> Dataset:
+        """``Datasets.register``'s twin."""
+        body = dataset_files.reference_body(url, format, label, features)
+        return Dataset.of((await self._client.request("POST", "/v1/datasets/references", json=body)).json())
 
     async def get(self, dataset_id: str) -> Dataset:
         return Dataset.of((await self._client.request("GET", f"/v1/datasets/{dataset_id}")).json())

@@ -100,6 +100,15 @@ class Settings(BaseSettings):
     max_capture_bytes: int = 512 * 1024**2  # all gradient snapshots of one job together
     max_dataset_bytes: int = 32 * 1024**2
     max_dataset_elements: int = 50_000_000  # a generated or uploaded dataset, inputs and targets together
+    # The body of POST /v1/datasets, streamed to the artifact store in parts (never held whole): the file as sent.
+    max_upload_bytes: int = 4 * 1024**3
+    # Where the API spools a streamed upload to check it (the system's temporary directory when empty).
+    upload_spool_dir: str = ""
+    # Datasets by reference (models.data.sources): the directories a file:// URL may point under, separated by
+    # commas; and per tenant, the S3 endpoint and keys its s3:// URLs are read with, as JSON
+    # {"tenant": {"access_key_id": ..., "secret_access_key": ..., "endpoint": ..., "region": ...}}.
+    data_dirs: str = ""
+    data_credentials: SecretStr | None = None
     # Checkpoints kept per job: the last K, plus every one whose step is a multiple of M (0: none).
     checkpoint_keep_last: int = Field(default=10, ge=1)
     checkpoint_keep_every: int = Field(default=0, ge=0)
@@ -133,6 +142,15 @@ class Settings(BaseSettings):
     @classmethod
     def _keys_well_formed(cls, value: str) -> str:
         parse_api_keys(value)
+        return value
+
+    @field_validator("data_credentials")
+    @classmethod
+    def _credentials_well_formed(cls, value: SecretStr | None) -> SecretStr | None:
+        from models.data.credentials import parse_credentials  # its own module: settings stay import-light
+
+        if value is not None:
+            parse_credentials(value.get_secret_value())
         return value
 
     @property

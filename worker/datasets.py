@@ -62,8 +62,9 @@ def _from_digits(dataset: dict[str, Any], plan: dict[str, Any], blob: bytes | No
 
 
 def _from_file(dataset: dict[str, Any], plan: dict[str, Any], blob: bytes | None) -> Split:
-    """Inline and uploaded data: a safetensors file stored in Redis when the job was submitted, or an image
-    folder or table stored as received, decoded by the recipe its upload recorded (the plan's ``decode``)."""
+    """Inline and uploaded data: a safetensors file (inline data's sits in Redis), or an image folder, WebDataset
+    shard, table or .npz stored as received or read by reference (``models.store.job_blobs.source_data``),
+    decoded by the recipe its upload or registration recorded (the plan's ``decode``)."""
     if blob is None:
         raise DataError(f"the {dataset['source']} dataset's data is gone (expired or deleted)")
     recipe = plan.get("decode")

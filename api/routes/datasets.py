@@ -1,40 +1,42 @@
 """Uploaded datasets: a safetensors or .npz file with arrays ``inputs`` and ``targets`` (and optionally
-``test_inputs``, ``test_targets`` for a held-out split), stored as safetensors for jobs to use; or an
-image folder (tar, zip) or Parquet table, stored as received (``api.dataset_formats``)."""
+``test_inputs``, ``test_targets`` for a held-out split); or an image folder (tar, zip) or Parquet table.
+
+A raw body streams to the artifact store in parts, hashed and counted as it goes and refused (413, nothing
+left behind) as soon as it passes GRADSERVE_MAX_UPLOAD_BYTES; it is never held whole in the API's memory.
+A local copy spooled alongside is then checked (``api.dataset_formats``) and deleted; a file that fails the
+check is deleted from the store too. A multipart form is the small-file path, held whole as before."""
 
 from __future__ import annotations
 
-import io
 import json
 import time
 import uuid
-import zipfile
-from collections.abc import Iterable
-from typing import Annotated, Any
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
-import numpy as np
-import torch
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field
 
-from api.dataset_formats import read_formatted
+from api.dataset_formats import check_query, inspect_spooled, media_type, spooled
 from api.deps import SettingsDep, StoreDep, TenantDep
 from api.job_submit import JobStoreDep
 from api.listing import PagingDep, newest_first
 from api.schemas.jobs import DatasetPublic, DatasetsPublic
 from api.strict_json import StrictJsonRoute
+from models.data.arrays import parse_dataset
 from models.data.formats import CONTENT_TYPES
+from models.data.sources import copy_to, resolve
 from models.errors import InvalidInput, NotFound, PayloadTooLarge
 from models.settings import Settings
-from models.wire.file_headers import NPY_HEADER_ROOM, npz_decoded_bytes, safetensors_decoded_bytes
-from models.wire.tensors import DTYPE_NAMES, describe_array, from_safetensors, to_safetensors
-from models.wire.zip_members import member_bytes
+from models.store.artifacts import dataset_key
+from models.store.usage import over_quota
+from models.wire.tensors import describe_array, to_safetensors
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], route_class=StrictJsonRoute)
-ARRAYS = ("inputs", "targets", "test_inputs", "test_targets")
-LOC = ("body",)
-# A dataset's safetensors header names four arrays at most: 200,000 names took seconds to parse.
-MAX_HEADER_BYTES = 64 * 1024
+
+__all__ = ["parse_dataset", "router"]
 
 
 @router.post(
@@ -65,12 +67,38 @@ async def upload_dataset(
     """Store a dataset: the file as the raw body, or as the ``file`` field of a multipart form. By Content-Type:
     ``application/x-tar`` or ``application/zip`` for an image folder (one subfolder per class),
     ``application/vnd.apache.parquet`` for a table (``?label=COLUMN``, default ``label``; ``?features=a,b``)."""
-    formatted = await read_formatted(request, settings, label=label, features=features)
-    if formatted is not None:
-        described, stored = formatted
-    else:
-        described, stored = await _arrays_upload(request, settings)
     dataset_id = f"data_{uuid.uuid4().hex}"
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        check_query(request, label=label, features=features)
+        key = dataset_key(tenant, dataset_id)
+        room = await jobs.storage_left(tenant=tenant, quota=settings.tenant_storage_bytes)
+        with spooled(settings) as spool:
+            ref = await jobs.artifacts.put_stream_async(
+                key,
+                request.stream(),
+                max_bytes=min(settings.max_upload_bytes, room),
+                too_large=_too_large(settings, room),
+                tee=spool.write,  # on the event loop: one chunk into the page cache, microseconds
+            )
+            spool.flush()
+            try:
+                described = await run_in_threadpool(
+                    inspect_spooled, Path(spool.name), media_type(request), settings, label=label, features=features
+                )
+            except BaseException:
+                await jobs.artifacts.delete_async(key)
+                raise
+        meta = {"id": dataset_id, **described, "bytes": ref.size, "created_at": time.time()}
+        await jobs.record_dataset(
+            tenant=tenant,
+            dataset_id=dataset_id,
+            meta=meta,
+            ref=ref,
+            ttl_s=settings.job_ttl_s,
+            quota=settings.tenant_storage_bytes,
+        )
+        return meta
+    described, stored = await _arrays_upload(request, settings)
     meta = {"id": dataset_id, **described, "bytes": len(stored), "created_at": time.time()}
     await jobs.put_dataset(
         tenant=tenant,
@@ -83,16 +111,29 @@ async def upload_dataset(
     return meta
 
 
+def _too_large(settings: Settings, room: int) -> Callable[[int], PayloadTooLarge]:
+    """The 413 of an upload stopped midway: past GRADSERVE_MAX_UPLOAD_BYTES, or past the tenant's quota."""
+
+    def error(seen: int) -> PayloadTooLarge:
+        quota = settings.tenant_storage_bytes
+        if room < settings.max_upload_bytes:
+            return over_quota(used=quota - room, adding=seen, quota=quota, what="the dataset upload (stopped midway)")
+        return PayloadTooLarge(
+            f"the dataset upload passed its limit of {settings.max_upload_bytes:,} bytes (GRADSERVE_MAX_UPLOAD_BYTES) "
+            f"at {seen:,} bytes; nothing was kept"
+        )
+
+    return error
+
+
 async def _arrays_upload(request: Request, settings: Settings) -> tuple[dict[str, Any], bytes]:
-    """A safetensors or .npz file's description, and the safetensors file stored for it."""
-    if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        form = await request.form()
-        upload = form.get("file")
-        if upload is None or isinstance(upload, str):
-            raise InvalidInput("the multipart form needs a file field named 'file'", ("body", "file"))
-        blob = await upload.read()
-    else:
-        blob = await request.body()
+    """A safetensors or .npz file sent as a multipart form: its description, and the safetensors file stored
+    for it (a form is read whole, under GRADSERVE_MAX_BODY_BYTES)."""
+    form = await request.form()
+    upload = form.get("file")
+    if upload is None or isinstance(upload, str):
+        raise InvalidInput("the multipart form needs a file field named 'file'", ("body", "file"))
+    blob = await upload.read()
     if len(blob) > settings.max_dataset_bytes:
         raise PayloadTooLarge(
             f"the dataset has {len(blob):,} bytes; the limit is {settings.max_dataset_bytes:,} "
@@ -106,6 +147,61 @@ async def _arrays_upload(request: Request, settings: Settings) -> tuple[dict[str
         "arrays": {k: describe_array(t) for k, t in tensors.items()},
     }
     return described, stored
+
+
+class DatasetReference(BaseModel):
+    """A dataset read where it is (``models.data.sources``): checked once now, read again by each job."""
+
+    model_config = ConfigDict(extra="forbid")
+    url: Annotated[str, Field(min_length=1, max_length=4096)] = Field(
+        description="s3://bucket/path/file.parquet (read with your tenant's keys) or file:///path under a "
+        "directory the operator allows (GRADSERVE_DATA_DIRS)."
+    )
+    format: Literal["npz", "safetensors", "parquet", "tar", "zip"] | None = Field(
+        default=None, description="The file's format; by default from the URL's suffix. tar and zip: an image folder."
+    )
+    label: Annotated[str, Field(max_length=200)] | None = Field(default=None, description="A table's label column.")
+    features: Annotated[list[Annotated[str, Field(max_length=200)]], Field(max_length=10_000)] | None = None
+
+
+@router.post(
+    "/references", status_code=status.HTTP_201_CREATED, response_model=DatasetPublic, response_model_exclude_none=True
+)
+async def register_dataset(body: DatasetReference, jobs: JobStoreDep, tenant: TenantDep, settings: SettingsDep) -> Any:
+    """Register a dataset by reference, without copying it: the file is read and checked once, as an upload
+    is, and its size and sha256 recorded; a job uses it as ``{"source": "upload", "id": ...}`` and its worker
+    reads the URL at the job's start, refusing a file that changed since."""
+    loc = ("body", "url")
+    if body.format != "parquet" and body.format is not None and (body.label or body.features):
+        raise InvalidInput("label and features name a table's columns; they go with a parquet file", loc)
+    ref = resolve(body.url, body.format, tenant=tenant, settings=settings, loc=loc)
+    with spooled(settings) as spool:
+        size, sha256 = await run_in_threadpool(copy_to, ref, spool, tenant=tenant, settings=settings, loc=loc)
+        features = None if body.features is None else ",".join(body.features)
+        described = await run_in_threadpool(
+            inspect_spooled, Path(spool.name), ref.content_type, settings, label=body.label, features=features
+        )
+    dataset_id = f"data_{uuid.uuid4().hex}"
+    meta = {
+        "id": dataset_id,
+        **described,
+        "source": "url",
+        "url": body.url,
+        "sha256": sha256,
+        "bytes": size,
+        "created_at": time.time(),
+    }
+    doc = {"url": body.url, "format": ref.format, "tenant": tenant, "size": size, "sha256": sha256}
+    await jobs.record_dataset(
+        tenant=tenant,
+        dataset_id=dataset_id,
+        meta=meta,
+        ref=None,
+        ttl_s=settings.job_ttl_s,
+        quota=settings.tenant_storage_bytes,
+        fields={"url": json.dumps(doc)},
+    )
+    return meta
 
 
 @router.get("/{dataset_id}", response_model=DatasetPublic, response_model_exclude_none=True)
@@ -131,92 +227,3 @@ async def delete_dataset(dataset_id: str, jobs: JobStoreDep, tenant: TenantDep) 
     if not await jobs.delete_dataset(tenant=tenant, dataset_id=dataset_id):
         raise NotFound(f"dataset '{dataset_id}' not found")
     return Response(status_code=status.HTTP_204_NO_CONTENT)
-
-
-def parse_dataset(blob: bytes, settings: Settings) -> tuple[str, dict[str, torch.Tensor]]:
-    """Read a safetensors or .npz file (never pickle) and check its arrays."""
-    npz = blob[:4] == b"PK\x03\x04"
-    if npz:
-        sizes = npz_decoded_bytes(blob, loc=LOC)
-    else:
-        sizes = safetensors_decoded_bytes(blob, loc=LOC, max_header=MAX_HEADER_BYTES)
-    _known_arrays(sizes)  # from the headers, before a file of 200,000 arrays is decoded
-    decoded = sum(sizes.values())
-    if decoded > settings.max_dataset_bytes:
-        raise PayloadTooLarge(
-            f"the {'.npz' if npz else 'safetensors'} file's arrays would take {decoded:,} bytes once decoded "
-            f"({', '.join(f'{k}: {v:,}' for k, v in sizes.items())}); the limit is "
-            f"{settings.max_dataset_bytes:,} (GRADSERVE_MAX_DATASET_BYTES)"
-        )
-    if npz:
-        fmt, tensors = "npz", _npz(blob, sizes, max_bytes=settings.max_dataset_elements * 8)
-    else:
-        fmt, tensors = "safetensors", from_safetensors(blob, loc=LOC)
-    for prefix in ("", "test_"):
-        x, y = tensors.get(prefix + "inputs"), tensors.get(prefix + "targets")
-        if (x is None) != (y is None) or (prefix == "" and x is None):
-            raise InvalidInput(f"the file needs arrays '{prefix}inputs' and '{prefix}targets' together", LOC)
-        if x is None or y is None:
-            continue
-        if x.dim() == 0 or y.dim() == 0 or x.shape[0] != y.shape[0] or x.shape[0] == 0:
-            raise InvalidInput(
-                f"{prefix}inputs {list(x.shape)} and {prefix}targets {list(y.shape)} need the same "
-                "non-zero number of rows (samples)",
-                (*LOC, prefix + "inputs"),
-            )
-    total = sum(t.numel() for t in tensors.values())
-    if total > settings.max_dataset_elements:
-        raise PayloadTooLarge(
-            f"the dataset has {total:,} values; the limit is {settings.max_dataset_elements:,} "
-            "(GRADSERVE_MAX_DATASET_ELEMENTS)"
-        )
-    for name, t in tensors.items():
-        if t.dtype not in DTYPE_NAMES or (t.dtype == torch.bool and name.endswith("inputs")):
-            raise InvalidInput(f"array '{name}' has dtype {t.dtype}; use float32/64 or integers", (*LOC, name))
-    return fmt, tensors
-
-
-def _known_arrays(names: Iterable[str]) -> None:
-    unknown = sorted(set(names) - set(ARRAYS))
-    if unknown:
-        shown = ", ".join(repr(n[:40]) for n in unknown[:5]) + (
-            f" and {len(unknown) - 5:,} more" if len(unknown) > 5 else ""
-        )
-        raise InvalidInput(f"unexpected arrays {shown}; a dataset holds {', '.join(ARRAYS)}", LOC)
-
-
-def _npz(blob: bytes, sizes: dict[str, int], *, max_bytes: int) -> dict[str, torch.Tensor]:
-    """The arrays of an .npz whose headers declared ``sizes`` (bytes once loaded, widened integers'
-    included, so never less than their stored data)."""
-    try:
-        # .npz members may be compressed: a few KB can inflate to many GB, so the sizes the zip
-        # directory declares are checked first, and each member is inflated under a cap (the
-        # directory may lie) of what its array header declares.
-        with zipfile.ZipFile(io.BytesIO(blob)) as archive:
-            members = archive.infolist()
-        inflated = sum(info.file_size for info in members)
-        if inflated > max_bytes:
-            raise PayloadTooLarge(
-                f"the .npz file inflates to {inflated:,} bytes; the limit is {max_bytes:,} "
-                "(8 bytes per value of GRADSERVE_MAX_DATASET_ELEMENTS)"
-            )
-        arrays = {}
-        for info in members:
-            name = info.filename.removesuffix(".npy")
-            raw = member_bytes(blob, info, sizes[name] + NPY_HEADER_ROOM, loc=LOC)
-            # allow_pickle=False: an object array (the only kind that needs pickle) is refused, not loaded.
-            arrays[name] = np.lib.format.read_array(io.BytesIO(raw), allow_pickle=False)
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise InvalidInput(f"not a readable .npz file (object arrays are refused): {exc}", LOC) from exc
-    out = {}
-    for name, arr in arrays.items():
-        if arr.dtype.kind not in "biuf":
-            raise InvalidInput(f"array '{name}' has dtype {arr.dtype}; only numbers are accepted", (*LOC, name))
-        if arr.dtype.kind == "u" and arr.dtype != np.uint8:
-            if arr.size and int(arr.max()) > np.iinfo(np.int64).max:  # astype would wrap it to a negative
-                raise InvalidInput(f"array '{name}' holds values above the int64 range", (*LOC, name))
-            arr = arr.astype(np.int64)
-        if arr.dtype in (np.int8, np.int16):
-            arr = arr.astype(np.int32)
-        out[name] = torch.from_numpy(np.ascontiguousarray(arr))
-    return out

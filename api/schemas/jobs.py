@@ -169,7 +169,7 @@ class DatasetArray(BaseModel):
 
 class DatasetPublic(BaseModel):
     id: str
-    format: Literal["safetensors", "npz", "image_folder", "parquet"]
+    format: Literal["safetensors", "npz", "image_folder", "webdataset", "parquet"]
     num_samples: int
     bytes: int
     arrays: dict[str, DatasetArray]
@@ -182,6 +182,9 @@ class DatasetPublic(BaseModel):
     )
     label: str | None = Field(default=None, description="The table's label column.")
     features: list[str] | None = Field(default=None, description="The table's feature columns, in vector order.")
+    source: Literal["url"] | None = Field(default=None, description="'url': registered by reference, not copied.")
+    url: str | None = Field(default=None, description="Where a dataset by reference is read from.")
+    sha256: str | None = Field(default=None, description="A dataset by reference's sha256 when it was registered.")
 
 
 class DatasetsPublic(BaseModel):

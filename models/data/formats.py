@@ -13,6 +13,7 @@ import torch
 
 from models.data import image_folder, table
 from models.data.archive import Archive
+from models.data.arrays import parse_arrays
 from models.errors import InvalidInput, Loc
 from models.wire.tensors import describe_array
 
@@ -47,7 +48,7 @@ def inspect_upload(
         n = len(folder.samples)
         recipe: dict[str, Any] = {"format": fmt, "archive": archive, "size": [h, w]}
         return {
-            "format": fmt,
+            "format": "webdataset" if folder.webdataset else fmt,
             "archive": archive,
             "shape": [3, h, w],
             "classes": folder.classes,
@@ -81,4 +82,7 @@ def decode_upload(blob: bytes, recipe: dict[str, Any]) -> dict[str, torch.Tensor
         found = table.TableRecipe(recipe["label"], recipe["features"], recipe["classes"])
         x, y = table.decode_table(blob, found, loc=loc)
         return {"inputs": x, "targets": y}
+    if recipe["format"] == "npz":  # streamed as received; every check is repeated on the whole arrays
+        _, tensors = parse_arrays(blob, max_bytes=UNCAPPED, max_elements=UNCAPPED)
+        return tensors
     raise InvalidInput(f"unknown stored dataset format {recipe['format']!r}", loc)

@@ -18,10 +18,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from models.data import webdataset
 from models.data.archive import Archive, archive_files
 from models.errors import InvalidInput, Loc, PayloadTooLarge
 
-SUFFIXES = (".png", ".jpg", ".jpeg")
+SUFFIXES = webdataset.SUFFIXES
 FORMATS = {"PNG", "JPEG"}
 MAX_MEMBERS = 1_000_000
 
@@ -33,11 +34,16 @@ class ImageFolder:
     classes: list[str]
     samples: list[tuple[str, int]]  # (path in the archive, class index)
     files: dict[str, bytes]
+    webdataset: bool = False  # read from a WebDataset shard (models.data.webdataset): samples by key
 
 
 def read_folder(blob: bytes, archive: Archive, *, max_bytes: int, loc: Loc) -> ImageFolder:
     """The class folders and image files of an archive; a 422 naming what is missing or out of place."""
     files = archive_files(blob, archive, max_members=MAX_MEMBERS, max_bytes=max_bytes, loc=loc)
+    if archive == "tar" and webdataset.is_shard(files):  # classes are the indices 0..max of its .cls files
+        shard = webdataset.read_shard(files, loc=loc)
+        classes = [str(i) for i in range(max(c for _, c in shard) + 1)]
+        return ImageFolder(classes, shard, {p: files[p] for p, _ in shard}, webdataset=True)
     images = {p: d for p, d in files.items() if _is_image_name(p)}
     parts = {p: p.split("/") for p in images}
     # ``tar -cf data.tar mydata`` puts every path under ``mydata/``: that folder is the root, as

@@ -19,7 +19,7 @@ import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -94,6 +94,49 @@ class Artifacts:
         with self._errors("write", key):
             await obstore.put_async(self.store, key, data, chunk_size=PART_BYTES)
         return ArtifactRef(key, len(data), hashlib.sha256(data).hexdigest())
+
+    async def put_stream_async(
+        self,
+        key: str,
+        chunks: AsyncIterator[bytes],
+        *,
+        max_bytes: int,
+        too_large: Callable[[int], GradserveError],
+        tee: Callable[[bytes], object] | None = None,
+    ) -> ArtifactRef:
+        """Write a stream of chunks under ``key`` in parts (S3 multipart; a staging file renamed on file://),
+        hashing and counting as they go, so the body is never held whole. ``too_large(seen)`` is raised as soon
+        as the stream passes ``max_bytes``; the upload is then aborted and nothing is left under ``key``.
+        ``tee`` sees every chunk too (the API keeps a local copy to validate)."""
+        digest = hashlib.sha256()
+        seen = 0
+        over: list[GradserveError] = []
+
+        async def counted() -> AsyncIterator[bytes]:
+            nonlocal seen
+            async for chunk in chunks:
+                if not chunk:
+                    continue
+                seen += len(chunk)
+                if seen > max_bytes:
+                    over.append(too_large(seen))
+                    raise over[0]
+                digest.update(chunk)
+                if tee is not None:
+                    tee(chunk)
+                yield chunk
+
+        try:
+            with self._errors("write", key):
+                await obstore.put_async(self.store, key, counted(), chunk_size=PART_BYTES)
+        except BaseException:
+            # obstore aborts its multipart upload (or drops its staging file) when the stream fails; an
+            # exception raised inside the stream may come back wrapped, so the one raised is given back.
+            await self.delete_async(key)
+            if over:
+                raise over[0] from None
+            raise
+        return ArtifactRef(key, seen, digest.hexdigest())
 
     # --- reads ---
     def get(self, ref: ArtifactRef) -> bytes:

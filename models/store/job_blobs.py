@@ -7,6 +7,8 @@ import json
 
 import redis
 
+from models.data.sources import read_registered
+from models.settings import get_settings
 from models.store.artifacts import ArtifactRef, Artifacts
 from models.store.keys import JobPart, Keys
 from models.store.replies import opt_bytes
@@ -27,12 +29,15 @@ def checkpoint_at(
 
 
 def source_data(client: redis.Redis, artifacts: Artifacts, source_key: str | None) -> bytes | None:
-    """A job's dataset file: inline data sits in its hash's ``data`` field, an upload's ``ref`` points at the store."""
+    """A job's dataset file: inline data sits in its hash's ``data`` field, an upload's ``ref`` points at the store,
+    a reference's ``url`` at a bucket or directory outside it (``models.data.sources``)."""
     if not source_key:
         return None
-    inline, ref = (opt_bytes(v) for v in client.hmget(source_key, ["data", "ref"]))
+    inline, ref, url = (opt_bytes(v) for v in client.hmget(source_key, ["data", "ref", "url"]))
     if inline is not None:
         return inline
+    if url is not None:  # by reference: read with its tenant's credentials, from this process's settings
+        return read_registered(json.loads(url), get_settings())
     return None if ref is None else artifacts.get(ArtifactRef.from_json(ref))
 
 

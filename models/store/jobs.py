@@ -33,7 +33,7 @@ from models.store.replies import (
     stream_entries,
     text,
 )
-from models.store.usage import LEDGER_LUA, ledgers, over_quota, put_within_quota
+from models.store.usage import LEDGER_LUA, ledgers, over_quota, put_within_quota, summary
 
 log = logging.getLogger(__name__)
 
@@ -479,9 +479,33 @@ class JobStore:
     async def put_dataset(
         self, *, tenant: str, dataset_id: str, meta: dict[str, Any], data: bytes, ttl_s: int, quota: int
     ) -> None:
-        """Store a dataset's file in the artifact store and its record within the tenant's storage quota (else
-        413, and the file is deleted again): Redis keeps ``meta`` and ``ref``, the quota counts the file's bytes."""
+        """Store a dataset's file in the artifact store and its record (``record_dataset``)."""
         ref = await self.artifacts.put_async(dataset_key(tenant, dataset_id), data)
+        await self.record_dataset(tenant=tenant, dataset_id=dataset_id, meta=meta, ref=ref, ttl_s=ttl_s, quota=quota)
+
+    async def storage_left(self, *, tenant: str, quota: int) -> int:
+        """Bytes the tenant may still store: a streamed upload stops there rather than fill the store first
+        (``record_dataset`` still books the bytes atomically)."""
+        used = sum(kind["bytes"] for kind in (await summary(self.redis, self.keys, tenant=tenant)).values())
+        return max(0, quota - used)
+
+    async def record_dataset(
+        self,
+        *,
+        tenant: str,
+        dataset_id: str,
+        meta: dict[str, Any],
+        ref: ArtifactRef | None,
+        ttl_s: int,
+        quota: int,
+        fields: dict[str, str] | None = None,
+    ) -> None:
+        """The record of a dataset whose file is in the store (``ref``), within the tenant's storage quota (else
+        413, and the file is deleted again): Redis keeps ``meta`` and ``ref``, the quota counts the file's bytes.
+        A dataset by reference has no file here (``ref`` None) and its own ``fields``; it counts nothing."""
+        value = {"meta": json.dumps(meta), **(fields or {})}
+        if ref is not None:
+            value["ref"] = ref.to_json()
         try:
             await put_within_quota(
                 self.redis,
@@ -489,8 +513,8 @@ class JobStore:
                 tenant=tenant,
                 kind="datasets",
                 key=self.keys.dataset(tenant, dataset_id),
-                value={"meta": json.dumps(meta), "ref": ref.to_json()},
-                size=ref.size,
+                value=value,
+                size=0 if ref is None else ref.size,
                 ttl_s=ttl_s,
                 quota=quota,
                 what=f"the dataset ({meta['bytes']:,} bytes as stored)",

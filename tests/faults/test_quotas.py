@@ -59,6 +59,7 @@ def test_storage_quota_per_tenant_and_delete_frees_it(fault_service: Service) ->
                 break
             made.append(response.json()["id"])
         assert response.status_code == 413 and "GRADSERVE_TENANT_STORAGE_BYTES" in response.json()["detail"]
+        assert "stopped midway" in response.json()["detail"]  # streamed: stopped at the quota, not stored first
         assert len(made) == QUOTA_BYTES // len(blob)
         usage = dave.get("/v1/usage").json()
         assert usage["datasets"]["count"] == len(made) and usage["bytes"] <= QUOTA_BYTES

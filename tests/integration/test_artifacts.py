@@ -5,25 +5,34 @@ attempt, then a resume that equals an undisturbed run."""
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
 import httpx
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import redis
 import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+import gradserve
 from models.settings import Settings
 from models.store.artifact_sweep import sweep_once
 from models.store.artifacts import open_artifacts
 from models.store.keys import Keys
-from tests.conftest import S3Server, Service, running_service
+from tests.conftest import API_KEYS, S3Server, Service, running_service
+from tests.integration.dataset_refs import DATA_KEY_ID, DATA_SECRET, UPLOAD_LIMIT, refs_env
 from tests.integration.jobs_helpers import lenet_job, mlp_job, sse, submit, wait_final, wait_until
+from tests.integration.test_dataset_formats import Linear, _job, _local
 
 pytestmark = pytest.mark.integration
 PREFIX = "it"
@@ -31,8 +40,18 @@ MiB = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
-def s3_stack(tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server) -> Iterator[Service]:
-    env: dict[str, str | None] = {**s3_server.env(PREFIX), "GRADSERVE_ARTIFACTS_TIMEOUT_S": "1"}
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The one directory the stack reads file:// datasets from."""
+    return tmp_path_factory.mktemp("allowed")
+
+
+@pytest.fixture(scope="module")
+def s3_stack(tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server, data_dir: Path) -> Iterator[Service]:
+    env: dict[str, str | None] = {
+        **s3_server.env(PREFIX),
+        "GRADSERVE_ARTIFACTS_TIMEOUT_S": "1",
+        **refs_env(data_dir, s3_server),  # the streamed-upload and by-reference tests share this stack
+    }
     with running_service(tmp_path_factory.mktemp("s3stack"), workers=1, session_workers=1, extra_env=env) as svc:
         yield svc
 
@@ -159,3 +178,134 @@ def _wait_event(client: httpx.Client, job_id: str, field: str, timeout: float = 
                 return data
             assert time.monotonic() < deadline, f"no event with {field} within {timeout} s"
     raise AssertionError(f"the event stream ended without {field}")
+
+
+def _s3(server: S3Server) -> Any:
+    return boto3.client(
+        "s3",
+        endpoint_url=server.endpoint,
+        aws_access_key_id=server.access_key,
+        aws_secret_access_key=server.secret_key,
+        region_name="us-east-1",
+    )
+
+
+OCTET = {"Content-Type": "application/octet-stream"}
+
+
+def test_a_streamed_upload_past_the_old_body_limit_trains_as_a_local_loop(
+    s3_stack: Service, s3_server: S3Server, tmp_path: Path
+) -> None:
+    """Past GRADSERVE_MAX_BODY_BYTES (32 MiB), streamed to S3 in parts, checked a chunk at a time; and a body
+    past GRADSERVE_MAX_UPLOAD_BYTES, sent chunked, is a 413 that leaves no object behind."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((1_000_000, 9)).astype(np.float32)
+    y = rng.integers(0, 4, 1_000_000)
+    buf = io.BytesIO()
+    np.savez(buf, inputs=x, targets=y)
+    blob = buf.getvalue()
+    assert Settings().max_body_bytes < len(blob) < UPLOAD_LIMIT
+    with s3_stack.client("alice") as alice:
+        (tmp_path / "big.npz").write_bytes(blob)
+        with gradserve.Client(s3_stack.url, api_key=API_KEYS["alice"]) as gs:
+            data_id = gs.datasets.upload_file(tmp_path / "big.npz").id  # sent from the file a piece at a time
+        meta = alice.get(f"/v1/datasets/{data_id}").json()
+        assert meta["format"] == "npz" and meta["bytes"] == len(blob) and meta["num_samples"] == 1_000_000
+        assert meta["arrays"]["targets"] == {
+            "shape": [1_000_000],
+            "dtype": "int64",
+            "integral": True,
+            "min": 0,
+            "max": 3,
+        }
+        job_id = submit(alice, _job({"source": "upload", "id": data_id}, [9], 9, 4, 6))
+        keyed = alice.post("/v1/datasets", content=blob, headers={"Idempotency-Key": "big", **OCTET})
+        assert keyed.status_code == 413 and "send a larger dataset without the header" in keyed.text, keyed.text
+        assert list(_objects(s3_server, f"alice/datasets/{data_id}/").values()) == [len(blob)]
+
+        def chunked() -> Iterator[bytes]:  # no Content-Length: the limit is found mid-stream
+            for _ in range(UPLOAD_LIMIT // MiB + 8):
+                yield b"\0" * MiB
+
+        before = set(_objects(s3_server, "alice/datasets/"))
+        try:
+            refused = alice.post("/v1/datasets", content=chunked(), headers={"Content-Type": "application/x-tar"})
+            assert refused.status_code == 413 and "GRADSERVE_MAX_UPLOAD_BYTES" in refused.text, refused.text
+        except httpx.WriteError:
+            pass  # the server answered and closed before the client finished sending
+        assert set(_objects(s3_server, "alice/datasets/")) == before
+
+        torch.manual_seed(5)
+        local = _local(torch.from_numpy(x), torch.from_numpy(y), Linear(9, 4), 6, None)
+        done = wait_final(alice, job_id)
+        assert done["status"] == "succeeded", done.get("error")
+        remote = st_load(alice.get(f"/v1/jobs/{job_id}/checkpoint").content)
+        assert remote.keys() == local.keys() and all(torch.equal(remote[k], local[k]) for k in local)
+
+
+def test_datasets_by_reference_on_s3_and_an_allowed_directory(
+    s3_stack: Service, s3_server: S3Server, data_dir: Path, tmp_path: Path
+) -> None:
+    table = pa.table({"a": np.arange(20, dtype=np.float64) / 7, "b": np.ones(20), "label": np.arange(20) % 3})
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    _s3(s3_server).put_object(Bucket=s3_server.bucket, Key="refs/t.parquet", Body=sink.getvalue().to_pybytes())
+    _s3(s3_server).put_object(Bucket=s3_server.bucket, Key="refs/changes.parquet", Body=sink.getvalue().to_pybytes())
+    rng = np.random.default_rng(1)
+    x, y = rng.standard_normal((30, 5)).astype(np.float32), rng.integers(0, 2, 30)
+    np.savez(data_dir / "local.npz", inputs=x, targets=y)
+    s3_url = f"s3://{s3_server.bucket}/refs/t.parquet"
+    answers = []
+    with s3_stack.client("alice") as alice, s3_stack.client("bob") as bob:
+        on_s3 = alice.post("/v1/datasets/references", json={"url": s3_url})
+        with gradserve.Client(s3_stack.url, api_key=API_KEYS["alice"]) as gs:
+            on_disk_id = gs.datasets.register(f"file://{data_dir}/local.npz").id  # the client's way in
+        on_disk = alice.get(f"/v1/datasets/{on_disk_id}")
+
+        async def upload_async() -> int:
+            async with gradserve.AsyncClient(s3_stack.url, api_key=API_KEYS["alice"]) as client:
+                return (await client.datasets.upload_file(data_dir / "local.npz")).num_samples
+
+        assert asyncio.run(upload_async()) == 30
+        changes = alice.post("/v1/datasets/references", json={"url": f"s3://{s3_server.bucket}/refs/changes.parquet"})
+        answers += [on_s3, on_disk, changes]
+        assert on_s3.status_code == changes.status_code == 201, on_s3.text
+        assert on_disk.json()["format"] == "npz" and on_disk.json()["source"] == "url"
+        assert on_s3.json()["source"] == "url" and on_s3.json()["url"] == s3_url
+        assert on_s3.json()["features"] == ["a", "b"] and on_s3.json()["num_samples"] == 20
+        s3_job = submit(alice, _job({"source": "upload", "id": on_s3.json()["id"]}, [2], 2, 3, 5))
+        disk_job = submit(alice, _job({"source": "upload", "id": on_disk.json()["id"]}, [5], 5, 2, 5))
+        _s3(s3_server).put_object(Bucket=s3_server.bucket, Key="refs/changes.parquet", Body=b"replaced")
+        changed_job = submit(alice, _job({"source": "upload", "id": changes.json()["id"]}, [2], 2, 3, 1))
+
+        # Refused, each a 422 naming the URL: outside the allowed directory, climbing out of it, a link out of it.
+        outside = tmp_path / "outside.npz"
+        np.savez(outside, inputs=x, targets=y)
+        (data_dir / "link.npz").symlink_to(outside)
+        for url in (f"file://{outside}", f"file://{data_dir}/../{outside.name}", f"file://{data_dir}/link.npz"):
+            refused = alice.post("/v1/datasets/references", json={"url": url})
+            answers.append(refused)
+            assert refused.status_code == 422 and url in refused.text and "GRADSERVE_DATA_DIRS" in refused.text
+        # bob has no keys of his own, and alice's are never lent to him; her datasets are not his.
+        refused = bob.post("/v1/datasets/references", json={"url": s3_url})
+        answers.append(refused)
+        assert refused.status_code == 422 and "tenant 'bob' has no credentials" in refused.text, refused.text
+        assert bob.get(f"/v1/datasets/{on_s3.json()['id']}").status_code == 404
+        refused = bob.post("/v1/jobs", json=_job({"source": "upload", "id": on_s3.json()["id"]}, [2], 2, 3, 5))
+        assert refused.status_code == 404
+
+        columns = torch.tensor(np.stack([table["a"].to_numpy(), table["b"].to_numpy()], 1), dtype=torch.float32)
+        torch.manual_seed(5)
+        local_s3 = _local(columns, torch.from_numpy(table["label"].to_numpy().copy()), Linear(2, 3), 5, None)
+        torch.manual_seed(5)
+        local_disk = _local(torch.from_numpy(x), torch.from_numpy(y), Linear(5, 2), 5, None)
+        for job_id, local in ((s3_job, local_s3), (disk_job, local_disk)):
+            done = wait_final(alice, job_id)
+            assert done["status"] == "succeeded", done.get("error")
+            remote = st_load(alice.get(f"/v1/jobs/{job_id}/checkpoint").content)
+            assert all(torch.equal(remote[k], local[k]) for k in local), job_id
+        failed = wait_final(alice, changed_job)
+        assert failed["status"] == "failed" and "changed since it was registered" in str(failed.get("error")), failed
+        answers += [alice.get("/v1/datasets"), alice.get(f"/v1/jobs/{s3_job}")]
+    said = s3_stack.log.read_text() + "".join(a.text for a in answers)
+    assert DATA_SECRET not in said and DATA_KEY_ID not in said

@@ -53,8 +53,8 @@ def test_chunked_body_over_the_limit_is_413(client: httpx.Client) -> None:
         for _ in range(200):
             yield b"0" * 2**20
 
-    try:
-        response = client.post("/v1/datasets", content=chunks(), headers=OCTETS)
+    try:  # (a dataset upload has its own, larger cap: tests/integration/test_artifacts.py)
+        response = client.post("/v1/jobs", content=chunks(), headers=OCTETS)
     except httpx.TransportError:  # the server may close before the client has sent everything
         pytest.fail("the server hung up without answering 413")
     assert response.status_code == 413, response.text

@@ -7,7 +7,7 @@ import io
 import numpy as np
 import pytest
 
-from api.routes.datasets import parse_dataset
+from models.data.arrays import parse_dataset
 from models.errors import PayloadTooLarge
 from models.settings import Settings
 

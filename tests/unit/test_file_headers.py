@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import save
 
-from api.routes.datasets import parse_dataset
+from models.data.arrays import parse_dataset
 from models.errors import InvalidInput, PayloadTooLarge
 from models.settings import Settings
 from models.wire.file_headers import npz_decoded_bytes, safetensors_decoded_bytes

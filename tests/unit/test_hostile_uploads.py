@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from api.routes.datasets import parse_dataset
+from models.data.arrays import parse_dataset
 from models.errors import InvalidInput, PayloadTooLarge
 from models.settings import Settings
 from models.wire.file_headers import npz_decoded_bytes
