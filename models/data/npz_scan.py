@@ -32,9 +32,13 @@ def scan_npz(path: Path, *, max_bytes: int, max_elements: int) -> dict[str, Any]
             known_arrays(info.filename.removesuffix(".npy") for info in members)
             for info in members:
                 if info.compress_type not in METHODS or info.flag_bits & 0x1:
+                    # bzip2 and the rest are refused unread: zipfile inflates them a whole compressed chunk
+                    # at a time, which a bomb turns into hundreds of megabytes per read.
+                    how = "encrypted" if info.flag_bits & 0x1 else f"compressed by zip method {info.compress_type}"
+                    how += " (bzip2)" if info.compress_type == zipfile.ZIP_BZIP2 else ""
                     raise InvalidInput(
-                        f"member '{info.filename}' is encrypted or compressed other than by deflate; save the "
-                        "file with numpy.savez or numpy.savez_compressed",
+                        f"member '{info.filename}' is {how}; accepted: stored or deflate, what numpy.savez and "
+                        "numpy.savez_compressed write",
                         LOC,
                     )
             headers = {}

@@ -63,7 +63,7 @@ def test_a_million_layers_are_counted_before_any_is_read(client: httpx.Client) -
     assert detail["msg"] == "300000 layers exceed the limit of 256 (GRADSERVE_MAX_LAYERS)"
 
 
-def test_a_bzip2_bomb_in_an_npz_is_a_413(client: httpx.Client) -> None:
+def test_a_bzip2_bomb_in_an_npz_is_refused_unread(client: httpx.Client) -> None:
     header = io.BytesIO()
     np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (3,)})
     targets = io.BytesIO()
@@ -73,9 +73,11 @@ def test_a_bzip2_bomb_in_an_npz_is_a_413(client: httpx.Client) -> None:
         archive.writestr("inputs.npy", header.getvalue() + bytes(8 * 2**20))  # 24 bytes declared
         archive.writestr("targets.npy", targets.getvalue())
     assert len(buf.getvalue()) < 2000  # bzip2 packed 8 MB of zeros
+    before = client.get("/v1/usage").json()
     response = client.post("/v1/datasets", content=buf.getvalue(), headers={"content-type": OCTET})
-    assert response.status_code == 413, response.text
-    assert "member 'inputs.npy' inflates past" in response.json()["detail"]
+    assert response.status_code == 422, response.text  # numpy never writes bzip2: refused before inflating
+    assert "member 'inputs.npy' is compressed by zip method 12 (bzip2)" in str(response.json()["detail"])
+    assert client.get("/v1/usage").json() == before  # nothing of it stored
 
 
 def test_countless_tensors_are_a_413_before_any_is_made(client: httpx.Client) -> None:
