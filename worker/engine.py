@@ -174,6 +174,7 @@ class Trainer:
         self.epoch = 0
         self.cursor = 0
         self.order: torch.Tensor | None = None
+        self.order_rng: torch.Tensor | None = None  # the shuffler's state before it drew ``order``
         # A generator of its own, so the data order depends on the seed alone and not on dropout draws.
         self.shuffler = torch.Generator().manual_seed(cfg.seed)
         self._pending: list[tuple[Any, ...]] = []
@@ -204,6 +205,7 @@ class Trainer:
             epoch=self.epoch,
             cursor=self.cursor,
             order=self.order,
+            order_rng=self.order_rng,
             model={k: v.detach().clone() for k, v in self.net.state_dict().items()},
             optimizer=_clone_tensors(self.optimizer.state_dict()),
             rng=rng,
@@ -226,7 +228,12 @@ class Trainer:
         state_codec.set_rng_state(state.rng, self.device)
         self.shuffler.set_state(state.rng["shuffle"])
         self.step, self.epoch, self.cursor = state.step, state.epoch, state.cursor
-        self.order = None if state.order is None else state.order.to(self.device)
+        self.order_rng = state.order_rng
+        if state.order is None and state.order_rng is not None and state.cursor > 0:
+            redraw = torch.Generator().set_state(state.order_rng)
+            self.order = torch.randperm(self.data.x.shape[0], generator=redraw).to(self.device)
+        else:
+            self.order = None if state.order is None else state.order.to(self.device)
 
     # --- the loop ------------------------------------------------------------------------------------------------
 
@@ -355,6 +362,7 @@ class Trainer:
         cfg, x_all, y_all = self.cfg, self.data.x, self.data.y
         epoch, start = self.epoch, self.cursor
         if self.cursor == 0 and cfg.shuffle:
+            self.order_rng = self.shuffler.get_state()
             self.order = torch.randperm(n, generator=self.shuffler).to(self.device)
         end = min(self.cursor + cfg.batch_size, n)
         if self.group is not None:  # this rank's share of the batch (see worker.data_parallel)

@@ -173,7 +173,7 @@ def same_rng(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 
 # --- a training run -------------------------------------------------------------------------------------------------
 
-_MODEL, _OPTIM, _RNG, _ORDER = "model.", "optim.", "rng.", "order"
+_MODEL, _OPTIM, _RNG, _ORDER, _ORDER_RNG = "model.", "optim.", "rng.", "order", "order_rng"
 
 
 @dataclass
@@ -187,6 +187,9 @@ class TrainState:
     optimizer: dict[str, Any]  # optimizer.state_dict(), tensors cloned
     rng: dict[str, torch.Tensor]  # rng_state() plus the data shuffler's, as "shuffle"
     order: torch.Tensor | None = None  # the current epoch's permutation, None between epochs
+    # The shuffler's state before it drew ``order``: kept in its place (5 KB, not 8 bytes a sample), and the
+    # permutation drawn again from it on load.
+    order_rng: torch.Tensor | None = None
     scheduler: dict[str, Any] | None = None  # lr_scheduler.state_dict(), when the run has one
     scaler: dict[str, Any] | None = None  # GradScaler.state_dict() (plain numbers), when the run scales its loss
     recent_losses: list[float] | None = None  # a loss-spike breakpoint's window
@@ -195,7 +198,9 @@ class TrainState:
 def pack_train_state(state: TrainState) -> bytes:
     tensors: dict[str, torch.Tensor] = {_MODEL + k: v for k, v in state.model.items()}
     tensors.update({_RNG + k: v for k, v in state.rng.items()})
-    if state.order is not None:
+    if state.order is not None and state.order_rng is not None:
+        tensors[_ORDER_RNG] = state.order_rng
+    elif state.order is not None:
         tensors[_ORDER] = state.order
     opt_tensors, opt_meta = optimizer_parts(state.optimizer, _OPTIM)
     tensors.update(opt_tensors)
@@ -223,6 +228,7 @@ def unpack_train_state(blob: bytes) -> TrainState:
         optimizer=optimizer_from_parts(tensors, meta["optimizer"], _OPTIM),
         rng=rng,
         order=tensors.get(_ORDER),
+        order_rng=tensors.get(_ORDER_RNG),
         scheduler=None if meta.get("scheduler") is None else scheduler_from_json(meta["scheduler"]),
         scaler=meta.get("scaler"),
         recent_losses=meta.get("recent_losses"),

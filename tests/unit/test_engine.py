@@ -92,10 +92,13 @@ def test_resume_is_bit_exact(opt: str) -> None:
     first, hooks = _trainer(cfg, data, opt=opt), ListHooks(stop_after=12)
     assert first.run(hooks) == "stopped"
     state = hooks.states[-1]
-    assert state.step == 10 and state.order is not None  # mid-epoch: the order travels with the checkpoint
+    assert state.step == 10 and state.order is not None  # mid-epoch: the order travels with the checkpoint...
+    packed = unpack_train_state(pack_train_state(state))
+    assert packed.order is None and packed.order_rng is not None  # ...as the shuffler's state that drew it
     torch.manual_seed(999)  # whatever the process did in between must not matter
     second = _trainer(cfg, data, opt=opt)
-    second.load_state(unpack_train_state(pack_train_state(state)))
+    second.load_state(packed)
+    assert second.order is not None and torch.equal(second.order, state.order)
     rest = ListHooks()
     assert second.run(rest) == "finished"
     assert [r["step"] for r in rest.all_records] == list(range(11, 24))
@@ -103,6 +106,18 @@ def test_resume_is_bit_exact(opt: str) -> None:
     resumed, uninterrupted = from_safetensors(pack_weights(end.model, end.step, end.epoch)), whole.net.state_dict()
     assert resumed.keys() == uninterrupted.keys()
     assert all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed)
+
+
+def test_a_checkpoint_mid_epoch_does_not_grow_with_the_dataset() -> None:
+    """A 200,000-sample epoch's order would be 1.6 MB of int64 in every checkpoint; its seed state is 5 KB."""
+    small, large = _data(), _data(200_000)
+    sizes = []
+    for data in (small, large):
+        cfg = TrainConfig(total_steps=1, batch_size=8, seed=1, classification=True, flush_every=1)
+        trainer = _trainer(cfg, data)
+        trainer.run(ListHooks())
+        sizes.append(len(pack_train_state(trainer.state())))
+    assert sizes[1] == sizes[0], sizes
 
 
 def test_accuracy_eval_and_lenet_shapes() -> None:
