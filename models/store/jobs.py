@@ -475,6 +475,18 @@ class JobStore:
         pipe.expire(key, ttl_s)
         await pipe.execute()
 
+    async def put_archive(self, *, tenant: str, job_id: str, attempt: str, blob: bytes) -> str:
+        """A one-off file a worker made for one request (a TensorBoard archive), as its record's JSON: the API
+        takes it with ``take_archive``; one left behind goes with the job's prefix."""
+        ref = await self.artifacts.put_async(job_blob_key(tenant, job_id, f"archives/{attempt}"), blob)
+        return ref.to_json()
+
+    async def take_archive(self, ref: str) -> bytes:
+        got = ArtifactRef.from_json(ref)
+        blob = await self.artifacts.get_async(got)
+        await self.artifacts.delete_async(got.key)
+        return blob
+
     # --- datasets ---
     async def put_dataset(
         self, *, tenant: str, dataset_id: str, meta: dict[str, Any], data: bytes, ttl_s: int, quota: int
