@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -46,9 +46,13 @@ async def one_at_a_time(*name: str) -> AsyncIterator[None]:
             _files.pop(name, None)
 
 
-async def run_on_worker(calls: SessionCalls, store: Store, what: str, call: dict[str, Any]) -> dict[str, Any]:
+async def run_on_worker(
+    calls: SessionCalls, store: Store, what: str, call: dict[str, Any], gone: Callable[[], Awaitable[bool]]
+) -> dict[str, Any]:
     """Publish ``call`` (``kind``, ``tenant``, ``job_id``, ...) as a JOB_EXPORT task and return the worker's
-    answer (JSON; it names the ``worker``); a worker's error is raised again with its status."""
+    answer (JSON; it names the ``worker``); a worker's error is raised again with its status. ``gone`` says
+    whether the client hung up: then a task no worker took yet is abandoned (never run), and one running
+    ends at its deadline on the worker."""
     settings, redis, keys = calls.settings, calls.redis, calls.keys
     queue = place(LANE_SESSIONS, "cpu", await store.live_workers()).queue
     attempt = uuid.uuid4().hex
@@ -71,11 +75,18 @@ async def run_on_worker(calls: SessionCalls, store: Store, what: str, call: dict
     sent = time.perf_counter()
     claim_ttl = int(settings.export_timeout_s) + 60
     while True:
-        got = await redis.blpop([reply], timeout=calls.slice_s)
+        try:
+            got = await redis.blpop([reply], timeout=calls.slice_s)
+        except asyncio.CancelledError:
+            await redis.set(claim_key, ABANDONED, nx=True, ex=claim_ttl)
+            raise
         if got is not None:
             return dict(orjson.loads(read_frame(as_bytes(got[1])).body))
         waited = time.perf_counter() - sent
         claim = await redis.get(claim_key)
+        if await gone():
+            await redis.set(claim_key, ABANDONED, nx=True, ex=claim_ttl)
+            raise ServiceUnavailable(f"the client hung up before the {what} was made", retry_after=1)
         if claim is None and (await calls.lost(waiting) or waited >= settings.session_queue_wait_s):
             if await redis.set(claim_key, ABANDONED, nx=True, ex=claim_ttl):
                 raise ServiceUnavailable(

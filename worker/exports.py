@@ -125,7 +125,7 @@ async def _export(jobs: JobStore, settings: Settings, call: dict[str, Any]) -> d
     """Make the export ``{format}:{step}`` and keep it, unless another request already did."""
     tenant, job_id, step, fmt = call["tenant"], call["job_id"], call["step"], call["format"]
     name = f"{fmt}:{step}"
-    if await jobs.export_file(tenant=tenant, job_id=job_id, name=name) is not None:
+    if await jobs.export_kept(tenant=tenant, job_id=job_id, name=name):  # another API process asked first
         return {"name": name}
     state = await jobs.checkpoint_state(tenant=tenant, job_id=job_id, step=step)
     if state is None:

@@ -48,7 +48,9 @@ async def export_job(
                     shown = ", ".join(map(str, kept[-20:])) or "none"
                     raise NotFound(f"job '{job_id}' keeps no checkpoint at step {step}; kept steps: {shown}")
                 call = {"kind": "export", "tenant": tenant, "job_id": job_id, "step": step, "format": format}
-                made = await run_on_worker(request.app.state.session_calls, store, f"{format} export", call)
+                made = await run_on_worker(
+                    request.app.state.session_calls, store, f"{format} export", call, request.is_disconnected
+                )
                 made_by = {"X-Exported-By": made["worker"]}
                 blob = await jobs.export_file(tenant=tenant, job_id=job_id, name=name)
                 if blob is None:

@@ -21,7 +21,9 @@ async def get_tensorboard(
     in a tar.gz: unpack it and run ``tensorboard --logdir .``. Made by a session worker (``X-Exported-By``)."""
     await require_job(jobs, tenant, job_id)
     call = {"kind": "tensorboard", "tenant": tenant, "job_id": job_id}
-    made = await run_on_worker(request.app.state.session_calls, store, "TensorBoard archive", call)
+    made = await run_on_worker(
+        request.app.state.session_calls, store, "TensorBoard archive", call, request.is_disconnected
+    )
     body = await jobs.take_archive(made["ref"])
     disposition = f'attachment; filename="{job_id}-tensorboard.tar.gz"'
     headers = {"Content-Disposition": disposition, "X-Exported-By": made["worker"]}

@@ -467,6 +467,9 @@ class JobStore:
         raw = await self.redis.hget(self.part(tenant, job_id, JobPart.EXPORTS), name)
         return None if raw is None else await self.artifacts.get_async(ArtifactRef.from_json(raw))
 
+    async def export_kept(self, *, tenant: str, job_id: str, name: str) -> bool:
+        return bool(await self.redis.hexists(self.part(tenant, job_id, JobPart.EXPORTS), name))
+
     async def put_export(self, *, tenant: str, job_id: str, name: str, blob: bytes, ttl_s: int) -> None:
         ref = await self.artifacts.put_async(job_blob_key(tenant, job_id, f"exports/{name.replace(':', '-')}"), blob)
         key = self.part(tenant, job_id, JobPart.EXPORTS)
