@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -59,7 +60,7 @@ def test_exports_run_locally_with_the_checkpoint_outputs(
     with torch.no_grad():
         expected = net(x)
 
-    session_workers = {w["name"] for w in service.workers("sessions")}
+    session_workers, exported_by = {w["name"] for w in service.workers("sessions")}, []
 
     def export(fmt: str) -> bytes:
         response = client.get(f"/v1/jobs/{job_id}/export", params={"format": fmt, "step": 20}, timeout=300)
@@ -67,6 +68,7 @@ def test_exports_run_locally_with_the_checkpoint_outputs(
         assert response.headers["x-checkpoint-step"] == "20"
         # made by a session worker, not in the API process (which then never loads torch.onnx's exporter)
         assert response.headers["x-exported-by"] in session_workers, (response.headers, session_workers)
+        exported_by.append(response.headers["x-exported-by"])
         return response.content
 
     scripted = torch.jit.load(io.BytesIO(export("torchscript")))
@@ -80,7 +82,32 @@ def test_exports_run_locally_with_the_checkpoint_outputs(
     bad = client.get(f"/v1/jobs/{job_id}/export", params={"format": "keras"})
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["query", "format"]
     assert client.get(f"/v1/jobs/{job_id}/export", params={"format": "onnx", "step": 5}).status_code == 404
+    # The onnx package's C extension is mapped into the worker that made the file, never into the API process.
+    maker = next(w for w in service.workers("sessions") if w["name"] == exported_by[-1])
+    assert _maps_onnx(maker["pid"])
+    api = [
+        pid
+        for pid in _pids()
+        if _cmdline(pid)[1:4] == ["-m", "launcher", "api"] and service.url.endswith(_cmdline(pid)[-1])
+    ]
+    assert len(api) == 1 and not _maps_onnx(api[0]), api
     kept = client.get(f"/v1/jobs/{job_id}/export", params={"format": "onnx", "step": 20})
     assert kept.content == export_onnx and "x-exported-by" not in kept.headers  # served from the artifact store
     foreign = client_bob.get(f"/v1/jobs/{job_id}/export", params={"format": "onnx", "step": 20})
     assert foreign.status_code == 404, foreign.text  # another tenant's job does not exist for bob
+
+
+def _pids() -> list[int]:
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
+    except OSError:  # gone meanwhile
+        return []
+
+
+def _maps_onnx(pid: int) -> bool:
+    """Whether the process has onnx's C extension loaded (what ``import onnx``, and so torch.onnx.export, loads)."""
+    return "onnx_cpp2py_export" in Path(f"/proc/{pid}/maps").read_text()
