@@ -184,7 +184,7 @@ class SessionCalls:
                 self._line_full,
                 60,
             )
-            pipe.blpop([reply], timeout=self._slice_s)
+            pipe.blpop([reply], timeout=self.slice_s)
             _, got = await pipe.execute()
             if got is None:
                 got = await self._wait(
@@ -193,7 +193,7 @@ class SessionCalls:
         return replace(read_frame(got[1], (time.perf_counter() - sent) * 1e3), call_id=call_id)
 
     @property
-    def _slice_s(self) -> float:
+    def slice_s(self) -> float:
         return min(1.0, self.settings.worker_heartbeat_ttl_s / 6)
 
     async def _wait(self, op: str, sid: str, attempt: str, sent: float, waiting: Waiting) -> tuple[bytes, bytes]:
@@ -203,7 +203,7 @@ class SessionCalls:
         while True:
             waited = time.perf_counter() - sent
             claim = await self.redis.get(claim_key)
-            if claim is None and await self._lost(waiting):
+            if claim is None and await self.lost(waiting):
                 if await self.redis.set(claim_key, ABANDONED, nx=True, ex=int(settings.call_timeout_s) + 60):
                     raise ServiceUnavailable(
                         f"the session worker that took '{op}' off the queue died before starting it; "
@@ -234,12 +234,12 @@ class SessionCalls:
                     "Idempotency-Key to get its answer without applying it twice",
                     retry_after=5,
                 )
-            got = await self.redis.blpop([reply], timeout=self._slice_s)
+            got = await self.redis.blpop([reply], timeout=self.slice_s)
             if got is not None:
                 key, frame = got
                 return as_bytes(key), as_bytes(frame)
 
-    async def _lost(self, waiting: Waiting) -> bool:
+    async def lost(self, waiting: Waiting) -> bool:
         """Whether the call's message left its queue without any worker claiming the call, a whole slice
         ago or more: a live worker claims within milliseconds of taking it, so the one that took it died.
 
@@ -252,4 +252,4 @@ class SessionCalls:
         now = time.perf_counter()
         if waiting.gone_since is None:
             waiting.gone_since = now
-        return now - waiting.gone_since >= self._slice_s
+        return now - waiting.gone_since >= self.slice_s

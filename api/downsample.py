@@ -11,17 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-
-def as_float(value: object) -> float:
-    """A metric value as a float; the "nan"/"inf" strings non-finite values travel as, and None, are NaN."""
-    if isinstance(value, bool) or value is None:
-        return float("nan")
-    if isinstance(value, int | float):
-        return float(value)
-    try:
-        return float(str(value))
-    except ValueError:
-        return float("nan")
+from models.wire.metric_values import as_float
 
 
 def keep_indices(values: Sequence[object], points: int) -> list[int]:

@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     # worker longer than this, are answered 503 with Retry-After (and never run).
     session_queue_max: int = Field(default=1000, ge=1)
     session_queue_wait_s: float = Field(default=30.0, gt=0)
+    # Exports and TensorBoard archives are made by a session worker: the most seconds one may take there (the
+    # worker stops it at this deadline) before the API answers 504.
+    export_timeout_s: float = Field(default=120.0, gt=0)
     # How long a session call's answer is kept for a retry with the same Idempotency-Key.
     session_call_record_ttl_s: int = Field(default=3600, ge=1)
     max_sessions: int = Field(default=100, ge=1)  # live sessions per tenant

@@ -15,6 +15,7 @@ from models.store.keys import Keys
 
 SESSION_CALL = "gradserve.session.call"
 JOB_RUN = "gradserve.job.run"
+JOB_EXPORT = "gradserve.job.export"
 
 # Longer than any job may run between heartbeats is not needed: a running job holds a lease in
 # Redis, so a redelivery after this timeout finds the lease and does not run it a second time.

@@ -467,6 +467,9 @@ class JobStore:
         raw = await self.redis.hget(self.part(tenant, job_id, JobPart.EXPORTS), name)
         return None if raw is None else await self.artifacts.get_async(ArtifactRef.from_json(raw))
 
+    async def export_kept(self, *, tenant: str, job_id: str, name: str) -> bool:
+        return bool(await self.redis.hexists(self.part(tenant, job_id, JobPart.EXPORTS), name))
+
     async def put_export(self, *, tenant: str, job_id: str, name: str, blob: bytes, ttl_s: int) -> None:
         ref = await self.artifacts.put_async(job_blob_key(tenant, job_id, f"exports/{name.replace(':', '-')}"), blob)
         key = self.part(tenant, job_id, JobPart.EXPORTS)
@@ -474,6 +477,18 @@ class JobStore:
         pipe.hset(key, name, ref.to_json())
         pipe.expire(key, ttl_s)
         await pipe.execute()
+
+    async def put_archive(self, *, tenant: str, job_id: str, attempt: str, blob: bytes) -> str:
+        """A one-off file a worker made for one request (a TensorBoard archive), as its record's JSON: the API
+        takes it with ``take_archive``; one left behind goes with the job's prefix."""
+        ref = await self.artifacts.put_async(job_blob_key(tenant, job_id, f"archives/{attempt}"), blob)
+        return ref.to_json()
+
+    async def take_archive(self, ref: str) -> bytes:
+        got = ArtifactRef.from_json(ref)
+        blob = await self.artifacts.get_async(got)
+        await self.artifacts.delete_async(got.key)
+        return blob
 
     # --- datasets ---
     async def put_dataset(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -13,6 +14,7 @@ from safetensors.torch import load as st_load
 
 from models.nn.build import build_network
 from models.spec.network import NetworkSpec
+from tests.conftest import Service
 from tests.integration.jobs_helpers import lenet_job, mlp_job, submit, wait_final
 from tests.lenet import LENET_SPEC
 
@@ -45,7 +47,9 @@ def test_retention_keeps_the_last_ten(client: httpx.Client) -> None:
     assert client.get(f"/v1/jobs/{job_id}/checkpoint", params={"step": 4}).status_code == 404
 
 
-def test_exports_run_locally_with_the_checkpoint_outputs(client: httpx.Client) -> None:
+def test_exports_run_locally_with_the_checkpoint_outputs(
+    service: Service, client: httpx.Client, client_bob: httpx.Client
+) -> None:
     job_id = submit(client, lenet_job(steps=30, capture={"checkpoint_every": 10, "graph": False}))
     assert wait_final(client, job_id)["status"] == "succeeded"
     weights = st_load(client.get(f"/v1/jobs/{job_id}/checkpoint", params={"step": 20}).content)
@@ -56,19 +60,54 @@ def test_exports_run_locally_with_the_checkpoint_outputs(client: httpx.Client) -
     with torch.no_grad():
         expected = net(x)
 
+    session_workers, exported_by = {w["name"] for w in service.workers("sessions")}, []
+
     def export(fmt: str) -> bytes:
         response = client.get(f"/v1/jobs/{job_id}/export", params={"format": fmt, "step": 20}, timeout=300)
         assert response.status_code == 200, response.text
         assert response.headers["x-checkpoint-step"] == "20"
+        # made by a session worker, not in the API process (which then never loads torch.onnx's exporter)
+        assert response.headers["x-exported-by"] in session_workers, (response.headers, session_workers)
+        exported_by.append(response.headers["x-exported-by"])
         return response.content
 
     scripted = torch.jit.load(io.BytesIO(export("torchscript")))
     assert torch.equal(scripted(x), expected)
     program = torch.export.load(io.BytesIO(export("pt2"))).module()
     assert torch.equal(program(x), expected)
-    session = onnxruntime.InferenceSession(export("onnx"))
+    export_onnx = export("onnx")
+    session = onnxruntime.InferenceSession(export_onnx)
     (out,) = session.run(None, {"input": x.numpy()})
     np.testing.assert_allclose(out, expected.numpy(), rtol=1e-5, atol=1e-5)  # onnxruntime's own kernels
     bad = client.get(f"/v1/jobs/{job_id}/export", params={"format": "keras"})
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["query", "format"]
     assert client.get(f"/v1/jobs/{job_id}/export", params={"format": "onnx", "step": 5}).status_code == 404
+    # The onnx package's C extension is mapped into the worker that made the file, never into the API process.
+    maker = next(w for w in service.workers("sessions") if w["name"] == exported_by[-1])
+    assert _maps_onnx(maker["pid"])
+    api = [
+        pid
+        for pid in _pids()
+        if _cmdline(pid)[1:4] == ["-m", "launcher", "api"] and service.url.endswith(_cmdline(pid)[-1])
+    ]
+    assert len(api) == 1 and not _maps_onnx(api[0]), api
+    kept = client.get(f"/v1/jobs/{job_id}/export", params={"format": "onnx", "step": 20})
+    assert kept.content == export_onnx and "x-exported-by" not in kept.headers  # served from the artifact store
+    foreign = client_bob.get(f"/v1/jobs/{job_id}/export", params={"format": "onnx", "step": 20})
+    assert foreign.status_code == 404, foreign.text  # another tenant's job does not exist for bob
+
+
+def _pids() -> list[int]:
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
+    except OSError:  # gone meanwhile
+        return []
+
+
+def _maps_onnx(pid: int) -> bool:
+    """Whether the process has onnx's C extension loaded (what ``import onnx``, and so torch.onnx.export, loads)."""
+    return "onnx_cpp2py_export" in Path(f"/proc/{pid}/maps").read_text()

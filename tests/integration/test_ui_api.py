@@ -81,11 +81,13 @@ def test_gradient_history_matches_each_snapshot(client: httpx.Client, long_job: 
 
 
 def test_tensorboard_archive_holds_every_steps_loss(
-    client: httpx.Client, long_job: dict[str, Any], tmp_path: Path
+    service: Service, client: httpx.Client, long_job: dict[str, Any], tmp_path: Path
 ) -> None:
     job_id, metrics = long_job["id"], long_job["metrics"]
     response = client.get(f"/v1/jobs/{job_id}/tensorboard")
     assert response.status_code == 200 and response.headers["content-type"] == "application/gzip"
+    made_by, session_workers = response.headers["x-exported-by"], {w["name"] for w in service.workers("sessions")}
+    assert made_by in session_workers, (made_by, session_workers)  # made on a session worker, not in the API
     with tarfile.open(fileobj=io.BytesIO(response.content), mode="r:gz") as tar:
         names = tar.getnames()
         assert len(names) == 1 and re.fullmatch(rf"{job_id}/events\.out\.tfevents\.\d+\.gradserve", names[0])
