@@ -198,7 +198,7 @@ class TrainState:
 def pack_train_state(state: TrainState) -> bytes:
     tensors: dict[str, torch.Tensor] = {_MODEL + k: v for k, v in state.model.items()}
     tensors.update({_RNG + k: v for k, v in state.rng.items()})
-    if state.order is not None and state.order_rng is not None:
+    if state.order_rng is not None and state.cursor > 0:  # at cursor 0 the next batch draws a new order
         tensors[_ORDER_RNG] = state.order_rng
     elif state.order is not None:
         tensors[_ORDER] = state.order

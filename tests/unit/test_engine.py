@@ -95,6 +95,8 @@ def test_resume_is_bit_exact(opt: str) -> None:
     assert state.step == 10 and state.order is not None  # mid-epoch: the order travels with the checkpoint...
     packed = unpack_train_state(pack_train_state(state))
     assert packed.order is None and packed.order_rng is not None  # ...as the shuffler's state that drew it
+    again = unpack_train_state(pack_train_state(packed))  # and it survives another trip (a session's state)
+    assert again.order_rng is not None and torch.equal(again.order_rng, packed.order_rng)
     torch.manual_seed(999)  # whatever the process did in between must not matter
     second = _trainer(cfg, data, opt=opt)
     second.load_state(packed)
