@@ -55,12 +55,17 @@ def main(argv: list[str]) -> int:
     jk = JobKeys(keys, tenant, job_id)
     group = Group(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]))
     req = JobCreate.model_validate_json(required(opt_bytes(client.hget(jk.job, "request")), "the job's request"))
+    if os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0" and opt_bytes(client.get(jk.lease)) != token.encode():
+        # The group is restarted after rank 0 ended the job (failed, say: its lease is gone with it), or the job
+        # worker lost the lease: nothing to train. Every rank reads the same and leaves, and the agent is done.
+        return 0
+    timeout = req.resources.collective_timeout_s or settings.job_collective_timeout_s
     device = rank_device(req, group)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dist.init_process_group(
         "nccl" if device.type == "cuda" else "gloo",
-        timeout=timedelta(seconds=settings.job_collective_timeout_s),
+        timeout=timedelta(seconds=timeout),
         device_id=device if device.type == "cuda" else None,
     )
     try:
