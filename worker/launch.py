@@ -76,8 +76,8 @@ def run_group(client: redis.Redis, settings: Settings, jk: JobKeys, lease: Lease
             if failure.exitcode == LEADER_ENDED:  # rank 0 recorded the end itself (or Redis is away)
                 return opt_text(client.hget(jk.job, "status")) or "missing"
             after = f" (after {restarts} restart{'s' * (restarts != 1)})" if restarts else ""
-            hung = _hung(exc, ranks, stopped.ranks)
-            if failure.exitcode == PEER_LOST and hung is not None:
+            hung = _hung(exc, ranks, stopped.pids)
+            if hung is not None:
                 error = f"rank {hung} of {ranks} stopped answering: a collective waited past {timeout:g} s{after}"
             else:
                 error = f"rank {rank} of {ranks} failed: {_failure_text(failure)}{after}"
@@ -110,21 +110,24 @@ def _root_cause(exc: ChildFailedError) -> tuple[int, ProcessFailure]:
     return rank, causes[rank]
 
 
-def _hung(exc: ChildFailedError, ranks: int, stopped: set[int]) -> int | None:
-    """The rank the others timed out on, where every rank that failed only lost a peer: one seen stopped,
-    else the first that had not failed (it was still in the collective, or stuck before it)."""
+def _hung(exc: ChildFailedError, ranks: int, stopped: dict[int, int]) -> int | None:
+    """The rank the others timed out on: one seen stopped (and so killed here), else, where every rank that
+    failed only lost a peer, the first that had not failed (it was still stuck in or before the collective)."""
+    seen = [rank for rank, f in exc.failures.items() if f.pid in stopped]
+    if seen:
+        return min(seen)
     if any(f.exitcode != PEER_LOST for f in exc.failures.values()):
         return None
-    silent = stopped or (set(range(ranks)) - set(exc.failures))
+    silent = set(range(ranks)) - set(exc.failures)
     return min(silent) if silent else None
 
 
 class _Stopped:
     """A thread that watches this process's rank processes while a group runs: one found stopped (state T)
-    is remembered by its rank, and killed once a sibling has ended (the group is being torn down)."""
+    is remembered (pid -> rank), and killed once a sibling has ended (the group is being torn down)."""
 
     def __init__(self, ranks: int) -> None:
-        self.world, self.ranks = ranks, set[int]()
+        self.world, self.pids = ranks, dict[int, int]()
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name="gradserve-stopped-ranks", daemon=True)
 
@@ -142,7 +145,7 @@ class _Stopped:
             for pid, (state, rank) in children.items():
                 if state != "T":
                     continue
-                self.ranks.add(rank)
+                self.pids[pid] = rank
                 if sum(s not in "ZX" for s, _ in children.values()) < self.world:
                     log.warning("rank %d (pid %d) is stopped while its group ends: killed", rank, pid)
                     with contextlib.suppress(ProcessLookupError):
