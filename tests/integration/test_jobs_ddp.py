@@ -210,15 +210,16 @@ def test_a_killed_rank_and_a_stopped_one_restart_the_group_from_its_checkpoint(
     resources = {"processes_per_node": 2, "max_restarts": 2, "collective_timeout_s": 2}
     job_id = submit(client, ddp_job(steps=steps, capture={"checkpoint_every": every}, resources=resources))
     wait_until(client, job_id, lambda d: (d.get("checkpoint_step") or 0) >= every, timeout=60)
-    killed = max(_ranks_of(job_id))  # rank 1, started after rank 0
-    os.kill(killed, signal.SIGKILL)
+    first = _ranks_of(job_id)
+    os.kill(max(first), signal.SIGKILL)  # rank 1, started after rank 0
     # The agent starts the group again; its rank 1 then stops answering, and the group is restarted once more.
     deadline = time.monotonic() + 60
-    while len(fresh := [p for p in _ranks_of(job_id) if p != killed]) < 2:
+    while len(fresh := [p for p in _ranks_of(job_id) if p not in first]) < 2:
         assert time.monotonic() < deadline and client.get(f"/v1/jobs/{job_id}").json()["status"] == "running"
         time.sleep(0.05)
     at = client.get(f"/v1/jobs/{job_id}").json()["step"]
-    wait_until(client, job_id, lambda d: d["step"] > at, timeout=60)  # it trains again
+    again = wait_until(client, job_id, lambda d: d["step"] > at, timeout=60)  # it trains again
+    assert again["status"] == "running" and again["step"] < steps, again  # with steps left to stop it in
     stopped = max(fresh)
     os.kill(stopped, signal.SIGSTOP)
     done = wait_final(client, job_id)
