@@ -57,7 +57,7 @@ def _attempt_store(group: Group, timeout: timedelta) -> PrefixStore:
         timeout=timeout,
         multi_tenant=not agent_store,
     )
-    return PrefixStore(f"gradserve/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+    return PrefixStore(f"gradserve/attempt_{os.environ['TORCHELASTIC_RESTART_COUNT']}", store)
 
 
 @record  # a rank's uncaught error reaches the agent with its traceback, and so the job's error
@@ -71,7 +71,8 @@ def main(argv: list[str]) -> int:
     keys = Keys(settings.key_prefix)
     jk = JobKeys(keys, tenant, job_id)
     req = JobCreate.model_validate_json(required(opt_bytes(client.hget(jk.job, "request")), "the job's request"))
-    if os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0" and opt_bytes(client.get(jk.lease)) != token.encode():
+    restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    if restart and opt_bytes(client.get(jk.lease)) != token.encode():
         # The group is restarted after rank 0 ended the job (failed, say: its lease is gone with it), or the job
         # worker lost the lease: nothing to train. Every rank reads the same and leaves, and the agent is done.
         return 0
@@ -81,14 +82,14 @@ def main(argv: list[str]) -> int:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     meet = timedelta(seconds=max(timeout, _MEET_S))
-    dist.init_process_group(
-        "nccl" if device.type == "cuda" else "gloo",
-        store=_attempt_store(group, meet),
-        rank=group.rank,
-        world_size=group.world_size,
-        timeout=meet,
-        device_id=device if device.type == "cuda" else None,
-    )
+    backend, device_id = ("nccl", device) if device.type == "cuda" else ("gloo", None)
+    if restart:  # a restarted group under its own prefix of the agent's store
+        store = _attempt_store(group, meet)
+        dist.init_process_group(
+            backend, store=store, rank=group.rank, world_size=group.world_size, timeout=meet, device_id=device_id
+        )
+    else:  # a first attempt meets as torchrun's ranks do (env://)
+        dist.init_process_group(backend, timeout=meet, device_id=device_id)
     try:
         if group.leader:
             lease = Lease(client, jk, token, settings.job_lease_ttl_s)  # renewed by the job worker, not here
