@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     job_lease_ttl_s: float = 6.0
     # A collective that waits longer than this fails the job (naming the rank) instead of holding it running.
     job_collective_timeout_s: float = Field(default=300.0, gt=0)
+    # A job of many processes whose rank fails (killed, or stuck past the collective timeout) is restarted
+    # whole from its last checkpoint this many times before it fails; a job's resources.max_restarts overrides.
+    job_max_restarts: int = Field(default=2, ge=0)
     job_reaper_interval_s: float = 1.0
     job_max_records: int = 200_000  # metric records kept per job (older ones are trimmed)
     max_gradient_snapshots: int = 200

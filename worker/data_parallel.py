@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -36,6 +37,9 @@ def peer_lost(exc: BaseException) -> bool:
 class Group:
     rank: int
     world_size: int
+    # The steps' collectives wait this long for a rank (None: as long as the group was created with). Ranks
+    # meet and build their trainers at their own pace (a restarted group's imports, the data): that waits longer.
+    step_timeout_s: float | None = None
 
     @property
     def leader(self) -> bool:
@@ -44,7 +48,10 @@ class Group:
 
     def wrap(self, net: nn.Module, device: torch.device) -> DistributedDataParallel:
         # DDP keeps the user's module as .module: checkpoints are taken from it, without "module." prefixes.
-        return DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+        ddp = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+        if self.step_timeout_s is not None:  # its constructor's broadcast was the last collective before the steps
+            dist.distributed_c10d._set_pg_timeout(timedelta(seconds=self.step_timeout_s))
+        return ddp
 
     def pad(self, idx: torch.Tensor, epoch_order: torch.Tensor) -> torch.Tensor:
         """A batch (indices into the data) filled up to a multiple of the world size from ``epoch_order``."""

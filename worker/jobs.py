@@ -8,6 +8,7 @@ import dataclasses
 import gc
 import json
 import logging
+import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -54,11 +55,11 @@ def run_job(client: redis.Redis, keys: Keys, settings: Settings, *, tenant: str,
         return claimed
     lease.start()
     try:
-        ranks = _world_size(client, jk)
-        if ranks > 1:
+        req = _request(client, jk)
+        if req is not None and req.world_size > 1:
             from worker.launch import run_group  # the elastic agent's imports, only where a job needs them
 
-            return run_group(client, settings, jk, lease, ranks)
+            return run_group(client, settings, jk, lease, req.resources)
         return train(client, keys, settings, jk, lease)
     except (redis.ConnectionError, redis.TimeoutError):
         log.warning("job %s lost Redis as it started; it resumes once Redis is back", job_id)
@@ -67,12 +68,12 @@ def run_job(client: redis.Redis, keys: Keys, settings: Settings, *, tenant: str,
         lease.stop()
 
 
-def _world_size(client: redis.Redis, jk: JobKeys) -> int:
+def _request(client: redis.Redis, jk: JobKeys) -> JobCreate | None:
     raw = opt_bytes(client.hget(jk.job, "request"))
     try:
-        return JobCreate.model_validate_json(required(raw, "the job's request")).world_size
+        return JobCreate.model_validate_json(required(raw, "the job's request"))
     except Exception:  # train() reads it again and records why it cannot run
-        return 1
+        return None
 
 
 def train(
@@ -99,8 +100,12 @@ def train(
         req = JobCreate.model_validate_json(required(raw[0], "the job's request"))
         device = rank_device(req, group)
         trainer = prepare(client, artifacts, keys, jk, raw, req, device, group, hooks)
+        # The elastic agent numbers its restarts of a group whose rank failed: each resumed from the checkpoint.
+        restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) if group is not None else 0
+        restarted: dict[str, Any] = {"restart": restart} if restart else {}
         hooks.state(
             "running",
+            **restarted,
             device_used=str(device),
             threads=torch.get_num_threads(),  # exactness against a local run holds at this count
             world_size=1 if group is None else group.world_size,

@@ -2,9 +2,14 @@
 process per rank, and this process (the job worker) holds and renews the job's lease meanwhile.
 
 The agent meets its ranks through a c10d rendezvous on a free loopback port (as ``torchrun
---standalone`` does), watches them, and tears the whole group down when one fails. Rank 0 records
-the job's outcome; a group that fails before rank 0 could (a rank killed, a collective broken) is
-recorded failed here, naming the rank that failed first.
+--standalone`` does), watches them, and tears the whole group down when one fails: then it starts the
+group again (``max_restarts`` times), and the new ranks resume from the job's last checkpoint; metric
+records of the steps they replay are dropped (``worker.recorder``), so each step is recorded once. Rank 0
+records the job's outcome; a group that fails past its restarts is recorded failed here, naming the rank
+that failed first, or the one that stopped answering (a collective timed out on the others).
+
+A stopped rank (SIGSTOP, a debugger) cannot take the agent's SIGTERM: ``_Stopped`` kills it as soon as
+its group is torn down, so the agent neither waits its 30 s for it nor leaves it behind.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -29,6 +35,7 @@ from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
 from launcher.threads import rank_threads
 from models.settings import Settings
+from models.spec.job import Resources
 from models.store.artifacts import shared_artifacts
 from models.store.replies import opt_text
 from worker.data_parallel import LEADER_ENDED, PEER_LOST
@@ -36,11 +43,17 @@ from worker.recorder import JobKeys, Lease, RedisHooks
 
 log = logging.getLogger(__name__)
 _SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT")
+_SHUTDOWN_S = 10  # a rank given SIGTERM as its group ends is killed after this (torch's default: 30)
+_WATCH_S = 0.25
 
 
-def run_group(client: redis.Redis, settings: Settings, jk: JobKeys, lease: Lease, ranks: int) -> str:
+def run_group(client: redis.Redis, settings: Settings, jk: JobKeys, lease: Lease, resources: Resources) -> str:
     """Run the job's ranks to their end; return its final status as rank 0 recorded it, or "failed"."""
-    with tempfile.TemporaryDirectory(prefix="gradserve-ranks-") as logs, _own_signals():
+    ranks = resources.nodes * resources.processes_per_node
+    restarts = settings.job_max_restarts if resources.max_restarts is None else resources.max_restarts
+    timeout = resources.collective_timeout_s or settings.job_collective_timeout_s
+    stopped = _Stopped(ranks)
+    with tempfile.TemporaryDirectory(prefix="gradserve-ranks-") as logs, _own_signals(), stopped:
         config = LaunchConfig(
             min_nodes=1,
             max_nodes=1,
@@ -49,8 +62,9 @@ def run_group(client: redis.Redis, settings: Settings, jk: JobKeys, lease: Lease
             rdzv_backend="c10d",
             rdzv_endpoint="127.0.0.1:0",  # a free port, as torchrun --standalone
             rdzv_configs={"is_host": True},
-            max_restarts=0,  # restarting a failed group from its checkpoint is a later piece
+            max_restarts=restarts,
             monitor_interval=0.1,
+            shutdown_timeout=_SHUTDOWN_S,
             logs_specs=DefaultLogsSpecs(log_dir=logs),
         )
         threads = rank_threads(torch.get_num_threads(), ranks)  # this worker's share of the cores, split
@@ -61,7 +75,13 @@ def run_group(client: redis.Redis, settings: Settings, jk: JobKeys, lease: Lease
             rank, failure = _root_cause(exc)
             if failure.exitcode == LEADER_ENDED:  # rank 0 recorded the end itself (or Redis is away)
                 return opt_text(client.hget(jk.job, "status")) or "missing"
-            return _failed(client, settings, jk, lease, f"rank {rank} of {ranks} failed: {_failure_text(failure)}")
+            after = f" (after {restarts} restart{'s' * (restarts != 1)})" if restarts else ""
+            hung = _hung(exc, ranks, stopped.pids)
+            if hung is not None:
+                error = f"rank {hung} of {ranks} stopped answering: a collective waited past {timeout:g} s{after}"
+            else:
+                error = f"rank {rank} of {ranks} failed: {_failure_text(failure)}{after}"
+            return _failed(client, settings, jk, lease, error)
         except (SignalException, redis.RedisError):
             raise
         except Exception as exc:  # the agent itself (its rendezvous, starting the processes): the job, not the worker
@@ -88,6 +108,67 @@ def _root_cause(exc: ChildFailedError) -> tuple[int, ProcessFailure]:
         causes = {r: f for r, f in causes.items() if f.exitcode == LEADER_ENDED}
     rank = min(causes, key=lambda r: (causes[r].timestamp, r))
     return rank, causes[rank]
+
+
+def _hung(exc: ChildFailedError, ranks: int, stopped: dict[int, int]) -> int | None:
+    """The rank the others timed out on: one seen stopped (and so killed here), else, where every rank that
+    failed only lost a peer, the first that had not failed (it was still stuck in or before the collective)."""
+    seen = [rank for rank, f in exc.failures.items() if f.pid in stopped]
+    if seen:
+        return min(seen)
+    if any(f.exitcode != PEER_LOST for f in exc.failures.values()):
+        return None
+    silent = set(range(ranks)) - set(exc.failures)
+    return min(silent) if silent else None
+
+
+class _Stopped:
+    """A thread that watches this process's rank processes while a group runs: one found stopped (state T)
+    is remembered (pid -> rank), and killed once a sibling has ended (the group is being torn down)."""
+
+    def __init__(self, ranks: int) -> None:
+        self.world, self.pids = ranks, dict[int, int]()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="gradserve-stopped-ranks", daemon=True)
+
+    def __enter__(self) -> _Stopped:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._done.wait(_WATCH_S):
+            children = _rank_children(os.getpid())
+            for pid, (state, rank) in children.items():
+                if state != "T":
+                    continue
+                self.pids[pid] = rank
+                if sum(s not in "ZX" for s, _ in children.values()) < self.world:
+                    log.warning("rank %d (pid %d) is stopped while its group ends: killed", rank, pid)
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+
+
+def _rank_children(parent: int) -> dict[int, tuple[str, int]]:
+    """This process's ``worker.rank`` children: pid -> (state letter, RANK)."""
+    found = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+            state, ppid = stat.rsplit(")", 1)[1].split()[:2]  # the command name before may hold anything
+            if int(ppid) != parent or b"worker.rank" not in Path(entry.path, "cmdline").read_bytes():
+                continue
+            env = Path(entry.path, "environ").read_bytes().split(b"\0")
+            rank = next(int(v[5:]) for v in env if v.startswith(b"RANK="))
+        except (OSError, ValueError, StopIteration):  # gone meanwhile, or not started yet
+            continue
+        found[int(entry.name)] = (state, rank)
+    return found
 
 
 def _failure_text(failure: ProcessFailure) -> str:

@@ -18,6 +18,7 @@ from datetime import timedelta
 import redis
 import torch
 import torch.distributed as dist
+from torch._C._distributed_c10d import PrefixStore, TCPStore
 from torch.distributed.elastic.multiprocessing.errors import record
 
 from models.settings import get_settings
@@ -31,6 +32,7 @@ from worker.recorder import JobKeys, Lease
 
 log = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1
+_MEET_S = 300.0  # the least a rank waits for the others to meet and build their trainers (then: the job's timeout)
 # The outcomes every rank reaches after the same step (the end, or a stop all-reduced to all of them).
 _TOGETHER = frozenset({"succeeded", "cancelled", "pruned", "lease lost"})
 
@@ -43,6 +45,21 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+def _attempt_store(group: Group, timeout: timedelta) -> PrefixStore:
+    """The agent's store, under this attempt's own prefix: a restarted group meets in the store its failed
+    one used, and the ranks' addresses left there by the dead ranks would otherwise be read for theirs."""
+    agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = TCPStore(
+        os.environ["MASTER_ADDR"],
+        int(os.environ["MASTER_PORT"]),
+        group.world_size,
+        is_master=group.leader and not agent_store,
+        timeout=timeout,
+        multi_tenant=not agent_store,
+    )
+    return PrefixStore(f"gradserve/attempt_{os.environ['TORCHELASTIC_RESTART_COUNT']}", store)
+
+
 @record  # a rank's uncaught error reaches the agent with its traceback, and so the job's error
 def main(argv: list[str]) -> int:
     tenant, job_id, token, threads, agent = argv[0], argv[1], argv[2], int(argv[3]), int(argv[4])
@@ -53,16 +70,26 @@ def main(argv: list[str]) -> int:
     client = redis.Redis.from_url(settings.redis_url, **redis_options(settings))
     keys = Keys(settings.key_prefix)
     jk = JobKeys(keys, tenant, job_id)
-    group = Group(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]))
     req = JobCreate.model_validate_json(required(opt_bytes(client.hget(jk.job, "request")), "the job's request"))
+    restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    if restart and opt_bytes(client.get(jk.lease)) != token.encode():
+        # The group is restarted after rank 0 ended the job (failed, say: its lease is gone with it), or the job
+        # worker lost the lease: nothing to train. Every rank reads the same and leaves, and the agent is done.
+        return 0
+    timeout = req.resources.collective_timeout_s or settings.job_collective_timeout_s
+    group = Group(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), timeout)
     device = rank_device(req, group)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    dist.init_process_group(
-        "nccl" if device.type == "cuda" else "gloo",
-        timeout=timedelta(seconds=settings.job_collective_timeout_s),
-        device_id=device if device.type == "cuda" else None,
-    )
+    meet = timedelta(seconds=max(timeout, _MEET_S))
+    backend, device_id = ("nccl", device) if device.type == "cuda" else ("gloo", None)
+    if restart:  # a restarted group under its own prefix of the agent's store
+        store = _attempt_store(group, meet)
+        dist.init_process_group(
+            backend, store=store, rank=group.rank, world_size=group.world_size, timeout=meet, device_id=device_id
+        )
+    else:  # a first attempt meets as torchrun's ranks do (env://)
+        dist.init_process_group(backend, timeout=meet, device_id=device_id)
     try:
         if group.leader:
             lease = Lease(client, jk, token, settings.job_lease_ttl_s)  # renewed by the job worker, not here

@@ -125,6 +125,8 @@ class Breakpoints(_Req):
 
 
 MAX_PROCESSES_PER_NODE = 64
+MAX_RESTARTS = 100
+MAX_COLLECTIVE_TIMEOUT_S = 86_400.0
 
 
 class Resources(_Req):
@@ -133,6 +135,16 @@ class Resources(_Req):
     nodes: Annotated[StrictInt, Field(ge=1)] = Field(default=1, description="Machines; only 1 for now.")
     processes_per_node: Annotated[StrictInt, Field(ge=1, le=MAX_PROCESSES_PER_NODE)] = Field(
         default=1, description="Ranks on the machine; above 1 the job runs data-parallel under torch.distributed."
+    )
+    max_restarts: Annotated[StrictInt, Field(ge=0, le=MAX_RESTARTS)] | None = Field(
+        default=None,
+        description="Times a group whose rank failed restarts from the last checkpoint before the job fails "
+        "(default: the service's GRADSERVE_JOB_MAX_RESTARTS).",
+    )
+    collective_timeout_s: Annotated[float, Field(gt=0, le=MAX_COLLECTIVE_TIMEOUT_S)] | None = Field(
+        default=None,
+        description="A collective (the step's all-reduce) waiting longer than this fails the group's attempt, "
+        "naming the rank that stopped answering (default: the service's GRADSERVE_JOB_COLLECTIVE_TIMEOUT_S).",
     )
 
     @field_validator("nodes")

@@ -5,6 +5,7 @@ the user's plain module; a fork of it going on at 1 process; bad resources named
 from __future__ import annotations
 
 import copy
+import json
 import os
 import signal
 import socket
@@ -24,7 +25,7 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from api.routes.sweeps import EXAMPLE
 from tests.conftest import detail_of
-from tests.integration.jobs_helpers import LocalMLP, mlp_job, submit, wait_final, wait_until
+from tests.integration.jobs_helpers import LocalMLP, mlp_job, sse, submit, wait_final, wait_until
 
 N, BATCH, STEPS, DATA_SEED, SEED = 37, 8, 6, 1, 2  # 37 = 4 batches of 8 and one of 5, padded to 6 at 2 ranks
 
@@ -179,16 +180,67 @@ def _no_ranks_left(job_id: str) -> None:
 
 def test_a_failed_rank_fails_the_job_naming_it_and_ends_the_group(client: httpx.Client) -> None:
     diverges = submit(client, ddp_job(steps=200, optimizer={"type": "SGD", "lr": 10000.0, "momentum": 0.9}))
-    job_id = submit(client, ddp_job(steps=20_000, dataset={"source": "random", "num_samples": 4096, "seed": 1}))
+    no_restarts = {"processes_per_node": 2, "max_restarts": 0, "collective_timeout_s": 2}
+    big = {"source": "random", "num_samples": 4096, "seed": 1}
+    job_id = submit(client, ddp_job(steps=20_000, dataset=big, resources=no_restarts))
+    hung = submit(client, ddp_job(steps=20_000, dataset=big, resources=no_restarts))
     wait_until(client, job_id, lambda d: (d.get("step") or 0) >= 2, timeout=60)
     os.kill(max(_ranks_of(job_id)), signal.SIGKILL)  # rank 1, started after rank 0
     done = wait_final(client, job_id)
     assert done["status"] == "failed" and done["error"] == "rank 1 of 2 failed: killed by SIGKILL", done
     _no_ranks_left(job_id)
+    # A rank that stops answering: rank 0 waits in the step's all-reduce past the job's collective timeout.
+    wait_until(client, hung, lambda d: (d.get("step") or 0) >= 2, timeout=60)
+    stopped = max(_ranks_of(hung))
+    os.kill(stopped, signal.SIGSTOP)
+    done = wait_final(client, hung, timeout=30)  # the timeout, and the agent's teardown: not held running
+    assert done["status"] == "failed", done
+    assert done["error"] == "rank 1 of 2 stopped answering: a collective waited past 2 s", done
+    _no_ranks_left(hung)  # the stopped rank too: killed, not left behind
     # Rank 0 fails the job on a non-finite loss while rank 1 waits in the next step's all-reduce.
     done = wait_final(client, diverges)
     assert done["status"] == "failed" and done["error"].startswith("loss is inf at step"), done
     _no_ranks_left(diverges)
+
+
+def test_a_killed_rank_and_a_stopped_one_restart_the_group_from_its_checkpoint(
+    client: httpx.Client, tmp_path: Path
+) -> None:
+    steps, every = 3000, 200
+    resources = {"processes_per_node": 2, "max_restarts": 2, "collective_timeout_s": 2}
+    job_id = submit(client, ddp_job(steps=steps, capture={"checkpoint_every": every}, resources=resources))
+    wait_until(client, job_id, lambda d: (d.get("checkpoint_step") or 0) >= every, timeout=60)
+    first = _ranks_of(job_id)
+    os.kill(max(first), signal.SIGKILL)  # rank 1, started after rank 0
+    # The agent starts the group again; its rank 1 then stops answering, and the group is restarted once more.
+    deadline = time.monotonic() + 60
+    while len(fresh := [p for p in _ranks_of(job_id) if p not in first]) < 2:
+        assert time.monotonic() < deadline and client.get(f"/v1/jobs/{job_id}").json()["status"] == "running"
+        time.sleep(0.05)
+    at = client.get(f"/v1/jobs/{job_id}").json()["step"]
+    again = wait_until(client, job_id, lambda d: d["step"] > at, timeout=60)  # it trains again
+    assert again["status"] == "running" and again["step"] < steps, again  # with steps left to stop it in
+    stopped = max(fresh)
+    os.kill(stopped, signal.SIGSTOP)
+    done = wait_final(client, job_id)
+    assert done["status"] == "succeeded" and done["step"] == steps, done.get("error")
+    assert not Path(f"/proc/{stopped}").exists()  # killed as its group ended, not left stopped
+    _no_ranks_left(job_id)
+
+    with client.stream("GET", f"/v1/jobs/{job_id}/events") as response:
+        events = list(sse(response))
+    running = [json.loads(e["data"]) for e in events if e["event"] == "state"]
+    running = [e for e in running if e["status"] == "running" and "resumed_from" in e]
+    assert [e.get("restart") for e in running] == [None, 1, 2], running
+    assert running[1]["resumed_from"] >= every and running[1]["resumed_from"] % every == 0, running
+    metrics = [json.loads(e["data"])["step"] for e in events if e["event"] == "metric"]
+    assert metrics == list(range(1, steps + 1))  # each step once, though some were trained twice
+    # The final weights and every loss equal an undisturbed run's: the local DDP loop.
+    local = reference(2, done["threads"], 0, tmp_path, last=steps)
+    remote = st_load(client.get(f"/v1/jobs/{job_id}/checkpoint").content)
+    for name, tensor in local["model"].items():
+        assert torch.equal(remote[name], tensor), name
+    assert client.get(f"/v1/jobs/{job_id}/metrics").json()["loss"] == local["losses"]
 
 
 @pytest.mark.parametrize(
