@@ -5,11 +5,12 @@ the user's plain module; a fork of it going on at 1 process; bad resources named
 from __future__ import annotations
 
 import copy
+import datetime
 import json
 import os
 import signal
-import socket
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +31,14 @@ from tests.integration.jobs_helpers import LocalMLP, mlp_job, sse, submit, wait_
 N, BATCH, STEPS, DATA_SEED, SEED = 37, 8, 6, 1, 2  # 37 = 4 batches of 8 and one of 5, padded to 6 at 2 ranks
 
 
-def train_ddp(rank: int, world: int, port: int, threads: int, first: int, last: int, folder: str) -> None:
+def train_ddp(rank: int, world: int, meet: str, threads: int, first: int, last: int, folder: str) -> None:
     """One rank of the local reference: the loop a user writes with DDP, from step ``first`` (0: the
     seeded start, else the state saved at that step) to ``last``; rank 0 saves the state at each step."""
     torch.set_num_threads(threads)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    # A file to meet at, not a port: a free port picked here could be taken by another process before the
+    # ranks bind it (the suite runs services beside), and the ranks would wait on it forever.
+    wait = datetime.timedelta(seconds=60)
+    dist.init_process_group("gloo", init_method=f"file://{meet}", rank=rank, world_size=world, timeout=wait)
     g = torch.Generator().manual_seed(DATA_SEED)  # the job's random dataset
     x, y = torch.randn((N, 6), generator=g), torch.randn((N, 3), generator=g)
     torch.manual_seed(SEED)
@@ -69,17 +73,15 @@ def train_ddp(rank: int, world: int, port: int, threads: int, first: int, last: 
 
 
 def reference(world: int, threads: int, first: int, folder: Path, last: int = STEPS) -> dict[str, Any]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    meet = str(folder / f"meet-{uuid.uuid4().hex}")  # a new file each time: a used one cannot be met at again
     if world == 1:  # one rank: this process
         before = torch.get_num_threads()
         try:
-            train_ddp(0, 1, port, threads, first, last, str(folder))
+            train_ddp(0, 1, meet, threads, first, last, str(folder))
         finally:
             torch.set_num_threads(before)
     else:
-        mp.spawn(train_ddp, args=(world, port, threads, first, last, str(folder)), nprocs=world)
+        mp.spawn(train_ddp, args=(world, meet, threads, first, last, str(folder)), nprocs=world)
     return torch.load(folder / f"state_{last}.pt", weights_only=True)
 
 
