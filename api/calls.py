@@ -9,7 +9,6 @@ Tensors ride in the task's arguments only when tiny; larger ones go to Redis und
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections import OrderedDict
@@ -22,6 +21,7 @@ import torch
 from redis.asyncio import Redis
 
 from api.broker import task_message
+from api.turns import Turns
 from models.errors import NotFound, ServiceUnavailable, Timeout
 from models.settings import Settings
 from models.store.keys import Keys
@@ -64,7 +64,7 @@ class Waiting:
 class SessionCalls:
     def __init__(self, redis: Redis, keys: Keys, settings: Settings) -> None:
         self.redis, self.keys, self.settings = redis, keys, settings
-        self._locks: dict[tuple[str, str], tuple[asyncio.Lock, list[int]]] = {}
+        self._turns = Turns()
         self._queues: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._line_full = stamp(
             error_frame(
@@ -100,16 +100,8 @@ class SessionCalls:
     @asynccontextmanager
     async def serial(self, tenant: str, sid: str) -> AsyncIterator[None]:
         """Hold the session's place in line; asyncio.Lock wakes waiters in the order they came."""
-        key = (tenant, sid)
-        lock, users = self._locks.setdefault(key, (asyncio.Lock(), [0]))
-        users[0] += 1
-        try:
-            async with lock:
-                yield
-        finally:
-            users[0] -= 1
-            if users[0] == 0:
-                self._locks.pop(key, None)
+        async with self._turns.hold((tenant, sid)):
+            yield
 
     # --- the call ---
     async def call(

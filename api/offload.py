@@ -20,6 +20,7 @@ import orjson
 
 from api.broker import task_message
 from api.calls import ENQUEUE, SessionCalls, Waiting
+from api.turns import Turns
 from models.errors import ServiceUnavailable, Timeout
 from models.placement import LANE_SESSIONS, place
 from models.store.redis import Store
@@ -29,21 +30,14 @@ from models.wire.session import ABANDONED, error_frame, heartbeat_stale, read_fr
 
 # How long past the worker's own deadline the API waits for the worker's 504 (with its message) to arrive.
 _GRACE_S = 2.0
-_files: dict[tuple[str, ...], tuple[asyncio.Lock, list[int]]] = {}
+_files = Turns()
 
 
 @asynccontextmanager
 async def one_at_a_time(*name: str) -> AsyncIterator[None]:
     """Hold the turn for one file; a second request for it waits here, then finds the file made."""
-    lock, users = _files.setdefault(name, (asyncio.Lock(), [0]))
-    users[0] += 1
-    try:
-        async with lock:
-            yield
-    finally:
-        users[0] -= 1
-        if users[0] == 0:
-            _files.pop(name, None)
+    async with _files.hold(name):
+        yield
 
 
 async def run_on_worker(

@@ -15,6 +15,7 @@ import numpy as np
 
 from models.data.arrays import ARRAYS, LOC, known_arrays
 from models.errors import InvalidInput, PayloadTooLarge
+from models.wire.file_headers import read_npy_header
 
 # Bytes of one array read at a time: the scan's memory, whatever the file's size.
 CHUNK_BYTES = 4 * 1024 * 1024
@@ -59,18 +60,10 @@ def scan_npz(path: Path, *, max_bytes: int, max_elements: int) -> dict[str, Any]
 
 def _header(member: IO[bytes], filename: str) -> Header:
     name = filename.removesuffix(".npy")
-    version = np.lib.format.read_magic(member)
-    if version == (1, 0):
-        shape, fortran, dtype = np.lib.format.read_array_header_1_0(member)
-    elif version == (2, 0):
-        shape, fortran, dtype = np.lib.format.read_array_header_2_0(member)
-    else:
-        raise InvalidInput(f"array '{name}' is in .npy format {version}; save it with numpy", LOC)
-    if dtype.hasobject:
-        raise InvalidInput(f"array '{name}' holds Python objects (object arrays are refused: no pickle)", LOC)
+    shape, fortran, dtype = read_npy_header(member, name, LOC)
     if dtype.kind not in "biuf":
         raise InvalidInput(f"array '{name}' has dtype {dtype}; only numbers are accepted", (*LOC, name))
-    return tuple(shape), bool(fortran), dtype
+    return shape, fortran, dtype
 
 
 def _check_sizes(

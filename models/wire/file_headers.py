@@ -8,6 +8,7 @@ import io
 import math
 import struct
 import zipfile
+from typing import IO, Any
 
 import numpy as np
 import orjson
@@ -36,21 +37,26 @@ def npz_decoded_bytes(blob: bytes, *, loc: Loc) -> dict[str, int]:
             for info in archive.infolist():
                 name = info.filename.removesuffix(".npy")
                 with io.BytesIO(member_prefix(blob, info, NPY_HEADER_ROOM, loc=loc)) as member:
-                    version = np.lib.format.read_magic(member)
-                    if version == (1, 0):
-                        shape, _, dtype = np.lib.format.read_array_header_1_0(member)
-                    elif version == (2, 0):
-                        shape, _, dtype = np.lib.format.read_array_header_2_0(member)
-                    else:
-                        raise InvalidInput(f"array '{name}' is in .npy format {version}; save it with numpy", loc)
-                if dtype.hasobject:
-                    raise InvalidInput(
-                        f"array '{name}' holds Python objects (object arrays are refused: no pickle)", loc
-                    )
+                    shape, _, dtype = read_npy_header(member, name, loc)
                 sizes[name] = math.prod(shape) * _stored_itemsize(dtype)
     except (ValueError, OSError, zipfile.BadZipFile, EOFError, struct.error) as exc:
         raise InvalidInput(f"not a readable .npz file: {exc}", loc) from exc
     return sizes
+
+
+def read_npy_header(member: IO[bytes], name: str, loc: Loc) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
+    """An .npy member's shape, Fortran order and dtype, read from its header alone; object arrays (which
+    only a pickle could hold) are refused."""
+    version = np.lib.format.read_magic(member)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(member)
+    elif version == (2, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(member)
+    else:
+        raise InvalidInput(f"array '{name}' is in .npy format {version}; save it with numpy", loc)
+    if dtype.hasobject:
+        raise InvalidInput(f"array '{name}' holds Python objects (object arrays are refused: no pickle)", loc)
+    return tuple(shape), bool(fortran), dtype
 
 
 def _stored_itemsize(dtype: np.dtype) -> int:
