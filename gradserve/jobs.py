@@ -291,11 +291,8 @@ class Job:
                     check(response)
                     for event in parse_events(response.iter_lines()):
                         last = event.id or last
-                        data = event.json()
-                        yield event.event, data
-                        if event.event == "state" and data.get("status") in JOB_STOPPED:
-                            return
-                return
+                        yield event.event, event.json()
+                return  # the service ends the stream at the job's latest stopped state
             except (httpx.RemoteProtocolError, httpx.ReadError):
                 time.sleep(POLL_S)
 

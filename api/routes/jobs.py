@@ -183,5 +183,8 @@ async def _stream(jobs: JobStore, tenant: str, job_id: str, cursor: str) -> Asyn
         for entry_id, kind, data in entries:
             cursor = entry_id
             yield encode_event(entry_id, kind, data)
-            if kind == "state" and json.loads(data).get("status") in JOB_STOPPED:
+            # A stopped state ends the stream only as the latest event: a pause the job was resumed from
+            # is followed by its later states (and a watcher that stopped there saw the wrong end).
+            stopped = kind == "state" and json.loads(data).get("status") in JOB_STOPPED
+            if stopped and not await jobs.events(tenant=tenant, job_id=job_id, after=cursor, block_ms=0):
                 return
