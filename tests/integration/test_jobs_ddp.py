@@ -81,8 +81,23 @@ def reference(world: int, threads: int, first: int, folder: Path, last: int = ST
         finally:
             torch.set_num_threads(before)
     else:
-        mp.spawn(train_ddp, args=(world, meet, threads, first, last, str(folder)), nprocs=world)
+        ranks = mp.spawn(train_ddp, args=(world, meet, threads, first, last, str(folder)), nprocs=world, join=False)
+        # The ranks' result is on disk once rank 0 saved the last step; a rank that then hangs on its way out
+        # (seen once in a busy suite, inside gloo's teardown) must not hold the test until its timeout.
+        deadline = time.monotonic() + 240
+        done_file = folder / f"state_{last}.pt"
+        while not ranks.join(timeout=1):
+            if done_file.exists() and time.monotonic() > min(deadline, _seen(done_file) + 15):
+                for proc in ranks.processes:
+                    proc.kill()
+                break
+            assert time.monotonic() < deadline, "the local DDP reference did not finish"
     return torch.load(folder / f"state_{last}.pt", weights_only=True)
+
+
+def _seen(path: Path) -> float:
+    """When ``path`` was last written, on this process's monotonic clock."""
+    return time.monotonic() - (time.time() - path.stat().st_mtime)
 
 
 def ddp_job(**overrides: Any) -> dict[str, Any]:
